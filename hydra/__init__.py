@@ -1,0 +1,47 @@
+"""Hydra: an event store with append-only streams, subscriptions and APIs.
+
+Embedded use::
+
+    import hydra
+    with hydra.open("./data") as store:
+        store.append("user-1", "evt-1", b'{"name": "Ann"}', hydra.NO_STREAM)
+        for event in store.read_stream("user-1"):
+            print(event.version, event.data)
+"""
+
+from __future__ import annotations
+
+from hydra._engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
+from hydra._format import RecordedEvent
+from hydra.errors import (
+    CorruptLog,
+    HydraError,
+    InvalidArgument,
+    StreamExists,
+    StreamNotFound,
+    StoreLocked,
+    Unavailable,
+    WrongExpectedVersion,
+)
+from hydra.store import Store
+
+open = Store.open
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "CorruptLog",
+    "HydraError",
+    "InvalidArgument",
+    "NewEvent",
+    "RecordedEvent",
+    "Store",
+    "StoreLocked",
+    "StreamExists",
+    "StreamNotFound",
+    "Unavailable",
+    "WrongExpectedVersion",
+    "open",
+]

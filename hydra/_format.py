@@ -1,0 +1,200 @@
+"""The on-disk byte layout of one log record: framing plus event envelope.
+
+Pure functions, no I/O. All integers are little-endian.
+
+Record framing (as in the Go system)::
+
+    offset  size  field
+    0       4     u32 length    payload length in bytes; 0 marks unwritten space
+    4       4     u32 crc32     CRC-32 (IEEE, zlib.crc32) of the payload
+    8       len   payload       the envelope below
+
+Envelope, version 1 (the payload)::
+
+    offset  size  field
+    0       1     u8  envelope version (1)
+    1       1     u8  record kind: 1 = event, 2 = stream tombstone
+    2       1     u8  flags: bit 0 = BATCH_END (last record of an atomic append)
+    3       1     u8  reserved, 0
+    4       8     i64 stream version: event -> its 0-based version in the stream;
+                      tombstone -> how many events the stream held when deleted
+    12      8     i64 commit timestamp, microseconds since the Unix epoch (UTC)
+    20      2     u16 stream ID length (S)
+    22      2     u16 event ID length (I)
+    24      2     u16 event type length (T)
+    26      2     u16 reserved, 0
+    28      4     u32 metadata length (M)
+    32      S     stream ID, UTF-8
+    32+S    I     event ID, UTF-8 (empty: no idempotency key)
+    ...     T     event type, UTF-8
+    ...     M     metadata bytes
+    ...     rest  data bytes (payload length - 32 - S - I - T - M)
+
+A tombstone carries only the stream ID (I = T = M = 0, no data).
+See docs/FORMAT.md for the whole data directory.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import NamedTuple
+from zlib import crc32
+
+from hydra.errors import CorruptLog
+
+FRAME = struct.Struct("<II")
+FRAME_SIZE = FRAME.size
+assert FRAME_SIZE == 8
+
+ENVELOPE = struct.Struct("<BBBBqqHHHHI")
+ENVELOPE_SIZE = ENVELOPE.size
+assert ENVELOPE_SIZE == 32
+
+# Framing and envelope header unpacked in one call on the read paths.
+RECORD_HEADER = struct.Struct("<IIBBBBqqHHHHI")
+RECORD_HEADER_SIZE = RECORD_HEADER.size
+assert RECORD_HEADER_SIZE == FRAME_SIZE + ENVELOPE_SIZE == 40
+
+ENVELOPE_VERSION = 1
+KIND_EVENT = 1
+KIND_TOMBSTONE = 2
+FLAG_BATCH_END = 1
+_KNOWN_FLAGS = FLAG_BATCH_END
+
+# Largest payload a u32 length can describe.
+MAX_PAYLOAD = 0xFFFF_FFFF
+
+_pack_env = ENVELOPE.pack
+_pack_frame = FRAME.pack
+_join = b"".join
+
+
+class RecordedEvent(NamedTuple):
+    """One event as stored: what every read and subscription returns."""
+
+    position: int
+    stream_id: str
+    version: int
+    event_id: str
+    event_type: str
+    data: bytes
+    metadata: bytes
+    timestamp: float  # commit time, POSIX seconds
+
+
+class RecordInfo(NamedTuple):
+    """The framing and envelope header of one record, without its variable fields."""
+
+    length: int  # payload length
+    kind: int
+    flags: int
+    stream_version: int
+    timestamp_us: int
+
+
+def encode_event(
+    stream_id: bytes,
+    event_id: bytes,
+    event_type: bytes,
+    metadata: bytes,
+    data: bytes,
+    version: int,
+    timestamp_us: int,
+    flags: int,
+) -> bytes:
+    """Return the framed record of one event."""
+    body = _join((
+        _pack_env(ENVELOPE_VERSION, KIND_EVENT, flags, 0, version, timestamp_us,
+                  len(stream_id), len(event_id), len(event_type), 0, len(metadata)),
+        stream_id, event_id, event_type, metadata, data,
+    ))
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> bytes:
+    """Return the framed tombstone record that soft-deletes a stream."""
+    body = _pack_env(ENVELOPE_VERSION, KIND_TOMBSTONE, FLAG_BATCH_END, 0, event_count,
+                     timestamp_us, len(stream_id), 0, 0, 0, 0) + stream_id
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def record_size(stream_id: int, event_id: int, event_type: int, metadata: int, data: int) -> int:
+    """Bytes one event record takes on disk, given its field lengths."""
+    return RECORD_HEADER_SIZE + stream_id + event_id + event_type + metadata + data
+
+
+def check_header(buf: bytes | memoryview, offset: int, room: int, position: int) -> tuple:
+    """Unpack and sanity-check the record header at ``offset``.
+
+    ``room`` is how many bytes remain in the segment from ``offset``. Returns the
+    unpacked header tuple (see RECORD_HEADER). Raises CorruptLog when the header
+    cannot belong to a valid record; a zero length is returned as is (end of data).
+    """
+    if room < RECORD_HEADER_SIZE:
+        if room >= FRAME_SIZE and FRAME.unpack_from(buf, offset)[0] != 0:
+            raise CorruptLog(f"record at position {position} is cut by the segment end")
+        return (0,) * 13
+    h = RECORD_HEADER.unpack_from(buf, offset)
+    length = h[0]
+    if length == 0:
+        return h
+    if length < ENVELOPE_SIZE or FRAME_SIZE + length > room:
+        raise CorruptLog(f"record at position {position} has an impossible length {length}")
+    if h[2] != ENVELOPE_VERSION:
+        raise CorruptLog(f"record at position {position} has unknown envelope version {h[2]}")
+    if h[3] not in (KIND_EVENT, KIND_TOMBSTONE):
+        raise CorruptLog(f"record at position {position} has unknown record kind {h[3]}")
+    if h[4] & ~_KNOWN_FLAGS or h[5] != 0 or h[11] != 0:
+        raise CorruptLog(f"record at position {position} has unknown flags or reserved bits")
+    if ENVELOPE_SIZE + h[8] + h[9] + h[10] + h[12] > length:
+        raise CorruptLog(f"record at position {position} has field lengths beyond its payload")
+    if h[6] < 0:
+        raise CorruptLog(f"record at position {position} has a negative stream version")
+    return h
+
+
+def check_crc(buf: bytes | memoryview, offset: int, length: int, crc: int, position: int) -> None:
+    """Raise CorruptLog unless the payload at ``offset`` matches its CRC."""
+    start = offset + FRAME_SIZE
+    if crc32(buf[start:start + length]) != crc:
+        raise CorruptLog(f"record at position {position} fails its CRC check")
+
+
+def decode_event(buf: bytes | memoryview, offset: int, position: int) -> RecordedEvent:
+    """Decode and verify the event record at ``offset`` of ``buf``.
+
+    Raises CorruptLog when the record is damaged or is not an event.
+    """
+    (length, crc, env_version, kind, _flags, _r0, version, ts,
+     sid_len, eid_len, type_len, _r1, meta_len) = RECORD_HEADER.unpack_from(buf, offset)
+    start = offset + FRAME_SIZE
+    payload = buf[start:start + length]
+    if crc32(payload) != crc or len(payload) != length or length == 0:
+        raise CorruptLog(f"record at position {position} fails its CRC check")
+    if kind != KIND_EVENT or env_version != ENVELOPE_VERSION:
+        raise CorruptLog(f"record at position {position} is not an event record")
+    a = ENVELOPE_SIZE + sid_len
+    b = a + eid_len
+    c = b + type_len
+    d = c + meta_len
+    if d > length:
+        raise CorruptLog(f"record at position {position} has field lengths beyond its payload")
+    try:
+        return RecordedEvent(
+            position,
+            payload[ENVELOPE_SIZE:a].decode(),
+            version,
+            payload[a:b].decode(),
+            payload[b:c].decode(),
+            payload[d:],
+            payload[c:d],
+            ts / 1e6,
+        )
+    except UnicodeDecodeError:
+        raise CorruptLog(f"record at position {position} has text that is not UTF-8") from None
+
+
+def read_fields(payload: bytes, sid_len: int, eid_len: int) -> tuple[bytes, bytes]:
+    """Return (stream ID, event ID) bytes of a payload."""
+    a = ENVELOPE_SIZE + sid_len
+    return payload[ENVELOPE_SIZE:a], payload[a:a + eid_len]

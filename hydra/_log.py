@@ -1,0 +1,71 @@
+"""The append side of the log: where the next record goes, rotation, and sync."""
+
+from __future__ import annotations
+
+import os
+
+from hydra._segments import SegmentSet
+
+
+class LogWriter:
+    """Appends framed records at the end of the log through the segment maps.
+
+    Writes go into the shared map (visible to other processes at once, kept by
+    the kernel if this process dies); ``sync`` makes them survive a machine crash.
+    Not thread-safe: the single writer serialises calls.
+    """
+
+    def __init__(self, segments: SegmentSet, end: int) -> None:
+        self._segments = segments
+        self._size = segments.segment_size
+        number, self._offset = divmod(end, self._size)
+        self._number = number
+        self._base = number * self._size
+        if number < len(segments.maps) or os.path.exists(segments.path(number)):
+            self._mm = segments.map(number)
+        else:
+            self._mm = segments.create(number)
+        self._fd = segments.fd(number)
+
+    @property
+    def end(self) -> int:
+        """Global position just past the last written record."""
+        return self._base + self._offset
+
+    @property
+    def segment_size(self) -> int:
+        return self._size
+
+    def write(self, records: bytes) -> int:
+        """Write ``records`` (one or more whole records) and return their position.
+
+        They never span two segments: when they do not fit, the writer moves to a
+        new segment first. ``len(records)`` must not exceed the segment size.
+        """
+        n = len(records)
+        offset = self._offset
+        if offset + n > self._size:
+            self._rotate()
+            offset = 0
+        self._mm[offset:offset + n] = records
+        self._offset = offset + n
+        return self._base + offset
+
+    def _rotate(self) -> None:
+        # Records in the new segment must never be on disk while the end of this
+        # one is not: recovery then only ever finds a torn tail in the last segment.
+        os.fdatasync(self._fd)
+        self._number += 1
+        self._mm = self._segments.create(self._number)
+        self._fd = self._segments.fd(self._number)
+        self._base = self._number * self._size
+        self._offset = 0
+
+    def sync(self) -> None:
+        """Flush everything written so far to stable storage.
+
+        fdatasync on the file flushes the pages dirtied through the shared map as
+        well (on Linux msync(MS_SYNC) does the same work), and the size never
+        changes, so the cheaper fdatasync is enough.
+        """
+        os.fdatasync(self._fd)

@@ -1,0 +1,155 @@
+"""Read semantics shared by the embedded Store and the read-only view.
+
+Both hold an Index, a SegmentSet and a committed position; a read never
+returns anything at or past the committed position, so readers see an event
+only once it is committed.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from hydra._format import RecordedEvent, decode_event
+from hydra.errors import InvalidArgument
+from hydra.limits import check_int
+
+if TYPE_CHECKING:
+    from hydra._index import Index
+    from hydra._segments import SegmentSet
+    from hydra.limits import Limits
+
+_MAX_POSITION = (1 << 63) - 1
+
+
+class ReadSide:
+    """``read_stream``, ``read_all`` and ``stream_version`` over an index.
+
+    Subclasses set ``_index``, ``_segments``, ``_limits`` and keep ``_committed``
+    current, and may override ``_before_read`` (to catch up, or to refuse after close).
+    """
+
+    _index: Index
+    _segments: SegmentSet
+    _limits: Limits
+    _committed: int
+
+    def _before_read(self) -> None:
+        """Hook run before each read."""
+
+    @property
+    def committed_position(self) -> int:
+        """Everything before this log position is committed and readable."""
+        return self._committed
+
+    def _key(self, stream_id: object) -> bytes:
+        return self._limits.check_stream_id(stream_id)
+
+    def stream_version(self, stream_id: str) -> int:
+        """Number of committed events in the stream (0 when absent or deleted)."""
+        key = self._key(stream_id)
+        self._before_read()
+        st = self._index.streams.get(key)
+        if st is None:
+            return 0
+        return bisect_left(st.positions, self._committed)
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        """Events of one stream in version order (or reverse with ``backward``).
+
+        ``from_version`` is inclusive; None means the first event (forward) or the
+        last (backward). A missing or deleted stream yields nothing.
+        """
+        key = self._key(stream_id)
+        start, limit = self._check_range(from_version, limit, backward, "from_version")
+        self._before_read()
+        st = self._index.streams.get(key)
+        if st is None:
+            return iter(())
+        positions = st.positions
+        top = bisect_left(positions, self._committed)
+        if not backward:
+            lo = 0 if start is None else start
+            hi = top if limit is None else min(top, lo + limit)
+            return self._events(positions, range(lo, hi), None)
+        hi = top - 1 if start is None else min(top - 1, start)
+        lo = -1 if limit is None else max(-1, hi - limit)
+        return self._events(positions, range(hi, lo, -1), None)
+
+    def read_all(
+        self,
+        from_position: int | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        """All committed events in log order (or reverse with ``backward``).
+
+        ``from_position`` is inclusive: reading starts at the first event at or
+        after it (at or before it, backward), so any position a read returned, or
+        that position + 1, is a valid resume point. None means the start (forward)
+        or the end (backward). Events of deleted streams are skipped.
+        """
+        start, limit = self._check_range(from_position, limit, backward, "from_position")
+        self._before_read()
+        positions = self._index.all_positions
+        top = bisect_left(positions, self._committed)
+        if not backward:
+            lo = 0 if start is None else bisect_left(positions, start, 0, top)
+            rng = range(lo, top)
+        else:
+            hi = top if start is None else bisect_right(positions, start, 0, top)
+            rng = range(hi - 1, -1, -1)
+        tombstones = self._index.tombstones
+        if tombstones:
+            return self._events(positions, rng, limit, tombstones)
+        if limit is not None:
+            rng = rng[:limit]
+        return self._events(positions, rng, None)
+
+    def _check_range(
+        self, start: int | None, limit: int | None, backward: bool, what: str
+    ) -> tuple[int | None, int | None]:
+        if start is not None:
+            check_int(start, what, minimum=0, maximum=_MAX_POSITION)
+        if limit is not None:
+            check_int(limit, "limit", minimum=0, maximum=self._limits.max_read_limit)
+        if type(backward) is not bool:
+            raise InvalidArgument(f"backward must be a bool, got {type(backward).__name__}")
+        return start, limit
+
+    def _events(
+        self,
+        positions: object,
+        rng: range,
+        limit: int | None,
+        tombstones: dict[bytes, int] | None = None,
+    ) -> Iterator[RecordedEvent]:
+        size = self._segments.segment_size
+        segments = self._segments
+        maps = segments.maps
+        decode = decode_event
+        if tombstones is None:
+            for i in rng:
+                p = positions[i]  # type: ignore[index]
+                s = p // size
+                yield decode(maps[s] if s < len(maps) else segments.map(s), p - s * size, p)
+            return
+        left = limit
+        for i in rng:
+            if left is not None and left <= 0:
+                return
+            p = positions[i]  # type: ignore[index]
+            s = p // size
+            ev = decode(maps[s] if s < len(maps) else segments.map(s), p - s * size, p)
+            if tombstones.get(ev.stream_id.encode(), -1) > p:
+                continue
+            if left is not None:
+                left -= 1
+            yield ev

@@ -1,0 +1,118 @@
+"""Segment files: naming, creation (preallocated), and memory maps.
+
+A segment ``hydra-NNNNN.log`` holds the records whose global positions lie in
+``[n * segment_size, (n + 1) * segment_size)``; a position maps to
+``(segment, offset)`` by division. Segments are preallocated to full size when
+created, so a map made once covers the whole segment and fsync on the hot path
+never changes the file size.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import re
+
+from hydra._manifest import fsync_dir
+from hydra.errors import CorruptLog, StorageError
+
+_NAME = re.compile(r"^hydra-(\d{5,})\.log$")
+
+
+def segment_name(number: int) -> str:
+    return f"hydra-{number:05d}.log"
+
+
+def list_segments(directory: str) -> list[int]:
+    """Segment numbers present in ``directory``, checked to be 0..n-1 with no gap."""
+    numbers = sorted(int(m.group(1)) for m in map(_NAME.match, os.listdir(directory)) if m)
+    for expected, number in enumerate(numbers):
+        if number != expected:
+            raise CorruptLog(
+                f"{directory}: segment {segment_name(expected)} is missing "
+                f"(found {segment_name(number)})"
+            )
+    return numbers
+
+
+class SegmentSet:
+    """The memory maps of a data directory's segments, made on first use.
+
+    A writable set maps read-write (the writer appends through the map); a
+    read-only set maps read-only and picks up segments created after it started.
+    """
+
+    def __init__(self, directory: str, segment_size: int, *, writable: bool) -> None:
+        self.directory = directory
+        self.segment_size = segment_size
+        self.writable = writable
+        self.maps: list[mmap.mmap] = []
+        self._fds: list[int] = []
+
+    def path(self, number: int) -> str:
+        return os.path.join(self.directory, segment_name(number))
+
+    def map(self, number: int) -> mmap.mmap:
+        """Return the map of segment ``number``, mapping it (and any before it) if needed."""
+        maps = self.maps
+        while len(maps) <= number:
+            self._open(len(maps))
+        return maps[number]
+
+    def _open(self, number: int) -> None:
+        path = self.path(number)
+        flags = os.O_RDWR if self.writable else os.O_RDONLY
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise StorageError(f"segment {path} does not exist") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size != self.segment_size:
+                raise CorruptLog(
+                    f"segment {path} is {size} bytes; the manifest says {self.segment_size}"
+                )
+            prot = mmap.PROT_READ | (mmap.PROT_WRITE if self.writable else 0)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+        except BaseException:
+            os.close(fd)
+            raise
+        if hasattr(mm, "madvise") and not self.writable:
+            # Reads are mostly sequential (catch-up, tailing); let the kernel read ahead.
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+        self.maps.append(mm)
+        self._fds.append(fd)
+
+    def create(self, number: int) -> mmap.mmap:
+        """Create segment ``number`` preallocated to full size and map it."""
+        assert self.writable and number == len(self.maps)
+        path = self.path(number)
+        tmp = path + ".tmp"
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, self.segment_size)
+            # The preallocated size must be durable before records rely on it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        # Rename so a reader never maps a segment that is shorter than its final size.
+        os.rename(tmp, path)
+        # The new directory entry must survive a crash before any record in it is acknowledged.
+        fsync_dir(self.directory)
+        return self.map(number)
+
+    def fd(self, number: int) -> int:
+        self.map(number)
+        return self._fds[number]
+
+    def close(self) -> None:
+        for mm in self.maps:
+            try:
+                mm.close()
+            except BufferError:
+                # A caller still holds a view into the map; the OS unmaps it at exit.
+                pass
+        for fd in self._fds:
+            os.close(fd)
+        self.maps = []
+        self._fds = []

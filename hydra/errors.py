@@ -1,0 +1,80 @@
+"""The one error hierarchy of Hydra.
+
+Every layer raises these; the gateway maps them to HTTP statuses and gRPC codes
+in exactly one place (``hydra/gateway/_errors.py``).
+"""
+
+from __future__ import annotations
+
+
+class HydraError(Exception):
+    """Base class of every error Hydra raises on purpose."""
+
+
+class InvalidArgument(HydraError, ValueError):
+    """A caller passed a value outside the contract (type, range, limit)."""
+
+
+class ConcurrencyError(HydraError):
+    """An append's expected version did not hold."""
+
+
+class WrongExpectedVersion(ConcurrencyError):
+    """The stream holds a different number of events than the append expected."""
+
+    def __init__(self, stream_id: str, expected_version: int, current_version: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+        self.current_version = current_version
+        super().__init__(
+            f"wrong expected version for stream {stream_id!r}: "
+            f"expected {expected_version}, stream holds {current_version} events"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.stream_id, self.expected_version, self.current_version))
+
+
+class StreamExists(ConcurrencyError):
+    """``NO_STREAM`` was expected but the stream already holds events."""
+
+    def __init__(self, stream_id: str, current_version: int = 0) -> None:
+        self.stream_id = stream_id
+        self.current_version = current_version
+        super().__init__(
+            f"stream {stream_id!r} already exists ({current_version} events)"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.stream_id, self.current_version))
+
+
+class StreamNotFound(HydraError):
+    """The stream does not exist (or was deleted) where it must exist."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} not found")
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.stream_id,))
+
+
+class StorageError(HydraError):
+    """The data directory cannot be used (I/O failure, bad manifest)."""
+
+
+class CorruptLog(StorageError):
+    """A record on disk fails its checks (framing, CRC, envelope, versions)."""
+
+
+class StoreLocked(StorageError):
+    """Another process (or Store) already owns the data directory."""
+
+
+class Unavailable(HydraError):
+    """The service that must answer (the writer) cannot be reached right now."""
+
+
+class StoreClosed(HydraError):
+    """The store was closed; open it again to use it."""

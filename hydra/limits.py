@@ -1,0 +1,92 @@
+"""Explicit, configurable limits enforced at every entry point (DESIGN §9)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from hydra.errors import InvalidArgument
+
+# Characters a stream ID may not contain: ASCII/Unicode control characters
+# (they break logs, SSE framing and terminals) and '/' (it splits URL paths).
+_BAD_STREAM_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f/]")
+# Event IDs and types are free-form text without control characters.
+_BAD_TEXT_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Size limits, in bytes unless said otherwise."""
+
+    max_stream_id: int = 256
+    max_event_id: int = 128
+    max_event_type: int = 256
+    max_event_size: int = 1 << 20  # data + metadata of one event
+    max_batch_events: int = 10_000
+    max_batch_size: int = 16 << 20  # data + metadata of one append request
+    max_read_limit: int = 1_000_000_000  # largest accepted ``limit`` of a read
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_stream_id", "max_event_id", "max_event_type", "max_event_size",
+            "max_batch_events", "max_batch_size", "max_read_limit",
+        ):
+            value = getattr(self, name)
+            if type(value) is not int or value < 1:
+                raise InvalidArgument(f"limit {name} must be a positive integer, got {value!r}")
+        if self.max_stream_id > 0xFFFF or self.max_event_id > 0xFFFF or self.max_event_type > 0xFFFF:
+            raise InvalidArgument("stream ID, event ID and event type limits must be <= 65535 bytes")
+
+    def check_stream_id(self, stream_id: object) -> bytes:
+        """Validate a stream ID and return its UTF-8 bytes."""
+        if type(stream_id) is not str:
+            raise InvalidArgument(f"stream ID must be a string, got {type(stream_id).__name__}")
+        if not stream_id:
+            raise InvalidArgument("stream ID must not be empty")
+        raw = stream_id.encode("utf-8", "surrogatepass")
+        if len(raw) > self.max_stream_id:
+            raise InvalidArgument(
+                f"stream ID is {len(raw)} bytes; the limit is {self.max_stream_id}"
+            )
+        bad = _BAD_STREAM_CHARS.search(stream_id)
+        if bad is not None:
+            raise InvalidArgument(
+                f"stream ID contains a forbidden character {bad.group()!r} "
+                "(control characters and '/' are not allowed)"
+            )
+        _check_surrogates(stream_id, "stream ID")
+        return raw
+
+    def check_text(self, value: object, what: str, limit: int) -> bytes:
+        """Validate an event ID or event type (may be empty) and return its bytes."""
+        if type(value) is not str:
+            raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
+        if not value:
+            return b""
+        raw = value.encode("utf-8", "surrogatepass")
+        if len(raw) > limit:
+            raise InvalidArgument(f"{what} is {len(raw)} bytes; the limit is {limit}")
+        bad = _BAD_TEXT_CHARS.search(value)
+        if bad is not None:
+            raise InvalidArgument(f"{what} contains a control character {bad.group()!r}")
+        _check_surrogates(value, what)
+        return raw
+
+
+def _check_surrogates(value: str, what: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"{what} is not valid Unicode (lone surrogate)") from None
+
+
+def check_int(value: object, what: str, *, minimum: int, maximum: int) -> int:
+    """Validate an integer argument (bools are refused: True is not a version)."""
+    if type(value) is not int:
+        raise InvalidArgument(f"{what} must be an integer, got {type(value).__name__}")
+    if value < minimum or value > maximum:
+        raise InvalidArgument(f"{what} must be between {minimum} and {maximum}, got {value}")
+    return value
+
+
+DEFAULT_LIMITS = Limits()

@@ -1,0 +1,361 @@
+"""The embedded Store: the engine, the read side and a durability policy in one process."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Literal
+
+from hydra._engine import ANY, AppendResult, Engine, NewEvent
+from hydra._format import RecordedEvent
+from hydra._index import Index
+from hydra._lock import DirectoryLock
+from hydra._manifest import (
+    FORMAT_VERSION,
+    Manifest,
+    check_segment_size,
+    read_manifest,
+    write_manifest,
+)
+from hydra._reads import ReadSide
+from hydra._recovery import recover
+from hydra._segments import SegmentSet
+from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
+from hydra.limits import DEFAULT_LIMITS, Limits
+
+SyncMode = Literal["every-write", "async", "every-second"]
+SYNC_MODES: tuple[str, ...] = ("every-write", "async", "every-second")
+DEFAULT_SEGMENT_SIZE = 64 * 2**20
+
+
+def check_sync_options(sync: object, interval: object, batch: object) -> None:
+    """Validate durability options (shared by the Store and the writer process)."""
+    if sync not in SYNC_MODES:
+        raise InvalidArgument(f"sync must be one of {', '.join(SYNC_MODES)}; got {sync!r}")
+    if type(interval) not in (int, float) or not 0 < interval <= 3600:  # type: ignore[operator]
+        raise InvalidArgument(f"sync_interval must be seconds in (0, 3600], got {interval!r}")
+    if type(batch) is not int or not 1 <= batch <= 10_000_000:
+        raise InvalidArgument(f"sync_batch must be an integer in [1, 10000000], got {batch!r}")
+
+
+def open_data_dir(
+    path: str, segment_size: int | None, *, create: bool
+) -> tuple[str, Manifest]:
+    """Resolve ``path``, check or create its manifest, return (directory, manifest)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise InvalidArgument(f"path must be a string or path, got {type(path).__name__}")
+    directory = os.path.abspath(os.fspath(path))
+    if segment_size is not None:
+        check_segment_size(segment_size)
+    if create:
+        os.makedirs(directory, exist_ok=True)
+    elif not os.path.isdir(directory):
+        raise StorageError(f"data directory {directory} does not exist")
+    manifest = read_manifest(directory)
+    if manifest is None:
+        if not create:
+            raise StorageError(f"{directory} is not a Hydra data directory (no manifest)")
+        manifest = Manifest(FORMAT_VERSION, segment_size or DEFAULT_SEGMENT_SIZE)
+        write_manifest(directory, manifest)
+    elif segment_size is not None and segment_size != manifest.segment_size:
+        raise InvalidArgument(
+            f"{directory} was created with segment_size {manifest.segment_size}; "
+            f"cannot open it with {segment_size}"
+        )
+    return directory, manifest
+
+
+class Store(ReadSide):
+    """An event store in a data directory, owned by this process.
+
+    Thread-safe: any number of threads may append and read. In ``every-write``
+    mode an append returns once its bytes are on disk, and concurrent appends
+    share fsyncs (group commit). Use ``hydra.open`` (or ``Store.open``).
+    """
+
+    def __init__(self) -> None:  # pragma: no cover - use Store.open
+        raise TypeError("use hydra.open(path) or Store.open(path)")
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        sync: SyncMode = "every-write",
+        sync_interval: float = 0.01,
+        sync_batch: int = 1000,
+        segment_size: int | None = None,
+        *,
+        read_only: bool = False,
+        limits: Limits | None = None,
+    ) -> Store:
+        """Open (creating when missing) the store in ``path``.
+
+        With ``read_only=True`` this returns a ``hydra.readers.ReadOnlyView`` of a
+        directory that another process writes.
+        """
+        if read_only:
+            from hydra.readers import ReadOnlyView
+
+            return ReadOnlyView.open(path, limits=limits)  # type: ignore[return-value]
+        check_sync_options(sync, sync_interval, sync_batch)
+        if limits is not None and not isinstance(limits, Limits):
+            raise InvalidArgument("limits must be a hydra.limits.Limits")
+        self = object.__new__(cls)
+        self._init(os.fspath(path), sync, float(sync_interval), sync_batch, segment_size,
+                   limits or DEFAULT_LIMITS)
+        return self
+
+    def _init(
+        self, path: str, sync: SyncMode, interval: float, batch: int,
+        segment_size: int | None, limits: Limits,
+    ) -> None:
+        directory, manifest = open_data_dir(path, segment_size, create=True)
+        self.directory = directory
+        self.sync_mode: SyncMode = sync
+        self._limits = limits
+        self._closed = False
+        self._failure: HydraError | None = None
+        self._lock_file = DirectoryLock(directory)
+        try:
+            self._segments = SegmentSet(directory, manifest.segment_size, writable=True)
+            self._index = Index()
+            end = recover(self._segments, self._index, repair=True)
+            self._engine = Engine(self._segments, self._index, limits, end)
+        except BaseException:
+            if hasattr(self, "_segments"):
+                self._segments.close()
+            self._lock_file.release()
+            raise
+        self._committed = end
+        self._synced = end
+        self._every_write = sync == "every-write"
+        # Serialises the engine (validation + write + index update).
+        self._lock = threading.Lock()
+        # Held by the thread doing an fsync; others queue behind it and usually
+        # find their write already covered when they get it (group commit).
+        self._sync_lock = threading.Lock()
+        self._unsynced = 0
+        self._sync_batch = batch if sync == "async" else 1 << 62
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        if not self._every_write:
+            self._interval = interval if sync == "async" else 1.0
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name=f"hydra-flush {directory}", daemon=True
+            )
+            self._flusher.start()
+
+    # -- context manager -------------------------------------------------------
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"committed={self._committed}"
+        return f"<hydra.Store {self.directory} sync={self.sync_mode} {state}>"
+
+    # -- writes ----------------------------------------------------------------
+
+    def append(
+        self,
+        stream_id: str,
+        event_id: str,
+        data: bytes,
+        expected_version: int = ANY,
+        event_type: str = "",
+        metadata: bytes = b"",
+    ) -> AppendResult:
+        """Append one event; see DESIGN §4 for expected versions and idempotency."""
+        with self._lock:
+            if self._failure is not None or self._closed:
+                self._raise_unusable()
+            result = self._engine.append(stream_id, event_id, data, expected_version,
+                                         event_type, metadata)
+            if self._every_write:
+                target = result.position + 1
+            else:
+                self._committed = self._engine.log.end
+                self._unsynced += 1
+                if self._unsynced >= self._sync_batch:
+                    self._unsynced = 0
+                    self._wake.set()
+                return result
+        self._sync_to(target)
+        return result
+
+    def append_sync(
+        self,
+        stream_id: str,
+        event_id: str,
+        data: bytes,
+        expected_version: int = ANY,
+        event_type: str = "",
+        metadata: bytes = b"",
+    ) -> AppendResult:
+        """Like ``append``, but returns only after the event is on disk, in any mode."""
+        with self._lock:
+            if self._failure is not None or self._closed:
+                self._raise_unusable()
+            result = self._engine.append(stream_id, event_id, data, expected_version,
+                                         event_type, metadata)
+            if not self._every_write:
+                self._committed = self._engine.log.end
+        self._sync_to(result.position + 1)
+        return result
+
+    def append_events(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int = ANY,
+        *,
+        sync: bool = False,
+    ) -> AppendResult:
+        """Append a batch atomically (all or nothing, on disk and to readers)."""
+        with self._lock:
+            if self._failure is not None or self._closed:
+                self._raise_unusable()
+            result = self._engine.append_events(stream_id, events, expected_version)
+            if not self._every_write:
+                self._committed = self._engine.log.end
+                if not sync:
+                    self._unsynced += len(events)
+                    if self._unsynced >= self._sync_batch:
+                        self._unsynced = 0
+                        self._wake.set()
+                    return result
+        self._sync_to(result.position + 1)
+        return result
+
+    def delete_stream(self, stream_id: str, expected_version: int = ANY) -> int:
+        """Soft-delete a stream: it reads as empty and a new append starts it at 0.
+
+        Returns the tombstone's position. Raises StreamNotFound when the stream has
+        no events.
+        """
+        with self._lock:
+            if self._failure is not None or self._closed:
+                self._raise_unusable()
+            position = self._engine.delete_stream(stream_id, expected_version)
+            if self._every_write:
+                # Holding the engine lock through the sync keeps the index from ever
+                # showing a deletion that is not yet durable.
+                self._sync_locked()
+            else:
+                self._committed = self._engine.log.end
+            self._index.delete_stream(self._engine.stream_key(stream_id), position)
+        return position
+
+    def flush(self) -> None:
+        """Make every append so far durable, whatever the mode."""
+        with self._lock:
+            if self._closed:
+                return
+            target = self._engine.log.end
+        self._sync_to(target)
+
+    # -- durability ------------------------------------------------------------
+
+    def _sync_to(self, target: int) -> None:
+        """Return once everything before ``target`` is on disk (group commit)."""
+        with self._sync_lock:
+            if self._synced >= target:
+                return
+            if self._failure is not None:
+                raise self._failure
+            # Everything written so far is covered by this one fsync; appends that
+            # arrive meanwhile queue on _sync_lock and are covered by the next.
+            end = self._engine.log.end
+            try:
+                self._engine.log.sync()
+            except OSError as exc:
+                self._fail(exc)
+            self._synced = end
+            if self._every_write:
+                self._committed = end
+
+    def _sync_locked(self) -> None:
+        """Sync while holding the engine lock (deletes, close)."""
+        with self._sync_lock:
+            end = self._engine.log.end
+            if self._synced < end:
+                try:
+                    self._engine.log.sync()
+                except OSError as exc:
+                    self._fail(exc)
+                self._synced = end
+            self._committed = end
+
+    def _fail(self, exc: OSError) -> None:
+        # After a failed fsync the kernel may have dropped the dirty pages: nothing
+        # written since the last good sync can be trusted, so refuse all writes.
+        self._failure = StorageError(
+            f"fsync failed in {self.directory}: {exc}; the store must be reopened"
+        )
+        raise self._failure from exc
+
+    def _flush_loop(self) -> None:
+        wake = self._wake
+        while not self._closed:
+            wake.wait(self._interval)
+            wake.clear()
+            if self._closed:
+                return
+            end = self._engine.log.end
+            if end > self._synced and self._failure is None:
+                try:
+                    self._sync_to(end)
+                except HydraError:
+                    return
+
+    def _raise_unusable(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.directory} is closed")
+        assert self._failure is not None
+        raise self._failure
+
+    # -- reads -----------------------------------------------------------------
+
+    def _before_read(self) -> None:
+        if self._closed:
+            raise StoreClosed(f"store {self.directory} is closed")
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        return super().read_stream(stream_id, from_version, limit, backward)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for health checks and tools."""
+        return {
+            "committed_position": self._committed,
+            "synced_position": self._synced,
+            "events": self._index.event_count,
+            "streams": len(self._index.streams),
+        }
+
+    # -- close -----------------------------------------------------------------
+
+    def close(self) -> None:
+        """Sync, stop the flusher, unmap, and release the directory lock."""
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._failure is None:
+                    self._sync_locked()
+            finally:
+                self._closed = True
+                self._wake.set()
+        if self._flusher is not None:
+            self._flusher.join()
+        self._segments.close()
+        self._lock_file.release()
