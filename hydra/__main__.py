@@ -1,0 +1,5 @@
+import sys
+
+from hydra.cli import main
+
+sys.exit(main())
