@@ -49,7 +49,7 @@ class ScanResult(NamedTuple):
 class Index:
     """Streams, event IDs and the log-order position list."""
 
-    __slots__ = ("streams", "all_positions", "tombstones", "event_count")
+    __slots__ = ("streams", "all_positions", "tombstones", "event_count", "corrupt")
 
     def __init__(self) -> None:
         self.streams: dict[bytes, StreamState] = {}
@@ -57,6 +57,9 @@ class Index:
         # stream key -> position of its latest tombstone (only deleted streams).
         self.tombstones: dict[bytes, int] = {}
         self.event_count = 0
+        # Positions of records in closed segments that failed their CRC check but
+        # were indexed from their (intact-looking) header; reading them raises.
+        self.corrupt: list[int] = []
 
     # -- mutation (the single writer, or a reader following the log) -------------
 
@@ -97,12 +100,20 @@ class Index:
 
     # -- building from the log --------------------------------------------------
 
-    def scan(self, buf: object, base: int, offset: int, limit: int) -> ScanResult:
+    def scan(
+        self, buf: object, base: int, offset: int, limit: int, *, tolerate_crc: bool = False
+    ) -> ScanResult:
         """Parse records in ``buf[offset:limit]`` and apply them to the index.
 
         ``base`` is the global position of ``buf[0]``. Parsing stops at the first
         zero length or invalid record; events after the last BATCH_END record
         (an incomplete atomic batch) are taken back out of the index.
+
+        With ``tolerate_crc`` (closed segments, whose end was synced before the
+        next segment began) a record whose header is consistent but whose CRC
+        fails is indexed by its header and listed in ``corrupt`` instead of
+        ending the scan: a read that touches it raises CorruptLog, the rest of
+        the log stays available.
         """
         unpack = RECORD_HEADER.unpack_from
         streams = self.streams
@@ -127,7 +138,8 @@ class Index:
                 error = f"impossible record length {length}"
                 break
             payload = buf[offset + FRAME_SIZE:nxt]  # type: ignore[index]
-            if crc32(payload) != crc:
+            crc_ok = crc32(payload) == crc
+            if not crc_ok and not tolerate_crc:
                 error = "CRC mismatch"
                 break
             if env_version != ENVELOPE_VERSION or r0 or r1 or flags & ~FLAG_BATCH_END:
@@ -139,6 +151,9 @@ class Index:
                 break
             key = payload[ENVELOPE_SIZE:a]
             position = base + offset
+            if not crc_ok:
+                self.corrupt.append(position)
+                eid_len = 0  # an ID that cannot be trusted must not dedupe appends
             if kind == KIND_EVENT:
                 st = streams.get(key)
                 if st is None:
@@ -166,7 +181,11 @@ class Index:
                 if pending or not flags:
                     error = "a tombstone inside an atomic batch"
                     break
-                streams.pop(key, None)
+                st = streams.pop(key, None)
+                held = 0 if st is None else len(st.positions)
+                if version != held:
+                    error = f"tombstone says {version} events where the stream holds {held}"
+                    break
                 tombstones[key] = position
                 end = nxt
             else:

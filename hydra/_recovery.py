@@ -3,9 +3,14 @@
 Records are read forward from the start of the log. Only the last segment can
 hold a torn tail: the writer syncs a segment before it writes into the next one.
 In the last segment, everything after the last complete atomic batch is
-discarded (zeroed), so a half-written batch never becomes visible. An invalid
-record in any earlier segment is damage to acknowledged data: recovery refuses
-to open (CorruptLog naming segment and position) rather than drop it.
+discarded (zeroed), so a half-written batch never becomes visible.
+
+An invalid record in an earlier (closed) segment is damage to acknowledged
+data, never a torn write, and recovery does not drop data because of it: a
+record whose header is consistent but whose CRC fails is indexed from its header
+(reads of it raise CorruptLog; ``hydra verify`` reports it); a record whose
+framing or envelope is broken makes recovery refuse to open, naming segment and
+position, since nothing after it can be located.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ def recover(segments: SegmentSet, index: Index, *, repair: bool) -> int:
     last = numbers[-1]
     for number in numbers:
         mm = segments.map(number)
-        result = index.scan(mm, number * size, 0, size)
+        result = index.scan(mm, number * size, 0, size, tolerate_crc=number < last)
         clean = result.error is None and result.end == result.stopped
         if number < last:
             if not clean:

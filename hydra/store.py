@@ -101,6 +101,8 @@ class Store(ReadSide):
         check_sync_options(sync, sync_interval, sync_batch)
         if limits is not None and not isinstance(limits, Limits):
             raise InvalidArgument("limits must be a hydra.limits.Limits")
+        if not isinstance(path, (str, os.PathLike)):
+            raise InvalidArgument(f"path must be a string or path, got {type(path).__name__}")
         self = object.__new__(cls)
         self._init(os.fspath(path), sync, float(sync_interval), sync_batch, segment_size,
                    limits or DEFAULT_LIMITS)
@@ -136,6 +138,7 @@ class Store(ReadSide):
         # find their write already covered when they get it (group commit).
         self._sync_lock = threading.Lock()
         self._unsynced = 0
+        self._fsyncs = 0
         self._sync_batch = batch if sync == "async" else 1 << 62
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
@@ -274,6 +277,7 @@ class Store(ReadSide):
                 self._engine.log.sync()
             except OSError as exc:
                 self._fail(exc)
+            self._fsyncs += 1
             self._synced = end
             if self._every_write:
                 self._committed = end
@@ -287,6 +291,7 @@ class Store(ReadSide):
                     self._engine.log.sync()
                 except OSError as exc:
                     self._fail(exc)
+                self._fsyncs += 1
                 self._synced = end
             self._committed = end
 
@@ -340,6 +345,7 @@ class Store(ReadSide):
             "synced_position": self._synced,
             "events": self._index.event_count,
             "streams": len(self._index.streams),
+            "fsyncs": self._fsyncs,
         }
 
     # -- close -----------------------------------------------------------------
