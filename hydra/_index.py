@@ -56,7 +56,7 @@ class Index:
         self.all_positions = array("q")
         # stream key -> position of its latest tombstone (only deleted streams).
         self.tombstones: dict[bytes, int] = {}
-        self.event_count = 0
+        self.event_count = 0  # events in live streams
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
@@ -75,7 +75,9 @@ class Index:
 
     def delete_stream(self, key: bytes, position: int) -> None:
         """Apply a tombstone at ``position``: the stream starts over, empty."""
-        self.streams.pop(key, None)
+        st = self.streams.pop(key, None)
+        if st is not None:
+            self.event_count -= len(st.positions)
         self.tombstones[key] = position
 
     def _rollback(self, key: bytes, count: int) -> None:
@@ -186,6 +188,7 @@ class Index:
                 if version != held:
                     error = f"tombstone says {version} events where the stream holds {held}"
                     break
+                added -= held
                 tombstones[key] = position
                 end = nxt
             else:

@@ -41,6 +41,8 @@ def recover(segments: SegmentSet, index: Index, *, repair: bool) -> int:
     if not numbers:
         return 0
     last = numbers[-1]
+    if repair:
+        _restore_size(segments, last)
     for number in numbers:
         mm = segments.map(number)
         result = index.scan(mm, number * size, 0, size, tolerate_crc=number < last)
@@ -57,6 +59,23 @@ def recover(segments: SegmentSet, index: Index, *, repair: bool) -> int:
             _zero_tail(mm, result.end, segments.fd(number))
         return number * size + result.end
     raise AssertionError("unreachable")
+
+
+def _restore_size(segments: SegmentSet, number: int) -> None:
+    """Give a truncated last segment back its full, zero-filled size.
+
+    Only the active segment can have been cut short (by a crash during its
+    creation or by a careless copy); what remains of it is recovered as usual.
+    """
+    path = segments.path(number)
+    if os.path.getsize(path) < segments.segment_size:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, segments.segment_size)
+            # The restored size must be durable before records are appended to it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _zero_tail(mm: object, start: int, fd: int) -> None:

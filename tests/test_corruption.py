@@ -1,0 +1,205 @@
+"""Damage real files: recovery keeps the longest valid prefix, reads report damage."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+import hydra
+from hydra import NewEvent
+from hydra._verify import verify
+from tests.conftest import segment_path
+
+SEG = 4096
+
+
+def build(directory):
+    """A one-segment log of single events and batches; returns (records, batches).
+
+    records: [(start, end)] byte ranges; batches: [(end offset, [event data])].
+    """
+    batches = []
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(12):
+            size = 1 + (n * 37) % 90
+            if n % 3 == 2:
+                evs = [NewEvent(bytes([n + 1]) * size, f"b{n}-{k}") for k in range(3)]
+                s.append_events(f"s{n % 2}", evs)
+                batches.append([e.data for e in evs])
+            else:
+                s.append(f"s{n % 2}", f"e{n}", bytes([n + 1]) * size)
+                batches.append([bytes([n + 1]) * size])
+        events = list(s.read_all())
+        end = s.committed_position
+    assert end < SEG
+    # batch end offsets from event positions
+    bounds = []
+    i = 0
+    for batch in batches:
+        i += len(batch)
+        bounds.append(events[i].position if i < len(events) else end)
+    return events, batches, bounds
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    directory = str(tmp_path_factory.mktemp("pristine") / "data")
+    events, batches, bounds = build(directory)
+    return directory, events, batches, bounds
+
+
+def expected_prefix(batches, bounds, damaged_from):
+    """Data of the batches that end at or before ``damaged_from``."""
+    out = []
+    for batch, end in zip(batches, bounds):
+        if end <= damaged_from:
+            out.extend(batch)
+    return out
+
+
+def check_recovered(directory, want):
+    with hydra.open(directory) as s:
+        got = [e.data for e in s.read_all()]
+        assert got == want
+        # appending continues, and the log stays consistent after reopening
+        s.append("after", "", b"new")
+    with hydra.open(directory) as s:
+        assert [e.data for e in s.read_all()] == want + [b"new"]
+    assert verify(directory).status == 0
+
+
+def copy(pristine_dir, tmp_path, name):
+    target = str(tmp_path / name)
+    shutil.copytree(pristine_dir, target)
+    os.remove(os.path.join(target, "hydra.lock"))
+    return target
+
+
+def test_zeroed_tail_at_every_offset(pristine, tmp_path):
+    directory, events, batches, bounds = pristine
+    end = bounds[-1]
+    raw = open(segment_path(directory, 0), "rb").read()
+    work = copy(directory, tmp_path, "work")
+    seg = segment_path(work, 0)
+    for cut in range(0, end + 1):
+        with open(seg, "r+b") as f:
+            f.write(raw[:cut] + bytes(SEG - cut))
+        with hydra.open(work) as s:
+            assert [e.data for e in s.read_all()] == expected_prefix(batches, bounds, cut), cut
+
+
+@pytest.mark.parametrize("step", [1, 7])
+def test_truncated_file_at_offsets(pristine, tmp_path, step):
+    directory, events, batches, bounds = pristine
+    raw = open(segment_path(directory, 0), "rb").read()
+    for cut in range(0, bounds[-1] + 1, step * 13):
+        work = copy(directory, tmp_path, f"t{cut}")
+        with open(segment_path(work, 0), "wb") as f:
+            f.write(raw[:cut])
+        check_recovered(work, expected_prefix(batches, bounds, cut))
+        shutil.rmtree(work)
+
+
+def test_garbage_at_random_offsets(pristine, tmp_path):
+    directory, events, batches, bounds = pristine
+    rng = random.Random(7)
+    record_starts = [e.position for e in events]
+    for trial in range(40):
+        work = copy(directory, tmp_path, f"g{trial}")
+        offset = rng.randrange(0, bounds[-1])
+        junk = bytes(rng.randrange(1, 256) for _ in range(rng.randrange(1, 40)))
+        with open(segment_path(work, 0), "r+b") as f:
+            f.seek(offset)
+            f.write(junk)
+        # the first record touched by the garbage is the first invalid one
+        first_bad = max(p for p in record_starts if p <= offset)
+        check_recovered(work, expected_prefix(batches, bounds, first_bad))
+        shutil.rmtree(work)
+
+
+def two_segment_store(directory):
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(40):
+            s.append(f"s{n % 3}", f"e{n}", bytes([n]) * 150)
+        assert s.committed_position > SEG
+        return list(s.read_all())
+
+
+def test_flipped_byte_in_closed_segment(tmp_path):
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    victim = events[3]
+    # flip a byte in the victim's data (the last bytes of its record)
+    offset = events[4].position - 10
+    with open(segment_path(directory, 0), "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    report = verify(directory)
+    assert report.status == 1
+    assert report.problems == [
+        f"hydra-00000.log position {victim.position}: CRC mismatch (reading this record fails)"]
+    cli = subprocess.run([sys.executable, "-m", "hydra", "verify", directory],
+                         capture_output=True, text=True)
+    assert cli.returncode == 1
+    assert f"hydra-00000.log position {victim.position}" in cli.stdout
+    with hydra.open(directory) as s:
+        with pytest.raises(hydra.CorruptLog, match=str(victim.position)):
+            list(s.read_stream(victim.stream_id))
+        with pytest.raises(hydra.CorruptLog):
+            list(s.read_all())
+        # events before it and other streams still read
+        assert len(list(s.read_all(limit=3))) == 3
+        other = "s1" if victim.stream_id != "s1" else "s2"
+        assert len(list(s.read_stream(other))) > 5
+        assert s.append("s0", "new", b"x").version > 0
+
+
+def test_broken_framing_in_closed_segment_refuses_to_open(tmp_path):
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    with open(segment_path(directory, 0), "r+b") as f:
+        f.seek(events[5].position)
+        f.write(b"\xff\xff\x00\x00")  # an impossible length
+    with pytest.raises(hydra.CorruptLog, match="hydra-00000.log.*position"):
+        hydra.open(directory)
+    assert verify(directory).status == 1
+
+
+def test_missing_segment_is_reported(tmp_path):
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(80):
+            s.append("s", "", b"x" * 150)
+    os.remove(segment_path(directory, 1))
+    with pytest.raises(hydra.CorruptLog, match="hydra-00001.log is missing"):
+        hydra.open(directory)
+
+
+def test_short_closed_segment_is_refused(tmp_path):
+    directory = str(tmp_path / "data")
+    two_segment_store(directory)
+    os.truncate(segment_path(directory, 0), 1000)
+    with pytest.raises(hydra.CorruptLog, match="hydra-00000.log is 1000 bytes"):
+        hydra.open(directory)
+
+
+def test_verify_reports_torn_tail_separately(tmp_path):
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    last = events[-1]
+    with open(segment_path(directory, last.position // SEG), "r+b") as f:
+        f.seek(last.position % SEG + 20)
+        f.write(b"garbage")
+    report = verify(directory)
+    assert report.status == 3 and not report.problems
+    assert f"position {last.position}" in report.torn_tail
+    with hydra.open(directory) as s:
+        assert len(list(s.read_all())) == len(events) - 1
+    assert verify(directory).status == 0

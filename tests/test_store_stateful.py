@@ -1,0 +1,151 @@
+"""A hypothesis state machine drives the Store against a plain Python model."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, settings
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import hydra
+from hydra import NewEvent
+
+STREAMS = st.sampled_from(["a", "b", "c"])
+IDS = st.sampled_from(["", "", "x", "y", "z", "w"])
+DATA = st.binary(max_size=300)
+EXPECTED = st.one_of(st.sampled_from([hydra.ANY, hydra.NO_STREAM, hydra.STREAM_EXISTS]),
+                     st.integers(1, 6))
+
+
+class Model:
+    def __init__(self):
+        self.log = []  # [stream, version, event_id, data, alive]
+        self.streams = {}  # stream -> list of log indexes (current incarnation)
+
+    def count(self, s):
+        return len(self.streams.get(s, []))
+
+    def outcome(self, s, ids, expected):
+        """Return ('dup', index) | ('ok', None) | ('err', exception class)."""
+        cur = self.streams.get(s, [])
+        known = {self.log[i][2]: i for i in cur if self.log[i][2]}
+        hits = [known[i] for i in ids if i and i in known]
+        if hits:
+            return ("dup", hits[-1]) if len(hits) == len(ids) else ("err", hydra.InvalidArgument)
+        n = len(cur)
+        if expected == hydra.NO_STREAM and n:
+            return ("err", hydra.StreamExists)
+        if expected == hydra.STREAM_EXISTS and not n:
+            return ("err", hydra.StreamNotFound)
+        if expected > 0 and expected != n:
+            return ("err", hydra.WrongExpectedVersion)
+        return ("ok", None)
+
+    def add(self, s, eid, data):
+        self.streams.setdefault(s, []).append(len(self.log))
+        self.log.append([s, self.count(s) - 1, eid, data, True])
+
+    def delete(self, s):
+        for i in self.streams.pop(s, []):
+            self.log[i][4] = False
+
+
+class StoreMachine(RuleBasedStateMachine):
+    def __init__(self):
+        super().__init__()
+        self.dir = tempfile.mkdtemp(prefix="hydra-sm-")
+        self.store = hydra.open(self.dir, segment_size=4096)
+        self.model = Model()
+        self.positions = {}  # log index -> position
+
+    def teardown(self):
+        self.store.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _check_dup(self, result, index):
+        assert result.duplicate
+        assert result.position == self.positions[index]
+        assert result.version == self.model.log[index][1]
+
+    @rule(s=STREAMS, eid=IDS, data=DATA, expected=EXPECTED)
+    def append(self, s, eid, data, expected):
+        kind, arg = self.model.outcome(s, [eid], expected)
+        try:
+            r = self.store.append(s, eid, data, expected)
+        except hydra.HydraError as exc:
+            assert kind == "err" and isinstance(exc, arg), (kind, arg, exc)
+            return
+        if kind == "dup":
+            self._check_dup(r, arg)
+            return
+        assert kind == "ok" and not r.duplicate
+        self.model.add(s, eid, data)
+        assert r.version == self.model.count(s) - 1
+        self.positions[len(self.model.log) - 1] = r.position
+
+    @rule(s=STREAMS, batch=st.lists(st.tuples(IDS, DATA), min_size=1, max_size=4),
+          expected=EXPECTED)
+    def append_batch(self, s, batch, expected):
+        ids = [i for i, _ in batch]
+        named = [i for i in ids if i]
+        if len(named) != len(set(named)):
+            kind, arg = "err", hydra.InvalidArgument
+        else:
+            kind, arg = self.model.outcome(s, ids, expected)
+            # a batch where only some events carry IDs can't be a whole duplicate
+            if kind == "dup" and len(named) != len(ids):
+                kind, arg = "err", hydra.InvalidArgument
+        try:
+            r = self.store.append_events(s, [NewEvent(d, i) for i, d in batch], expected)
+        except hydra.HydraError as exc:
+            assert kind == "err" and isinstance(exc, arg), (kind, arg, exc)
+            return
+        if kind == "dup":
+            self._check_dup(r, arg)
+            return
+        assert kind == "ok", (kind, arg)
+        first = len(self.model.log)
+        for i, d in batch:
+            self.model.add(s, i, d)
+        got = list(self.store.read_stream(s, from_version=self.model.count(s) - len(batch)))
+        for n, ev in enumerate(got):
+            self.positions[first + n] = ev.position
+        assert r.position == got[-1].position
+
+    @rule(s=STREAMS)
+    def delete(self, s):
+        try:
+            self.store.delete_stream(s)
+        except hydra.StreamNotFound:
+            assert self.model.count(s) == 0
+            return
+        assert self.model.count(s) > 0
+        self.model.delete(s)
+
+    @precondition(lambda self: True)
+    @rule()
+    def reopen(self):
+        self.store.close()
+        self.store = hydra.open(self.dir)
+
+    @invariant()
+    def reads_match_model(self):
+        alive = [(i, e) for i, e in enumerate(self.model.log) if e[4]]
+        got = list(self.store.read_all())
+        assert [(e.stream_id, e.version, e.event_id, e.data) for e in got] == [
+            (e[0], e[1], e[2], e[3]) for _, e in alive]
+        assert [e.position for e in got] == [self.positions[i] for i, _ in alive]
+        for s in ("a", "b", "c"):
+            assert self.store.stream_version(s) == self.model.count(s)
+            evs = list(self.store.read_stream(s))
+            assert [(e.version, e.data) for e in evs] == [
+                (self.model.log[i][1], self.model.log[i][3]) for i in self.model.streams.get(s, [])]
+
+
+StoreMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestStore = StoreMachine.TestCase
