@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from hydra._format import FLAG_BATCH_END, encode_event, encode_tombstone
+from hydra._format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
 from hydra._index import Index, StreamState
 from hydra._log import LogWriter
 from hydra._segments import SegmentSet
@@ -73,6 +73,12 @@ def _check_current(stream_id: str, expected: int, count: int) -> None:
             raise StreamNotFound(stream_id)
     elif expected != count:
         raise WrongExpectedVersion(stream_id, expected, count)
+
+
+def _coerce_event(ev: object, n: int) -> NewEvent:
+    if isinstance(ev, tuple) and 1 <= len(ev) <= 4:
+        return NewEvent(*ev)
+    raise InvalidArgument(f"events[{n}] must be a NewEvent")
 
 
 def _as_bytes(value: object, what: str) -> bytes:
@@ -183,28 +189,26 @@ class Engine:
         """Append a batch atomically: all events or none, one record each."""
         key = self.stream_key(stream_id)
         check_expected_version(expected_version)
-        prepared = self._prepare_batch(events)
-        st = self.index.streams.get(key)
+        eids, etypes, metas, datas = self._prepare_batch(events)
+        n = len(datas)
+        index = self.index
+        st = index.streams.get(key)
         count = 0 if st is None else len(st.positions)
         if st is not None and st.ids:
-            dup = [st.ids.get(p[0]) for p in prepared if p[0]]
-            known = [v for v in dup if v is not None]
+            get = st.ids.get
+            known = [v for v in map(get, eids) if v is not None]
             if known:
-                if len(known) == len(prepared):
+                if len(known) == n:
                     last = known[-1]
                     return AppendResult(st.positions[last], last, True)
                 raise InvalidArgument(
-                    f"{len(known)} of the {len(prepared)} event IDs in this batch already "
+                    f"{len(known)} of the {n} event IDs in this batch already "
                     f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
                 )
-        _check_current(stream_id, expected_version, count)
-        now = _time_ns() // 1000
-        last_index = len(prepared) - 1
-        records = _join([
-            encode_event(key, eid, etype, meta, data, count + i, now,
-                         FLAG_BATCH_END if i == last_index else 0)
-            for i, (eid, etype, meta, data) in enumerate(prepared)
-        ])
+        if expected_version != ANY:
+            _check_current(stream_id, expected_version, count)
+        parts = encode_batch(key, eids, etypes, metas, datas, count, _time_ns() // 1000)
+        records = _join(parts)
         if len(records) > self._segment_size:
             raise InvalidArgument(
                 f"batch is {len(records)} bytes on disk; it does not fit a segment "
@@ -212,21 +216,26 @@ class Engine:
             )
         position = self.log.write(records)
         if st is None:
-            st = self.index.streams[key] = StreamState()
+            st = index.streams[key] = StreamState()
+        # Positions follow from the record sizes: frame (8 bytes) + body, in order.
+        offsets = [position]
+        p = position
+        for body_len in map(len, parts[1:-1:2]):
+            p += 8 + body_len
+            offsets.append(p)
+        st.positions.extend(offsets)
+        index.all_positions.extend(offsets)
         ids = st.ids
-        positions = st.positions
-        all_positions = self.index.all_positions
-        offset = position
-        for i, (eid, _etype, _meta, _data) in enumerate(prepared):
+        for v, eid in enumerate(eids, count):
             if eid:
-                ids[eid] = count + i
-            positions.append(offset)
-            all_positions.append(offset)
-            offset += 40 + len(key) + len(eid) + len(_etype) + len(_meta) + len(_data)
-        self.index.event_count += len(prepared)
-        return AppendResult(positions[-1], count + last_index, False)
+                ids[eid] = v
+        index.event_count += n
+        return AppendResult(offsets[-1], count + n - 1, False)
 
-    def _prepare_batch(self, events: object) -> list[tuple[bytes, bytes, bytes, bytes]]:
+    def _prepare_batch(
+        self, events: object
+    ) -> tuple[list[bytes], list[bytes], list[bytes], list[bytes]]:
+        """Validate a batch and return its (event IDs, types, metadata, data) as bytes."""
         limits = self.limits
         if not isinstance(events, (list, tuple)):
             raise InvalidArgument(f"events must be a list, got {type(events).__name__}")
@@ -236,36 +245,62 @@ class Engine:
             raise InvalidArgument(
                 f"batch holds {len(events)} events; the limit is {limits.max_batch_events}"
             )
-        prepared = []
+        id_texts: list[str] = []
+        type_texts: list[str] = []
+        metas: list[bytes] = []
+        datas: list[bytes] = []
         total = 0
-        seen: set[bytes] = set()
+        max_event = limits.max_event_size
         for n, ev in enumerate(events):
-            if not isinstance(ev, NewEvent):
-                if isinstance(ev, tuple) and 1 <= len(ev) <= 4:
-                    ev = NewEvent(*ev)
-                else:
-                    raise InvalidArgument(f"events[{n}] must be a NewEvent")
-            eid = self._text(ev.event_id, f"events[{n}].event_id", limits.max_event_id)
-            etype = self._text(ev.event_type, f"events[{n}].event_type", limits.max_event_type)
-            data = _as_bytes(ev.data, f"events[{n}].data")
-            meta = _as_bytes(ev.metadata, f"events[{n}].metadata")
-            size = len(data) + len(meta)
-            if size > limits.max_event_size:
+            if type(ev) is not NewEvent:
+                ev = _coerce_event(ev, n)
+            data, event_id, event_type, metadata = ev
+            if type(data) is not bytes:
+                data = _as_bytes(data, f"events[{n}].data")
+            if type(metadata) is not bytes:
+                metadata = _as_bytes(metadata, f"events[{n}].metadata")
+            if type(event_id) is not str:
+                raise InvalidArgument(f"events[{n}].event_id must be a string")
+            if type(event_type) is not str:
+                raise InvalidArgument(f"events[{n}].event_type must be a string")
+            size = len(data) + len(metadata)
+            if size > max_event:
                 raise InvalidArgument(
-                    f"events[{n}] is {size} bytes (data + metadata); "
-                    f"the limit is {limits.max_event_size}"
+                    f"events[{n}] is {size} bytes (data + metadata); the limit is {max_event}"
                 )
             total += size
-            if eid:
-                if eid in seen:
-                    raise InvalidArgument(f"event ID {ev.event_id!r} appears twice in the batch")
-                seen.add(eid)
-            prepared.append((eid, etype, meta, data))
+            id_texts.append(event_id)
+            type_texts.append(event_type)
+            metas.append(metadata)
+            datas.append(data)
         if total > limits.max_batch_size:
             raise InvalidArgument(
                 f"batch is {total} bytes (data + metadata); the limit is {limits.max_batch_size}"
             )
-        return prepared
+        # Text checks run once over the whole batch; the per-event loop only
+        # runs to name the culprit when one fails.
+        eids = self._batch_texts(id_texts, "event_id", limits.max_event_id)
+        etypes = self._batch_texts(type_texts, "event_type", limits.max_event_type)
+        named = [e for e in eids if e]
+        if len(set(named)) != len(named):
+            seen: set[bytes] = set()
+            for e in named:
+                if e in seen:
+                    raise InvalidArgument(f"event ID {e.decode()!r} appears twice in the batch")
+                seen.add(e)
+        return eids, etypes, metas, datas
+
+    def _batch_texts(self, texts: list[str], field: str, limit: int) -> list[bytes]:
+        try:
+            raws = [t.encode() for t in texts]
+        except UnicodeEncodeError:
+            raws = []
+        if (len(raws) != len(texts) or max(map(len, raws)) > limit
+                or _BAD_TEXT_CHARS.search("".join(texts)) is not None):
+            for n, t in enumerate(texts):
+                self._text(t, f"events[{n}].{field}", limit)
+            raise AssertionError("unreachable: a bad text must fail its own check")
+        return raws
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY) -> int:
         """Write a tombstone for the stream and return its position.

@@ -111,6 +111,39 @@ def encode_event(
     return _pack_frame(len(body), crc32(body)) + body
 
 
+def encode_batch(
+    stream_id: bytes,
+    event_ids: list[bytes],
+    event_types: list[bytes],
+    metadatas: list[bytes],
+    datas: list[bytes],
+    first_version: int,
+    timestamp_us: int,
+) -> list[bytes]:
+    """Return the records of an atomic batch as [frame, body, frame, body, ...].
+
+    The last record carries BATCH_END. Joining the list gives the bytes to write;
+    frames and bodies stay apart so callers can compute positions without copying.
+    """
+    out: list[bytes] = []
+    append = out.append
+    sid_len = len(stream_id)
+    last = len(datas) - 1
+    version = first_version
+    for i, eid in enumerate(event_ids):
+        etype = event_types[i]
+        meta = metadatas[i]
+        body = _join((
+            _pack_env(ENVELOPE_VERSION, KIND_EVENT, FLAG_BATCH_END if i == last else 0, 0,
+                      version, timestamp_us, sid_len, len(eid), len(etype), 0, len(meta)),
+            stream_id, eid, etype, meta, datas[i],
+        ))
+        append(_pack_frame(len(body), crc32(body)))
+        append(body)
+        version += 1
+    return out
+
+
 def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> bytes:
     """Return the framed tombstone record that soft-deletes a stream."""
     body = _pack_env(ENVELOPE_VERSION, KIND_TOMBSTONE, FLAG_BATCH_END, 0, event_count,

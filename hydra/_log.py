@@ -26,11 +26,9 @@ class LogWriter:
         else:
             self._mm = segments.create(number)
         self._fd = segments.fd(number)
-
-    @property
-    def end(self) -> int:
-        """Global position just past the last written record."""
-        return self._base + self._offset
+        # Global position just past the last complete write. One attribute, set
+        # after the bytes are in place, so other threads read it consistently.
+        self.end = end
 
     @property
     def segment_size(self) -> int:
@@ -49,7 +47,9 @@ class LogWriter:
             offset = 0
         self._mm[offset:offset + n] = records
         self._offset = offset + n
-        return self._base + offset
+        position = self._base + offset
+        self.end = position + n
+        return position
 
     def _rotate(self) -> None:
         # Records in the new segment must never be on disk while the end of this

@@ -9,6 +9,7 @@ from typing import Literal
 
 from hydra._engine import ANY, AppendResult, Engine, NewEvent
 from hydra._format import RecordedEvent
+from hydra._group_commit import GroupCommit
 from hydra._index import Index
 from hydra._lock import DirectoryLock
 from hydra._manifest import (
@@ -117,7 +118,6 @@ class Store(ReadSide):
         self.sync_mode: SyncMode = sync
         self._limits = limits
         self._closed = False
-        self._failure: HydraError | None = None
         self._lock_file = DirectoryLock(directory)
         try:
             self._segments = SegmentSet(directory, manifest.segment_size, writable=True)
@@ -130,15 +130,11 @@ class Store(ReadSide):
             self._lock_file.release()
             raise
         self._committed = end
-        self._synced = end
         self._every_write = sync == "every-write"
         # Serialises the engine (validation + write + index update).
         self._lock = threading.Lock()
-        # Held by the thread doing an fsync; others queue behind it and usually
-        # find their write already covered when they get it (group commit).
-        self._sync_lock = threading.Lock()
+        self._group = GroupCommit(self._engine.log, end, self._on_synced)
         self._unsynced = 0
-        self._fsyncs = 0
         self._sync_batch = batch if sync == "async" else 1 << 62
         self._flusher: threading.Thread | None = None
         self._wake = threading.Event()
@@ -174,7 +170,7 @@ class Store(ReadSide):
     ) -> AppendResult:
         """Append one event; see DESIGN §4 for expected versions and idempotency."""
         with self._lock:
-            if self._failure is not None or self._closed:
+            if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
@@ -201,7 +197,7 @@ class Store(ReadSide):
     ) -> AppendResult:
         """Like ``append``, but returns only after the event is on disk, in any mode."""
         with self._lock:
-            if self._failure is not None or self._closed:
+            if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
@@ -220,7 +216,7 @@ class Store(ReadSide):
     ) -> AppendResult:
         """Append a batch atomically (all or nothing, on disk and to readers)."""
         with self._lock:
-            if self._failure is not None or self._closed:
+            if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             result = self._engine.append_events(stream_id, events, expected_version)
             if not self._every_write:
@@ -241,7 +237,7 @@ class Store(ReadSide):
         no events.
         """
         with self._lock:
-            if self._failure is not None or self._closed:
+            if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             position = self._engine.delete_stream(stream_id, expected_version)
             if self._every_write:
@@ -265,43 +261,15 @@ class Store(ReadSide):
 
     def _sync_to(self, target: int) -> None:
         """Return once everything before ``target`` is on disk (group commit)."""
-        with self._sync_lock:
-            if self._synced >= target:
-                return
-            if self._failure is not None:
-                raise self._failure
-            # Everything written so far is covered by this one fsync; appends that
-            # arrive meanwhile queue on _sync_lock and are covered by the next.
-            end = self._engine.log.end
-            try:
-                self._engine.log.sync()
-            except OSError as exc:
-                self._fail(exc)
-            self._fsyncs += 1
-            self._synced = end
-            if self._every_write:
-                self._committed = end
+        self._group.wait(target)
 
     def _sync_locked(self) -> None:
-        """Sync while holding the engine lock (deletes, close)."""
-        with self._sync_lock:
-            end = self._engine.log.end
-            if self._synced < end:
-                try:
-                    self._engine.log.sync()
-                except OSError as exc:
-                    self._fail(exc)
-                self._fsyncs += 1
-                self._synced = end
-            self._committed = end
+        """Sync everything written, while holding the engine lock (deletes, close)."""
+        self._group.wait(self._engine.log.end)
 
-    def _fail(self, exc: OSError) -> None:
-        # After a failed fsync the kernel may have dropped the dirty pages: nothing
-        # written since the last good sync can be trusted, so refuse all writes.
-        self._failure = StorageError(
-            f"fsync failed in {self.directory}: {exc}; the store must be reopened"
-        )
-        raise self._failure from exc
+    def _on_synced(self, end: int) -> None:
+        if self._every_write:
+            self._committed = end
 
     def _flush_loop(self) -> None:
         wake = self._wake
@@ -311,7 +279,7 @@ class Store(ReadSide):
             if self._closed:
                 return
             end = self._engine.log.end
-            if end > self._synced and self._failure is None:
+            if end > self._group.synced:
                 try:
                     self._sync_to(end)
                 except HydraError:
@@ -320,8 +288,8 @@ class Store(ReadSide):
     def _raise_unusable(self) -> None:
         if self._closed:
             raise StoreClosed(f"store {self.directory} is closed")
-        assert self._failure is not None
-        raise self._failure
+        assert self._group.failure is not None
+        raise self._group.failure
 
     # -- reads -----------------------------------------------------------------
 
@@ -342,10 +310,10 @@ class Store(ReadSide):
         """Counters for health checks and tools."""
         return {
             "committed_position": self._committed,
-            "synced_position": self._synced,
+            "synced_position": self._group.synced,
             "events": self._index.event_count,
             "streams": len(self._index.streams),
-            "fsyncs": self._fsyncs,
+            "fsyncs": self._group.fsyncs,
         }
 
     # -- close -----------------------------------------------------------------
@@ -356,7 +324,7 @@ class Store(ReadSide):
             if self._closed:
                 return
             try:
-                if self._failure is None:
+                if self._group.failure is None:
                     self._sync_locked()
             finally:
                 self._closed = True
