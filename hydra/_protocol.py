@@ -1,0 +1,297 @@
+"""The wire protocol between the writer and every other process (DESIGN §6).
+
+This module owns the message format, the socket roles and their options.
+docs/PROTOCOL.md is the reference for external consumers; keep them in step.
+
+Sockets (``SOCKETS`` below)::
+
+    role      writer side     other side      carries
+    command   ROUTER (bind)   DEALER/REQ      requests -> replies, msgpack maps
+    feed      PUB (bind)      SUB             committed positions, msgpack maps
+
+Command messages: the last frame is the body, every frame before it is the
+routing envelope and is echoed back unchanged (so DEALER and REQ peers both
+work). A body is one request map, or an array of request maps that is answered
+by an array of reply maps in the same order (clients coalesce concurrent
+requests this way: one message, one recv, one send for many requests).
+
+Request maps carry an integer ``id`` and an ``op``; replies echo the ``id``.
+Feed messages are single-frame maps ``{"seq", "committed", "writer",
+"heartbeat"}``; positions only grow, so a subscriber that misses one loses
+nothing (the next, or the heartbeat that repeats the latest, covers it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Final, NamedTuple
+
+import msgpack
+import zmq
+
+from hydra.errors import (
+    HydraError,
+    InvalidArgument,
+    StorageError,
+    StreamExists,
+    StreamNotFound,
+    Unavailable,
+    WrongExpectedVersion,
+)
+
+PROTOCOL_VERSION: Final = 1
+
+# -- operations and fields -----------------------------------------------------
+
+OP_APPEND: Final = "append"
+OP_DELETE: Final = "delete"
+OP_HEALTH: Final = "health"
+OPS: Final = (OP_APPEND, OP_DELETE, OP_HEALTH)
+
+# Fields each op accepts besides "id" and "op"; anything else is refused, so a
+# misspelt "expected_version" can never silently mean "any version".
+APPEND_FIELDS: Final = frozenset(("id", "op", "stream", "events", "expected_version", "sync"))
+DELETE_FIELDS: Final = frozenset(("id", "op", "stream", "expected_version"))
+HEALTH_FIELDS: Final = frozenset(("id", "op"))
+EVENT_FIELDS: Final = frozenset(("data", "event_id", "event_type", "metadata"))
+
+# Largest command message body the writer reads. Bigger ones are refused with
+# an error reply; past HARD_MESSAGE_LIMIT the transport drops the connection
+# (ZMQ_MAXMSGSIZE) so a peer cannot make the writer buffer unbounded input.
+MAX_MESSAGE_SIZE: Final = 32 << 20
+HARD_MESSAGE_LIMIT: Final = 2 * MAX_MESSAGE_SIZE
+
+# -- error codes ---------------------------------------------------------------
+
+# code on the wire <-> exception class. The first match (in order) wins when
+# encoding, so subclasses come before their bases.
+ERROR_CODES: Final[tuple[tuple[str, type[HydraError]], ...]] = (
+    ("wrong_expected_version", WrongExpectedVersion),
+    ("stream_exists", StreamExists),
+    ("stream_not_found", StreamNotFound),
+    ("invalid_argument", InvalidArgument),
+    ("unavailable", Unavailable),
+    ("storage_error", StorageError),
+)
+BAD_REQUEST: Final = "bad_request"  # the message itself is malformed
+INTERNAL: Final = "internal"  # a bug in the writer; details are in its log
+
+
+def error_reply(request_id: int | None, exc: BaseException) -> dict[str, Any]:
+    """The reply map for a failed request."""
+    code = INTERNAL
+    for name, cls in ERROR_CODES:
+        if isinstance(exc, cls):
+            code = name
+            break
+    reply: dict[str, Any] = {"id": request_id, "ok": False, "error": code, "message": str(exc)}
+    stream = getattr(exc, "stream_id", None)
+    if stream is not None:
+        reply["stream"] = stream
+    if isinstance(exc, (WrongExpectedVersion, StreamExists)):
+        reply["current_version"] = exc.current_version
+    if isinstance(exc, WrongExpectedVersion):
+        reply["expected_version"] = exc.expected_version
+    return reply
+
+
+def bad_request(request_id: int | None, message: str) -> dict[str, Any]:
+    return {"id": request_id, "ok": False, "error": BAD_REQUEST, "message": message}
+
+
+def exception_from_reply(reply: dict[str, Any]) -> HydraError:
+    """Turn an error reply back into the ``hydra.errors`` exception it stands for."""
+    code = reply.get("error")
+    message = str(reply.get("message", ""))
+    stream = str(reply.get("stream", ""))
+    current = reply.get("current_version", 0)
+    current = current if type(current) is int else 0
+    if code == "wrong_expected_version":
+        expected = reply.get("expected_version", -1)
+        return WrongExpectedVersion(stream, expected if type(expected) is int else -1, current)
+    if code == "stream_exists":
+        return StreamExists(stream, current)
+    if code == "stream_not_found":
+        return StreamNotFound(stream)
+    if code in ("invalid_argument", BAD_REQUEST):
+        return InvalidArgument(message)
+    if code == "unavailable":
+        return Unavailable(message)
+    if code == "storage_error":
+        return StorageError(message)
+    return StorageError(f"writer error {code!r}: {message}")
+
+
+# -- encoding ------------------------------------------------------------------
+
+packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+
+
+def unpackb(body: bytes) -> Any:
+    """Decode one message body. Arrays come back as tuples; raises on bad input."""
+    return msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=True)
+
+
+def array_header(count: int) -> bytes:
+    """The msgpack header of an array of ``count`` elements.
+
+    ``array_header(n) + b"".join(packed_items)`` is the encoding of the array, so
+    a client can pack requests one by one and coalesce them without repacking.
+    """
+    if count < 16:
+        return bytes((0x90 | count,))
+    if count < 0x10000:
+        return b"\xdc" + count.to_bytes(2, "big")
+    return b"\xdd" + count.to_bytes(4, "big")
+
+
+class FeedMessage(NamedTuple):
+    """One message of the feed: the writer's committed position."""
+
+    seq: int  # 1, 2, 3... per writer run; a gap means messages were missed
+    committed: int  # every record before this log position is committed
+    writer: int  # random ID of the writer run (changes on restart)
+    heartbeat: bool  # True when repeated on a timer rather than after a commit
+
+
+def encode_feed(message: FeedMessage) -> bytes:
+    return packb({
+        "seq": message.seq,
+        "committed": message.committed,
+        "writer": message.writer,
+        "heartbeat": message.heartbeat,
+    })
+
+
+def decode_feed(body: bytes) -> FeedMessage:
+    """Decode a feed message; raises InvalidArgument when it is not one."""
+    try:
+        doc = unpackb(body)
+        msg = FeedMessage(doc["seq"], doc["committed"], doc["writer"], doc["heartbeat"])
+    except Exception as exc:
+        raise InvalidArgument(f"not a feed message: {exc}") from None
+    if type(msg.committed) is not int or msg.committed < 0 or type(msg.seq) is not int:
+        raise InvalidArgument(f"not a feed message: bad committed position {msg.committed!r}")
+    return msg
+
+
+# -- sockets -------------------------------------------------------------------
+
+
+class SocketRole(NamedTuple):
+    writer_type: int  # the socket type the writer binds
+    peer_type: int  # the socket type other processes connect
+    writer_linger_ms: int  # how long close() may flush queued messages
+    peer_linger_ms: int
+
+
+SOCKETS: Final[dict[str, SocketRole]] = {
+    # The writer lingers so replies sent just before shutdown still leave;
+    # clients never linger: an unsent request of a closed client must not be
+    # delivered later to a writer that nobody waits for.
+    "command": SocketRole(zmq.ROUTER, zmq.DEALER, 2000, 0),
+    # Feed messages are superseded by the next one: nothing is worth waiting for.
+    "feed": SocketRole(zmq.PUB, zmq.SUB, 0, 0),
+}
+
+
+def writer_socket(context: zmq.Context[Any], role: str) -> zmq.Socket[Any]:
+    """A writer-side socket for ``role`` with its options set."""
+    spec = SOCKETS[role]
+    sock = context.socket(spec.writer_type)
+    sock.setsockopt(zmq.LINGER, spec.writer_linger_ms)
+    if spec.writer_type == zmq.ROUTER:
+        sock.setsockopt(zmq.MAXMSGSIZE, HARD_MESSAGE_LIMIT)
+        # A reply to a peer that went away is dropped, never an error.
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+    else:
+        sock.setsockopt(zmq.SNDHWM, 10_000)
+    return sock
+
+
+def peer_socket(context: zmq.Context[Any], role: str) -> zmq.Socket[Any]:
+    """A socket for a process that connects to the writer's ``role`` socket."""
+    spec = SOCKETS[role]
+    sock = context.socket(spec.peer_type)
+    sock.setsockopt(zmq.LINGER, spec.peer_linger_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL, 50)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+    if spec.peer_type == zmq.DEALER:
+        # Queue requests only on a live connection: while the writer is down a
+        # send fails at once (the client reports Unavailable) instead of being
+        # held and delivered minutes later after the caller gave up.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+    else:
+        # Only the newest committed position matters; older ones are implied.
+        sock.setsockopt(zmq.CONFLATE, 1)
+        sock.setsockopt(zmq.SUBSCRIBE, b"")
+    return sock
+
+
+# -- endpoints -----------------------------------------------------------------
+
+RUN_DIR: Final = "run"
+COMMAND_SOCKET: Final = "cmd.sock"
+FEED_SOCKET: Final = "feed.sock"
+# sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
+MAX_IPC_PATH: Final = 107
+
+
+def run_dir(data_dir: str | os.PathLike[str]) -> str:
+    """The private directory (mode 0700) that holds the writer's ipc sockets."""
+    return os.path.join(os.path.abspath(os.fspath(data_dir)), RUN_DIR)
+
+
+def default_endpoints(data_dir: str | os.PathLike[str]) -> tuple[str, str]:
+    """(command endpoint, feed endpoint): ipc sockets in ``DATA/run/``.
+
+    Raises InvalidArgument when the data directory path is so long that a socket
+    path would not fit a unix socket address (107 bytes); configure endpoints
+    explicitly (for example ``tcp://127.0.0.1:PORT``) for such a directory.
+    """
+    run = run_dir(data_dir)
+    endpoints = []
+    for name in (COMMAND_SOCKET, FEED_SOCKET):
+        path = os.path.join(run, name)
+        size = len(os.fsencode(path))
+        if size > MAX_IPC_PATH:
+            raise InvalidArgument(
+                f"the ipc socket path {path} is {size} bytes; unix sockets allow at most "
+                f"{MAX_IPC_PATH}. Use a shorter data directory path or set the command "
+                "and feed endpoints explicitly (e.g. tcp://127.0.0.1:PORT)"
+            )
+        endpoints.append("ipc://" + path)
+    return endpoints[0], endpoints[1]
+
+
+def ensure_run_dir(data_dir: str | os.PathLike[str]) -> str:
+    """Create ``DATA/run/`` if needed and make it private to this user (0700)."""
+    path = run_dir(data_dir)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    # makedirs applies the umask and leaves an existing directory alone; the
+    # sockets inside must not be reachable by other users either way.
+    os.chmod(path, 0o700)
+    return path
+
+
+def check_endpoint(endpoint: object, what: str) -> str:
+    """Validate an endpoint given in configuration (ipc:// or tcp:// only)."""
+    if type(endpoint) is not str or not endpoint:
+        raise InvalidArgument(f"{what} must be a non-empty string, got {endpoint!r}")
+    if endpoint.startswith("ipc://"):
+        path = endpoint[len("ipc://"):]
+        if not path or len(os.fsencode(path)) > MAX_IPC_PATH:
+            raise InvalidArgument(
+                f"{what} {endpoint!r}: the socket path must be 1 to {MAX_IPC_PATH} bytes"
+            )
+        return endpoint
+    if endpoint.startswith("tcp://"):
+        host, sep, port = endpoint[len("tcp://"):].rpartition(":")
+        if not sep or not host or not (port.isdigit() or port == "*"):
+            raise InvalidArgument(f"{what} {endpoint!r} must look like tcp://HOST:PORT")
+        return endpoint
+    raise InvalidArgument(f"{what} {endpoint!r} must start with ipc:// or tcp://")

@@ -1,0 +1,43 @@
+"""``hydra writer``: run the writer process. See ``hydra writer --help``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+from hydra.errors import HydraError
+from hydra.writer.config import WriterConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the writer until SIGTERM/SIGINT. Returns the process exit status.
+
+    0 after a clean shutdown, 1 when the writer cannot start or stops on a
+    storage failure, 2 for bad options.
+    """
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        config = WriterConfig.from_args(args)
+    except SystemExit as exc:  # argparse: --help, or an unknown or malformed option
+        return exc.code if isinstance(exc.code, int) else 2
+    except HydraError as exc:
+        print(f"hydra writer: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
+        stream=sys.stderr,
+    )
+    from hydra.writer._server import WriterServer
+
+    try:
+        server = WriterServer(config)
+    except HydraError as exc:
+        logging.getLogger("hydra.writer").error("cannot start: %s", exc)
+        return 1
+    return server.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

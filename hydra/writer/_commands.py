@@ -1,0 +1,202 @@
+"""Command handling: one decoded request map in, one reply map out.
+
+The handler validates the message shape, runs the op on the engine (which
+validates expected versions, idempotency and limits, writes the records into
+the log and updates its index at once, so later requests of the same group see
+the effect of earlier ones) and builds the reply. It never syncs: the group
+commit loop (``_server``) does that once per group and then fills in each
+reply's ``committed`` position.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, NoReturn
+
+from hydra._engine import ANY, Engine, NewEvent
+from hydra._protocol import (
+    APPEND_FIELDS,
+    DELETE_FIELDS,
+    EVENT_FIELDS,
+    HEALTH_FIELDS,
+    MAX_MESSAGE_SIZE,
+    OP_APPEND,
+    OP_DELETE,
+    OP_HEALTH,
+    bad_request,
+    error_reply,
+    unpackb,
+)
+from hydra.errors import HydraError, InvalidArgument, StorageError
+
+log = logging.getLogger("hydra.writer")
+
+Reply = dict[str, Any]
+
+
+class CommandHandler:
+    """Runs requests against the engine; counts what the current group wrote."""
+
+    def __init__(self, engine: Engine, health: Callable[[], dict[str, Any]]) -> None:
+        self.engine = engine
+        self._health = health
+        # Per group: records written and whether a request asked for a sync.
+        self.written = 0
+        self.sync_requested = False
+        self.failure: OSError | None = None
+        self.requests = 0
+        self.errors = 0
+        self._last_warning = 0.0
+        self._suppressed = 0
+
+    def handle_body(self, body: bytes) -> Reply | list[Reply]:
+        """Decode one message body and handle every request in it."""
+        if len(body) > MAX_MESSAGE_SIZE:
+            return self._malformed(
+                None, f"message is {len(body)} bytes; the limit is {MAX_MESSAGE_SIZE}"
+            )
+        try:
+            doc = unpackb(body)
+        except Exception as exc:
+            return self._malformed(None, f"message body is not valid msgpack ({exc})")
+        if type(doc) is dict:
+            return self.handle(doc)
+        if type(doc) is tuple:
+            return [self.handle(req) for req in doc]
+        return self._malformed(
+            None, f"message body must be a map or an array of maps, got {type(doc).__name__}"
+        )
+
+    def handle(self, req: object) -> Reply:
+        if type(req) is not dict:
+            return self._malformed(None, f"a request must be a map, got {type(req).__name__}")
+        rid = req.get("id")
+        if type(rid) is not int:
+            return self._malformed(None, f"request id must be an integer, got {rid!r}")
+        self.requests += 1
+        op = req.get("op")
+        try:
+            if op == OP_APPEND:
+                return self._append(rid, req)
+            if op == OP_DELETE:
+                return self._delete(rid, req)
+            if op == OP_HEALTH:
+                _check_fields(req, HEALTH_FIELDS)
+                return {"id": rid, "ok": True, "health": self._health()}
+            return self._malformed(rid, f"unknown op {op!r}")
+        except HydraError as exc:
+            self.errors += 1
+            return error_reply(rid, exc)
+        except Exception as exc:
+            # A bug must cost one request, never the writer.
+            self.errors += 1
+            log.exception("request %d (op %r) failed", rid, op)
+            return error_reply(rid, exc)
+
+    def _append(self, rid: int, req: dict[str, Any]) -> Reply:
+        if not req.keys() <= APPEND_FIELDS:
+            _check_fields(req, APPEND_FIELDS)
+        stream = req.get("stream")
+        events = req.get("events")
+        expected = req.get("expected_version", ANY)
+        sync = req.get("sync", False)
+        if sync is not False and sync is not True:
+            raise InvalidArgument(f"sync must be true or false, got {sync!r}")
+        if type(events) is not tuple:
+            raise InvalidArgument(
+                f"events must be an array, got {type(events).__name__}"
+                if events is not None else "events is required"
+            )
+        self._check_usable()
+        engine = self.engine
+        try:
+            if len(events) == 1:
+                ev = events[0]
+                if type(ev) is tuple and 1 <= len(ev) <= 4:
+                    ev = NewEvent(*ev)
+                else:
+                    ev = _event(ev, 0)
+                result = engine.append(stream, ev.event_id, ev.data, expected,  # type: ignore[arg-type]
+                                       ev.event_type, ev.metadata)
+                count = 1
+            else:
+                if not all(type(ev) is tuple for ev in events):
+                    events = tuple(_event(ev, n) for n, ev in enumerate(events))
+                result = engine.append_events(stream, events, expected)  # type: ignore[arg-type]
+                count = len(events)
+        except OSError as exc:
+            self._fail(exc)
+        if not result.duplicate:
+            self.written += count
+        if sync:
+            self.sync_requested = True
+        return {"id": rid, "ok": True, "position": result.position, "version": result.version,
+                "duplicate": result.duplicate}
+
+    def _delete(self, rid: int, req: dict[str, Any]) -> Reply:
+        _check_fields(req, DELETE_FIELDS)
+        stream = req.get("stream")
+        expected = req.get("expected_version", ANY)
+        self._check_usable()
+        engine = self.engine
+        try:
+            position = engine.delete_stream(stream, expected)  # type: ignore[arg-type]
+        except OSError as exc:
+            self._fail(exc)
+        # The writer's index serves validation only, so the deletion applies at
+        # once: later requests of this group already see the stream as gone.
+        engine.index.delete_stream(engine.stream_key(stream), position)
+        self.written += 1
+        return {"id": rid, "ok": True, "position": position}
+
+    def _check_usable(self) -> None:
+        if self.failure is not None:
+            raise StorageError(
+                f"writing the log failed ({self.failure}); the writer is stopping"
+            )
+
+    def _fail(self, exc: OSError) -> NoReturn:
+        # After an I/O error the engine's state cannot be trusted: refuse every
+        # later write; the server stops once this group is answered.
+        self.failure = exc
+        log.error("writing the log failed: %s", exc)
+        raise StorageError(f"writing the log failed ({exc}); the writer is stopping") from exc
+
+    def _malformed(self, rid: int | None, message: str) -> Reply:
+        self.errors += 1
+        # Malformed input is logged, but a flood of it must not flood the log.
+        now = time.monotonic()
+        if now - self._last_warning >= 1.0:
+            extra = f" ({self._suppressed} more suppressed)" if self._suppressed else ""
+            log.warning("malformed request: %s%s", message, extra)
+            self._last_warning = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+        return bad_request(rid, message)
+
+
+def _check_fields(req: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = [k for k in req if k not in allowed]
+    if unknown:
+        raise InvalidArgument(
+            f"unknown field(s) {', '.join(map(repr, unknown))} for op {req.get('op')!r}"
+        )
+
+
+def _event(ev: object, n: int) -> NewEvent:
+    """An event given as an array [data, event_id, event_type, metadata] or as a map."""
+    if type(ev) is tuple and 1 <= len(ev) <= 4:
+        return NewEvent(*ev)
+    if type(ev) is dict:
+        unknown = [k for k in ev if k not in EVENT_FIELDS]
+        if unknown:
+            raise InvalidArgument(f"events[{n}] has unknown field(s) {', '.join(map(repr, unknown))}")
+        if "data" not in ev:
+            raise InvalidArgument(f"events[{n}].data is required")
+        return NewEvent(ev["data"], ev.get("event_id", ""), ev.get("event_type", ""),
+                        ev.get("metadata", b""))
+    raise InvalidArgument(
+        f"events[{n}] must be an array [data, event_id, event_type, metadata] or a map"
+    )

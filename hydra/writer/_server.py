@@ -1,0 +1,317 @@
+"""The writer process: owns the log, serves the command socket, publishes the feed.
+
+One thread, one blocking loop over a ZeroMQ poller. Each turn is one group
+commit:
+
+1. drain every request already queued on the command socket (bounded);
+2. handle each one on the engine, in arrival order (validation, idempotency,
+   limits; the records go into the log and the index at once, so later
+   requests of the group see earlier ones; a rejected request affects nothing
+   else);
+3. fsync once if the durability mode (or a request's sync flag) says so;
+4. reply to every request, each reply carrying the new committed position;
+5. publish the committed position on the feed.
+
+Between groups the loop sends heartbeats and the timed fsyncs of the async
+modes. SIGTERM/SIGINT only set a flag (and wake the poller); the loop finishes
+the group in flight, answers requests still queued with "unavailable", syncs,
+releases the lock and returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from types import FrameType
+from typing import Any
+
+import zmq
+
+from hydra._engine import Engine
+from hydra._index import Index
+from hydra._lock import DirectoryLock
+from hydra._protocol import (
+    PROTOCOL_VERSION,
+    FeedMessage,
+    encode_feed,
+    ensure_run_dir,
+    error_reply,
+    packb,
+    unpackb,
+    writer_socket,
+)
+from hydra._recovery import recover
+from hydra._segments import SegmentSet
+from hydra.errors import StorageError, Unavailable
+from hydra.limits import DEFAULT_LIMITS
+from hydra.store import open_data_dir
+from hydra.writer._commands import CommandHandler, Reply
+from hydra.writer._durability import SyncPolicy
+from hydra.writer.config import WriterConfig
+
+log = logging.getLogger("hydra.writer")
+
+# Bounds on one group, so a flood of requests cannot make one group (and the
+# latency of everything in it) arbitrarily large.
+MAX_GROUP_MESSAGES = 4096
+MAX_GROUP_BYTES = 64 << 20
+
+
+class WriterServer:
+    """The writer process's state: data directory, engine, sockets, counters."""
+
+    def __init__(self, config: WriterConfig) -> None:
+        self.config = config
+        directory, manifest = open_data_dir(config.data_dir, config.segment_size, create=True)
+        self.directory = directory
+        self._lock = DirectoryLock(directory)
+        self._context: zmq.Context[Any] | None = None
+        self._segments: SegmentSet | None = None
+        try:
+            self._open(manifest.segment_size)
+        except BaseException:
+            self._close_all()
+            raise
+
+    def _open(self, segment_size: int) -> None:
+        config = self.config
+        started = time.monotonic()
+        self._segments = SegmentSet(self.directory, segment_size, writable=True)
+        index = Index()
+        end = recover(self._segments, index, repair=True)
+        self.engine = Engine(self._segments, index, DEFAULT_LIMITS, end)
+        self.recovery_seconds = time.monotonic() - started
+        self.committed = end
+        self.synced = end
+        self.policy = SyncPolicy(config.sync, config.sync_interval, config.sync_batch)
+        self.handler = CommandHandler(self.engine, self.health)
+        self.writer_id = int.from_bytes(os.urandom(8), "big") >> 1
+        self.started = time.monotonic()
+        self.groups = 0
+        self.fsyncs = 0
+        self._seq = 0
+        self._published = -1
+        self._next_heartbeat = 0.0
+        self._stop = False
+        ensure_run_dir(self.directory)
+        self._context = zmq.Context()
+        self.router = writer_socket(self._context, "command")
+        self.pub = writer_socket(self._context, "feed")
+        for sock, endpoint in ((self.router, config.command_endpoint),
+                               (self.pub, config.feed_endpoint)):
+            try:
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                raise StorageError(f"cannot bind {endpoint}: {exc}") from None
+
+    # -- the loop ------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT (returns 0) or a storage failure (returns 1)."""
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        # A signal interrupts the poll through this pipe; the handler itself only
+        # sets a flag (signal handlers run between bytecodes, the loop acts on it).
+        old_wakeup = signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        old_handlers = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(wake_r, zmq.POLLIN)
+        log.info(
+            "writer ready: data=%s committed=%d sync=%s command=%s feed=%s "
+            "(recovery %.3f s, %d events in %d streams)",
+            self.directory, self.committed, self.config.sync, self.config.command_endpoint,
+            self.config.feed_endpoint, self.recovery_seconds, self.engine.index.event_count,
+            len(self.engine.index.streams),
+        )
+        self._publish(heartbeat=True)
+        policy = self.policy
+        heartbeat = self.config.heartbeat_interval
+        try:
+            while not self._stop and self.handler.failure is None:
+                now = time.monotonic()
+                wait = self._next_heartbeat - now
+                if policy.deadline is not None:
+                    wait = min(wait, policy.deadline - now)
+                ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
+                if wake_r in ready:
+                    _drain_pipe(wake_r)
+                if self.router in ready:
+                    self._group()
+                now = time.monotonic()
+                if policy.due(now) and self.handler.failure is None:
+                    self._sync()
+                if now >= self._next_heartbeat:
+                    self._publish(heartbeat=True)
+                    self._next_heartbeat = now + heartbeat
+            return self._shutdown()
+        finally:
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(wake_r)
+            os.close(wake_w)
+            self._close_all()
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stop = True
+
+    def _group(self) -> None:
+        """One group commit: drain, handle, sync, reply, publish."""
+        recv = self.router.recv_multipart
+        messages = []
+        size = 0
+        while len(messages) < MAX_GROUP_MESSAGES and size < MAX_GROUP_BYTES:
+            try:
+                frames = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            messages.append(frames)
+            size += len(frames[-1])
+        if not messages:
+            return
+        handler = self.handler
+        handler.written = 0
+        handler.sync_requested = False
+        handle = handler.handle_body
+        replies = [handle(frames[-1]) for frames in messages]
+        policy = self.policy
+        engine = self.engine
+        if handler.written or (handler.sync_requested and engine.end > self.synced):
+            policy.wrote(handler.written, time.monotonic())
+            ok = True
+            if policy.sync_before_reply(handler.sync_requested):
+                # The one fsync of the group: it covers every request above.
+                ok = self._sync()
+                if not ok:
+                    replies = [_failed(r, handler.failure) for r in replies]
+            if ok and not policy.every_write:
+                # Async modes: readers see a write once it is written.
+                self.committed = engine.end
+        committed = self.committed
+        send = self.router.send_multipart
+        for frames, reply in zip(messages, replies):
+            if type(reply) is dict:
+                reply["committed"] = committed
+            else:
+                for r in reply:
+                    r["committed"] = committed
+            frames[-1] = packb(reply)
+            send(frames)
+        self.groups += 1
+        if self.committed > self._published:
+            self._publish(heartbeat=False)
+
+    def _sync(self) -> bool:
+        """fsync everything written so far; on failure stop taking writes."""
+        end = self.engine.end
+        try:
+            self.engine.log.sync()
+        except OSError as exc:
+            log.error("fsync failed: %s; the writer stops (recovery decides what survived)", exc)
+            self.handler.failure = exc
+            return False
+        self.fsyncs += 1
+        self.synced = end
+        if self.policy.every_write:
+            self.committed = end
+        self.policy.synced()
+        return True
+
+    def _publish(self, *, heartbeat: bool) -> None:
+        self._seq += 1
+        committed = self.committed
+        self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
+        self._published = committed
+        self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+
+    def health(self) -> dict[str, Any]:
+        index = self.engine.index
+        return {
+            "status": "ok" if self.handler.failure is None else "failing",
+            "committed_position": self.committed,
+            "synced_position": self.synced,
+            "events": index.event_count,
+            "streams": len(index.streams),
+            "uptime": round(time.monotonic() - self.started, 3),
+            "sync_mode": self.config.sync,
+            "requests": self.handler.requests,
+            "errors": self.handler.errors,
+            "groups": self.groups,
+            "fsyncs": self.fsyncs,
+            "segment_size": self.engine.log.segment_size,
+            "writer": self.writer_id,
+            "pid": os.getpid(),
+            "protocol": PROTOCOL_VERSION,
+        }
+
+    # -- shutdown ------------------------------------------------------------------
+
+    def _shutdown(self) -> int:
+        failed = self.handler.failure is not None
+        log.info("writer stopping (%s)", "storage failure" if failed else "signal")
+        # Stop taking requests: whatever is still queued is refused, not run, so
+        # its sender knows it did not happen.
+        gone = Unavailable("the writer is shutting down")
+        for _ in range(MAX_GROUP_MESSAGES):
+            try:
+                frames = self.router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            frames[-1] = packb(_refusal(frames[-1], gone, self.committed))
+            self.router.send_multipart(frames)
+        if not failed and self.engine.end > self.synced:
+            failed = not self._sync()
+            if not self.policy.every_write:
+                self.committed = self.engine.end
+        if not failed:
+            self._publish(heartbeat=False)
+        log.info("writer stopped: committed=%d synced=%d", self.committed, self.synced)
+        return 1 if failed else 0
+
+    def _close_all(self) -> None:
+        if self._context is not None:
+            # Closing lingers (SOCKETS table) so the last replies still leave.
+            for name in ("router", "pub"):
+                sock = getattr(self, name, None)
+                if sock is not None:
+                    sock.close()
+            self._context.term()
+            self._context = None
+        if self._segments is not None:
+            self._segments.close()
+            self._segments = None
+        self._lock.release()
+
+
+def _drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _failed(reply: Reply | list[Reply], failure: OSError | None) -> Reply | list[Reply]:
+    """The reply of a request whose group could not be synced."""
+    err = StorageError(f"fsync failed ({failure}); the write may or may not survive")
+    if type(reply) is list:
+        return [error_reply(r["id"], err) for r in reply]
+    return error_reply(reply["id"], err)  # type: ignore[index]
+
+
+def _refusal(body: bytes, exc: Exception, committed: int) -> Reply | list[Reply]:
+    """Refuse every request of a message body with ``exc``, echoing their IDs."""
+    try:
+        doc = unpackb(body)
+    except Exception:
+        doc = None
+    if type(doc) is tuple:
+        out = []
+        for req in doc:
+            rid = req.get("id") if type(req) is dict else None
+            out.append(error_reply(rid if type(rid) is int else None, exc) | {"committed": committed})
+        return out
+    rid = doc.get("id") if type(doc) is dict else None
+    return error_reply(rid if type(rid) is int else None, exc) | {"committed": committed}
