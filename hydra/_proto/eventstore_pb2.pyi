@@ -1,0 +1,163 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class AppendRequest(_message.Message):
+    __slots__ = ("stream_id", "event_id", "data", "expected_version", "event_type", "metadata", "sync")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    event_id: str
+    data: bytes
+    expected_version: int
+    event_type: str
+    metadata: bytes
+    sync: bool
+    def __init__(self, stream_id: _Optional[str] = ..., event_id: _Optional[str] = ..., data: _Optional[bytes] = ..., expected_version: _Optional[int] = ..., event_type: _Optional[str] = ..., metadata: _Optional[bytes] = ..., sync: _Optional[bool] = ...) -> None: ...
+
+class AppendResponse(_message.Message):
+    __slots__ = ("position", "version", "duplicate", "committed_position")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    version: int
+    duplicate: bool
+    committed_position: int
+    def __init__(self, position: _Optional[int] = ..., version: _Optional[int] = ..., duplicate: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class ReadStreamRequest(_message.Message):
+    __slots__ = ("stream_id", "from_version", "limit", "backward", "min_position")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    from_version: int
+    limit: int
+    backward: bool
+    min_position: int
+    def __init__(self, stream_id: _Optional[str] = ..., from_version: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class ReadAllRequest(_message.Message):
+    __slots__ = ("from_position", "limit", "backward", "min_position")
+    FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    BACKWARD_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    from_position: int
+    limit: int
+    backward: bool
+    min_position: int
+    def __init__(self, from_position: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("position", "stream_id", "version", "data", "event_id", "event_type", "metadata", "timestamp_us")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    stream_id: str
+    version: int
+    data: bytes
+    event_id: str
+    event_type: str
+    metadata: bytes
+    timestamp_us: int
+    def __init__(self, position: _Optional[int] = ..., stream_id: _Optional[str] = ..., version: _Optional[int] = ..., data: _Optional[bytes] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., metadata: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthResponse(_message.Message):
+    __slots__ = ("status", "writer_reachable", "committed_position", "writer_committed_position", "events", "streams", "sync_mode", "worker", "pid")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    WRITER_REACHABLE_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    WRITER_COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    STREAMS_FIELD_NUMBER: _ClassVar[int]
+    SYNC_MODE_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    PID_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    writer_reachable: bool
+    committed_position: int
+    writer_committed_position: int
+    events: int
+    streams: int
+    sync_mode: str
+    worker: str
+    pid: int
+    def __init__(self, status: _Optional[str] = ..., writer_reachable: _Optional[bool] = ..., committed_position: _Optional[int] = ..., writer_committed_position: _Optional[int] = ..., events: _Optional[int] = ..., streams: _Optional[int] = ..., sync_mode: _Optional[str] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
+
+class SubscribeToAllRequest(_message.Message):
+    __slots__ = ("from_position",)
+    FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    from_position: int
+    def __init__(self, from_position: _Optional[int] = ...) -> None: ...
+
+class SubscribeToStreamRequest(_message.Message):
+    __slots__ = ("stream_id", "from_version")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    from_version: int
+    def __init__(self, stream_id: _Optional[str] = ..., from_version: _Optional[int] = ...) -> None: ...
+
+class NewEvent(_message.Message):
+    __slots__ = ("event_id", "data", "event_type", "metadata")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    data: bytes
+    event_type: str
+    metadata: bytes
+    def __init__(self, event_id: _Optional[str] = ..., data: _Optional[bytes] = ..., event_type: _Optional[str] = ..., metadata: _Optional[bytes] = ...) -> None: ...
+
+class AppendBatchRequest(_message.Message):
+    __slots__ = ("stream_id", "events", "expected_version", "sync")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    expected_version: int
+    sync: bool
+    def __init__(self, stream_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ..., expected_version: _Optional[int] = ..., sync: _Optional[bool] = ...) -> None: ...
+
+class DeleteStreamRequest(_message.Message):
+    __slots__ = ("stream_id", "expected_version")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    expected_version: int
+    def __init__(self, stream_id: _Optional[str] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class DeleteStreamResponse(_message.Message):
+    __slots__ = ("position", "committed_position")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    committed_position: int
+    def __init__(self, position: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,38 @@
+"""``hydra gateway [options]``: run one gateway worker (see ``hydra gateway --help``)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from hydra.errors import HydraError
+from hydra.gateway.config import GatewayConfig
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        config = GatewayConfig.from_args(sys.argv[1:] if argv is None else argv)
+    except HydraError as exc:
+        print(f"hydra gateway: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(),
+        format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s",
+    )
+    from hydra.gateway._server import serve
+
+    try:
+        if config.loop == "uvloop":
+            import uvloop
+
+            return asyncio.run(serve(config), loop_factory=uvloop.new_event_loop)
+        return asyncio.run(serve(config))
+    except (HydraError, OSError) as exc:
+        logging.getLogger("hydra.gateway").error("cannot run: %s", exc)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""What the HTTP app and the gRPC servicer call: appends to the writer, reads from
+this process's own read side.
+
+``Backend`` is the interface; ``ServerBackend`` is the gateway's implementation
+(writer client + read-only view + tailer). Both front ends depend only on the
+interface, which keeps them testable over any implementation.
+
+Read-your-writes: every append reply carries the position up to which the writer
+had committed the log (``committed``). The gateway that forwarded the append
+applies it to its own view before answering, so a read on the same gateway sees
+the write at once. Another gateway learns it from the writer's feed a moment
+later; a client that reads there passes ``committed`` as ``min_position`` and the
+read waits until that gateway's view has reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+from hydra._engine import NewEvent
+from hydra._format import RecordedEvent
+from hydra.errors import StorageError, Unavailable
+from hydra.limits import Limits
+
+if TYPE_CHECKING:
+    from hydra.gateway.config import GatewayConfig
+
+log = logging.getLogger("hydra.gateway")
+
+
+class Appended(NamedTuple):
+    position: int  # of the (last) event
+    version: int  # of the (last) event
+    duplicate: bool
+    committed: int  # the writer's committed position when it acknowledged
+
+
+class Deleted(NamedTuple):
+    position: int  # of the tombstone
+    committed: int
+
+
+class Health(NamedTuple):
+    writer_reachable: bool
+    committed_position: int  # this gateway's read side
+    writer: dict[str, object]  # the writer's health reply ({} when unreachable)
+    error: str  # why the writer is unreachable ("" when it is)
+
+
+class Backend(Protocol):
+    limits: Limits
+
+    async def append(
+        self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
+    ) -> Appended: ...
+
+    async def delete(self, stream_id: str, expected_version: int) -> Deleted: ...
+
+    async def wait_for(self, position: int) -> None:
+        """Return once the read side has reached ``position``; raise Unavailable on timeout."""
+
+    @property
+    def committed_position(self) -> int: ...
+
+    def stream_version(self, stream_id: str) -> int: ...
+
+    def read_stream(
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
+    ) -> Iterator[RecordedEvent]: ...
+
+    def read_all(
+        self, from_position: int | None, limit: int | None, backward: bool
+    ) -> Iterator[RecordedEvent]: ...
+
+    async def health(self) -> Health: ...
+
+    async def close(self) -> None: ...
+
+
+class ServerBackend:
+    """The gateway's backend: a WriterClient, a ReadOnlyView and a Tailer."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.limits = config.limits
+        self._wait_timeout = config.read_wait_timeout
+
+    @classmethod
+    async def start(cls, config: GatewayConfig) -> ServerBackend:
+        """Open the read side (waiting for the writer to create the data directory)."""
+        from hydra.readers import ReadOnlyView
+        from hydra.readers.tailer import Tailer
+        from hydra.writer.client import WriterClient
+
+        self = cls(config)
+        deadline = time.monotonic() + config.startup_timeout
+        while True:
+            try:
+                view = ReadOnlyView.open(config.data_dir, limits=config.limits)
+                break
+            except StorageError as exc:
+                # Under supervisord the writer may still be creating the directory.
+                if time.monotonic() >= deadline:
+                    raise
+                log.info("waiting for the data directory: %s", exc)
+                await asyncio.sleep(0.2)
+        self._view = view
+        self._tailer = Tailer(view, config.feed_endpoint)
+        await self._tailer.start()
+        self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout)
+        return self
+
+    # -- writes ------------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
+    ) -> Appended:
+        result = await self._client.append(stream_id, events, expected_version, sync=sync)
+        committed = self._after_write(result.position)
+        return Appended(result.position, result.version, result.duplicate, committed)
+
+    async def delete(self, stream_id: str, expected_version: int) -> Deleted:
+        position = await self._client.delete_stream(stream_id, expected_version)
+        return Deleted(position, self._after_write(position))
+
+    def _after_write(self, position: int) -> int:
+        # The writer acknowledges only committed records, so everything up to its
+        # reported committed position is readable now: apply it to this gateway's
+        # view, so that this gateway reads its own writes at once.
+        committed = self._client.committed_position
+        if committed > self._view.committed_position:
+            self._tailer.advance(committed)
+        return max(committed, self._view.committed_position)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def wait_for(self, position: int) -> None:
+        if self._view.committed_position >= position:
+            return
+        if not await self._tailer.wait_for(position, self._wait_timeout):
+            raise Unavailable(
+                f"this gateway has not seen the log committed up to position {position} "
+                f"within {self._wait_timeout:g} s (it is at {self._view.committed_position})"
+            )
+
+    @property
+    def committed_position(self) -> int:
+        return self._view.committed_position
+
+    def stream_version(self, stream_id: str) -> int:
+        return self._view.stream_version(stream_id)
+
+    def read_stream(
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
+    ) -> Iterator[RecordedEvent]:
+        return self._view.read_stream(stream_id, from_version, limit, backward)
+
+    def read_all(
+        self, from_position: int | None, limit: int | None, backward: bool
+    ) -> Iterator[RecordedEvent]:
+        return self._view.read_all(from_position, limit, backward)
+
+    # -- health and lifetime -----------------------------------------------------
+
+    async def health(self) -> Health:
+        try:
+            writer = await self._client.health()
+        except Unavailable as exc:
+            return Health(False, self._view.committed_position, {}, str(exc))
+        committed = writer.get("committed_position")
+        if type(committed) is int and committed > self._view.committed_position:
+            self._tailer.advance(committed)
+        return Health(True, self._view.committed_position, writer, "")
+
+    async def close(self) -> None:
+        await self._client.close()
+        await self._tailer.close()
+        self._view.close()

@@ -1,0 +1,233 @@
+"""The gRPC API: the ``eventstore.EventStore`` servicer over a ``Backend``,
+plus server reflection and the standard ``grpc.health.v1`` service.
+
+Fields 1-4 of each message keep the Go system's meaning (see
+proto/eventstore.proto): a missing ``expected_version`` is 0 (no stream), a
+``from_version`` / ``from_position`` of 0 reads from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hydra._engine import ANY, NewEvent
+from hydra._format import RecordedEvent
+from hydra._proto import eventstore_pb2 as pb
+from hydra._proto import eventstore_pb2_grpc as pb_grpc
+from hydra.errors import InvalidArgument, StreamNotFound
+from hydra.gateway._backend import Backend
+from hydra.gateway._encoding import event_message
+from hydra.gateway._errors import grpc_error
+from hydra.gateway._requests import (
+    check_events,
+    check_expected_version,
+    check_limit,
+    check_position,
+    check_stream_id,
+)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
+# Events sent between two turns given to the rest of the event loop.
+_YIELD_EVERY = 256
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+    code, message, trailers = grpc_error(exc)
+    await context.abort(code, message, trailers)
+
+
+class EventStoreServicer(pb_grpc.EventStoreServicer):
+    """Implements every RPC of ``eventstore.EventStore`` over a backend."""
+
+    def __init__(self, backend: Backend, name: str = "gateway") -> None:
+        self.backend = backend
+        self.limits = backend.limits
+        self.name = name
+
+    # -- writes ------------------------------------------------------------------
+
+    async def Append(  # noqa: N802 - gRPC method names
+        self, request: pb.AppendRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppendResponse:
+        try:
+            limits = self.limits
+            stream_id = check_stream_id(request.stream_id, limits)
+            event = NewEvent(request.data, request.event_id, request.event_type,
+                             request.metadata)
+            limits.check_text(event.event_id, "event_id", limits.max_event_id)
+            limits.check_text(event.event_type, "event_type", limits.max_event_type)
+            check_events([event], limits)
+            expected = check_expected_version(request.expected_version, "expected_version")
+            r = await self.backend.append(stream_id, [event], expected, request.sync)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # unreachable: abort raises
+        return pb.AppendResponse(position=r.position, version=r.version,
+                                 duplicate=r.duplicate, committed_position=r.committed)
+
+    async def AppendBatch(  # noqa: N802
+        self, request: pb.AppendBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppendResponse:
+        try:
+            limits = self.limits
+            stream_id = check_stream_id(request.stream_id, limits)
+            if not request.events:
+                raise InvalidArgument("events must hold at least one event")
+            if len(request.events) > limits.max_batch_events:
+                raise InvalidArgument(
+                    f"the batch holds {len(request.events)} events; "
+                    f"the limit is {limits.max_batch_events}"
+                )
+            events = []
+            for i, e in enumerate(request.events):
+                limits.check_text(e.event_id, f"events[{i}].event_id", limits.max_event_id)
+                limits.check_text(e.event_type, f"events[{i}].event_type",
+                                  limits.max_event_type)
+                events.append(NewEvent(e.data, e.event_id, e.event_type, e.metadata))
+            check_events(events, limits)
+            expected = check_expected_version(request.expected_version, "expected_version")
+            r = await self.backend.append(stream_id, events, expected, request.sync)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        return pb.AppendResponse(position=r.position, version=r.version,
+                                 duplicate=r.duplicate, committed_position=r.committed)
+
+    async def DeleteStream(  # noqa: N802
+        self, request: pb.DeleteStreamRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteStreamResponse:
+        try:
+            stream_id = check_stream_id(request.stream_id, self.limits)
+            expected = ANY
+            if request.HasField("expected_version"):
+                expected = check_expected_version(request.expected_version, "expected_version")
+            r = await self.backend.delete(stream_id, expected)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        return pb.DeleteStreamResponse(position=r.position, committed_position=r.committed)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def ReadStream(  # noqa: N802
+        self, request: pb.ReadStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        try:
+            stream_id = check_stream_id(request.stream_id, self.limits)
+            start = (check_position(request.from_version, "from_version")
+                     if request.HasField("from_version") else None)
+            limit = (check_limit(request.limit, self.limits)
+                     if request.HasField("limit") else None)
+            await self._wait(request.min_position)
+            if self.backend.stream_version(stream_id) == 0:
+                raise StreamNotFound(stream_id)
+            events = self.backend.read_stream(stream_id, start, limit, request.backward)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        async for message in _messages(events):
+            yield message
+
+    async def ReadAll(  # noqa: N802
+        self, request: pb.ReadAllRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        try:
+            start = (check_position(request.from_position, "from_position")
+                     if request.HasField("from_position") else None)
+            limit = (check_limit(request.limit, self.limits)
+                     if request.HasField("limit") else None)
+            await self._wait(request.min_position)
+            events = self.backend.read_all(start, limit, request.backward)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        async for message in _messages(events):
+            yield message
+
+    async def _wait(self, min_position: int) -> None:
+        if min_position:
+            await self.backend.wait_for(check_position(min_position, "min_position"))
+
+    # -- service -----------------------------------------------------------------
+
+    async def Health(  # noqa: N802
+        self, request: pb.HealthRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HealthResponse:
+        try:
+            h = await self.backend.health()
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        w = h.writer
+        return pb.HealthResponse(
+            status="ok" if h.writer_reachable else "degraded",
+            writer_reachable=h.writer_reachable,
+            committed_position=h.committed_position,
+            writer_committed_position=_int(w.get("committed_position")),
+            events=_int(w.get("events")),
+            streams=_int(w.get("streams")),
+            sync_mode=str(w.get("sync_mode") or ""),
+            worker=self.name,
+            pid=os.getpid(),
+        )
+
+    async def SubscribeToAll(  # noqa: N802
+        self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "subscriptions are not served by this version of Hydra yet")
+        yield pb.Event()  # pragma: no cover - makes this an async generator
+
+    async def SubscribeToStream(  # noqa: N802
+        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "subscriptions are not served by this version of Hydra yet")
+        yield pb.Event()  # pragma: no cover
+
+
+async def _messages(events: Iterator[RecordedEvent]) -> AsyncIterator[pb.Event]:
+    n = 0
+    for e in events:
+        yield event_message(e)
+        n += 1
+        if n % _YIELD_EVERY == 0:
+            # Reading the log is synchronous: give other RPCs a turn now and then.
+            await asyncio.sleep(0)
+
+
+def _int(value: Any) -> int:
+    return value if type(value) is int else 0
+
+
+def add_services(
+    server: grpc.aio.Server, backend: Backend, name: str = "gateway"
+) -> health.aio.HealthServicer:
+    """Register the EventStore, health and reflection services on ``server``.
+
+    Returns the health servicer, whose status the caller flips on shutdown.
+    """
+    pb_grpc.add_EventStoreServicer_to_server(EventStoreServicer(backend, name), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        SERVICE_NAME,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    return health_servicer
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (health_pb2.HealthCheckResponse.SERVING if serving
+              else health_pb2.HealthCheckResponse.NOT_SERVING)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

@@ -1,0 +1,228 @@
+"""The HTTP API: a Starlette app over a ``Backend``.
+
+Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
+
+    POST   /streams/{id}    append one event or an atomic batch    -> 201
+    GET    /streams/{id}    read a stream, NDJSON                   -> 200 | 404
+    DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
+    GET    /all             read all streams in log order, NDJSON   -> 200
+    GET    /health          gateway and writer state                -> 200
+    GET    /openapi.json    the OpenAPI document of this API        -> 200
+
+Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
+status chosen in ``_errors.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from hydra._engine import ANY
+from hydra.errors import InvalidArgument, StreamNotFound
+from hydra.gateway._backend import Backend
+from hydra.gateway._encoding import ndjson_chunks
+from hydra.gateway._errors import PayloadTooLarge, http_error
+from hydra.gateway._openapi import openapi_document
+from hydra.gateway._requests import (
+    ReadQuery,
+    check_expected_version,
+    check_stream_id,
+    parse_append,
+    parse_read_query,
+)
+
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+
+def _json(status: int, doc: object) -> Response:
+    return Response(orjson.dumps(doc), status, media_type=JSON)
+
+
+def _error(exc: BaseException) -> Response:
+    status, body = http_error(exc)
+    return Response(body, status, media_type=JSON)
+
+
+class HttpApi:
+    """Request handlers bound to one backend."""
+
+    def __init__(self, backend: Backend, max_request_size: int, name: str = "gateway") -> None:
+        self.backend = backend
+        self.limits = backend.limits
+        self.max_request_size = max_request_size
+        self.name = name
+        self._openapi = orjson.dumps(openapi_document(self.limits))
+
+    # -- writes ------------------------------------------------------------------
+
+    async def append(self, request: Request) -> Response:
+        try:
+            body = await self._body(request)
+            cmd = parse_append(request.path_params["stream_id"], body, self.limits)
+            result = await self.backend.append(
+                cmd.stream_id, cmd.events, cmd.expected_version, cmd.sync
+            )
+        except Exception as exc:
+            return _error(exc)
+        return _json(201, {
+            "position": result.position,
+            "version": result.version,
+            "duplicate": result.duplicate,
+            "committedPosition": result.committed,
+        })
+
+    async def delete(self, request: Request) -> Response:
+        try:
+            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+            expected = ANY
+            for key, value in request.query_params.multi_items():
+                if key.replace("_", "").lower() != "expectedversion":
+                    raise InvalidArgument(
+                        f"unknown query parameter {key!r}; accepted: expected_version"
+                    )
+                expected = check_expected_version(_int(value, key), key)
+            result = await self.backend.delete(stream_id, expected)
+        except Exception as exc:
+            return _error(exc)
+        return _json(200, {"position": result.position, "committedPosition": result.committed})
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.max_request_size
+        length = request.headers.get("content-length")
+        if length is not None:
+            if not length.isascii() or not length.isdigit():
+                raise InvalidArgument(f"bad Content-Length header {length[:40]!r}")
+            if int(length) > limit:
+                raise PayloadTooLarge(
+                    f"the request body is {int(length)} bytes; the limit is {limit}"
+                )
+        chunks = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def read_stream(self, request: Request) -> Response:
+        try:
+            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+            q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
+            await self._wait(q)
+            if self.backend.stream_version(stream_id) == 0:
+                raise StreamNotFound(stream_id)
+            events = self.backend.read_stream(stream_id, q.start, q.limit, q.backward)
+            return await _ndjson(ndjson_chunks(events))
+        except Exception as exc:
+            return _error(exc)
+
+    async def read_all(self, request: Request) -> Response:
+        try:
+            q = parse_read_query(request.query_params.multi_items(), self.limits, "position")
+            await self._wait(q)
+            events = self.backend.read_all(q.start, q.limit, q.backward)
+            return await _ndjson(ndjson_chunks(events))
+        except Exception as exc:
+            return _error(exc)
+
+    async def _wait(self, q: ReadQuery) -> None:
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+
+    # -- service -----------------------------------------------------------------
+
+    async def health(self, request: Request) -> Response:
+        try:
+            h = await self.backend.health()
+        except Exception as exc:
+            return _error(exc)
+        writer = h.writer
+        return _json(200, {
+            "status": "ok" if h.writer_reachable else "degraded",
+            "worker": self.name,
+            "pid": os.getpid(),
+            "committedPosition": h.committed_position,
+            "writer": {
+                "reachable": h.writer_reachable,
+                "error": h.error or None,
+                "committedPosition": writer.get("committed_position"),
+                "events": writer.get("events"),
+                "streams": writer.get("streams"),
+                "uptime": writer.get("uptime"),
+                "syncMode": writer.get("sync_mode"),
+            },
+        })
+
+    async def openapi(self, request: Request) -> Response:
+        return Response(self._openapi, media_type=JSON)
+
+
+async def _ndjson(chunks: Iterator[bytes]) -> Response:
+    """A plain response for one chunk of NDJSON, a streaming one for more."""
+    first = next(chunks, b"")
+    second = next(chunks, None)
+    if second is None:
+        return Response(first, 200, media_type=NDJSON)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        yield second
+        for chunk in chunks:
+            # Reading the log is synchronous: give other requests a turn per chunk.
+            await asyncio.sleep(0)
+            yield chunk
+
+    return StreamingResponse(body(), 200, media_type=NDJSON)
+
+
+def _int(text: str, what: str) -> int:
+    body = text[1:] if text[:1] in "+-" else text
+    if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
+        raise InvalidArgument(f"{what} must be a decimal integer, got {text[:40]!r}")
+    return int(text)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no endpoint at {request.url.path}; see GET /openapi.json"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = exc.detail
+    return Response(orjson.dumps({"error": message, "type": "http"}), exc.status_code,
+                    headers=exc.headers, media_type=JSON)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    return _error(exc)
+
+
+def build_app(backend: Backend, max_request_size: int, name: str = "gateway") -> Starlette:
+    """The Starlette app of the HTTP API over ``backend``."""
+    api = HttpApi(backend, max_request_size, name)
+    routes = [
+        Route("/streams/{stream_id:path}", api.append, methods=["POST"]),
+        Route("/streams/{stream_id:path}", api.read_stream, methods=["GET"]),
+        Route("/streams/{stream_id:path}", api.delete, methods=["DELETE"]),
+        Route("/all", api.read_all, methods=["GET"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+    )

@@ -1,0 +1,305 @@
+"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+
+Written by hand next to the handlers it describes; a test checks that it lists
+exactly the app's routes and methods and that its examples are accepted.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.limits import DEFAULT_LIMITS, Limits
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_B64 = {"type": "string", "contentEncoding": "base64"}
+
+
+def _error_response(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ERROR}}}
+
+
+def _ndjson_response(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/x-ndjson": {
+            "schema": {"$ref": "#/components/schemas/Event"},
+            "example": (
+                '{"position":0,"streamId":"user-123","stream_id":"user-123","version":0,'
+                '"data":"eyJuYW1lIjoiSm9obiJ9","eventId":"event-001","eventType":"UserCreated",'
+                '"metadata":"","timestamp":"2026-01-01T12:00:00.000001Z"}\n'
+            ),
+        }},
+    }
+
+
+def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+def _stream_id(limits: Limits) -> dict[str, Any]:
+    return {
+        "name": "streamId", "in": "path", "required": True,
+        "description": (
+            f"Stream ID: 1 to {limits.max_stream_id} bytes of UTF-8, no control "
+            "characters and no '/'; percent-encode it in the URL."
+        ),
+        "schema": {"type": "string", "minLength": 1},
+    }
+
+
+def _limit(limits: Limits) -> dict[str, Any]:
+    return _query("limit", "Return at most this many events.",
+                  {"type": "integer", "minimum": 0, "maximum": limits.max_read_limit})
+
+_MIN_POSITION = _query(
+    "min_position",
+    "Read-your-writes: wait (a few seconds at most, else 503) until this gateway has seen "
+    "the log committed up to this position; pass `committedPosition` of an append response.",
+    {"type": "integer", "minimum": 0},
+)
+_DIRECTION = _query("direction", "Read order.",
+                    {"type": "string", "enum": ["forward", "backward"], "default": "forward"})
+
+_INVALID = _error_response("Invalid argument: a value outside the contract or over a limit.")
+_UNAVAILABLE = _error_response("The writer cannot be reached, or a min_position wait timed out.")
+
+
+def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """The document for a gateway enforcing ``limits``."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Hydra event store",
+            "version": "1",
+            "description": (
+                "Append-only streams with expected versions, idempotent event IDs, atomic "
+                "batches and soft delete. Event data and metadata are base64 in JSON. "
+                "Request field names are also accepted in snake_case (`expected_version`, "
+                "`event_id`, `event_type`) and in any letter case."
+            ),
+        },
+        "paths": {
+            "/streams/{streamId}": {
+                "parameters": [_stream_id(limits)],
+                "post": {
+                    "operationId": "append",
+                    "summary": "Append one event, or a batch of events atomically",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": {"oneOf": [
+                                {"$ref": "#/components/schemas/AppendEvent"},
+                                {"$ref": "#/components/schemas/AppendBatch"},
+                            ]},
+                            "examples": {
+                                "one event": {"value": {
+                                    "eventId": "event-001", "eventType": "UserCreated",
+                                    "data": "eyJuYW1lIjoiSm9obiJ9", "expectedVersion": 0,
+                                }},
+                                "batch": {"value": {
+                                    "events": [
+                                        {"eventId": "e-2", "data": "eyJhIjoxfQ=="},
+                                        {"eventId": "e-3", "data": "eyJhIjoyfQ=="},
+                                    ],
+                                    "expectedVersion": 1,
+                                }},
+                            },
+                        }},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Appended (or a duplicate event ID: nothing written).",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/AppendResult"},
+                            }},
+                        },
+                        "400": _INVALID,
+                        "404": _error_response(
+                            "expectedVersion -2 (stream exists) but the stream has no events."
+                        ),
+                        "409": _error_response(
+                            "Wrong expected version, or expectedVersion 0 but the stream "
+                            "exists; `currentVersion` is its event count."
+                        ),
+                        "413": _error_response("The request body is over the size limit."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "get": {
+                    "operationId": "readStream",
+                    "summary": "Read the events of one stream as NDJSON",
+                    "parameters": [
+                        _query("from", "First version to return (inclusive); default the "
+                                       "first, or the last when reading backward.",
+                               {"type": "integer", "minimum": 0}),
+                        _limit(limits), _DIRECTION, _MIN_POSITION,
+                    ],
+                    "responses": {
+                        "200": _ndjson_response("One event per line, in version order."),
+                        "400": _INVALID,
+                        "404": _error_response("The stream has no events (or was deleted)."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteStream",
+                    "summary": "Soft-delete a stream; appending again starts it at version 0",
+                    "parameters": [_query(
+                        "expected_version",
+                        "Event count the stream must hold (-1 any, -2 exists); default -1.",
+                        {"type": "integer", "minimum": -2, "default": -1},
+                    )],
+                    "responses": {
+                        "200": {
+                            "description": "Deleted.",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/DeleteResult"},
+                            }},
+                        },
+                        "400": _INVALID,
+                        "404": _error_response("The stream has no events."),
+                        "409": _error_response("Wrong expected version."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/all": {
+                "get": {
+                    "operationId": "readAll",
+                    "summary": "Read the events of all streams in log order as NDJSON",
+                    "parameters": [
+                        _query("from", "First log position to return (inclusive): any "
+                                       "`position` seen, or that plus one, resumes a read.",
+                               {"type": "integer", "minimum": 0}),
+                        _limit(limits), _DIRECTION, _MIN_POSITION,
+                    ],
+                    "responses": {
+                        "200": _ndjson_response("One event per line, in log order."),
+                        "400": _INVALID,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "This gateway's state and whether it reaches the writer",
+                    "responses": {"200": {
+                        "description": "`status` is `ok`, or `degraded` when the writer "
+                                       "cannot be reached (reads still work).",
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/Health"},
+                        }},
+                    }},
+                },
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document",
+                    "responses": {"200": {"description": "The OpenAPI document.",
+                                          "content": {"application/json": {}}}},
+                },
+            },
+        },
+        "components": {"schemas": {
+            "AppendEvent": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "eventId": {"type": "string", "maxLength": limits.max_event_id,
+                                "description": "Idempotency key within the stream."},
+                    "eventType": {"type": "string", "maxLength": limits.max_event_type},
+                    "data": _B64 | {"description": "Event data (data + metadata at most "
+                                                   f"{limits.max_event_size} bytes)."},
+                    "metadata": _B64,
+                    "expectedVersion": {
+                        "type": "integer", "minimum": -2, "default": 0,
+                        "description": "-1 any, 0 no stream (the default, as in the Go "
+                                       "system), -2 stream exists, N: exactly N events.",
+                    },
+                    "sync": {"type": "boolean", "default": False,
+                             "description": "fsync before answering, in any durability mode."},
+                },
+            },
+            "AppendBatch": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["events"],
+                "properties": {
+                    "events": {
+                        "type": "array", "minItems": 1, "maxItems": limits.max_batch_events,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {
+                                "eventId": {"type": "string"},
+                                "eventType": {"type": "string"},
+                                "data": _B64,
+                                "metadata": _B64,
+                            },
+                        },
+                    },
+                    "expectedVersion": {"type": "integer", "minimum": -2, "default": 0},
+                    "sync": {"type": "boolean", "default": False},
+                },
+            },
+            "AppendResult": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "integer", "description": "Of the (last) event."},
+                    "version": {"type": "integer", "description": "Of the (last) event."},
+                    "duplicate": {"type": "boolean"},
+                    "committedPosition": {
+                        "type": "integer",
+                        "description": "Pass as `min_position` to read this write on any "
+                                       "gateway.",
+                    },
+                },
+            },
+            "DeleteResult": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "integer", "description": "Of the tombstone."},
+                    "committedPosition": {"type": "integer"},
+                },
+            },
+            "Event": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "integer"},
+                    "streamId": {"type": "string"},
+                    "stream_id": {"type": "string", "description": "Same as streamId."},
+                    "version": {"type": "integer"},
+                    "data": _B64,
+                    "eventId": {"type": "string"},
+                    "eventType": {"type": "string"},
+                    "metadata": _B64,
+                    "timestamp": {"type": "string", "format": "date-time"},
+                },
+            },
+            "Health": {
+                "type": "object",
+                "properties": {
+                    "status": {"type": "string", "enum": ["ok", "degraded"]},
+                    "worker": {"type": "string"},
+                    "pid": {"type": "integer"},
+                    "committedPosition": {"type": "integer",
+                                          "description": "What this gateway can read."},
+                    "writer": {"type": "object"},
+                },
+            },
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {
+                    "error": {"type": "string"},
+                    "type": {"type": "string"},
+                    "currentVersion": {"type": "integer"},
+                    "expectedVersion": {"type": "integer"},
+                    "streamId": {"type": "string"},
+                },
+            },
+        }},
+    }

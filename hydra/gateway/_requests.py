@@ -1,0 +1,253 @@
+"""Parse and validate what clients send: JSON bodies, query strings, numbers.
+
+Pure functions shared by the HTTP app and the gRPC servicer; every problem is an
+``InvalidArgument`` whose message says what is wrong, so no bad input reaches the
+writer or becomes a 500.
+
+JSON field names are matched the way the Go system's server matches them
+(case-insensitively) and additionally with underscores ignored, so the Go
+server's ``expectedVersion`` / ``eventId`` and its README's ``expected_version`` /
+``event_id`` are the same field. Missing ``expectedVersion`` means 0 (no stream),
+as in the Go system, whose int64 field defaults to 0.
+"""
+
+from __future__ import annotations
+
+import binascii
+from typing import Any, NamedTuple
+
+import orjson
+
+from hydra._engine import ANY, MAX_VERSION, NO_STREAM, STREAM_EXISTS, NewEvent
+from hydra.errors import InvalidArgument
+from hydra.limits import Limits
+
+MAX_POSITION = (1 << 63) - 1
+
+# normalised key -> canonical name used in messages
+_EVENT_KEYS = {"eventid": "eventId", "eventtype": "eventType", "data": "data",
+               "metadata": "metadata"}
+_SINGLE_KEYS = {**_EVENT_KEYS, "expectedversion": "expectedVersion", "sync": "sync"}
+_BATCH_KEYS = {"events": "events", "expectedversion": "expectedVersion", "sync": "sync"}
+
+
+class AppendCommand(NamedTuple):
+    """A validated append: one or more events for one stream."""
+
+    stream_id: str
+    events: list[NewEvent]
+    expected_version: int
+    sync: bool
+    batch: bool  # sent as {"events": [...]}
+
+
+def _normalise(doc: dict[str, Any], known: dict[str, str], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        norm = key.replace("_", "").lower()
+        name = known.get(norm)
+        if name is None:
+            accepted = ", ".join(sorted(set(known.values())))
+            raise InvalidArgument(f"unknown field {key!r} in {where}; accepted fields: {accepted}")
+        if name in out:
+            raise InvalidArgument(f"field {name!r} is given twice in {where}")
+        out[name] = value
+    return out
+
+
+def check_stream_id(stream_id: object, limits: Limits) -> str:
+    limits.check_stream_id(stream_id)
+    return stream_id  # type: ignore[return-value]
+
+
+def decode_base64(value: object, what: str) -> bytes:
+    """Standard base64 with padding (what Go's encoding/json produces for []byte)."""
+    if value is None:
+        return b""
+    if type(value) is not str:
+        raise InvalidArgument(f"{what} must be a base64 string, got {_json_type(value)}")
+    try:
+        return binascii.a2b_base64(value, strict_mode=True)
+    except (binascii.Error, ValueError):
+        raise InvalidArgument(f"{what} is not valid base64 (standard alphabet, padded)") from None
+
+
+def check_expected_version(value: object, what: str = "expectedVersion") -> int:
+    if type(value) is not int:
+        raise InvalidArgument(f"{what} must be an integer, got {_json_type(value)}")
+    if value < STREAM_EXISTS or value > MAX_VERSION:
+        raise InvalidArgument(
+            f"{what} must be {ANY} (any), {STREAM_EXISTS} (stream exists), "
+            f"{NO_STREAM} (no stream) or an event count up to {MAX_VERSION}; got {value}"
+        )
+    return value
+
+
+def _event(doc: object, where: str, limits: Limits) -> NewEvent:
+    if type(doc) is not dict:
+        raise InvalidArgument(f"{where} must be a JSON object, got {_json_type(doc)}")
+    fields = _normalise(doc, _EVENT_KEYS, where)
+    return _new_event(fields, where, limits)
+
+
+def _new_event(fields: dict[str, Any], where: str, limits: Limits) -> NewEvent:
+    prefix = "" if where == "the request body" else f"{where}."
+    event_id = fields.get("eventId", "")
+    event_type = fields.get("eventType", "")
+    if event_id is None:
+        event_id = ""
+    if event_type is None:
+        event_type = ""
+    limits.check_text(event_id, f"{prefix}eventId", limits.max_event_id)
+    limits.check_text(event_type, f"{prefix}eventType", limits.max_event_type)
+    data = decode_base64(fields.get("data"), f"{prefix}data")
+    metadata = decode_base64(fields.get("metadata"), f"{prefix}metadata")
+    return NewEvent(data, event_id, event_type, metadata)
+
+
+def parse_append(stream_id: str, body: bytes, limits: Limits) -> AppendCommand:
+    """Parse the JSON body of ``POST /streams/{id}`` (one event or a batch)."""
+    check_stream_id(stream_id, limits)
+    if not body:
+        raise InvalidArgument("the request body is empty; send a JSON object")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    if any(k.replace("_", "").lower() == "events" for k in doc):
+        fields = _normalise(doc, _BATCH_KEYS, "a batch append")
+        raw = fields["events"]
+        if type(raw) is not list:
+            raise InvalidArgument(f"events must be a JSON array, got {_json_type(raw)}")
+        if not raw:
+            raise InvalidArgument("events must hold at least one event")
+        if len(raw) > limits.max_batch_events:
+            raise InvalidArgument(
+                f"the batch holds {len(raw)} events; the limit is {limits.max_batch_events}"
+            )
+        events = [_event(e, f"events[{i}]", limits) for i, e in enumerate(raw)]
+        batch = True
+    else:
+        fields = _normalise(doc, _SINGLE_KEYS, "the request body")
+        events = [_new_event(fields, "the request body", limits)]
+        batch = False
+    expected = fields.get("expectedVersion", NO_STREAM)
+    check_expected_version(expected)
+    sync = fields.get("sync", False)
+    if type(sync) is not bool:
+        raise InvalidArgument(f"sync must be true or false, got {_json_type(sync)}")
+    check_events(events, limits)
+    return AppendCommand(stream_id, events, expected, sync, batch)
+
+
+def check_events(events: list[NewEvent], limits: Limits) -> None:
+    """Enforce the event and batch limits (data + metadata bytes, count, unique IDs)."""
+    total = 0
+    for i, ev in enumerate(events):
+        size = len(ev.data) + len(ev.metadata)
+        if size > limits.max_event_size:
+            where = "the event" if len(events) == 1 else f"events[{i}]"
+            raise InvalidArgument(
+                f"{where} is {size} bytes (data + metadata); the limit is {limits.max_event_size}"
+            )
+        total += size
+    if total > limits.max_batch_size:
+        raise InvalidArgument(
+            f"the batch is {total} bytes (data + metadata); the limit is {limits.max_batch_size}"
+        )
+    if len(events) > limits.max_batch_events:
+        raise InvalidArgument(
+            f"the batch holds {len(events)} events; the limit is {limits.max_batch_events}"
+        )
+    seen: set[str] = set()
+    for ev in events:
+        if ev.event_id:
+            if ev.event_id in seen:
+                raise InvalidArgument(f"event ID {ev.event_id!r} appears twice in the batch")
+            seen.add(ev.event_id)
+
+
+def check_position(value: object, what: str) -> int:
+    """A log position or version given by a client: an integer in [0, 2**63)."""
+    if type(value) is not int:
+        raise InvalidArgument(f"{what} must be an integer, got {_json_type(value)}")
+    if value < 0 or value > MAX_POSITION:
+        raise InvalidArgument(f"{what} must be between 0 and {MAX_POSITION}, got {value}")
+    return value
+
+
+def check_limit(value: object, limits: Limits) -> int:
+    if type(value) is not int:
+        raise InvalidArgument(f"limit must be an integer, got {_json_type(value)}")
+    if value < 0 or value > limits.max_read_limit:
+        raise InvalidArgument(
+            f"limit must be between 0 and {limits.max_read_limit}, got {value}"
+        )
+    return value
+
+
+# -- query strings -------------------------------------------------------------
+
+READ_PARAMS = ("from", "limit", "direction", "min_position")
+
+
+class ReadQuery(NamedTuple):
+    start: int | None  # version (streams) or position (all); None: from the edge
+    limit: int | None
+    backward: bool
+    min_position: int
+
+
+def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: str) -> ReadQuery:
+    """Parse ``?from=&limit=&direction=&min_position=`` of the read endpoints."""
+    values: dict[str, str] = {}
+    for key, value in items:
+        if key not in READ_PARAMS:
+            raise InvalidArgument(
+                f"unknown query parameter {key!r}; accepted: {', '.join(READ_PARAMS)}"
+            )
+        if key in values:
+            raise InvalidArgument(f"query parameter {key!r} is given twice")
+        values[key] = value
+    start = None
+    if "from" in values:
+        start = check_position(_query_int(values["from"], "from"), f"from ({start_name})")
+    limit = None
+    if "limit" in values:
+        limit = check_limit(_query_int(values["limit"], "limit"), limits)
+    direction = values.get("direction", "forward")
+    if direction not in ("forward", "backward"):
+        raise InvalidArgument(f"direction must be 'forward' or 'backward', got {direction!r}")
+    min_position = 0
+    if "min_position" in values:
+        min_position = check_position(_query_int(values["min_position"], "min_position"),
+                                      "min_position")
+    return ReadQuery(start, limit, direction == "backward", min_position)
+
+
+def _query_int(text: str, what: str) -> int:
+    # Bounded length before int(): a megabyte of digits must not cost seconds.
+    body = text[1:] if text[:1] in "+-" else text
+    if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
+        raise InvalidArgument(f"{what} must be a decimal integer, got {text[:40]!r}")
+    return int(text)
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if type(value) is bool:
+        return "a boolean"
+    if type(value) is int:
+        return "an integer"
+    if type(value) is float:
+        return "a number with a fraction or exponent"
+    if type(value) is str:
+        return "a string"
+    if type(value) is list:
+        return "an array"
+    if type(value) is dict:
+        return "an object"
+    return type(value).__name__

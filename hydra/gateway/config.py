@@ -1,0 +1,202 @@
+"""Configuration of a gateway worker: one frozen dataclass, from options and environment.
+
+Every option has an environment variable that supplies its default (options
+win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
+HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
+HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
+HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hydra._protocol import check_endpoint, default_endpoints
+from hydra.errors import InvalidArgument
+from hydra.limits import DEFAULT_LIMITS, Limits
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+Loop = Literal["uvloop", "asyncio"]
+_LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything a gateway worker needs to run."""
+
+    data_dir: str
+    command_endpoint: str
+    feed_endpoint: str
+    host: str = "127.0.0.1"  # nothing listens beyond loopback unless configured
+    http_port: int = 8080
+    grpc_port: int = 9090
+    limits: Limits = DEFAULT_LIMITS
+    # Largest HTTP request body / gRPC request message. The default leaves room
+    # for a batch of max_batch_size bytes of data in base64 (4/3) plus JSON.
+    max_request_size: int = 24 << 20
+    writer_timeout: float = 5.0  # seconds an append waits for the writer
+    read_wait_timeout: float = 5.0  # longest min_position wait of a read
+    startup_timeout: float = 30.0  # how long to wait for the writer's data directory
+    shutdown_grace: float = 10.0  # seconds in-flight requests get on SIGTERM
+    loop: Loop = "uvloop"
+    log_level: LogLevel = "info"
+    access_log: bool = False
+    name: str = field(default="gateway")  # shown in logs and /health
+
+    def __post_init__(self) -> None:
+        if not self.data_dir:
+            raise InvalidArgument("a data directory is required (--data DIR or HYDRA_DATA)")
+        check_endpoint(self.command_endpoint, "command endpoint")
+        check_endpoint(self.feed_endpoint, "feed endpoint")
+        if not self.host:
+            raise InvalidArgument("host must not be empty")
+        for what, port in (("HTTP port", self.http_port), ("gRPC port", self.grpc_port)):
+            if type(port) is not int or not 0 <= port <= 65535:
+                raise InvalidArgument(f"{what} must be in [0, 65535], got {port!r}")
+        if self.http_port and self.http_port == self.grpc_port:
+            raise InvalidArgument("the HTTP and gRPC ports must differ")
+        if not isinstance(self.limits, Limits):
+            raise InvalidArgument("limits must be a hydra.limits.Limits")
+        if type(self.max_request_size) is not int or not 1024 <= self.max_request_size <= 1 << 30:
+            raise InvalidArgument(
+                f"max request size must be 1 KiB .. 1 GiB, got {self.max_request_size!r}"
+            )
+        for what, value, top in (
+            ("writer timeout", self.writer_timeout, 3600),
+            ("read wait timeout", self.read_wait_timeout, 3600),
+            ("startup timeout", self.startup_timeout, 3600),
+            ("shutdown grace", self.shutdown_grace, 3600),
+        ):
+            if type(value) not in (int, float) or not 0 < value <= top:
+                raise InvalidArgument(f"{what} must be seconds in (0, {top}], got {value!r}")
+        if self.loop not in ("uvloop", "asyncio"):
+            raise InvalidArgument(f"loop must be uvloop or asyncio, got {self.loop!r}")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise InvalidArgument(f"unknown log level {self.log_level!r}")
+
+    @classmethod
+    def from_args(
+        cls, argv: Sequence[str], environ: Mapping[str, str] | None = None
+    ) -> GatewayConfig:
+        """Parse ``hydra gateway`` options. Raises InvalidArgument on bad values.
+
+        argparse itself exits (SystemExit 2) on unknown options and ``--help``.
+        """
+        env = os.environ if environ is None else environ
+        args = _parser(env).parse_args(list(argv))
+        if not args.data:
+            raise InvalidArgument("a data directory is required (--data DIR or HYDRA_DATA)")
+        data = os.path.abspath(args.data)
+        command, feed = args.command_endpoint, args.feed_endpoint
+        if not command or not feed:
+            default_command, default_feed = default_endpoints(data)
+            command = command or default_command
+            feed = feed or default_feed
+        return cls(
+            data_dir=data,
+            command_endpoint=command,
+            feed_endpoint=feed,
+            host=args.host,
+            http_port=_number(args.http_port, int, "--http-port"),
+            grpc_port=_number(args.grpc_port, int, "--grpc-port"),
+            limits=parse_limits(args.limits),
+            max_request_size=_number(args.max_request_size, int, "--max-request-size"),
+            writer_timeout=_number(args.writer_timeout, float, "--writer-timeout"),
+            read_wait_timeout=_number(args.read_wait_timeout, float, "--read-wait-timeout"),
+            shutdown_grace=_number(args.shutdown_grace, float, "--shutdown-grace"),
+            loop=args.loop,
+            log_level=args.log_level,
+            access_log=_flag(args.access_log, "--access-log"),
+            name=args.name or f"gateway-{os.getpid()}",
+        )
+
+
+def parse_limits(text: str | None) -> Limits:
+    """``NAME=VALUE,NAME=VALUE`` (names of ``hydra.limits.Limits``) over the defaults."""
+    if not text:
+        return DEFAULT_LIMITS
+    values: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, raw = item.strip().partition("=")
+        if not sep or name not in _LIMIT_NAMES:
+            raise InvalidArgument(
+                f"bad limit {item.strip()!r}: use NAME=VALUE with NAME one of "
+                f"{', '.join(_LIMIT_NAMES)}"
+            )
+        values[name] = int(_number(raw.strip(), int, f"limit {name}"))
+    return dataclasses.replace(DEFAULT_LIMITS, **values)
+
+
+def _number(raw: object, kind: type[int] | type[float], option: str) -> int | float:
+    try:
+        return kind(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{option} must be a number, got {raw!r}") from None
+
+
+def _flag(raw: object, option: str) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
+
+
+def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="hydra gateway",
+        description="Run a gateway worker: the HTTP and gRPC APIs on one event loop. "
+                    "Any number of workers share the ports (SO_REUSEPORT).",
+        epilog="Each option's default comes from the environment variable shown, if set.",
+    )
+    p.add_argument("--data", default=env.get("HYDRA_DATA"), metavar="DIR",
+                   help="the writer's data directory [HYDRA_DATA]")
+    p.add_argument("--host", default=env.get("HYDRA_HOST", "127.0.0.1"),
+                   help="address to listen on (default 127.0.0.1) [HYDRA_HOST]")
+    p.add_argument("--http-port", default=env.get("HYDRA_HTTP_PORT", "8080"), metavar="PORT",
+                   help="HTTP port (default 8080) [HYDRA_HTTP_PORT]")
+    p.add_argument("--grpc-port", default=env.get("HYDRA_GRPC_PORT", "9090"), metavar="PORT",
+                   help="gRPC port (default 9090) [HYDRA_GRPC_PORT]")
+    p.add_argument("--command-endpoint", default=env.get("HYDRA_COMMAND_ENDPOINT"),
+                   metavar="ENDPOINT",
+                   help="the writer's command socket, default ipc://DATA/run/cmd.sock "
+                        "[HYDRA_COMMAND_ENDPOINT]")
+    p.add_argument("--feed-endpoint", default=env.get("HYDRA_FEED_ENDPOINT"),
+                   metavar="ENDPOINT",
+                   help="the writer's feed socket, default ipc://DATA/run/feed.sock "
+                        "[HYDRA_FEED_ENDPOINT]")
+    p.add_argument("--limits", default=env.get("HYDRA_LIMITS"), metavar="NAME=N,...",
+                   help=f"override limits: {', '.join(_LIMIT_NAMES)} [HYDRA_LIMITS]")
+    p.add_argument("--max-request-size", default=env.get("HYDRA_MAX_REQUEST_SIZE", str(24 << 20)),
+                   metavar="BYTES",
+                   help="largest HTTP body / gRPC message (default 24 MiB) "
+                        "[HYDRA_MAX_REQUEST_SIZE]")
+    p.add_argument("--writer-timeout", default=env.get("HYDRA_WRITER_TIMEOUT", "5"),
+                   metavar="SECONDS",
+                   help="how long a write waits for the writer (default 5) [HYDRA_WRITER_TIMEOUT]")
+    p.add_argument("--read-wait-timeout", default=env.get("HYDRA_READ_WAIT_TIMEOUT", "5"),
+                   metavar="SECONDS",
+                   help="longest min_position wait of a read (default 5) "
+                        "[HYDRA_READ_WAIT_TIMEOUT]")
+    p.add_argument("--shutdown-grace", default=env.get("HYDRA_SHUTDOWN_GRACE", "10"),
+                   metavar="SECONDS",
+                   help="time in-flight requests get on SIGTERM (default 10) "
+                        "[HYDRA_SHUTDOWN_GRACE]")
+    p.add_argument("--loop", choices=("uvloop", "asyncio"),
+                   default=env.get("HYDRA_LOOP", "uvloop"), help="[HYDRA_LOOP]")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                   default=env.get("HYDRA_LOG_LEVEL", "info"), help="[HYDRA_LOG_LEVEL]")
+    p.add_argument("--access-log", default=env.get("HYDRA_ACCESS_LOG", "false"),
+                   metavar="BOOL", help="log every HTTP request (default false) "
+                                        "[HYDRA_ACCESS_LOG]")
+    p.add_argument("--name", default=env.get("HYDRA_WORKER_NAME"),
+                   help="worker name for logs and /health [HYDRA_WORKER_NAME]")
+    return p

@@ -1,0 +1,164 @@
+"""The real server for tests: supervisord with the repository's supervisord.conf,
+started the way `make run` starts it (one writer, N gateways), on free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+CONF = ROOT / "supervisord.conf"
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+class Cluster:
+    """supervisord + writer + ``workers`` gateways in a private temp directory."""
+
+    def __init__(self, workers: int = 2, sync: str = "every-write", **env: str) -> None:
+        # Short path: unix socket paths (writer's ipc, supervisord's) hold 107 bytes.
+        self.root = tempfile.mkdtemp(prefix="hyd-", dir="/tmp")
+        self.data = os.path.join(self.root, "data")
+        self.logs = os.path.join(self.data, "logs")
+        self.workers = workers
+        self.http_port = free_port()
+        self.grpc_port = free_port()
+        self.http_url = f"http://127.0.0.1:{self.http_port}"
+        self.grpc_target = f"127.0.0.1:{self.grpc_port}"
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "HYDRA_DATA": self.data,
+            "HYDRA_LOG_DIR": self.logs,
+            "HYDRA_WORKERS": str(workers),
+            "HYDRA_SYNC": sync,
+            "HYDRA_HTTP_PORT": str(self.http_port),
+            "HYDRA_GRPC_PORT": str(self.grpc_port),
+            "HYDRA_SHUTDOWN_GRACE": "3",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    # -- lifetime ----------------------------------------------------------------
+
+    def start(self, timeout: float = 30.0) -> Cluster:
+        os.makedirs(self.logs, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "supervisord"), "-c", str(CONF)],
+            env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Wait until every gateway answers and reaches the writer."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"supervisord exited: {self.proc.returncode}\n{self.logs_text()}")
+            status = self.status()
+            running = [n for n, s in status.items() if s == "RUNNING"]
+            if len(running) == self.workers + 1:
+                try:
+                    pids = self.gateway_pids_seen(tries=20)
+                    if len(pids) == self.workers:
+                        return
+                    last = f"saw gateways {pids}"
+                except httpx.HTTPError as exc:
+                    last = repr(exc)
+            else:
+                last = repr(status)
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready in {timeout}s: {last}\n{self.logs_text()}")
+
+    def gateway_pids_seen(self, tries: int) -> set[int]:
+        """PIDs of gateways that answered healthy over ``tries`` fresh connections."""
+        pids = set()
+        for _ in range(tries):
+            with httpx.Client(base_url=self.http_url, timeout=2) as c:
+                doc = c.get("/health").json()
+            if doc["status"] == "ok":
+                pids.add(doc["pid"])
+            if len(pids) == self.workers:
+                break
+        return pids
+
+    def stop(self) -> None:
+        """Stop supervisord and everything it runs; check no process or port is left."""
+        if self.proc is None:
+            return
+        proc, self.proc = self.proc, None
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        # Anything left in the session (a child that outlived supervisord) goes too.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    # -- control -----------------------------------------------------------------
+
+    def ctl(self, *args: str) -> str:
+        out = subprocess.run(
+            [str(BIN / "supervisorctl"), "-c", str(CONF), *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=30,
+        )
+        return out.stdout
+
+    def status(self) -> dict[str, str]:
+        """{"writer": "RUNNING", "gateway:gateway-0": "RUNNING", ...}"""
+        result = {}
+        for line in self.ctl("status").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and (parts[0].startswith("writer") or
+                                    parts[0].startswith("gateway")):
+                result[parts[0]] = parts[1]
+        return result
+
+    def pid_of(self, name: str) -> int:
+        return int(self.ctl("pid", name).strip())
+
+    def logs_text(self) -> str:
+        out = []
+        if os.path.isdir(self.logs):
+            for name in sorted(os.listdir(self.logs)):
+                if name.endswith(".log"):
+                    text = Path(self.logs, name).read_text(errors="replace")
+                    out.append(f"--- {name} ---\n{text[-3000:]}")
+        return "\n".join(out)

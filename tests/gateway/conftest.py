@@ -1,0 +1,73 @@
+"""Fixtures: the API contract tests run against two servers.
+
+- ``embedded``: one gateway worker in a thread over an embedded Store (fast,
+  exercises the HTTP and gRPC front ends alone);
+- ``server``: the real thing, supervisord with the repository's supervisord.conf
+  running the writer and two gateways on free ports, as `make run` does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import grpc
+import httpx
+import pytest
+
+from hydra._proto import eventstore_pb2_grpc as pb_grpc
+from ._cluster import Cluster
+from ._embedded import EmbeddedGateway
+
+
+class Target(NamedTuple):
+    kind: str
+    http_url: str
+    grpc_target: str
+
+
+@pytest.fixture(scope="session")
+def embedded_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedGateway]:
+    gw = EmbeddedGateway(str(tmp_path_factory.mktemp("embedded") / "data")).start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster(workers=2).start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture(params=["embedded", "server"])
+def target(request: pytest.FixtureRequest) -> Target:
+    if request.param == "embedded":
+        gw = request.getfixturevalue("embedded_gateway")
+        return Target("embedded", gw.http_url, gw.grpc_target)
+    c = request.getfixturevalue("cluster")
+    return Target("server", c.http_url, c.grpc_target)
+
+
+@pytest.fixture
+def http(target: Target) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=target.http_url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def channel(target: Target) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(target.grpc_target) as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.Channel) -> pb_grpc.EventStoreStub:
+    return pb_grpc.EventStoreStub(channel)
+
+
+@pytest.fixture
+def stream() -> str:
+    """A stream ID no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
