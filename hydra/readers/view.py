@@ -110,7 +110,10 @@ class ReadOnlyView(ReadSide):
                 # exists: the writer syncs a segment before it creates the next.
                 closed = os.path.exists(segments.path(number + 1))
             stop = size if closed or limit is None else limit - base
-            result = index.scan(segments.map(number), base, offset, stop)
+            # Closed segments tolerate a CRC-damaged record exactly as the writer's
+            # recovery does (indexed from its header; reading it raises), so the
+            # view and the writer agree on every position.
+            result = index.scan(segments.map(number), base, offset, stop, tolerate_crc=closed)
             self._committed = base + result.end
             if closed:
                 if result.error is not None or result.end != result.stopped:

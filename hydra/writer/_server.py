@@ -69,6 +69,7 @@ class WriterServer:
         self._lock = DirectoryLock(directory)
         self._context: zmq.Context[Any] | None = None
         self._segments: SegmentSet | None = None
+        self._bound: list[str] = []
         try:
             self._open(manifest.segment_size)
         except BaseException:
@@ -105,6 +106,7 @@ class WriterServer:
                 sock.bind(endpoint)
             except zmq.ZMQError as exc:
                 raise StorageError(f"cannot bind {endpoint}: {exc}") from None
+            self._bound.append(endpoint)
 
     # -- the loop ------------------------------------------------------------------
 
@@ -279,6 +281,15 @@ class WriterServer:
                     sock.close()
             self._context.term()
             self._context = None
+        for endpoint in self._bound:
+            if endpoint.startswith("ipc://"):
+                # Only sockets this writer bound (never those of a writer that
+                # holds the lock while this one failed to start).
+                try:
+                    os.unlink(endpoint[len("ipc://"):])
+                except FileNotFoundError:
+                    pass
+        self._bound = []
         if self._segments is not None:
             self._segments.close()
             self._segments = None
