@@ -123,8 +123,9 @@ class ReadOnlyView(ReadSide):
                         "in a closed segment"
                     )
                 # The rest of a closed segment is padding: the next record is at
-                # the start of the next segment.
-                pos = self._committed = base + size
+                # the start of the next segment (committed moves there only once
+                # a record of it has been read).
+                pos = base + size
                 continue
             if limit is not None and result.end != stop:
                 raise StorageError(

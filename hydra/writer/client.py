@@ -105,7 +105,7 @@ class WriterClient:
         event ID was already in the stream). ``sync=True`` asks for an fsync before
         the acknowledgement whatever the durability mode.
         """
-        if not isinstance(events, (list, tuple)):
+        if not isinstance(events, (list, tuple)) or isinstance(events, NewEvent):
             raise InvalidArgument(f"events must be a list of NewEvent, got {type(events).__name__}")
         request = {"op": OP_APPEND, "stream": stream_id, "events": events,
                    "expected_version": expected_version}

@@ -1,0 +1,145 @@
+"""WriterClient against a real writer process: results, errors, timeouts, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+import hydra
+from hydra.errors import StorageError
+from hydra.writer.client import WriterClient
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def ev(data: bytes, event_id: str = "", event_type: str = "") -> hydra.NewEvent:
+    return hydra.NewEvent(data, event_id, event_type)
+
+
+def test_append_delete_health(start_writer):
+    w = start_writer()
+
+    async def main():
+        async with WriterClient(w.command_endpoint) as c:
+            r = await c.append("acc-1", [ev(b"1", "a"), ev(b"2", "b")], hydra.NO_STREAM)
+            assert r.version == 1 and not r.duplicate
+            assert c.last_committed > r.position
+            again = await c.append("acc-1", [ev(b"1", "a"), ev(b"2", "b")])
+            assert again == hydra.AppendResult(r.position, 1, True)
+            r3 = await c.append("acc-1", [ev(b"3")], 2, sync=True)
+            assert r3.version == 2
+            tomb = await c.delete_stream("acc-1", 3)
+            assert tomb > r3.position and c.last_committed > tomb
+            r4 = await c.append("acc-1", [ev(b"new")], hydra.NO_STREAM)
+            assert r4.version == 0
+            h = await c.health()
+            assert h["committed_position"] == c.last_committed
+            assert (h["events"], h["streams"], h["sync_mode"]) == (1, 1, "every-write")
+            assert h["uptime"] > 0
+
+    run(main())
+
+
+def test_errors_map_to_hydra_exceptions(start_writer):
+    w = start_writer()
+
+    async def main():
+        async with WriterClient(w.command_endpoint) as c:
+            await c.append("s", [ev(b"1")])
+            with pytest.raises(hydra.WrongExpectedVersion) as info:
+                await c.append("s", [ev(b"2")], 5)
+            assert info.value.current_version == 1 and info.value.expected_version == 5
+            with pytest.raises(hydra.StreamExists):
+                await c.append("s", [ev(b"2")], hydra.NO_STREAM)
+            with pytest.raises(hydra.StreamNotFound):
+                await c.append("t", [ev(b"2")], hydra.STREAM_EXISTS)
+            with pytest.raises(hydra.StreamNotFound):
+                await c.delete_stream("t")
+            with pytest.raises(hydra.InvalidArgument, match="stream ID"):
+                await c.append("", [ev(b"x")])
+            with pytest.raises(hydra.InvalidArgument, match="data must be bytes"):
+                await c.append("s", [hydra.NewEvent("text")])  # type: ignore[arg-type]
+            with pytest.raises(hydra.InvalidArgument, match="cannot be encoded"):
+                await c.append("s", [ev(object())])  # type: ignore[arg-type]
+            with pytest.raises(hydra.InvalidArgument, match="events must be a list"):
+                await c.append("s", ev(b"x"))  # type: ignore[arg-type]
+            # A failed request does not disturb the next.
+            assert (await c.append("s", [ev(b"ok")], 1)).version == 1
+
+    run(main())
+
+
+def test_many_concurrent_requests_over_one_socket(start_writer):
+    w = start_writer()
+
+    async def main():
+        async with WriterClient(w.command_endpoint) as c:
+            results = await asyncio.gather(*(
+                c.append(f"s{i % 10}", [ev(b"x", f"id{i}")]) for i in range(3000)
+            ))
+            h = await c.health()
+        assert len({r.position for r in results}) == 3000
+        versions = sorted((f"s{i % 10}", r.version) for i, r in enumerate(results))
+        assert versions == sorted((f"s{i}", v) for i in range(10) for v in range(300))
+        # Coalesced messages and group commit: far fewer fsyncs than appends.
+        assert h["fsyncs"] < 300
+
+    run(main())
+
+
+def test_no_writer_is_unavailable_not_a_hang(short_dir):
+    async def main():
+        async with WriterClient(f"ipc://{short_dir}/nothing.sock", timeout=0.3) as c:
+            started = time.monotonic()
+            with pytest.raises(hydra.Unavailable, match="did not answer within 0.3 s"):
+                await c.append("s", [ev(b"x")])
+            assert time.monotonic() - started < 1.0
+            with pytest.raises(hydra.Unavailable):
+                await c.health()
+
+    run(main())
+
+
+def test_client_recovers_when_the_writer_restarts(start_writer):
+    w = start_writer()
+
+    async def main():
+        async with WriterClient(w.command_endpoint, timeout=0.5) as c:
+            await c.append("s", [ev(b"1")])
+            assert w.kill() != 0
+            with pytest.raises(hydra.Unavailable):
+                await c.append("s", [ev(b"2")])
+            start_writer()
+            # No reconnect call: the next request goes through.
+            r = await c.append("s", [ev(b"3")])
+            assert r.version == 1
+            assert (await c.health())["events"] == 2
+
+    run(main())
+
+
+def test_closed_client_refuses_and_fails_pending(short_dir):
+    async def main():
+        c = WriterClient(f"ipc://{short_dir}/none.sock", timeout=5)
+        task = asyncio.ensure_future(c.append("s", [ev(b"x")]))
+        await asyncio.sleep(0.05)
+        await c.close()
+        with pytest.raises(hydra.Unavailable):
+            await task
+        with pytest.raises(hydra.Unavailable, match="closed"):
+            await c.health()
+
+    run(main())
+
+
+def test_bad_timeout_is_refused():
+    with pytest.raises(hydra.InvalidArgument):
+        WriterClient("ipc:///tmp/x.sock", timeout=0)
+
+
+def test_storage_error_class_is_a_hydra_error():
+    assert issubclass(StorageError, hydra.HydraError)
