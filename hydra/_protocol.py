@@ -26,7 +26,7 @@ from __future__ import annotations
 import os
 from typing import Any, Final, NamedTuple
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]
 import zmq
 
 from hydra.errors import (

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, cast
 
 import zmq
 import zmq.asyncio
@@ -72,7 +72,7 @@ class Tailer:
         if self._task is not None:
             return
         context = self._context or zmq.asyncio.Context.instance()
-        sock = peer_socket(context, "feed")
+        sock = cast(zmq.asyncio.Socket, peer_socket(context, "feed"))
         sock.connect(self.feed_endpoint)
         self._socket = sock
         self._task = asyncio.get_running_loop().create_task(
@@ -96,7 +96,7 @@ class Tailer:
                 fut.set_result(None)
         self._waiters.clear()
 
-    async def __aenter__(self) -> Tailer:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -184,7 +184,7 @@ class Tailer:
         heapq.heappush(self._waiters, (position, next(self._tie), fut))
         try:
             await asyncio.wait_for(fut, timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         # Reached, timed out, or the tailer closed (which resolves every waiter).
         return self.view.committed_position >= position

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 from types import TracebackType
+from typing import Self
 
 from hydra._index import Index
 from hydra._reads import ReadSide
@@ -36,6 +37,10 @@ class ReadOnlyView(ReadSide):
     thread-safe: call ``advance``/``refresh`` and read from one thread (or one
     event loop), which is how the gateway and the tailer use it.
     """
+
+    directory: str
+    segment_size: int
+    _closed: bool
 
     def __init__(self) -> None:  # pragma: no cover - use ReadOnlyView.open
         raise TypeError("use ReadOnlyView.open(path) or hydra.open(path, read_only=True)")
@@ -154,7 +159,7 @@ class ReadOnlyView(ReadSide):
             self._closed = True
             self._segments.close()
 
-    def __enter__(self) -> ReadOnlyView:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -162,7 +162,7 @@ class WriterServer:
     def _group(self) -> None:
         """One group commit: drain, handle, sync, reply, publish."""
         recv = self.router.recv_multipart
-        messages = []
+        messages: list[list[bytes]] = []
         size = 0
         while len(messages) < MAX_GROUP_MESSAGES and size < MAX_GROUP_BYTES:
             try:
@@ -194,7 +194,7 @@ class WriterServer:
         committed = self.committed
         send = self.router.send_multipart
         for frames, reply in zip(messages, replies):
-            if type(reply) is dict:
+            if isinstance(reply, dict):
                 reply["committed"] = committed
             else:
                 for r in reply:
@@ -307,9 +307,9 @@ def _drain_pipe(fd: int) -> None:
 def _failed(reply: Reply | list[Reply], failure: OSError | None) -> Reply | list[Reply]:
     """The reply of a request whose group could not be synced."""
     err = StorageError(f"fsync failed ({failure}); the write may or may not survive")
-    if type(reply) is list:
+    if isinstance(reply, list):
         return [error_reply(r["id"], err) for r in reply]
-    return error_reply(reply["id"], err)  # type: ignore[index]
+    return error_reply(reply["id"], err)
 
 
 def _refusal(body: bytes, exc: Exception, committed: int) -> Reply | list[Reply]:

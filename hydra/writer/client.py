@@ -20,7 +20,7 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Self, cast
 
 import zmq
 import zmq.asyncio
@@ -48,7 +48,7 @@ _RETRY_SECONDS = 0.01
 
 
 class _Pending:
-    __slots__ = ("future", "deadline", "sent")
+    __slots__ = ("deadline", "future", "sent")
 
     def __init__(self, future: asyncio.Future[dict[str, Any]], deadline: float) -> None:
         self.future = future
@@ -151,7 +151,7 @@ class WriterClient:
                 p.future.set_exception(err)
         self._pending.clear()
 
-    async def __aenter__(self) -> WriterClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -188,7 +188,7 @@ class WriterClient:
             self._flush_handle = loop.call_soon(self._flush)
         try:
             reply = await asyncio.wait_for(future, self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise Unavailable(
                 f"the writer at {self.command_endpoint} did not answer within "
                 f"{self.timeout:g} s" + ("" if pending.sent else " (request not sent)")
@@ -205,7 +205,7 @@ class WriterClient:
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
         context = self._context or zmq.asyncio.Context.instance()
-        sock = peer_socket(context, "command")
+        sock = cast(zmq.asyncio.Socket, peer_socket(context, "command"))
         sock.connect(self.command_endpoint)
         self._socket = sock
         self._loop = loop
@@ -238,7 +238,8 @@ class WriterClient:
                 message = chunk[0][1]
             else:
                 message = array_header(len(chunk)) + b"".join(b for _, b in chunk)
-            sent = sock.send(message, zmq.DONTWAIT)
+            # With DONTWAIT the send is attempted at once; the future is already done.
+            sent = cast("asyncio.Future[Any]", sock.send(message, zmq.DONTWAIT))
             if sent.done() and sent.exception() is not None:
                 exc = sent.exception()
                 if not isinstance(exc, zmq.Again):

@@ -79,22 +79,29 @@ class WriterConfig:
             command_endpoint=command,
             feed_endpoint=feed,
             sync=args.sync,
-            sync_interval=_number(args.sync_interval, float, "--sync-interval"),
-            sync_batch=_number(args.sync_batch, int, "--sync-batch"),
+            sync_interval=_float(args.sync_interval, "--sync-interval"),
+            sync_batch=_int(args.sync_batch, "--sync-batch"),
             segment_size=(
                 None if args.segment_size in (None, "")
-                else _number(args.segment_size, int, "--segment-size")
+                else _int(args.segment_size, "--segment-size")
             ),
-            heartbeat_interval=_number(args.heartbeat_interval, float, "--heartbeat-interval"),
+            heartbeat_interval=_float(args.heartbeat_interval, "--heartbeat-interval"),
             log_level=args.log_level,
         )
 
 
-def _number(raw: object, kind: type[int] | type[float], option: str) -> int | float:
+def _int(raw: str, option: str) -> int:
     try:
-        return kind(raw)  # type: ignore[arg-type]
+        return int(raw)
     except (TypeError, ValueError):
-        raise InvalidArgument(f"{option} must be a number, got {raw!r}") from None
+        raise InvalidArgument(f"{option} must be an integer, got {raw!r}") from None
+
+
+def _float(raw: str, option: str) -> float:
+    try:
+        return float(raw)
+    except (TypeError, ValueError):
+        raise InvalidArgument(f"{option} must be a number of seconds, got {raw!r}") from None
 
 
 def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:

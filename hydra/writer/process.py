@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Self
 
 import zmq
 
@@ -22,7 +22,7 @@ from hydra.errors import Unavailable
 
 def request_health(command_endpoint: str, timeout: float = 1.0) -> dict[str, Any]:
     """Ask the writer for its health (blocking). Raises Unavailable on no answer."""
-    context = zmq.Context.instance()
+    context: zmq.Context[Any] = zmq.Context.instance()
     sock = peer_socket(context, "command")
     try:
         sock.connect(command_endpoint)
@@ -77,7 +77,7 @@ class WriterProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 15.0) -> WriterProcess:
+    def start(self, timeout: float = 15.0) -> Self:
         """Start the writer and return once it answers a health request."""
         args = [sys.executable, "-m", "hydra", "writer", "--data", self.data_dir,
                 "--command-endpoint", self.command_endpoint,
@@ -139,7 +139,7 @@ class WriterProcess:
             self._log = None
         return proc.returncode
 
-    def __enter__(self) -> WriterProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

@@ -12,7 +12,7 @@ from hydra.readers import ReadOnlyView
 from hydra.writer.process import request_health
 
 sys.path.insert(0, os.path.dirname(__file__))
-from agents import check_whole_batches  # type: ignore[import-not-found]  # noqa: E402
+from agents import check_whole_batches  # type: ignore[import-not-found]
 
 
 def load_lines(path: str) -> list[dict]:
