@@ -23,12 +23,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from hydra.gateway._server import serve
 
-    try:
-        if config.loop == "uvloop":
-            import uvloop
+    loop_factory = None
+    if config.loop == "uvloop":
+        import uvloop
 
-            return asyncio.run(serve(config), loop_factory=uvloop.new_event_loop)
-        return asyncio.run(serve(config))
+        loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve(config))
     except (HydraError, OSError) as exc:
         logging.getLogger("hydra.gateway").error("cannot run: %s", exc)
         return 1

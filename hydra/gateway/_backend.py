@@ -131,7 +131,7 @@ class ServerBackend:
         # The writer acknowledges only committed records, so everything up to its
         # reported committed position is readable now: apply it to this gateway's
         # view, so that this gateway reads its own writes at once.
-        committed = self._client.committed_position
+        committed = self._client.last_committed
         if committed > self._view.committed_position:
             self._tailer.advance(committed)
         return max(committed, self._view.committed_position)

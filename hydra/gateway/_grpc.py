@@ -15,7 +15,7 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from hydra._engine import ANY, NewEvent
 from hydra._format import RecordedEvent
@@ -34,6 +34,7 @@ from hydra.gateway._requests import (
 )
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # Events sent between two turns given to the rest of the event loop.
 _YIELD_EVERY = 256
 
@@ -222,7 +223,17 @@ def add_services(
         health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
         reflection.SERVICE_NAME,
     )
-    reflection.enable_server_reflection(names, server)
+    reflector = reflection.aio.ReflectionServicer(names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflector, server)
+    # grpc.reflection.v1 is v1alpha under a new package name, with the same messages
+    # on the wire. Newer tools ask for v1 first; serve it with the same servicer.
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        REFLECTION_V1, {"ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+            reflector.ServerReflectionInfo,
+            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+        )},
+    ),))
     return health_servicer
 
 

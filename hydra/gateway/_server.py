@@ -104,6 +104,7 @@ async def serve(
         access_log=config.access_log,
         timeout_graceful_shutdown=int(config.shutdown_grace) or 1,
         server_header=False,
+        log_config=None,  # the process logging set up in __main__ applies
     )
     http_server = _UvicornServer(uv_config)
     http_task = loop.create_task(http_server.serve(sockets=[http_sock]))

@@ -27,12 +27,27 @@ def free_port() -> int:
 
 
 def port_in_use(port: int) -> bool:
+    """True while something listens on the port (TIME_WAIT connections do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
             return True
     return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes; reap it if it is ours.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] != "Z"
+    except OSError:
+        return False
 
 
 class Cluster:
@@ -58,6 +73,7 @@ class Cluster:
             "HYDRA_HTTP_PORT": str(self.http_port),
             "HYDRA_GRPC_PORT": str(self.grpc_port),
             "HYDRA_SHUTDOWN_GRACE": "3",
+            "HYDRA_READ_WAIT_TIMEOUT": "2",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
@@ -117,6 +133,7 @@ class Cluster:
         """Stop supervisord and everything it runs; check no process or port is left."""
         if self.proc is None:
             return
+        children = self.child_pids()
         proc, self.proc = self.proc, None
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -131,6 +148,17 @@ class Cluster:
         except ProcessLookupError:
             pass
         shutil.rmtree(self.root, ignore_errors=True)
+        self.left_over = [pid for pid in children if _alive(pid)]
+        self.ports_left = [p for p in (self.http_port, self.grpc_port) if port_in_use(p)]
+
+    def child_pids(self) -> list[int]:
+        pids = []
+        for name in self.status():
+            try:
+                pids.append(self.pid_of(name))
+            except ValueError:
+                pass
+        return [p for p in pids if p > 0]
 
     # -- control -----------------------------------------------------------------
 

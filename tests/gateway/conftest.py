@@ -39,6 +39,8 @@ def cluster() -> Iterator[Cluster]:
     c = Cluster(workers=2).start()
     yield c
     c.stop()
+    assert not c.left_over, f"processes left behind: {c.left_over}"
+    assert not c.ports_left, f"ports still bound: {c.ports_left}"
 
 
 @pytest.fixture(params=["embedded", "server"])
