@@ -11,7 +11,15 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from hydra._format import RecordedEvent, decode_event
+from zlib import crc32
+
+from hydra._format import (
+    ENVELOPE_VERSION,
+    KIND_EVENT,
+    RECORD_HEADER,
+    RecordedEvent,
+    decode_event,
+)
 from hydra.errors import InvalidArgument
 from hydra.limits import check_int
 
@@ -109,9 +117,7 @@ class ReadSide:
         tombstones = self._index.tombstones
         if tombstones:
             return self._events(positions, rng, limit, tombstones)
-        if limit is not None:
-            rng = rng[:limit]
-        return self._events(positions, rng, None)
+        return self._events(positions, rng if limit is None else rng[:limit], None)
 
     def _check_range(
         self, start: int | None, limit: int | None, backward: bool, what: str
@@ -131,25 +137,45 @@ class ReadSide:
         limit: int | None,
         tombstones: dict[bytes, int] | None = None,
     ) -> Iterator[RecordedEvent]:
+        """Decode the events at ``positions[i]`` for i in ``rng``.
+
+        The decoding of ``decode_event`` is inlined: this loop is the read hot
+        path, and a call per event costs more than the rest of the work.
+        """
         size = self._segments.segment_size
         segments = self._segments
         maps = segments.maps
-        decode = decode_event
-        if tombstones is None:
-            for i in rng:
-                p = positions[i]  # type: ignore[index]
-                s = p // size
-                yield decode(maps[s] if s < len(maps) else segments.map(s), p - s * size, p)
-            return
-        left = limit
+        unpack = RECORD_HEADER.unpack_from
+        new = tuple.__new__
+        cls = RecordedEvent
+        left = -1 if limit is None else limit
         for i in rng:
-            if left is not None and left <= 0:
+            if left == 0:
                 return
             p = positions[i]  # type: ignore[index]
             s = p // size
-            ev = decode(maps[s] if s < len(maps) else segments.map(s), p - s * size, p)
-            if tombstones.get(ev.stream_id.encode(), -1) > p:
+            buf = maps[s] if s < len(maps) else segments.map(s)
+            off = p - s * size
+            (length, crc, env_version, kind, _flags, _r0, version, ts,
+             sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, off)
+            payload = buf[off + 8:off + 8 + length]
+            a = 32 + sid_len
+            b = a + eid_len
+            c = b + type_len
+            d = c + meta_len
+            if (crc32(payload) != crc or kind != KIND_EVENT or env_version != ENVELOPE_VERSION
+                    or d > length or length == 0):
+                decode_event(buf, off, p)  # raises CorruptLog with the reason
+                raise AssertionError("unreachable")
+            sid = payload[32:a]
+            if tombstones is not None and tombstones.get(sid, -1) > p:
                 continue
-            if left is not None:
+            try:
+                ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
+                               payload[b:c].decode(), payload[d:], payload[c:d], ts / 1e6))
+            except UnicodeDecodeError:
+                decode_event(buf, off, p)
+                raise
+            if left > 0:
                 left -= 1
             yield ev
