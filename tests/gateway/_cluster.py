@@ -37,6 +37,16 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the process that started us dies, so a test run
+    that is killed outright does not leave a server behind (supervisord then stops
+    its programs)."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -85,7 +95,7 @@ class Cluster:
         self.proc = subprocess.Popen(
             [str(BIN / "supervisord"), "-c", str(CONF)],
             env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             self.wait_ready(timeout)
