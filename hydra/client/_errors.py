@@ -1,0 +1,129 @@
+"""Server answers become the ``hydra.errors`` exceptions the embedded Store raises.
+
+This is the one place where the client decides what a gRPC status, an HTTP
+error body or a transport failure means, so code written against the embedded
+Store catches the same classes against a server. The two additions below are
+subclasses of Hydra's own classes, so ``except hydra.Unavailable`` and
+``except hydra.HydraError`` still catch them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import grpc
+
+from hydra.errors import (
+    HydraError,
+    InvalidArgument,
+    StorageError,
+    StreamExists,
+    StreamNotFound,
+    Unavailable,
+    WrongExpectedVersion,
+)
+
+
+class DeadlineExceeded(Unavailable):
+    """The server did not answer within the call's timeout.
+
+    An append that timed out may still have been applied: retry it with the same
+    event IDs and idempotency makes the retry safe.
+    """
+
+
+class ServerError(HydraError):
+    """The server failed in a way the caller cannot fix (an internal error, or an
+    RPC or endpoint this server does not serve)."""
+
+
+# Codes after which an idempotent call may be retried, and a subscription or a
+# read in progress resumed: the connection or the server went away.
+RETRYABLE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
+RESUMABLE_CODES = frozenset({
+    grpc.StatusCode.UNAVAILABLE,
+    # A server shutting down cancels the streams it still serves.
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ABORTED,
+})
+
+_CURRENT = re.compile(r"current: (\d+)")
+
+
+def _current_version(details: str, trailers: Any) -> int:
+    for key, value in trailers or ():
+        if key == "current-version":
+            try:
+                return int(value)
+            except ValueError:
+                break
+    match = _CURRENT.search(details)
+    return int(match.group(1)) if match else 0
+
+
+def from_grpc(
+    err: grpc.RpcError, stream_id: str = "", expected_version: int = 0
+) -> HydraError:
+    """The Hydra exception for a failed RPC about ``stream_id``."""
+    code = err.code()  # type: ignore[attr-defined]
+    details = err.details() or ""  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        current = _current_version(details, err.trailing_metadata())  # type: ignore[attr-defined]
+        return WrongExpectedVersion(stream_id, expected_version, current)
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        current = _current_version(details, err.trailing_metadata())  # type: ignore[attr-defined]
+        return StreamExists(stream_id, current)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return StreamNotFound(stream_id)
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+        return InvalidArgument(details)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(f"the server did not answer in time ({details})")
+    if code in RESUMABLE_CODES or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return Unavailable(f"{code.name}: {details}")
+    return ServerError(f"{code.name}: {details}")
+
+
+def from_http(
+    status: int, body: bytes, stream_id: str = "", expected_version: int = 0
+) -> HydraError:
+    """The Hydra exception for an HTTP error response (``{"error", "type", ...}``)."""
+    import orjson
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        doc = None
+    if type(doc) is not dict:
+        doc = {"error": body[:200].decode("utf-8", "replace") or f"HTTP {status}"}
+    message = str(doc.get("error") or f"HTTP {status}")
+    kind = doc.get("type")
+    stream_id = doc.get("streamId") or stream_id
+    current = doc.get("currentVersion")
+    current = current if type(current) is int else 0
+    if kind == "wrong_expected_version":
+        expected = doc.get("expectedVersion")
+        return WrongExpectedVersion(
+            stream_id, expected if type(expected) is int else expected_version, current
+        )
+    if kind == "stream_exists":
+        return StreamExists(stream_id, current)
+    if kind == "stream_not_found":
+        return StreamNotFound(stream_id)
+    if kind in ("invalid_argument", "payload_too_large") or status in (400, 413, 422):
+        return InvalidArgument(message)
+    if kind == "unavailable" or status in (502, 503, 504):
+        return Unavailable(message)
+    if kind == "storage_error":
+        return StorageError(message)
+    return ServerError(f"HTTP {status}: {message}")
+
+
+def from_transport(exc: Exception) -> Unavailable:
+    """A connection that failed or timed out (httpx transport errors)."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException):
+        return DeadlineExceeded(f"the server did not answer in time ({exc!r})")
+    return Unavailable(f"cannot reach the server: {exc!r}")

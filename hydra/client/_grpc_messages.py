@@ -1,0 +1,120 @@
+"""The gRPC side shared by the blocking and the asyncio client: channel options
+and the request messages built from (already checked) arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from hydra._engine import ANY, NewEvent
+from hydra._proto import eventstore_pb2 as pb
+from hydra.client._model import (
+    ReadCursor,
+    check_bytes,
+    check_expected_version,
+    check_stream_id,
+    check_text,
+)
+from hydra.errors import InvalidArgument
+
+# Room for the largest batch the server accepts by default (16 MiB of data).
+MAX_MESSAGE = 64 << 20
+
+
+def grpc_target(address: str) -> str:
+    """``host:port`` from ``host:port`` or ``grpc://host:port``."""
+    if type(address) is not str or not address:
+        raise InvalidArgument(f"address must be 'host:port', got {address!r}")
+    address = address.removeprefix("grpc://")
+    if "://" in address:
+        raise InvalidArgument(f"a gRPC address is 'host:port' or 'grpc://host:port', got {address!r}")
+    return address.rstrip("/")
+
+
+def channel_options(n: int, extra: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Options of the n-th channel of a pool.
+
+    gRPC shares one TCP connection among all channels of a process whose target
+    and options are equal. A local subchannel pool, plus an option that differs
+    per channel, gives each channel a connection of its own, which the kernel
+    (SO_REUSEPORT) may hand to a different gateway worker.
+    """
+    return [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("hydra.client.channel", n),
+        ("grpc.max_send_message_length", MAX_MESSAGE),
+        ("grpc.max_receive_message_length", MAX_MESSAGE),
+        # gRPC's default reconnect backoff grows to two minutes; a client of a
+        # restarted gateway should be back within a second or two.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+        *extra,
+    ]
+
+
+def check_pool(pool: object) -> int:
+    if type(pool) is not int or not 1 <= pool <= 1024:
+        raise InvalidArgument(f"pool must be an integer in [1, 1024], got {pool!r}")
+    return pool
+
+
+def check_timeout(timeout: object, what: str = "timeout") -> float | None:
+    if timeout is None:
+        return None
+    if type(timeout) not in (int, float) or not 0 < timeout <= 86400:  # type: ignore[operator]
+        raise InvalidArgument(f"{what} must be None or seconds in (0, 86400], got {timeout!r}")
+    return float(timeout)  # type: ignore[arg-type]
+
+
+def append_request(
+    stream_id: str, event_id: str, data: bytes, expected_version: int,
+    event_type: str, metadata: bytes, sync: bool,
+) -> pb.AppendRequest:
+    return pb.AppendRequest(
+        stream_id=check_stream_id(stream_id),
+        event_id=check_text(event_id, "event_id"),
+        data=check_bytes(data, "data"),
+        expected_version=check_expected_version(expected_version),
+        event_type=check_text(event_type, "event_type"),
+        metadata=check_bytes(metadata, "metadata"),
+        sync=bool(sync),
+    )
+
+
+def batch_request(
+    stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
+) -> pb.AppendBatchRequest:
+    return pb.AppendBatchRequest(
+        stream_id=check_stream_id(stream_id),
+        events=[pb.NewEvent(event_id=e.event_id, data=e.data, event_type=e.event_type,
+                            metadata=e.metadata) for e in events],
+        expected_version=check_expected_version(expected_version),
+        sync=bool(sync),
+    )
+
+
+def delete_request(stream_id: str, expected_version: int) -> pb.DeleteStreamRequest:
+    request = pb.DeleteStreamRequest(stream_id=check_stream_id(stream_id))
+    if check_expected_version(expected_version) != ANY:
+        request.expected_version = expected_version
+    return request
+
+
+def read_stream_request(stream_id: str, cursor: ReadCursor, min_position: int) -> pb.ReadStreamRequest:
+    request = pb.ReadStreamRequest(stream_id=stream_id, backward=cursor.backward,
+                                   min_position=min_position)
+    if cursor.start is not None:
+        request.from_version = cursor.start
+    if cursor.limit is not None:
+        request.limit = cursor.limit
+    return request
+
+
+def read_all_request(cursor: ReadCursor, min_position: int) -> pb.ReadAllRequest:
+    request = pb.ReadAllRequest(backward=cursor.backward, min_position=min_position)
+    if cursor.start is not None:
+        request.from_position = cursor.start
+    if cursor.limit is not None:
+        request.limit = cursor.limit
+    return request

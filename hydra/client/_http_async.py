@@ -1,0 +1,295 @@
+"""``AsyncHttpClient``: the asyncio HTTP client (httpx, pooled connections)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Self
+
+import httpx
+import orjson
+
+from hydra._engine import ANY, AppendResult, NewEvent
+from hydra._format import RecordedEvent
+from hydra.client import _http_messages as msg
+from hydra.client._errors import from_http, from_transport
+from hydra.client._grpc_messages import check_pool, check_timeout
+from hydra.client._model import (
+    Health,
+    ReadCursor,
+    SubscriptionCursor,
+    check_bytes,
+    check_events,
+    check_expected_version,
+    check_limit,
+    check_start,
+    check_stream_id,
+    check_text,
+    health_from_json,
+    idempotent,
+)
+from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
+from hydra.client._sse import SseParser
+from hydra.client._subscription import AsyncSubscription
+from hydra.errors import HydraError, StoreClosed, StreamNotFound, Unavailable
+
+
+class _Sse:
+    """One SSE response as an ``AsyncConnection``."""
+
+    def __init__(self, cm: Any, response: httpx.Response, stream_id: str) -> None:
+        self._cm = cm
+        self.response = response
+        self.stream_id = stream_id
+
+    async def __aiter__(self) -> AsyncIterator[RecordedEvent]:
+        parser = SseParser()
+        try:
+            async for line in self.response.aiter_lines():
+                message = parser.feed(line)
+                if message is not None:
+                    event = msg.sse_event(message.event, message.data)
+                    if event is not None:
+                        yield event
+        except httpx.HTTPError as exc:
+            raise from_transport(exc) from None
+
+    async def close(self) -> None:
+        try:
+            await self._cm.__aexit__(None, None, None)
+        except (httpx.HTTPError, RuntimeError):
+            pass
+
+
+class AsyncHttpClient:
+    """The asyncio twin of ``HttpClient``: the same methods, as coroutines; reads
+    and subscriptions are async iterators. Use it from one event loop."""
+
+    def __init__(
+        self,
+        address: str = "http://127.0.0.1:8080",
+        *,
+        pool: int = 10,
+        timeout: float | None = 10.0,
+        read_timeout: float | None = None,
+        retry: Retry | None = RETRY,
+        resume: Retry = RESUME,
+        read_your_writes: bool = True,
+    ) -> None:
+        self.base_url = msg.base_url(address)
+        self.pool = check_pool(pool)
+        self.timeout = check_timeout(timeout)
+        self.read_timeout = check_timeout(read_timeout, "read_timeout")
+        self._retry = retry or NO_RETRY
+        self._resume = resume
+        self._ryw = read_your_writes
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url, timeout=self.timeout,
+            limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
+        )
+        self._seen = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<hydra.client.AsyncHttpClient {self.base_url} pool={self.pool}>"
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @property
+    def committed_position(self) -> int:
+        return self._seen
+
+    def _saw(self, doc: dict[str, Any]) -> None:
+        committed = doc.get("committedPosition")
+        if type(committed) is int and committed > self._seen:
+            self._seen = committed
+
+    async def _request(self, method: str, path: str, retry: bool, timeout: float | None,
+                       stream_id: str = "", expected: int = 0, **kwargs: Any) -> dict[str, Any]:
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays() if retry else iter(())
+        error: HydraError
+        while True:
+            try:
+                r = await self._http.request(method, path, timeout=timeout, **kwargs)
+            except httpx.HTTPError as exc:
+                error = from_transport(exc)
+            else:
+                if r.status_code < 300:
+                    doc: dict[str, Any] = orjson.loads(r.content)
+                    return doc
+                error = from_http(r.status_code, r.content, stream_id, expected)
+            if isinstance(error, Unavailable):
+                delay = next(delays, None)
+                if delay is not None:
+                    await asyncio.sleep(delay)
+                    continue
+            raise error
+
+    def _timeout(self, timeout: float | None) -> float | None:
+        return self.timeout if timeout is None else check_timeout(timeout)
+
+    # -- writes ------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        event_id: str,
+        data: bytes,
+        expected_version: int = ANY,
+        event_type: str = "",
+        metadata: bytes = b"",
+        *,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> AppendResult:
+        """Append one event; see ``hydra.Store.append``."""
+        path = msg.stream_path(stream_id)
+        event = NewEvent(check_bytes(data, "data"), check_text(event_id, "event_id"),
+                         check_text(event_type, "event_type"), check_bytes(metadata, "metadata"))
+        body = msg.append_body(event, check_expected_version(expected_version), sync)
+        doc = await self._request("POST", path, bool(event_id), self._timeout(timeout),
+                                  stream_id, expected_version, content=body,
+                                  headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return AppendResult(doc["position"], doc["version"], bool(doc.get("duplicate")))
+
+    async def append_sync(self, stream_id: str, event_id: str, data: bytes,
+                          expected_version: int = ANY, event_type: str = "",
+                          metadata: bytes = b"") -> AppendResult:
+        return await self.append(stream_id, event_id, data, expected_version, event_type,
+                                 metadata, sync=True)
+
+    async def append_events(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        expected_version: int = ANY,
+        *,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> AppendResult:
+        """Append a batch atomically; the result is the last event's."""
+        path = msg.stream_path(stream_id)
+        batch = check_events(events)
+        body = msg.batch_body(batch, check_expected_version(expected_version), sync)
+        doc = await self._request("POST", path, idempotent(batch), self._timeout(timeout),
+                                  stream_id, expected_version, content=body,
+                                  headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return AppendResult(doc["position"], doc["version"], bool(doc.get("duplicate")))
+
+    async def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
+                            timeout: float | None = None) -> int:
+        """Soft-delete a stream; returns the tombstone's position (not retried)."""
+        path = msg.stream_path(stream_id)
+        params = msg.delete_params(check_expected_version(expected_version))
+        doc = await self._request("DELETE", path, False, self._timeout(timeout), stream_id,
+                                  expected_version, params=params)
+        self._saw(doc)
+        return int(doc["position"])
+
+    # -- reads -------------------------------------------------------------------
+
+    def read_stream(self, stream_id: str, from_version: int | None = None,
+                    limit: int | None = None,
+                    backward: bool = False) -> AsyncIterator[RecordedEvent]:
+        """Events of one stream (``async for``); a missing stream yields nothing."""
+        path = msg.stream_path(stream_id)
+        cursor = ReadCursor("version", check_start(from_version, "from_version"),
+                            check_limit(limit), bool(backward))
+        return self._read(path, cursor, stream_id)
+
+    def read_all(self, from_position: int | None = None, limit: int | None = None,
+                 backward: bool = False) -> AsyncIterator[RecordedEvent]:
+        """All events in log order (``async for``)."""
+        cursor = ReadCursor("position", check_start(from_position, "from_position"),
+                            check_limit(limit), bool(backward))
+        return self._read("/all", cursor, "")
+
+    async def _read(self, path: str, cursor: ReadCursor,
+                    stream_id: str) -> AsyncIterator[RecordedEvent]:
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays()
+        timeout = httpx.Timeout(self.timeout, read=self.read_timeout)
+        while not cursor.done:
+            params = msg.read_params(cursor, self._seen if self._ryw else 0)
+            try:
+                async with self._http.stream("GET", path, params=params, timeout=timeout) as r:
+                    if r.status_code != 200:
+                        error = from_http(r.status_code, await r.aread(), stream_id)
+                        if isinstance(error, StreamNotFound) and stream_id:
+                            return
+                        raise error
+                    async for line in r.aiter_lines():
+                        event = msg.ndjson_events(line)
+                        if event is not None:
+                            cursor.advance(event)
+                            yield event
+                return
+            except httpx.HTTPError as exc:
+                error = from_transport(exc)
+            except Unavailable as exc:
+                error = exc
+            delay = next(delays, None)
+            if delay is None:
+                raise error
+            await asyncio.sleep(delay)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """Number of events in the stream (0 when absent or deleted)."""
+        async for event in self.read_stream(stream_id, limit=1, backward=True):
+            return event.version + 1
+        return 0
+
+    # -- subscriptions -----------------------------------------------------------
+
+    def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor) -> AsyncSubscription:
+        async def connect(start: int) -> _Sse:
+            if self._closed:
+                raise StoreClosed("the client is closed")
+            headers = dict(msg.SSE_HEADERS)
+            if cursor.last is not None:
+                headers["last-event-id"] = str(cursor.last)
+            cm = self._http.stream("GET", path, params={"from": start}, headers=headers,
+                                   timeout=httpx.Timeout(self.timeout, read=None))
+            try:
+                r = await cm.__aenter__()
+            except httpx.HTTPError as exc:
+                raise from_transport(exc) from None
+            if r.status_code != 200:
+                body = await r.aread()
+                await cm.__aexit__(None, None, None)
+                raise from_http(r.status_code, body, stream_id)
+            return _Sse(cm, r, stream_id)
+
+        return AsyncSubscription(connect, cursor, self._resume)
+
+    def subscribe_to_all(self, from_position: int = 0) -> AsyncSubscription:
+        """Every event from ``from_position`` on, then live (``async for``)."""
+        start = check_start(from_position, "from_position") or 0
+        return self._sse("/subscribe/all", "", SubscriptionCursor("position", start))
+
+    def subscribe_to_stream(self, stream_id: str, from_version: int = 0) -> AsyncSubscription:
+        """Events of one stream from ``from_version`` on, then live (``async for``)."""
+        path = msg.stream_path(check_stream_id(stream_id), "/subscribe/streams/")
+        start = check_start(from_version, "from_version") or 0
+        return self._sse(path, stream_id, SubscriptionCursor("version", start))
+
+    # -- service -----------------------------------------------------------------
+
+    async def health(self, *, timeout: float | None = None) -> Health:
+        doc = await self._request("GET", "/health", True, self._timeout(timeout))
+        return health_from_json(doc)
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

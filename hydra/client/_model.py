@@ -1,0 +1,219 @@
+"""What every client shares: argument checks, the answers' shapes, and the
+cursors that let reads and subscriptions resume where they stopped.
+
+Arguments are checked here only for what no server configuration can change
+(types, empty or slash-holding stream IDs); size limits are the server's to
+enforce, so a client never refuses what its server would accept.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from hydra._engine import MAX_VERSION, STREAM_EXISTS, NewEvent
+from hydra._format import RecordedEvent
+from hydra._proto import eventstore_pb2 as pb
+from hydra.errors import InvalidArgument
+
+_MAX_POSITION = (1 << 63) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """What the gateway that answered says about itself and the writer."""
+
+    status: str  # "ok", or "degraded" when the gateway cannot reach the writer
+    writer_reachable: bool
+    committed_position: int  # what that gateway's read side has seen
+    writer_committed_position: int
+    events: int
+    streams: int
+    sync_mode: str
+    worker: str  # the gateway worker's name
+    pid: int  # and its process ID
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# -- argument checks -------------------------------------------------------------
+
+
+def check_stream_id(stream_id: object) -> str:
+    if type(stream_id) is not str:
+        raise InvalidArgument(f"stream ID must be a string, got {type(stream_id).__name__}")
+    if not stream_id:
+        raise InvalidArgument("stream ID must not be empty")
+    if "/" in stream_id:
+        raise InvalidArgument(
+            "stream ID contains a forbidden character '/' "
+            "(control characters and '/' are not allowed)"
+        )
+    return stream_id
+
+
+def check_text(value: object, what: str) -> str:
+    if type(value) is not str:
+        raise InvalidArgument(f"{what} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_bytes(value: object, what: str) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise InvalidArgument(f"{what} must be bytes, got {type(value).__name__}")
+
+
+def check_expected_version(value: object) -> int:
+    if type(value) is not int or not STREAM_EXISTS <= value <= MAX_VERSION:
+        raise InvalidArgument(
+            f"expected_version must be -1 (any), -2 (stream exists), 0 (no stream) "
+            f"or an event count up to {MAX_VERSION}, got {value!r}"
+        )
+    return value
+
+
+def check_start(value: object, what: str) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= _MAX_POSITION:
+        raise InvalidArgument(f"{what} must be None or an integer >= 0, got {value!r}")
+    return value
+
+
+def check_limit(value: object) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or value < 0:
+        raise InvalidArgument(f"limit must be None or an integer >= 0, got {value!r}")
+    return value
+
+
+def check_events(events: object) -> list[NewEvent]:
+    if not isinstance(events, (list, tuple)):
+        raise InvalidArgument(f"events must be a list of NewEvent, got {type(events).__name__}")
+    if not events:
+        raise InvalidArgument("events must hold at least one event")
+    out = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, tuple) or not 1 <= len(ev) <= 4:
+            raise InvalidArgument(f"events[{i}] must be a NewEvent")
+        ev = NewEvent(*ev)
+        out.append(NewEvent(
+            check_bytes(ev.data, f"events[{i}].data"),
+            check_text(ev.event_id, f"events[{i}].event_id"),
+            check_text(ev.event_type, f"events[{i}].event_type"),
+            check_bytes(ev.metadata, f"events[{i}].metadata"),
+        ))
+    return out
+
+
+def idempotent(events: Sequence[NewEvent]) -> bool:
+    """An append may be retried when every event carries an ID: the server
+    then recognises a repeat and writes nothing twice."""
+    return all(ev.event_id for ev in events)
+
+
+# -- answers ---------------------------------------------------------------------
+
+
+def event_from_message(m: pb.Event) -> RecordedEvent:
+    return RecordedEvent(m.position, m.stream_id, m.version, m.event_id, m.event_type,
+                         m.data, m.metadata, m.timestamp_us / 1_000_000)
+
+
+def event_from_json(doc: dict[str, Any]) -> RecordedEvent:
+    stamp = doc.get("timestamp")
+    return RecordedEvent(
+        doc["position"],
+        doc.get("streamId") or doc.get("stream_id") or "",
+        doc["version"],
+        doc.get("eventId") or "",
+        doc.get("eventType") or "",
+        base64.b64decode(doc.get("data") or ""),
+        base64.b64decode(doc.get("metadata") or ""),
+        datetime.fromisoformat(stamp).timestamp() if stamp else 0.0,
+    )
+
+
+def health_from_message(m: pb.HealthResponse) -> Health:
+    return Health(m.status, m.writer_reachable, m.committed_position,
+                  m.writer_committed_position, m.events, m.streams, m.sync_mode,
+                  m.worker, m.pid)
+
+
+def health_from_json(doc: dict[str, Any]) -> Health:
+    writer = doc.get("writer") or {}
+
+    def num(value: object) -> int:
+        return value if type(value) is int else 0
+
+    return Health(
+        str(doc.get("status", "")), bool(writer.get("reachable")),
+        num(doc.get("committedPosition")), num(writer.get("committedPosition")),
+        num(writer.get("events")), num(writer.get("streams")),
+        str(writer.get("syncMode") or ""), str(doc.get("worker") or ""), num(doc.get("pid")),
+    )
+
+
+# -- resuming --------------------------------------------------------------------
+
+
+class ReadCursor:
+    """Where a read stands, so that a read cut short goes on from the next event
+    with the rest of its limit, neither repeating nor skipping one."""
+
+    __slots__ = ("backward", "done", "kind", "limit", "start")
+
+    def __init__(self, kind: Literal["version", "position"], start: int | None,
+                 limit: int | None, backward: bool) -> None:
+        self.kind = kind
+        self.start = start
+        self.limit = limit
+        self.backward = backward
+        self.done = limit == 0
+
+    def advance(self, event: RecordedEvent) -> None:
+        key = event.version if self.kind == "version" else event.position
+        if self.backward:
+            self.start = key - 1
+            if self.start < 0:
+                self.done = True
+        else:
+            self.start = key + 1
+        if self.limit is not None:
+            self.limit -= 1
+            if self.limit <= 0:
+                self.done = True
+
+
+class SubscriptionCursor:
+    """The last event a subscription delivered, by position (all) or version
+    (one stream). Resuming asks for the one after it; anything at or before it
+    that a server sends again is dropped, so the caller sees no duplicate."""
+
+    __slots__ = ("kind", "last", "start")
+
+    def __init__(self, kind: Literal["version", "position"], start: int) -> None:
+        self.kind = kind
+        self.start = start
+        self.last: int | None = None
+
+    def accept(self, event: RecordedEvent) -> bool:
+        key = event.version if self.kind == "version" else event.position
+        if self.last is not None and key <= self.last:
+            return False
+        self.last = key
+        return True
+
+    @property
+    def next_start(self) -> int:
+        """The first position / version the next (re)connection asks for."""
+        return self.start if self.last is None else self.last + 1
