@@ -64,6 +64,10 @@ class Backend(Protocol):
     async def wait_for(self, position: int) -> None:
         """Return once the read side has reached ``position``; raise Unavailable on timeout."""
 
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        """Wait until the read side's committed position is past ``position``;
+        False after ``timeout`` seconds."""
+
     @property
     def committed_position(self) -> int: ...
 
@@ -185,6 +189,10 @@ class ServerBackend:
                 await asyncio.sleep(0.2)
         self._view = view
         self._tailer = Tailer(view, config.feed_endpoint)
+        # One event for all subscribers, replaced at every advance: waking them
+        # costs one set() however many there are.
+        self._advanced = asyncio.Event()
+        self._tailer.add_listener(self._on_advance)
         await self._tailer.start()
         self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout)
         self._pipeline = _Pipeline(self._client)
@@ -222,6 +230,23 @@ class ServerBackend:
                 f"this gateway has not seen the log committed up to position {position} "
                 f"within {self._wait_timeout:g} s (it is at {self._view.committed_position})"
             )
+
+    def _on_advance(self, old: int, new: int) -> None:
+        advanced, self._advanced = self._advanced, asyncio.Event()
+        advanced.set()
+
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._view.committed_position <= position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._advanced.wait(), remaining)
+            except asyncio.TimeoutError:
+                return False
+        return True
 
     @property
     def committed_position(self) -> int:

@@ -25,6 +25,7 @@ from hydra.errors import InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_message
 from hydra.gateway._errors import grpc_error
+from hydra.gateway._subscriptions import Subscriptions
 from hydra.gateway._requests import (
     check_events,
     check_expected_version,
@@ -47,10 +48,14 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
 class EventStoreServicer(pb_grpc.EventStoreServicer):
     """Implements every RPC of ``eventstore.EventStore`` over a backend."""
 
-    def __init__(self, backend: Backend, name: str = "gateway") -> None:
+    def __init__(
+        self, backend: Backend, name: str = "gateway",
+        subscriptions: Subscriptions | None = None,
+    ) -> None:
         self.backend = backend
         self.limits = backend.limits
         self.name = name
+        self.subscriptions = subscriptions or Subscriptions(backend)
 
     # -- writes ------------------------------------------------------------------
 
@@ -182,16 +187,27 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):
     async def SubscribeToAll(  # noqa: N802
         self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "subscriptions are not served by this version of Hydra yet")
-        yield pb.Event()  # pragma: no cover - makes this an async generator
+        try:
+            start = check_position(request.from_position, "from_position")
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        async for chunk in self.subscriptions.all(start):
+            for e in chunk:
+                yield event_message(e)
 
     async def SubscribeToStream(  # noqa: N802
         self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                            "subscriptions are not served by this version of Hydra yet")
-        yield pb.Event()  # pragma: no cover
+        try:
+            stream_id = check_stream_id(request.stream_id, self.limits)
+            start = check_position(request.from_version, "from_version")
+        except Exception as exc:
+            await _abort(context, exc)
+            raise
+        async for chunk in self.subscriptions.stream(stream_id, start):
+            for e in chunk:
+                yield event_message(e)
 
 
 async def _messages(events: Iterator[RecordedEvent]) -> AsyncIterator[pb.Event]:
@@ -209,13 +225,15 @@ def _int(value: Any) -> int:
 
 
 def add_services(
-    server: grpc.aio.Server, backend: Backend, name: str = "gateway"
+    server: grpc.aio.Server, backend: Backend, name: str = "gateway",
+    subscriptions: Subscriptions | None = None,
 ) -> health.aio.HealthServicer:
     """Register the EventStore, health and reflection services on ``server``.
 
     Returns the health servicer, whose status the caller flips on shutdown.
     """
-    pb_grpc.add_EventStoreServicer_to_server(EventStoreServicer(backend, name), server)
+    pb_grpc.add_EventStoreServicer_to_server(
+        EventStoreServicer(backend, name, subscriptions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (

@@ -6,6 +6,8 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /streams/{id}    read a stream, NDJSON                   -> 200 | 404
     DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
     GET    /all             read all streams in log order, NDJSON   -> 200
+    GET    /subscribe/all           catch-up + live, SSE            -> 200
+    GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
     GET    /health          gateway and writer state                -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
 
@@ -27,21 +29,25 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from hydra._engine import ANY
+from hydra._format import RecordedEvent
 from hydra.errors import InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
-from hydra.gateway._encoding import ndjson_chunks
+from hydra.gateway._encoding import event_json, ndjson_chunks
 from hydra.gateway._errors import PayloadTooLarge, http_error
 from hydra.gateway._openapi import openapi_document
 from hydra.gateway._requests import (
     ReadQuery,
     check_expected_version,
+    check_position,
     check_stream_id,
     parse_append,
     parse_read_query,
 )
+from hydra.gateway._subscriptions import Subscriptions
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"
 
 
 def _json(status: int, doc: object) -> Response:
@@ -56,8 +62,12 @@ def _error(exc: BaseException) -> Response:
 class HttpApi:
     """Request handlers bound to one backend."""
 
-    def __init__(self, backend: Backend, max_request_size: int, name: str = "gateway") -> None:
+    def __init__(
+        self, backend: Backend, max_request_size: int, name: str = "gateway",
+        subscriptions: Subscriptions | None = None,
+    ) -> None:
         self.backend = backend
+        self.subscriptions = subscriptions or Subscriptions(backend)
         self.limits = backend.limits
         self.max_request_size = max_request_size
         self.name = name
@@ -142,6 +152,23 @@ class HttpApi:
         if q.min_position:
             await self.backend.wait_for(q.min_position)
 
+    # -- subscriptions -----------------------------------------------------------
+
+    async def subscribe_all(self, request: Request) -> Response:
+        try:
+            start = _subscription_start(request, "position")
+        except Exception as exc:
+            return _error(exc)
+        return _sse(self.subscriptions.all(start), by_version=False)
+
+    async def subscribe_stream(self, request: Request) -> Response:
+        try:
+            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+            start = _subscription_start(request, "version")
+        except Exception as exc:
+            return _error(exc)
+        return _sse(self.subscriptions.stream(stream_id, start), by_version=True)
+
     # -- service -----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
@@ -188,6 +215,40 @@ async def _ndjson(chunks: Iterator[bytes]) -> Response:
     return StreamingResponse(body(), 200, media_type=NDJSON)
 
 
+def _subscription_start(request: Request, what: str) -> int:
+    """``?from=N`` (inclusive), or just after the ``Last-Event-ID`` a client resumes from."""
+    start = 0
+    for key, value in request.query_params.multi_items():
+        if key != "from":
+            raise InvalidArgument(f"unknown query parameter {key!r}; accepted: from")
+        start = check_position(_int(value, "from"), f"from ({what})")
+    last = request.headers.get("last-event-id")
+    if last:
+        start = check_position(_int(last, "Last-Event-ID"), "Last-Event-ID") + 1
+    return start
+
+
+def _sse(chunks: AsyncIterator[list[RecordedEvent]], by_version: bool) -> Response:
+    """Server-sent events: ``id:`` is the position (or the stream version), so a client
+    that reconnects with ``Last-Event-ID`` resumes exactly after the last event it got."""
+
+    async def body() -> AsyncIterator[bytes]:
+        # A first line at once: the client knows the subscription is in place.
+        yield b": subscribed\n\n"
+        async for chunk in chunks:
+            if not chunk:
+                yield b": keep-alive\n\n"
+                continue
+            yield b"".join([
+                b"id: %d\ndata: %s\n\n"
+                % (e.version if by_version else e.position, event_json(e))
+                for e in chunk
+            ])
+
+    return StreamingResponse(body(), 200, media_type=SSE,
+                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+
 def _int(text: str, what: str) -> int:
     body = text[1:] if text[:1] in "+-" else text
     if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
@@ -211,14 +272,19 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return _error(exc)
 
 
-def build_app(backend: Backend, max_request_size: int, name: str = "gateway") -> Starlette:
+def build_app(
+    backend: Backend, max_request_size: int, name: str = "gateway",
+    subscriptions: Subscriptions | None = None,
+) -> Starlette:
     """The Starlette app of the HTTP API over ``backend``."""
-    api = HttpApi(backend, max_request_size, name)
+    api = HttpApi(backend, max_request_size, name, subscriptions)
     routes = [
         Route("/streams/{stream_id:path}", api.append, methods=["POST"]),
         Route("/streams/{stream_id:path}", api.read_stream, methods=["GET"]),
         Route("/streams/{stream_id:path}", api.delete, methods=["DELETE"]),
         Route("/all", api.read_all, methods=["GET"]),
+        Route("/subscribe/all", api.subscribe_all, methods=["GET"]),
+        Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
     ]

@@ -32,6 +32,24 @@ def _ndjson_response(description: str) -> dict[str, Any]:
     }
 
 
+def _sse_response(description: str) -> dict[str, Any]:
+    return {
+        "description": (
+            "Server-sent events, without end: `id: N` and `data: {event JSON}` per event "
+            "(the Event schema), and a `: keep-alive` comment when idle. " + description
+        ),
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+
+
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID", "in": "header", "required": False,
+    "description": "Resume just after this event `id:` (set by SSE clients on reconnect); "
+                   "takes precedence over `from`.",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
+
 def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "description": description,
             "schema": schema}
@@ -178,6 +196,38 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         "200": _ndjson_response("One event per line, in log order."),
                         "400": _INVALID,
                         "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/subscribe/all": {
+                "get": {
+                    "operationId": "subscribeAll",
+                    "summary": "Catch-up, then live: every event from a position on, as SSE",
+                    "parameters": [
+                        _query("from", "First log position (inclusive); default 0.",
+                               {"type": "integer", "minimum": 0}),
+                        _LAST_EVENT_ID,
+                    ],
+                    "responses": {
+                        "200": _sse_response("`id:` is the event's log position."),
+                        "400": _INVALID,
+                    },
+                },
+            },
+            "/subscribe/streams/{streamId}": {
+                "parameters": [_stream_id(limits)],
+                "get": {
+                    "operationId": "subscribeStream",
+                    "summary": "Catch-up, then live: the events of one stream, as SSE",
+                    "parameters": [
+                        _query("from", "First version (inclusive); default 0. The stream "
+                                       "need not exist yet.",
+                               {"type": "integer", "minimum": 0}),
+                        _LAST_EVENT_ID,
+                    ],
+                    "responses": {
+                        "200": _sse_response("`id:` is the event's stream version."),
+                        "400": _INVALID,
                     },
                 },
             },

@@ -24,6 +24,7 @@ import uvicorn
 from hydra.gateway._backend import Backend, ServerBackend
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
+from hydra.gateway._subscriptions import Subscriptions
 from hydra.gateway.config import GatewayConfig
 
 log = logging.getLogger("hydra.gateway")
@@ -83,9 +84,10 @@ async def serve(
 
     if backend is None:
         backend = await ServerBackend.start(config)
+    subscriptions = Subscriptions(backend)
     http_sock = bind_reuseport(config.host, config.http_port)
     grpc_server = grpc.aio.server(options=grpc_options(config))
-    health = add_services(grpc_server, backend, config.name)
+    health = add_services(grpc_server, backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
         grpc_server.add_insecure_port(address)
@@ -97,7 +99,7 @@ async def serve(
     await set_serving(health, True)
 
     uv_config = uvicorn.Config(
-        build_app(backend, config.max_request_size, config.name),
+        build_app(backend, config.max_request_size, config.name, subscriptions),
         http="httptools",
         lifespan="off",
         log_level=config.log_level,
@@ -114,8 +116,10 @@ async def serve(
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("%s shutting down", config.name)
-    # Stop accepting and drain both servers at the same time.
+    # Stop accepting and drain both servers at the same time. Subscriptions never
+    # finish by themselves: end them, so their clients reconnect to another worker.
     await health.enter_graceful_shutdown()
+    subscriptions.close()
     http_server.should_exit = True
     await asyncio.gather(grpc_server.stop(config.shutdown_grace), http_task,
                          return_exceptions=True)

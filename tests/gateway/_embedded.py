@@ -42,6 +42,14 @@ class StoreBackend:
                 raise Unavailable(f"position {position} not reached")
             await asyncio.sleep(0.01)
 
+    async def wait_beyond(self, position: int, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.store.committed_position <= position:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     @property
     def committed_position(self) -> int:
         return self.store.committed_position

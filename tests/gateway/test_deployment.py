@@ -222,3 +222,19 @@ def test_graceful_exit_status(cluster, gateway):
     out = cluster.ctl("start", gateway)
     assert "started" in out
     cluster.wait_ready()
+
+
+def test_subscription_on_one_gateway_sees_appends_on_the_other(cluster):
+    stubs = grpc_stubs_by_gateway(cluster)
+    (_, (ch_a, a)), (_, (ch_b, b)) = stubs.items()
+    stream = f"sub-{uuid.uuid4().hex[:8]}"
+    call = a.SubscribeToStream(pb.SubscribeToStreamRequest(stream_id=stream), timeout=30)
+    try:
+        for i in range(5):
+            r = b.Append(pb.AppendRequest(stream_id=stream, data=b"%d" % i, expected_version=i))
+            e = next(call)
+            assert (e.position, e.version, e.data) == (r.position, i, b"%d" % i)
+    finally:
+        call.cancel()
+        ch_a.close()
+        ch_b.close()

@@ -208,13 +208,6 @@ def test_standard_health_service(channel):
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_subscriptions_are_unimplemented_with_a_message(stub):
-    code, details, _ = code_of(stub.SubscribeToAll, pb.SubscribeToAllRequest())
-    assert code == grpc.StatusCode.UNIMPLEMENTED and "subscriptions" in details
-    code, _, _ = code_of(stub.SubscribeToStream, pb.SubscribeToStreamRequest(stream_id="x"))
-    assert code == grpc.StatusCode.UNIMPLEMENTED
-
-
 def test_oversize_message_is_refused(stub, stream):
     code, details, _ = code_of(stub.Append, pb.AppendRequest(stream_id=stream,
                                                              data=b"x" * (25 << 20)))

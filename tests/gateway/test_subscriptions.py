@@ -1,0 +1,160 @@
+"""Catch-up + live subscriptions: SSE over HTTP and server streaming over gRPC."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+
+from hydra._proto import eventstore_pb2 as pb
+
+
+def sse_events(lines: Iterator[str], count: int) -> list[tuple[int, dict]]:
+    """Read ``count`` events ``(id, data)`` from an SSE line stream."""
+    out: list[tuple[int, dict]] = []
+    event_id = None
+    data = None
+    for line in lines:
+        if line.startswith("id: "):
+            event_id = int(line[4:])
+        elif line.startswith("data: "):
+            data = json.loads(line[6:])
+        elif line == "" and data is not None:
+            assert event_id is not None
+            out.append((event_id, data))
+            event_id = data = None
+            if len(out) == count:
+                return out
+    raise AssertionError(f"stream ended after {len(out)} events")
+
+
+def post(http: httpx.Client, stream: str, n: int, start: int = 0) -> list[dict]:
+    out = []
+    for i in range(start, start + n):
+        r = http.post(f"/streams/{stream}", json={"data": base64.b64encode(b"%d" % i).decode(),
+                                                  "expectedVersion": -1})
+        assert r.status_code == 201, r.text
+        out.append(r.json())
+    return out
+
+
+def test_sse_stream_catch_up_then_live(target, http, stream):
+    post(http, stream, 3)
+    with httpx.Client(base_url=target.http_url, timeout=20) as sub, \
+            sub.stream("GET", f"/subscribe/streams/{stream}?from=1") as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = r.iter_lines()
+        got = sse_events(lines, 2)
+        assert [i for i, _ in got] == [1, 2]
+        assert [d["version"] for _, d in got] == [1, 2]
+        post(http, stream, 2, start=3)
+        live = sse_events(lines, 2)
+    assert [(i, base64.b64decode(d["data"])) for i, d in live] == [(3, b"3"), (4, b"4")]
+    assert live[0][1]["streamId"] == live[0][1]["stream_id"] == stream
+
+
+def test_sse_all_resumes_after_last_event_id(target, http, stream):
+    first, second = post(http, stream, 2)
+    url = f"/subscribe/all?from={first['position']}"
+    with httpx.Client(base_url=target.http_url, timeout=20) as sub:
+        with sub.stream("GET", url) as r:
+            [(event_id, data)] = sse_events(r.iter_lines(), 1)
+        assert event_id == data["position"] == first["position"]
+        with sub.stream("GET", url, headers={"Last-Event-ID": str(event_id)}) as r:
+            [(event_id, data)] = sse_events(r.iter_lines(), 1)
+        assert event_id == second["position"]
+
+
+def test_sse_subscription_to_a_stream_not_yet_created(target, http, stream):
+    with httpx.Client(base_url=target.http_url, timeout=20) as sub, \
+            sub.stream("GET", f"/subscribe/streams/{stream}") as r:
+        lines = r.iter_lines()
+        assert next(lines) == ": subscribed"
+        post(http, stream, 1)
+        [(event_id, _)] = sse_events(lines, 1)
+    assert event_id == 0
+
+
+@pytest.mark.parametrize("path, headers, words", [
+    ("/subscribe/all?from=-1", {}, "from"),
+    ("/subscribe/all?from=x", {}, "from"),
+    ("/subscribe/all?limit=3", {}, "limit"),
+    ("/subscribe/all", {"Last-Event-ID": "abc"}, "Last-Event-ID"),
+    ("/subscribe/streams/a%01", {}, "forbidden"),
+    ("/subscribe/streams/", {}, "empty"),
+])
+def test_sse_bad_input(http, path, headers, words):
+    r = http.get(path, headers=headers)
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"]
+
+
+def test_grpc_subscribe_to_stream_has_no_gap_and_no_duplicate(target, stub, http, stream):
+    post(http, stream, 50)
+    total = 300
+
+    def writer() -> None:
+        with httpx.Client(base_url=target.http_url, timeout=10) as c:
+            for start in range(50, total, 25):
+                r = c.post(f"/streams/{stream}", json={
+                    "events": [{"data": base64.b64encode(b"%d" % i).decode()}
+                               for i in range(start, start + 25)],
+                    "expectedVersion": -1})
+                assert r.status_code == 201
+
+    call = stub.SubscribeToStream(pb.SubscribeToStreamRequest(stream_id=stream), timeout=30)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        got = [next(call) for _ in range(total)]
+    finally:
+        call.cancel()
+        thread.join()
+    assert [e.version for e in got] == list(range(total))
+    assert [e.data for e in got] == [b"%d" % i for i in range(total)]
+
+
+def test_grpc_subscribe_to_all(stub, http, stream):
+    [first] = post(http, stream, 1)
+    call = stub.SubscribeToAll(pb.SubscribeToAllRequest(from_position=first["position"]),
+                               timeout=30)
+    try:
+        e = next(call)
+        assert (e.position, e.stream_id, e.version) == (first["position"], stream, 0)
+        [second] = post(http, stream, 1, start=1)
+        e = next(call)
+        while e.stream_id != stream:  # other tests may append meanwhile
+            e = next(call)
+        assert e.position == second["position"] and e.data == b"1"
+    finally:
+        call.cancel()
+
+
+def test_grpc_subscribe_bad_input(stub):
+    for call, request_ in (
+        (stub.SubscribeToAll, pb.SubscribeToAllRequest(from_position=-1)),
+        (stub.SubscribeToStream, pb.SubscribeToStreamRequest(stream_id="")),
+        (stub.SubscribeToStream, pb.SubscribeToStreamRequest(stream_id="s", from_version=-2)),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            next(call(request_, timeout=10))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_grpc_subscription_follows_a_deleted_stream(stub, http, stream):
+    post(http, stream, 2)
+    call = stub.SubscribeToStream(pb.SubscribeToStreamRequest(stream_id=stream), timeout=30)
+    try:
+        assert [next(call).version for _ in range(2)] == [0, 1]
+        assert http.delete(f"/streams/{stream}").status_code == 200
+        post(http, stream, 1, start=7)
+        e = next(call)
+        assert (e.version, e.data) == (0, b"7")
+    finally:
+        call.cancel()
