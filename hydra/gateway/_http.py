@@ -235,15 +235,19 @@ def _sse(chunks: AsyncIterator[list[RecordedEvent]], by_version: bool) -> Respon
     async def body() -> AsyncIterator[bytes]:
         # A first line at once: the client knows the subscription is in place.
         yield b": subscribed\n\n"
-        async for chunk in chunks:
-            if not chunk:
-                yield b": keep-alive\n\n"
-                continue
-            yield b"".join([
-                b"id: %d\ndata: %s\n\n"
-                % (e.version if by_version else e.position, event_json(e))
-                for e in chunk
-            ])
+        try:
+            async for chunk in chunks:
+                if not chunk:
+                    yield b": keep-alive\n\n"
+                    continue
+                yield b"".join([
+                    b"id: %d\ndata: %s\n\n"
+                    % (e.version if by_version else e.position, event_json(e))
+                    for e in chunk
+                ])
+        except Exception as exc:
+            # The status line is long gone: report the failure in the stream itself.
+            yield b"event: error\ndata: %s\n\n" % http_error(exc)[1]
 
     return StreamingResponse(body(), 200, media_type=SSE,
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
