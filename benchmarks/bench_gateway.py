@@ -40,8 +40,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra._proto import eventstore_pb2 as pb  # noqa: E402
-from hydra._proto import eventstore_pb2_grpc as pb_grpc  # noqa: E402
+from hydra._proto import eventstore_pb2 as pb
+from hydra._proto import eventstore_pb2_grpc as pb_grpc
 
 BIN = Path(sys.executable).parent
 SCENARIOS = ("grpc-append", "http-append", "grpc-read-stream", "http-read-all")

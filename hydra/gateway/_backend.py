@@ -28,6 +28,8 @@ from hydra.limits import Limits
 
 if TYPE_CHECKING:
     from hydra.gateway.config import GatewayConfig
+    from hydra.readers import ReadOnlyView
+    from hydra.readers.tailer import Tailer
     from hydra.writer.client import WriterClient
 
 log = logging.getLogger("hydra.gateway")
@@ -163,6 +165,12 @@ class _Pipeline:
 class ServerBackend:
     """The gateway's backend: a WriterClient, a ReadOnlyView and a Tailer."""
 
+    _view: ReadOnlyView
+    _tailer: Tailer
+    _client: WriterClient
+    _pipeline: _Pipeline
+    _advanced: asyncio.Event
+
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.limits = config.limits
@@ -244,7 +252,7 @@ class ServerBackend:
                 return False
             try:
                 await asyncio.wait_for(self._advanced.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from binascii import b2a_base64
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import orjson
 
@@ -21,7 +21,7 @@ from hydra._proto.eventstore_pb2 import Event
 _dumps = orjson.dumps
 _UTC_Z = orjson.OPT_UTC_Z
 _fromtimestamp = datetime.fromtimestamp
-_utc = timezone.utc
+_utc = UTC
 
 # Bytes of NDJSON gathered before a chunk goes out: big enough that per-chunk
 # costs vanish, small enough that a slow client does not make us buffer much.

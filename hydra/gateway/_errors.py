@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, NamedTuple
 
-import grpc
+import grpc  # type: ignore[import-untyped]
 import orjson
 
 from hydra.errors import (

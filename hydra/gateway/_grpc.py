@@ -9,13 +9,18 @@ proto/eventstore.proto): a missing ``expected_version`` is 0 (no stream), a
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
+import grpc  # type: ignore[import-untyped]
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
+from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
+    reflection,
+    reflection_pb2,
+    reflection_pb2_grpc,
+)
 
 from hydra._engine import ANY, NewEvent
 from hydra._format import RecordedEvent
@@ -25,7 +30,6 @@ from hydra.errors import InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_message
 from hydra.gateway._errors import grpc_error
-from hydra.gateway._subscriptions import Subscriptions
 from hydra.gateway._requests import (
     check_events,
     check_expected_version,
@@ -33,6 +37,8 @@ from hydra.gateway._requests import (
     check_position,
     check_stream_id,
 )
+from hydra.gateway._subscriptions import Subscriptions
+from hydra.limits import Limits
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -45,7 +51,63 @@ async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
     await context.abort(code, message, trailers)
 
 
-class EventStoreServicer(pb_grpc.EventStoreServicer):
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Servicer = TypeVar("_Servicer")
+
+
+def _unary(
+    method: Callable[[_Servicer, _Request, grpc.aio.ServicerContext], Awaitable[_Response]],
+) -> Callable[[_Servicer, _Request, grpc.aio.ServicerContext], Awaitable[_Response]]:
+    """Turn whatever the RPC raises into its status code (chosen in _errors.py)."""
+
+    @functools.wraps(method)
+    async def rpc(self: _Servicer, request: _Request,
+                  context: grpc.aio.ServicerContext) -> _Response:
+        try:
+            return await method(self, request, context)
+        except Exception as exc:
+            await _abort(context, exc)
+            raise  # not reached: abort raises
+
+    return rpc
+
+
+def _streaming(
+    method: Callable[[_Servicer, _Request, grpc.aio.ServicerContext], AsyncIterator[_Response]],
+) -> Callable[[_Servicer, _Request, grpc.aio.ServicerContext], AsyncIterator[_Response]]:
+    """``_unary`` for server-streaming RPCs, before or after the first message."""
+
+    @functools.wraps(method)
+    async def rpc(self: _Servicer, request: _Request,
+                  context: grpc.aio.ServicerContext) -> AsyncIterator[_Response]:
+        try:
+            async for message in method(self, request, context):
+                yield message
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc)
+
+    return rpc
+
+
+def _events(request: pb.AppendBatchRequest, limits: Limits) -> list[NewEvent]:
+    if not request.events:
+        raise InvalidArgument("events must hold at least one event")
+    if len(request.events) > limits.max_batch_events:
+        raise InvalidArgument(
+            f"the batch holds {len(request.events)} events; "
+            f"the limit is {limits.max_batch_events}"
+        )
+    events = []
+    for i, e in enumerate(request.events):
+        limits.check_text(e.event_id, f"events[{i}].event_id", limits.max_event_id)
+        limits.check_text(e.event_type, f"events[{i}].event_type", limits.max_event_type)
+        events.append(NewEvent(e.data, e.event_id, e.event_type, e.metadata))
+    check_events(events, limits)
+    return events
+
+
+class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
     """Implements every RPC of ``eventstore.EventStore`` over a backend."""
 
     def __init__(
@@ -59,118 +121,104 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):
 
     # -- writes ------------------------------------------------------------------
 
-    async def Append(  # noqa: N802 - gRPC method names
+    @_unary
+    async def Append(
         self, request: pb.AppendRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppendResponse:
-        try:
-            limits = self.limits
-            stream_id = check_stream_id(request.stream_id, limits)
-            event = NewEvent(request.data, request.event_id, request.event_type,
-                             request.metadata)
-            limits.check_text(event.event_id, "event_id", limits.max_event_id)
-            limits.check_text(event.event_type, "event_type", limits.max_event_type)
-            check_events([event], limits)
-            expected = check_expected_version(request.expected_version, "expected_version")
-            r = await self.backend.append(stream_id, [event], expected, request.sync)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise  # unreachable: abort raises
+        limits = self.limits
+        stream_id = check_stream_id(request.stream_id, limits)
+        event = NewEvent(request.data, request.event_id, request.event_type, request.metadata)
+        limits.check_text(event.event_id, "event_id", limits.max_event_id)
+        limits.check_text(event.event_type, "event_type", limits.max_event_type)
+        check_events([event], limits)
+        expected = check_expected_version(request.expected_version, "expected_version")
+        r = await self.backend.append(stream_id, [event], expected, request.sync)
         return pb.AppendResponse(position=r.position, version=r.version,
                                  duplicate=r.duplicate, committed_position=r.committed)
 
-    async def AppendBatch(  # noqa: N802
+    @_unary
+    async def AppendBatch(
         self, request: pb.AppendBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppendResponse:
-        try:
-            limits = self.limits
-            stream_id = check_stream_id(request.stream_id, limits)
-            if not request.events:
-                raise InvalidArgument("events must hold at least one event")
-            if len(request.events) > limits.max_batch_events:
-                raise InvalidArgument(
-                    f"the batch holds {len(request.events)} events; "
-                    f"the limit is {limits.max_batch_events}"
-                )
-            events = []
-            for i, e in enumerate(request.events):
-                limits.check_text(e.event_id, f"events[{i}].event_id", limits.max_event_id)
-                limits.check_text(e.event_type, f"events[{i}].event_type",
-                                  limits.max_event_type)
-                events.append(NewEvent(e.data, e.event_id, e.event_type, e.metadata))
-            check_events(events, limits)
-            expected = check_expected_version(request.expected_version, "expected_version")
-            r = await self.backend.append(stream_id, events, expected, request.sync)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        events = _events(request, self.limits)
+        expected = check_expected_version(request.expected_version, "expected_version")
+        r = await self.backend.append(stream_id, events, expected, request.sync)
         return pb.AppendResponse(position=r.position, version=r.version,
                                  duplicate=r.duplicate, committed_position=r.committed)
 
-    async def DeleteStream(  # noqa: N802
+    @_unary
+    async def DeleteStream(
         self, request: pb.DeleteStreamRequest, context: grpc.aio.ServicerContext
     ) -> pb.DeleteStreamResponse:
-        try:
-            stream_id = check_stream_id(request.stream_id, self.limits)
-            expected = ANY
-            if request.HasField("expected_version"):
-                expected = check_expected_version(request.expected_version, "expected_version")
-            r = await self.backend.delete(stream_id, expected)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        expected = ANY
+        if request.HasField("expected_version"):
+            expected = check_expected_version(request.expected_version, "expected_version")
+        r = await self.backend.delete(stream_id, expected)
         return pb.DeleteStreamResponse(position=r.position, committed_position=r.committed)
 
     # -- reads -------------------------------------------------------------------
 
-    async def ReadStream(  # noqa: N802
+    @_streaming
+    async def ReadStream(
         self, request: pb.ReadStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        try:
-            stream_id = check_stream_id(request.stream_id, self.limits)
-            start = (check_position(request.from_version, "from_version")
-                     if request.HasField("from_version") else None)
-            limit = (check_limit(request.limit, self.limits)
-                     if request.HasField("limit") else None)
-            await self._wait(request.min_position)
-            if self.backend.stream_version(stream_id) == 0:
-                raise StreamNotFound(stream_id)
-            events = self.backend.read_stream(stream_id, start, limit, request.backward)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
-        async for message in _messages(events):
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        start = (check_position(request.from_version, "from_version")
+                 if request.HasField("from_version") else None)
+        limit = check_limit(request.limit, self.limits) if request.HasField("limit") else None
+        await self._wait(request.min_position)
+        if self.backend.stream_version(stream_id) == 0:
+            raise StreamNotFound(stream_id)
+        async for message in _messages(
+            self.backend.read_stream(stream_id, start, limit, request.backward)
+        ):
             yield message
 
-    async def ReadAll(  # noqa: N802
+    @_streaming
+    async def ReadAll(
         self, request: pb.ReadAllRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Event]:
-        try:
-            start = (check_position(request.from_position, "from_position")
-                     if request.HasField("from_position") else None)
-            limit = (check_limit(request.limit, self.limits)
-                     if request.HasField("limit") else None)
-            await self._wait(request.min_position)
-            events = self.backend.read_all(start, limit, request.backward)
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
-        async for message in _messages(events):
+        start = (check_position(request.from_position, "from_position")
+                 if request.HasField("from_position") else None)
+        limit = check_limit(request.limit, self.limits) if request.HasField("limit") else None
+        await self._wait(request.min_position)
+        async for message in _messages(self.backend.read_all(start, limit, request.backward)):
             yield message
 
     async def _wait(self, min_position: int) -> None:
         if min_position:
             await self.backend.wait_for(check_position(min_position, "min_position"))
 
+    # -- subscriptions -----------------------------------------------------------
+
+    @_streaming
+    async def SubscribeToAll(
+        self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        start = check_position(request.from_position, "from_position")
+        async for chunk in self.subscriptions.all(start):
+            for e in chunk:
+                yield event_message(e)
+
+    @_streaming
+    async def SubscribeToStream(
+        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Event]:
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        start = check_position(request.from_version, "from_version")
+        async for chunk in self.subscriptions.stream(stream_id, start):
+            for e in chunk:
+                yield event_message(e)
+
     # -- service -----------------------------------------------------------------
 
-    async def Health(  # noqa: N802
+    @_unary
+    async def Health(
         self, request: pb.HealthRequest, context: grpc.aio.ServicerContext
     ) -> pb.HealthResponse:
-        try:
-            h = await self.backend.health()
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
+        h = await self.backend.health()
         w = h.writer
         return pb.HealthResponse(
             status="ok" if h.writer_reachable else "degraded",
@@ -184,37 +232,10 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):
             pid=os.getpid(),
         )
 
-    async def SubscribeToAll(  # noqa: N802
-        self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Event]:
-        try:
-            start = check_position(request.from_position, "from_position")
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
-        async for chunk in self.subscriptions.all(start):
-            for e in chunk:
-                yield event_message(e)
-
-    async def SubscribeToStream(  # noqa: N802
-        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Event]:
-        try:
-            stream_id = check_stream_id(request.stream_id, self.limits)
-            start = check_position(request.from_version, "from_version")
-        except Exception as exc:
-            await _abort(context, exc)
-            raise
-        async for chunk in self.subscriptions.stream(stream_id, start):
-            for e in chunk:
-                yield event_message(e)
-
 
 async def _messages(events: Iterator[RecordedEvent]) -> AsyncIterator[pb.Event]:
-    n = 0
-    for e in events:
+    for n, e in enumerate(events, 1):
         yield event_message(e)
-        n += 1
         if n % _YIELD_EVERY == 0:
             # Reading the log is synchronous: give other RPCs a turn now and then.
             await asyncio.sleep(0)

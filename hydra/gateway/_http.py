@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from hydra._engine import ANY
 from hydra._format import RecordedEvent
-from hydra.errors import InvalidArgument, StreamNotFound
+from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_json, ndjson_chunks
 from hydra.gateway._errors import PayloadTooLarge, http_error
@@ -76,14 +76,10 @@ class HttpApi:
     # -- writes ------------------------------------------------------------------
 
     async def append(self, request: Request) -> Response:
-        try:
-            body = await self._body(request)
-            cmd = parse_append(request.path_params["stream_id"], body, self.limits)
-            result = await self.backend.append(
-                cmd.stream_id, cmd.events, cmd.expected_version, cmd.sync
-            )
-        except Exception as exc:
-            return _error(exc)
+        body = await self._body(request)
+        cmd = parse_append(request.path_params["stream_id"], body, self.limits)
+        result = await self.backend.append(cmd.stream_id, cmd.events, cmd.expected_version,
+                                           cmd.sync)
         return _json(201, {
             "position": result.position,
             "version": result.version,
@@ -92,18 +88,15 @@ class HttpApi:
         })
 
     async def delete(self, request: Request) -> Response:
-        try:
-            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
-            expected = ANY
-            for key, value in request.query_params.multi_items():
-                if key.replace("_", "").lower() != "expectedversion":
-                    raise InvalidArgument(
-                        f"unknown query parameter {key!r}; accepted: expected_version"
-                    )
-                expected = check_expected_version(_int(value, key), key)
-            result = await self.backend.delete(stream_id, expected)
-        except Exception as exc:
-            return _error(exc)
+        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        expected = ANY
+        for key, value in request.query_params.multi_items():
+            if key.replace("_", "").lower() != "expectedversion":
+                raise InvalidArgument(
+                    f"unknown query parameter {key!r}; accepted: expected_version"
+                )
+            expected = check_expected_version(_int(value, key), key)
+        result = await self.backend.delete(stream_id, expected)
         return _json(200, {"position": result.position, "committedPosition": result.committed})
 
     async def _body(self, request: Request) -> bytes:
@@ -128,25 +121,19 @@ class HttpApi:
     # -- reads -------------------------------------------------------------------
 
     async def read_stream(self, request: Request) -> Response:
-        try:
-            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
-            q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
-            await self._wait(q)
-            if self.backend.stream_version(stream_id) == 0:
-                raise StreamNotFound(stream_id)
-            events = self.backend.read_stream(stream_id, q.start, q.limit, q.backward)
-            return await _ndjson(ndjson_chunks(events))
-        except Exception as exc:
-            return _error(exc)
+        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
+        await self._wait(q)
+        if self.backend.stream_version(stream_id) == 0:
+            raise StreamNotFound(stream_id)
+        events = self.backend.read_stream(stream_id, q.start, q.limit, q.backward)
+        return _ndjson(ndjson_chunks(events))
 
     async def read_all(self, request: Request) -> Response:
-        try:
-            q = parse_read_query(request.query_params.multi_items(), self.limits, "position")
-            await self._wait(q)
-            events = self.backend.read_all(q.start, q.limit, q.backward)
-            return await _ndjson(ndjson_chunks(events))
-        except Exception as exc:
-            return _error(exc)
+        q = parse_read_query(request.query_params.multi_items(), self.limits, "position")
+        await self._wait(q)
+        events = self.backend.read_all(q.start, q.limit, q.backward)
+        return _ndjson(ndjson_chunks(events))
 
     async def _wait(self, q: ReadQuery) -> None:
         if q.min_position:
@@ -155,27 +142,18 @@ class HttpApi:
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe_all(self, request: Request) -> Response:
-        try:
-            start = _subscription_start(request, "position")
-        except Exception as exc:
-            return _error(exc)
+        start = _subscription_start(request, "position")
         return _sse(self.subscriptions.all(start), by_version=False)
 
     async def subscribe_stream(self, request: Request) -> Response:
-        try:
-            stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
-            start = _subscription_start(request, "version")
-        except Exception as exc:
-            return _error(exc)
+        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        start = _subscription_start(request, "version")
         return _sse(self.subscriptions.stream(stream_id, start), by_version=True)
 
     # -- service -----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
-        try:
-            h = await self.backend.health()
-        except Exception as exc:
-            return _error(exc)
+        h = await self.backend.health()
         writer = h.writer
         return _json(200, {
             "status": "ok" if h.writer_reachable else "degraded",
@@ -197,7 +175,7 @@ class HttpApi:
         return Response(self._openapi, media_type=JSON)
 
 
-async def _ndjson(chunks: Iterator[bytes]) -> Response:
+def _ndjson(chunks: Iterator[bytes]) -> Response:
     """A plain response for one chunk of NDJSON, a streaming one for more."""
     first = next(chunks, b"")
     second = next(chunks, None)
@@ -245,7 +223,7 @@ def _sse(chunks: AsyncIterator[list[RecordedEvent]], by_version: bool) -> Respon
                     % (e.version if by_version else e.position, event_json(e))
                     for e in chunk
                 ])
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, as in _errors
             # The status line is long gone: report the failure in the stream itself.
             yield b"event: error\ndata: %s\n\n" % http_error(exc)[1]
 
@@ -272,7 +250,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
                     headers=exc.headers, media_type=JSON)
 
 
-async def _unexpected(request: Request, exc: Exception) -> Response:
+async def _hydra_error(request: Request, exc: Exception) -> Response:
     return _error(exc)
 
 
@@ -294,5 +272,9 @@ def build_app(
     ]
     return Starlette(
         routes=routes,
-        exception_handlers={HTTPException: _http_exception, Exception: _unexpected},
+        # Handlers raise hydra.errors exceptions; _errors.py decides the response.
+        # Anything else is a bug: Starlette's last-resort handler answers it with
+        # the same JSON 500 (and logs it).
+        exception_handlers={HydraError: _hydra_error, HTTPException: _http_exception,
+                            Exception: _hydra_error},
     )

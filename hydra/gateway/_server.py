@@ -18,7 +18,7 @@ import signal
 import socket
 from collections.abc import Generator
 
-import grpc
+import grpc  # type: ignore[import-untyped]
 import uvicorn
 
 from hydra.gateway._backend import Backend, ServerBackend

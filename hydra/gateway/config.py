@@ -102,10 +102,10 @@ class GatewayConfig:
             command_endpoint=command,
             feed_endpoint=feed,
             host=args.host,
-            http_port=_number(args.http_port, int, "--http-port"),
-            grpc_port=_number(args.grpc_port, int, "--grpc-port"),
+            http_port=int(_number(args.http_port, int, "--http-port")),
+            grpc_port=int(_number(args.grpc_port, int, "--grpc-port")),
             limits=parse_limits(args.limits),
-            max_request_size=_number(args.max_request_size, int, "--max-request-size"),
+            max_request_size=int(_number(args.max_request_size, int, "--max-request-size")),
             writer_timeout=_number(args.writer_timeout, float, "--writer-timeout"),
             read_wait_timeout=_number(args.read_wait_timeout, float, "--read-wait-timeout"),
             shutdown_grace=_number(args.shutdown_grace, float, "--shutdown-grace"),
@@ -132,9 +132,9 @@ def parse_limits(text: str | None) -> Limits:
     return dataclasses.replace(DEFAULT_LIMITS, **values)
 
 
-def _number(raw: object, kind: type[int] | type[float], option: str) -> int | float:
+def _number(raw: object, kind: type[int | float], option: str) -> int | float:
     try:
-        return kind(raw)  # type: ignore[arg-type]
+        return kind(raw)  # type: ignore[arg-type,call-overload]
     except (TypeError, ValueError):
         raise InvalidArgument(f"{option} must be a number, got {raw!r}") from None
 

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
+
 from ._cluster import Cluster
 from ._embedded import EmbeddedGateway
 

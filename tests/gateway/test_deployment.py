@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 import uuid
+from typing import Self
 
 import grpc
 import httpx
@@ -121,7 +122,7 @@ class Load:
         self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True)
                          for n in range(threads)]
 
-    def __enter__(self) -> Load:
+    def __enter__(self) -> Self:
         for t in self._threads:
             t.start()
         return self

@@ -209,6 +209,6 @@ def test_standard_health_service(channel):
 
 
 def test_oversize_message_is_refused(stub, stream):
-    code, details, _ = code_of(stub.Append, pb.AppendRequest(stream_id=stream,
-                                                             data=b"x" * (25 << 20)))
+    code, _, _ = code_of(stub.Append, pb.AppendRequest(stream_id=stream,
+                                                       data=b"x" * (25 << 20)))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED

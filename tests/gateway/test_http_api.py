@@ -153,7 +153,7 @@ def ten(http, stream) -> list[dict]:
 
 def test_read_stream_options(http, stream, ten):
     assert [e["version"] for e in ten] == list(range(10))
-    get = lambda q: [e["version"] for e in lines(http.get(f"/streams/{stream}?{q}"))]  # noqa: E731
+    get = lambda q: [e["version"] for e in lines(http.get(f"/streams/{stream}?{q}"))]
     assert get("from=4") == [4, 5, 6, 7, 8, 9]
     assert get("from=4&limit=2") == [4, 5]
     assert get("limit=0") == []
@@ -336,3 +336,11 @@ def test_unknown_endpoint_and_method(http, stream):
     assert_error(http.get("/nope"), 404, "no endpoint")
     assert_error(http.put(f"/streams/{stream}", json={}), 405, "PUT")
     assert_error(http.post("/all", json={}), 405)
+
+
+def test_openapi_examples_are_accepted(http, stream):
+    op = http.get("/openapi.json").json()["paths"]["/streams/{streamId}"]["post"]
+    examples = op["requestBody"]["content"]["application/json"]["examples"]
+    for name in ("one event", "batch"):
+        r = http.post(f"/streams/{stream}", json=examples[name]["value"])
+        assert r.status_code == 201, (name, r.text)

@@ -12,9 +12,9 @@ from hydra._proto import generate
 # Lines that stamp the generator's version; they change with grpcio-tools releases
 # without the generated code changing meaning.
 _STAMPS = [
-    re.compile(r"^# Protobuf Python Version: .*$", re.M),
-    re.compile(r"^_runtime_version\.ValidateProtobufRuntimeVersion\([^)]*\)$", re.M),
-    re.compile(r"^GRPC_GENERATED_VERSION = .*$", re.M),
+    re.compile(r"^# Protobuf Python Version: .*$", re.MULTILINE),
+    re.compile(r"^_runtime_version\.ValidateProtobufRuntimeVersion\([^)]*\)$", re.MULTILINE),
+    re.compile(r"^GRPC_GENERATED_VERSION = .*$", re.MULTILINE),
 ]
 
 

@@ -1,0 +1,46 @@
+"""Gateway options from flags and environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from hydra.errors import InvalidArgument
+from hydra.gateway.config import GatewayConfig, parse_limits
+
+
+def test_defaults_and_environment(tmp_path):
+    c = GatewayConfig.from_args([], {"HYDRA_DATA": str(tmp_path)})
+    assert (c.host, c.http_port, c.grpc_port) == ("127.0.0.1", 8080, 9090)
+    assert c.command_endpoint == f"ipc://{tmp_path}/run/cmd.sock"
+    assert c.feed_endpoint == f"ipc://{tmp_path}/run/feed.sock"
+    c = GatewayConfig.from_args(["--http-port", "81"], {
+        "HYDRA_DATA": str(tmp_path), "HYDRA_HTTP_PORT": "80", "HYDRA_GRPC_PORT": "91",
+        "HYDRA_HOST": "0.0.0.0", "HYDRA_LIMITS": "max_event_size=10",
+        "HYDRA_ACCESS_LOG": "yes", "HYDRA_COMMAND_ENDPOINT": "tcp://127.0.0.1:5000",
+    })
+    assert (c.host, c.http_port, c.grpc_port) == ("0.0.0.0", 81, 91)
+    assert c.limits.max_event_size == 10 and c.access_log
+    assert c.command_endpoint == "tcp://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize("argv, words", [
+    ([], "data directory"),
+    (["--data", "d", "--http-port", "x"], "--http-port"),
+    (["--data", "d", "--http-port", "70000"], "HTTP port"),
+    (["--data", "d", "--http-port", "9", "--grpc-port", "9"], "differ"),
+    (["--data", "d", "--limits", "max_event_size=0"], "positive"),
+    (["--data", "d", "--limits", "colour=1"], "colour"),
+    (["--data", "d", "--max-request-size", "10"], "max request size"),
+    (["--data", "d", "--read-wait-timeout", "-1"], "read wait timeout"),
+    (["--data", "d", "--access-log", "maybe"], "--access-log"),
+    (["--data", "d", "--feed-endpoint", "http://x"], "feed endpoint"),
+])
+def test_bad_options(argv, words):
+    with pytest.raises(InvalidArgument, match=words):
+        GatewayConfig.from_args(argv, {})
+
+
+def test_parse_limits():
+    assert parse_limits("max_batch_events=5, max_stream_id=10").max_batch_events == 5
+    with pytest.raises(InvalidArgument):
+        parse_limits("max_batch_events")
