@@ -1,7 +1,7 @@
 """The writer process: owns the log, serves the command socket, publishes the feed.
 
-One thread, one blocking loop over a ZeroMQ poller. Each turn is one group
-commit:
+One blocking loop over a ZeroMQ poller owns the engine. Each turn that finds
+requests is one group:
 
 1. drain every request already queued on the command socket (bounded);
 2. handle each one on the engine, in arrival order (validation, idempotency,
@@ -12,9 +12,15 @@ commit:
 4. reply to every request, each reply carrying the new committed position;
 5. publish the committed position on the feed.
 
+The fsync of step 3 runs on a helper thread (``_syncer``) so the loop can take
+the next group meanwhile: groups written during an fsync wait for the next
+one, which covers them all. A group's replies leave only once everything
+written before its end is durable (in every-write mode), so even a duplicate
+or a conflict is never reported from state a crash could undo.
+
 Between groups the loop sends heartbeats and the timed fsyncs of the async
 modes. SIGTERM/SIGINT only set a flag (and wake the poller); the loop finishes
-the group in flight, answers requests still queued with "unavailable", syncs,
+the groups in flight, answers requests still queued with "unavailable", syncs,
 releases the lock and returns 0.
 """
 
@@ -49,6 +55,7 @@ from hydra.limits import DEFAULT_LIMITS
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
 from hydra.writer._durability import SyncPolicy
+from hydra.writer._syncer import Syncer
 from hydra.writer.config import WriterConfig
 
 log = logging.getLogger("hydra.writer")
@@ -70,6 +77,7 @@ class WriterServer:
         self._context: zmq.Context[Any] | None = None
         self._segments: SegmentSet | None = None
         self._bound: list[str] = []
+        self._syncer: Syncer | None = None
         try:
             self._open(manifest.segment_size)
         except BaseException:
@@ -96,6 +104,9 @@ class WriterServer:
         self._published = -1
         self._next_heartbeat = 0.0
         self._stop = False
+        # Groups whose replies wait for an fsync: (log end it must cover, frames, replies).
+        self._waiting: list[tuple[int, list[list[bytes]], list[Reply | list[Reply]]]] = []
+        self._syncer = Syncer()
         ensure_run_dir(self.directory)
         self._context = zmq.Context()
         self.router = writer_socket(self._context, "command")
@@ -120,6 +131,10 @@ class WriterServer:
         poller = zmq.Poller()
         poller.register(self.router, zmq.POLLIN)
         poller.register(wake_r, zmq.POLLIN)
+        syncer = self._syncer
+        assert syncer is not None
+        sync_done = syncer.fileno()
+        poller.register(sync_done, zmq.POLLIN)
         log.info(
             "writer ready: data=%s committed=%d sync=%s command=%s feed=%s "
             "(recovery %.3f s, %d events in %d streams)",
@@ -139,14 +154,15 @@ class WriterServer:
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:
                     _drain_pipe(wake_r)
+                if sync_done in ready:
+                    self._synced_one()
                 if self.router in ready:
                     self._group()
                 now = time.monotonic()
-                if policy.due(now) and self.handler.failure is None:
-                    self._sync()
+                if policy.due(now):
+                    self._start_sync()
                 if now >= self._next_heartbeat:
                     self._publish(heartbeat=True)
-                    self._next_heartbeat = now + heartbeat
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -178,19 +194,25 @@ class WriterServer:
         handler.sync_requested = False
         handle = handler.handle_body
         replies = [handle(frames[-1]) for frames in messages]
+        self.groups += 1
         policy = self.policy
-        engine = self.engine
-        if handler.written or (handler.sync_requested and engine.end > self.synced):
+        end = self.engine.end
+        if handler.written:
             policy.wrote(handler.written, time.monotonic())
-            ok = True
-            if policy.sync_before_reply(handler.sync_requested):
-                # The one fsync of the group: it covers every request above.
-                ok = self._sync()
-                if not ok:
-                    replies = [_failed(r, handler.failure) for r in replies]
-            if ok and not policy.every_write:
+            if not policy.every_write:
                 # Async modes: readers see a write once it is written.
-                self.committed = engine.end
+                self.committed = end
+        if policy.sync_before_reply(handler.sync_requested) and end > self.synced:
+            # Replies wait for the fsync that covers this group (and everything
+            # before it); the next group is handled while it runs.
+            self._waiting.append((end, messages, replies))
+            self._start_sync()
+        else:
+            self._send(messages, replies)
+        if self.committed > self._published:
+            self._publish(heartbeat=False)
+
+    def _send(self, messages: list[list[bytes]], replies: list[Reply | list[Reply]]) -> None:
         committed = self.committed
         send = self.router.send_multipart
         for frames, reply in zip(messages, replies):
@@ -201,25 +223,51 @@ class WriterServer:
                     r["committed"] = committed
             frames[-1] = packb(reply)
             send(frames)
-        self.groups += 1
-        if self.committed > self._published:
-            self._publish(heartbeat=False)
 
-    def _sync(self) -> bool:
-        """fsync everything written so far; on failure stop taking writes."""
+    def _start_sync(self) -> None:
+        """Start an fsync of everything written so far, unless one is running."""
+        syncer = self._syncer
+        assert syncer is not None
         end = self.engine.end
-        try:
-            self.engine.log.sync()
-        except OSError as exc:
-            log.error("fsync failed: %s; the writer stops (recovery decides what survived)", exc)
-            self.handler.failure = exc
-            return False
+        if syncer.busy or end <= self.synced or self.handler.failure is not None:
+            return
+        # Only the segment holding the end can be unsynced: the log syncs a
+        # segment before it starts writing the next one.
+        assert self._segments is not None
+        syncer.start(self._segments.fd((end - 1) // self._segments.segment_size), end)
+
+    def _synced_one(self, result: tuple[int, OSError | None] | None = None) -> None:
+        """An fsync finished: release the groups it covers, publish, start the next."""
+        syncer = self._syncer
+        assert syncer is not None
+        end, error = result or syncer.finish()
+        waiting = self._waiting
+        if error is not None:
+            log.error("fsync failed: %s; the writer stops (recovery decides what survived)",
+                      error)
+            self.handler.failure = error
+            for _, messages, replies in waiting:
+                self._send(messages, [_failed(r, error) for r in replies])
+            waiting.clear()
+            return
         self.fsyncs += 1
         self.synced = end
-        if self.policy.every_write:
+        policy = self.policy
+        if policy.every_write:
             self.committed = end
-        self.policy.synced()
-        return True
+        policy.synced()
+        if self.engine.end > end:
+            policy.wrote(1, time.monotonic())
+        done = 0
+        while done < len(waiting) and waiting[done][0] <= end:
+            _, messages, replies = waiting[done]
+            self._send(messages, replies)
+            done += 1
+        del waiting[:done]
+        if self.committed > self._published:
+            self._publish(heartbeat=False)
+        if waiting or (policy.every_write and self.engine.end > self.synced):
+            self._start_sync()
 
     def _publish(self, *, heartbeat: bool) -> None:
         self._seq += 1
@@ -263,10 +311,22 @@ class WriterServer:
                 break
             frames[-1] = packb(_refusal(frames[-1], gone, self.committed))
             self.router.send_multipart(frames)
-        if not failed and self.engine.end > self.synced:
-            failed = not self._sync()
-            if not self.policy.every_write:
-                self.committed = self.engine.end
+        # Finish the groups in flight: their fsync, then one for anything after.
+        syncer = self._syncer
+        assert syncer is not None
+        while True:
+            if syncer.busy:
+                self._synced_one(syncer.wait())
+            elif self.handler.failure is None and self.engine.end > self.synced:
+                self._start_sync()
+            else:
+                break
+        failure = self.handler.failure
+        for _, messages, replies in self._waiting:
+            # Left waiting only when the log failed: their outcome is unknown.
+            self._send(messages, [_failed(r, failure) for r in replies])
+        self._waiting.clear()
+        failed = failure is not None
         if not failed:
             self._publish(heartbeat=False)
         log.info("writer stopped: committed=%d synced=%d", self.committed, self.synced)
@@ -290,6 +350,9 @@ class WriterServer:
                 except FileNotFoundError:
                     pass
         self._bound = []
+        if self._syncer is not None:
+            self._syncer.close()
+            self._syncer = None
         if self._segments is not None:
             self._segments.close()
             self._segments = None

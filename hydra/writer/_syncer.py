@@ -1,0 +1,77 @@
+"""The writer's fsync thread: syncs one group while the loop handles the next.
+
+fdatasync releases the GIL, so while it runs for group N the loop validates and
+writes group N+1 into the log; N+1's replies wait for the next fsync, which
+then covers every group written meanwhile (pipelined group commit). The
+thread only ever calls fdatasync on a descriptor it is handed; all other state
+stays with the loop. A pipe tells the loop's poller when a sync finished.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import select
+import threading
+
+
+class Syncer:
+    """At most one fdatasync in flight, on a background thread."""
+
+    def __init__(self) -> None:
+        self._done_r, self._done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+        self._error: OSError | None = None
+        self.target: int | None = None  # log position the sync in flight covers
+        self._thread = threading.Thread(target=self._run, name="hydra-fsync", daemon=True)
+        self._thread.start()
+
+    def fileno(self) -> int:
+        """Readable when the sync in flight has finished."""
+        return self._done_r
+
+    @property
+    def busy(self) -> bool:
+        return self.target is not None
+
+    def start(self, fd: int, target: int) -> None:
+        """Start syncing ``fd``; ``target`` is the log end the sync makes durable."""
+        assert self.target is None
+        self.target = target
+        self._requests.put(fd)
+
+    def finish(self) -> tuple[int, OSError | None]:
+        """Collect the finished sync: (position it covers, error or None)."""
+        assert self.target is not None
+        try:
+            while os.read(self._done_r, 64):
+                pass
+        except BlockingIOError:
+            pass
+        target, self.target = self.target, None
+        error, self._error = self._error, None
+        return target, error
+
+    def wait(self) -> tuple[int, OSError | None]:
+        """Block until the sync in flight finishes and collect it."""
+        select.select([self._done_r], [], [])
+        return self.finish()
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.wait()
+        self._requests.put(None)
+        self._thread.join()
+        os.close(self._done_r)
+        os.close(self._done_w)
+
+    def _run(self) -> None:
+        while True:
+            fd = self._requests.get()
+            if fd is None:
+                return
+            try:
+                os.fdatasync(fd)
+            except OSError as exc:
+                self._error = exc
+            os.write(self._done_w, b"!")
