@@ -11,8 +11,11 @@ and drives it from separate client processes through the command protocol
   fsyncs per second over the same interval (group commit at work);
 - batch: 100-event batches, ``--clients`` processes x ``--batch-in-flight`` each;
 - visible: latency from an append's acknowledgement (in the client process) to
-  the moment a reader process (ReadOnlyView + Tailer) has the event readable.
-  Both sides stamp CLOCK_MONOTONIC, which is system-wide on Linux.
+  the moment a reader process (ReadOnlyView + Tailer) has the event readable,
+  at a light load (4 in flight, 1 ms pauses); visible_loaded: the same while one
+  client drives the writer flat out (128 in flight). Both sides stamp
+  CLOCK_MONOTONIC, which is system-wide on Linux; an event the reader had before
+  the client saw its acknowledgement counts as 0.
 
 Figures are medians over --runs runs (percentiles inside a run, medians across
 runs); the seed fixes payloads, stream choice and event IDs.
@@ -211,12 +214,13 @@ def main() -> int:
     p.add_argument("--batch-events", type=int, default=1_000_000)
     p.add_argument("--visible-appends", type=int, default=4000)
     p.add_argument("--dir", default=None, help="where data directories go (default: a temp dir)")
-    p.add_argument("--only", nargs="*", choices=["single", "batch", "visible"])
+    p.add_argument("--only", nargs="*", choices=["single", "batch", "visible", "visible_loaded"])
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     base = args.dir or tempfile.mkdtemp(prefix="hydra-bench-")
-    wanted = set(args.only or ["single", "batch", "visible"])
-    runs: dict[str, list[dict]] = {k: [] for k in ("single", "batch", "visible") if k in wanted}
+    names = ("single", "batch", "visible", "visible_loaded")
+    wanted = set(args.only or names)
+    runs: dict[str, list[dict]] = {k: [] for k in names if k in wanted}
     for run in range(args.runs):
         seed = args.seed + run
         if "single" in wanted:
@@ -227,6 +231,8 @@ def main() -> int:
                                              args.batch_events, 100))
         if "visible" in wanted:
             runs["visible"].append(_visible(base, seed, args.visible_appends, 4, 0.001))
+        if "visible_loaded" in wanted:
+            runs["visible_loaded"].append(_visible(base, seed, 20 * args.visible_appends, 128, 0))
         print(f"run {run + 1}/{args.runs}: "
               + json.dumps({k: v[-1] for k, v in runs.items()}), file=sys.stderr)
     if not args.dir:

@@ -32,7 +32,8 @@ class SyncPolicy:
 
     def wrote(self, events: int, now: float) -> None:
         """Record ``events`` written (not yet synced) by the current group."""
-        if events:
+        # every-write syncs each group before replying; no timer is needed.
+        if events and not self.every_write:
             self.unsynced_events += events
             if self.deadline is None:
                 self.deadline = now + self.interval

@@ -149,7 +149,8 @@ class WriterServer:
             while not self._stop and self.handler.failure is None:
                 now = time.monotonic()
                 wait = self._next_heartbeat - now
-                if policy.deadline is not None:
+                if policy.deadline is not None and not syncer.busy:
+                    # (While an fsync runs, its completion wakes the poller.)
                     wait = min(wait, policy.deadline - now)
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:

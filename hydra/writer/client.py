@@ -264,10 +264,13 @@ class WriterClient:
         assert sock is not None
         pending = self._pending
         while True:
-            body = await sock.recv()
+            try:
+                body = await sock.recv()
+            except zmq.ZMQError:
+                return  # the socket or its context is gone; close() fails what waits
             try:
                 doc = unpackb(body)
-            except Exception:
+            except Exception:  # noqa: BLE001 - not a writer's reply: nothing waits for it
                 continue
             for reply in (doc if type(doc) is tuple else (doc,)):
                 if type(reply) is not dict:
