@@ -15,6 +15,10 @@ packages `nghttp2-client` for h2load and `wrk`), so they are not the bottleneck.
 h2load cannot see gRPC status codes (they travel in trailers), so the append
 scenarios check afterwards that the log grew by exactly the number of requests.
 
+With ``--floor`` the two gRPC scenarios also run against bare grpc.aio servers
+(same worker count, same options, no Hydra: Append answers a constant, ReadStream
+sends 1,000 pre-serialized events): the most grpc.aio itself can do here.
+
 Usage: python benchmarks/bench_gateway.py [--runs 3] [--duration 10] [--out FILE]
 """
 
@@ -229,6 +233,79 @@ def populate(stub: pb_grpc.EventStoreStub) -> None:
             events=[pb.NewEvent(data=PAYLOAD, event_type="Bench") for _ in range(1000)]))
 
 
+def serve_floor(port: int) -> None:
+    """A bare grpc.aio server: the per-call and per-message cost of gRPC alone."""
+    import asyncio
+
+    import uvloop
+
+    event = pb.Event(position=123456, stream_id="bench-read-0", version=1, data=PAYLOAD,
+                     event_type="Bench", event_id="e1",
+                     timestamp_us=1_700_000_000_000_000).SerializeToString()
+    reply = pb.AppendResponse(position=1, version=2, committed_position=3).SerializeToString()
+
+    async def append(request: bytes, context: Any) -> bytes:
+        return reply
+
+    async def read_stream(request: bytes, context: Any) -> Any:
+        for _ in range(READ_STREAM_EVENTS):
+            yield event
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
+                                          ("grpc.max_concurrent_streams", 1024)])
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "eventstore.EventStore", {
+                "Append": grpc.unary_unary_rpc_method_handler(append),
+                "ReadStream": grpc.unary_stream_rpc_method_handler(read_stream),
+            }),))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main())
+
+
+def run_floor(args: argparse.Namespace, report: dict[str, Any]) -> None:
+    port = free_port()
+    procs = [subprocess.Popen([sys.executable, __file__, "--serve-floor", str(port)])
+             for _ in range(args.workers)]
+    try:
+        time.sleep(2)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            cases = {
+                "grpc-floor-append": (
+                    "Append", pb.AppendRequest(stream_id="x", data=PAYLOAD, expected_version=-1),
+                    args.grpc_append_clients, args.grpc_append_streams, 1),
+                "grpc-floor-read-stream": (
+                    "ReadStream", pb.ReadStreamRequest(stream_id="bench-read-0"),
+                    args.grpc_read_clients, args.grpc_read_streams, READ_STREAM_EVENTS),
+            }
+            for name, (method, request, clients, streams, per_call) in cases.items():
+                body = work / "floor.bin"
+                body.write_bytes(grpc_frame(request))
+                runs = []
+                for _ in range(args.runs):
+                    r = h2load(f"http://127.0.0.1:{port}/eventstore.EventStore/{method}", body,
+                               clients, streams, args.duration, work)
+                    r.pop("h2load", None)
+                    r["per_second"] *= per_call
+                    runs.append(r)
+                    print(f"{name}: {r['per_second']:,.0f}/s p50 {r['p50_ms']} ms "
+                          f"p99 {r['p99_ms']} ms", file=sys.stderr)
+                report["results"][name] = {"runs": runs, "median": {
+                    "per_second": round(statistics.median(r["per_second"] for r in runs)),
+                    "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                    "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                }}
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -247,8 +324,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grpc-read-streams", type=int, default=2)
     p.add_argument("--http-read-connections", type=int, default=4)
     p.add_argument("--wrk-threads", type=int, default=2)
+    p.add_argument("--floor", action="store_true",
+                   help="also measure bare grpc.aio servers with the same gRPC loads")
+    p.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help="write the JSON report here (default stdout)")
     args = p.parse_args(argv)
+    if args.serve_floor:
+        serve_floor(args.serve_floor)
+        return 0
     for tool in ("h2load", "wrk"):
         if shutil.which(tool) is None:
             print(f"{tool} not found: apt-get install -y nghttp2-client wrk", file=sys.stderr)
@@ -286,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
                 }
     finally:
         server.stop()
+    if args.floor:
+        run_floor(args, report)
     report["machine"]["loadavg_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     if args.out:

@@ -88,78 +88,59 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-# Append messages a gateway keeps in flight to the writer. Appends that arrive
-# meanwhile wait, then leave together in one message. The writer is one thread
-# that commits a group per fsync, so a message sent while it syncs would only
-# queue there; batching here costs no latency and saves a ZeroMQ send and
-# receive per append, which dominate the gateway's cost of an append.
-MAX_IN_FLIGHT = 1
-
-_Waiting = tuple[tuple[str, list[NewEvent], int, bool], "asyncio.Future[AppendResult]"]
+# Appends go to the writer in groups, one group in flight at a time: appends that
+# arrive while a group is out wait, then all leave together as one message (the
+# writer client coalesces the calls made in one loop turn). The writer is one
+# thread that commits a group per fsync, so a message sent while it syncs would
+# only queue there: waiting here costs no latency, and it saves a ZeroMQ send and
+# receive per append, which dominate what an append costs the gateway.
 
 
 class _Pipeline:
-    """Sends appends to the writer, at most MAX_IN_FLIGHT messages at a time."""
+    """Lets the callers of ``append`` reach the writer one group at a time."""
 
     def __init__(self, client: WriterClient) -> None:
         self._client = client
-        self._in_flight = 0
-        self._waiting: list[_Waiting] = []
+        self._busy = 0  # calls of the group in flight
+        self._queue: list[asyncio.Future[None]] = []  # callers waiting for the next group
 
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> AppendResult:
-        if self._in_flight < MAX_IN_FLIGHT and not self._waiting:
-            self._in_flight += 1
+        if self._busy or self._queue:
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._queue.append(turn)
             try:
-                return await self._client.append(stream_id, events, expected_version, sync=sync)
-            except Unavailable as exc:
-                self._fail_waiting(exc)
+                await turn
+            except asyncio.CancelledError:
+                if turn.done() and not turn.cancelled():
+                    self._done()  # released, then cancelled before its call
                 raise
-            finally:
-                self._in_flight -= 1
-                self._next()
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append(((stream_id, events, expected_version, sync), future))
-        return await future
-
-    def _next(self) -> None:
-        if self._waiting and self._in_flight < MAX_IN_FLIGHT:
-            batch, self._waiting = self._waiting, []
-            self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._send(batch))
-
-    def _fail_waiting(self, exc: Unavailable) -> None:
-        # The writer did not answer in time: the appends queued behind would only
-        # wait as long again. Fail them now; their callers may retry.
-        waiting, self._waiting = self._waiting, []
-        for _, future in waiting:
-            if not future.done():
-                future.set_exception(Unavailable(str(exc)))
-
-    async def _send(self, batch: list[_Waiting]) -> None:
-        client = self._client
-        live = [(args, future) for args, future in batch if not future.done()]
+        else:
+            self._busy = 1
         try:
-            # Calls made in one loop turn leave in one message (the client coalesces).
-            results = await asyncio.gather(
-                *(client.append(s, e, v, sync=y) for (s, e, v, y), _ in live),
-                return_exceptions=True,
-            )
-            for (_, future), result in zip(live, results):
-                if isinstance(result, Unavailable):
-                    self._fail_waiting(result)
-                if future.done():
-                    continue
-                if isinstance(result, asyncio.CancelledError):
-                    future.cancel()
-                elif isinstance(result, BaseException):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            return await self._client.append(stream_id, events, expected_version, sync=sync)
+        except Unavailable as exc:
+            # The writer did not answer in time: callers queued behind would only
+            # wait as long again. Fail them now; they may retry.
+            queue, self._queue = self._queue, []
+            for turn in queue:
+                if not turn.done():
+                    turn.set_exception(Unavailable(str(exc)))
+            raise
         finally:
-            self._in_flight -= 1
-            self._next()
+            self._done()
+
+    def _done(self) -> None:
+        self._busy -= 1
+        if self._busy == 0 and self._queue:
+            group = [turn for turn in self._queue if not turn.done()]
+            self._queue = []
+            self._busy = len(group)
+            # Every caller of the group resumes in the same loop turn, so their
+            # calls leave in one message.
+            for turn in group:
+                turn.set_result(None)
 
 
 class ServerBackend:

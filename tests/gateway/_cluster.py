@@ -90,6 +90,7 @@ class Cluster:
             "HYDRA_GRPC_PORT": str(self.grpc_port),
             "HYDRA_SHUTDOWN_GRACE": "3",
             "HYDRA_READ_WAIT_TIMEOUT": "2",
+            "HYDRA_WRITER_TIMEOUT": "2",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None

@@ -239,3 +239,30 @@ def test_subscription_on_one_gateway_sees_appends_on_the_other(cluster):
         call.cancel()
         ch_a.close()
         ch_b.close()
+
+
+def test_writer_down_reads_go_on_writes_fail_with_503(cluster):
+    stream = f"down-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=cluster.http_url, timeout=20) as c:
+        r = c.post(f"/streams/{stream}", json={"data": "eA==", "expectedVersion": 0})
+        committed = r.json()["committedPosition"]
+        assert "stopped" in cluster.ctl("stop", "writer")
+        try:
+            health = c.get("/health").json()
+            assert health["status"] == "degraded"
+            assert health["writer"]["reachable"] is False and health["writer"]["error"]
+            r = c.post(f"/streams/{stream}", json={"data": "eA==", "expectedVersion": 1})
+            assert r.status_code == 503 and r.json()["type"] == "unavailable", r.text
+            got = c.get(f"/streams/{stream}", params={"min_position": committed})
+            assert got.status_code == 200 and len(got.text.splitlines()) == 1
+        finally:
+            assert "started" in cluster.ctl("start", "writer")
+        cluster.wait_ready()
+        # The same append goes through once the writer is back.
+        deadline = time.monotonic() + 10
+        while True:
+            r = c.post(f"/streams/{stream}", json={"data": "eA==", "expectedVersion": 1})
+            if r.status_code == 201 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert r.status_code == 201, r.text
