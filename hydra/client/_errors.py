@@ -120,6 +120,12 @@ def from_http(
     return ServerError(f"HTTP {status}: {message}")
 
 
+def retryable(error: HydraError) -> bool:
+    """Whether a call that is safe to repeat should be: the server could not be
+    reached. A call that timed out is not repeated: its time is up."""
+    return isinstance(error, Unavailable) and not isinstance(error, DeadlineExceeded)
+
+
 def from_transport(exc: Exception) -> Unavailable:
     """A connection that failed or timed out (httpx transport errors)."""
     import httpx

@@ -12,7 +12,7 @@ import orjson
 from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
-from hydra.client._errors import from_http, from_transport
+from hydra.client._errors import from_http, from_transport, retryable
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -120,7 +120,7 @@ class AsyncHttpClient:
                     doc: dict[str, Any] = orjson.loads(r.content)
                     return doc
                 error = from_http(r.status_code, r.content, stream_id, expected)
-            if isinstance(error, Unavailable):
+            if retryable(error):
                 delay = next(delays, None)
                 if delay is not None:
                     await asyncio.sleep(delay)
@@ -233,7 +233,7 @@ class AsyncHttpClient:
                 error = from_transport(exc)
             except Unavailable as exc:
                 error = exc
-            delay = next(delays, None)
+            delay = next(delays, None) if retryable(error) else None
             if delay is None:
                 raise error
             await asyncio.sleep(delay)

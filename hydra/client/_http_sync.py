@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -13,7 +15,7 @@ import orjson
 from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
-from hydra.client._errors import from_http, from_transport
+from hydra.client._errors import from_http, from_transport, retryable
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -50,10 +52,16 @@ class _Sse:
             raise from_transport(exc) from None
 
     def close(self) -> None:
-        try:
+        # close() may come from another thread while the iterating one is blocked
+        # reading: shutting the socket down is what wakes that read up.
+        stream = self.response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+        # Closing a connection that already broke may complain; it is closed anyway.
+        with contextlib.suppress(httpx.HTTPError, RuntimeError, OSError):
             self._cm.__exit__(None, None, None)
-        except (httpx.HTTPError, RuntimeError):
-            pass  # closing a connection that already broke
 
 
 class HttpClient:
@@ -118,7 +126,7 @@ class HttpClient:
                     doc: dict[str, Any] = orjson.loads(r.content)
                     return doc
                 error = from_http(r.status_code, r.content, stream_id, expected)
-            if isinstance(error, Unavailable):
+            if retryable(error):
                 delay = next(delays, None)
                 if delay is not None:
                     time.sleep(delay)
@@ -227,7 +235,7 @@ class HttpClient:
                 error = from_transport(exc)
             except Unavailable as exc:
                 error = exc
-            delay = next(delays, None)
+            delay = next(delays, None) if retryable(error) else None
             if delay is None:
                 raise error
             time.sleep(delay)
