@@ -136,3 +136,12 @@ def test_damaged_record_in_a_closed_segment_is_tolerated_like_recovery(data_dir)
         with pytest.raises(CorruptLog):
             list(view.read_stream("s", 3, 1))
         assert [e.version for e in view.read_stream("s", 4, 2)] == [4, 5]
+
+
+def test_public_names():
+    import hydra.readers
+
+    assert sorted(hydra.readers.__all__) == ["ReadOnlyView", "Tailer"]
+    from hydra.readers.tailer import Tailer
+
+    assert hydra.readers.Tailer is Tailer
