@@ -88,6 +88,8 @@ class WriterClient:
         self._pending: dict[int, _Pending] = {}
         self._queue: list[tuple[int, bytes]] = []
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._sweep_interval = min(0.25, self.timeout / 5)
         self._closed = False
 
     # -- public operations ---------------------------------------------------------
@@ -131,9 +133,10 @@ class WriterClient:
         if self._closed:
             return
         self._closed = True
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
+        for handle in (self._flush_handle, self._sweep_handle):
+            if handle is not None:
+                handle.cancel()
+        self._flush_handle = self._sweep_handle = None
         if self._receiver is not None:
             self._receiver.cancel()
             try:
@@ -186,13 +189,11 @@ class WriterClient:
         self._queue.append((rid, body))
         if self._flush_handle is None:
             self._flush_handle = loop.call_soon(self._flush)
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
         try:
-            reply = await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            raise Unavailable(
-                f"the writer at {self.command_endpoint} did not answer within "
-                f"{self.timeout:g} s" + ("" if pending.sent else " (request not sent)")
-            ) from None
+            # The sweeper fails this future with Unavailable once its deadline passes.
+            reply = await future
         finally:
             self._pending.pop(rid, None)
         committed = reply.get("committed")
@@ -201,6 +202,26 @@ class WriterClient:
         if reply.get("ok") is not True:
             raise exception_from_reply(reply)
         return reply
+
+    def _sweep(self) -> None:
+        """Fail the requests whose deadline passed (one timer for all of them).
+
+        Cheaper than a timer per request; a call fails at most a fifth of the
+        timeout (and never more than 0.25 s) after its deadline.
+        """
+        self._sweep_handle = None
+        loop = self._loop
+        if loop is None or self._closed:
+            return
+        now = loop.time()
+        for p in list(self._pending.values()):
+            if p.deadline <= now and not p.future.done():
+                p.future.set_exception(Unavailable(
+                    f"the writer at {self.command_endpoint} did not answer within "
+                    f"{self.timeout:g} s" + ("" if p.sent else " (request not sent)")
+                ))
+        if self._pending:
+            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
