@@ -111,10 +111,19 @@ class AsyncHydraClient:
     async def connect(self, timeout: float | None = None) -> None:
         """Open every connection of the pool now (else they open on first use)."""
         self._stub()
-        await asyncio.wait_for(
-            asyncio.gather(*(ch.channel_ready() for ch in self._channels)),
-            timeout or self.timeout,
-        )
+        timeout = timeout or self.timeout
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(ch.channel_ready() for ch in self._channels)), timeout)
+        except TimeoutError:
+            raise Unavailable(f"cannot connect to {self.target} within {timeout:g} s") from None
+
+    def observe_position(self, position: int) -> None:
+        """Make later reads wait until the gateway serving them has seen the log up
+        to ``position``, as if this client had written it (say, a position another
+        process appended at). Needs ``read_your_writes`` (the default)."""
+        position = check_start(position, "position") or 0
+        self._saw(position)
 
     @property
     def committed_position(self) -> int:

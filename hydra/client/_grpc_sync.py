@@ -112,6 +112,13 @@ class HydraClient:
             with self._seen_lock:
                 self._seen = max(self._seen, committed)
 
+    def observe_position(self, position: int) -> None:
+        """Make later reads wait until the gateway serving them has seen the log up
+        to ``position``, as if this client had written it (say, a position another
+        process appended at). Needs ``read_your_writes`` (the default)."""
+        position = check_start(position, "position") or 0
+        self._saw(position)
+
     @property
     def committed_position(self) -> int:
         """The largest committed position this client's writes have returned;

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Self
 
@@ -12,7 +13,7 @@ import orjson
 from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
-from hydra.client._errors import from_http, from_transport, retryable
+from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -87,13 +88,25 @@ class AsyncHttpClient:
             base_url=self.base_url, timeout=self.timeout,
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
         )
+        self._sse_http: httpx.AsyncClient | None = None
         self._seen = 0
         self._closed = False
+        # Requests queue here for one of the pool's connections: a semaphore is a
+        # cheap FIFO, where hundreds of requests waiting inside httpx's own pool
+        # cost it more than the requests themselves.
+        self._gate = asyncio.Semaphore(pool)
 
     def __repr__(self) -> str:
         return f"<hydra.client.AsyncHttpClient {self.base_url} pool={self.pool}>"
 
     # -- plumbing ----------------------------------------------------------------
+
+    def observe_position(self, position: int) -> None:
+        """Make later reads wait until the gateway serving them has seen the log up
+        to ``position``, as if this client had written it (say, a position another
+        process appended at). Needs ``read_your_writes`` (the default)."""
+        position = check_start(position, "position") or 0
+        self._saw({"committedPosition": position})
 
     @property
     def committed_position(self) -> int:
@@ -104,6 +117,25 @@ class AsyncHttpClient:
         if type(committed) is int and committed > self._seen:
             self._seen = committed
 
+    @contextlib.asynccontextmanager
+    async def _connection(self, timeout: float | None) -> AsyncIterator[None]:
+        """Hold one of the pool's connections (waiting at most ``timeout``)."""
+        gate = self._gate
+        if gate.locked() and timeout is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await gate.acquire()
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"no connection of the pool ({self.pool}) came free within {timeout:g} s"
+                ) from None
+        else:
+            await gate.acquire()
+        try:
+            yield
+        finally:
+            gate.release()
+
     async def _request(self, method: str, path: str, retry: bool, timeout: float | None,
                        stream_id: str = "", expected: int = 0, **kwargs: Any) -> dict[str, Any]:
         if self._closed:
@@ -112,7 +144,8 @@ class AsyncHttpClient:
         error: HydraError
         while True:
             try:
-                r = await self._http.request(method, path, timeout=timeout, **kwargs)
+                async with self._connection(timeout):
+                    r = await self._http.request(method, path, timeout=timeout, **kwargs)
             except httpx.HTTPError as exc:
                 error = from_transport(exc)
             else:
@@ -217,7 +250,8 @@ class AsyncHttpClient:
         while not cursor.done:
             params = msg.read_params(cursor, self._seen if self._ryw else 0)
             try:
-                async with self._http.stream("GET", path, params=params, timeout=timeout) as r:
+                async with (self._connection(self.timeout),
+                            self._http.stream("GET", path, params=params, timeout=timeout) as r):
                     if r.status_code != 200:
                         error = from_http(r.status_code, await r.aread(), stream_id)
                         if isinstance(error, StreamNotFound) and stream_id:
@@ -246,6 +280,14 @@ class AsyncHttpClient:
 
     # -- subscriptions -----------------------------------------------------------
 
+    def _subscriptions_http(self) -> httpx.AsyncClient:
+        """Subscriptions hold their connection for as long as they live: they get
+        connections of their own, outside the pool that calls take turns on."""
+        if self._sse_http is None:
+            self._sse_http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout,
+                                        limits=httpx.Limits(max_connections=None))
+        return self._sse_http
+
     def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor) -> AsyncSubscription:
         async def connect(start: int) -> _Sse:
             if self._closed:
@@ -253,8 +295,9 @@ class AsyncHttpClient:
             headers = dict(msg.SSE_HEADERS)
             if cursor.last is not None:
                 headers["last-event-id"] = str(cursor.last)
-            cm = self._http.stream("GET", path, params={"from": start}, headers=headers,
-                                   timeout=httpx.Timeout(self.timeout, read=None))
+            cm = self._subscriptions_http().stream(
+                "GET", path, params={"from": start}, headers=headers,
+                timeout=httpx.Timeout(self.timeout, read=None))
             try:
                 r = await cm.__aenter__()
             except httpx.HTTPError as exc:
@@ -287,6 +330,8 @@ class AsyncHttpClient:
     async def close(self) -> None:
         self._closed = True
         await self._http.aclose()
+        if self._sse_http is not None:
+            await self._sse_http.aclose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -15,7 +15,7 @@ import orjson
 from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
-from hydra.client._errors import from_http, from_transport, retryable
+from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -91,14 +91,24 @@ class HttpClient:
             base_url=self.base_url, timeout=self.timeout,
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
         )
+        self._sse_http: httpx.Client | None = None
         self._seen = 0
         self._seen_lock = threading.Lock()
         self._closed = False
+        # Threads queue here for one of the pool's connections (see AsyncHttpClient).
+        self._gate = threading.BoundedSemaphore(pool)
 
     def __repr__(self) -> str:
         return f"<hydra.client.HttpClient {self.base_url} pool={self.pool}>"
 
     # -- plumbing ----------------------------------------------------------------
+
+    def observe_position(self, position: int) -> None:
+        """Make later reads wait until the gateway serving them has seen the log up
+        to ``position``, as if this client had written it (say, a position another
+        process appended at). Needs ``read_your_writes`` (the default)."""
+        position = check_start(position, "position") or 0
+        self._saw({"committedPosition": position})
 
     @property
     def committed_position(self) -> int:
@@ -110,6 +120,18 @@ class HttpClient:
             with self._seen_lock:
                 self._seen = max(self._seen, committed)
 
+    @contextlib.contextmanager
+    def _connection(self, timeout: float | None) -> Iterator[None]:
+        """Hold one of the pool's connections (waiting at most ``timeout``)."""
+        if not self._gate.acquire(timeout=timeout):
+            raise DeadlineExceeded(
+                f"no connection of the pool ({self.pool}) came free within {timeout:g} s"
+            )
+        try:
+            yield
+        finally:
+            self._gate.release()
+
     def _request(self, method: str, path: str, retry: bool, timeout: float | None,
                  stream_id: str = "", expected: int = 0, **kwargs: Any) -> dict[str, Any]:
         if self._closed:
@@ -118,7 +140,8 @@ class HttpClient:
         error: HydraError
         while True:
             try:
-                r = self._http.request(method, path, timeout=timeout, **kwargs)
+                with self._connection(timeout):
+                    r = self._http.request(method, path, timeout=timeout, **kwargs)
             except httpx.HTTPError as exc:
                 error = from_transport(exc)
             else:
@@ -219,7 +242,8 @@ class HttpClient:
         while not cursor.done:
             params = msg.read_params(cursor, self._seen if self._ryw else 0)
             try:
-                with self._http.stream("GET", path, params=params, timeout=timeout) as r:
+                with (self._connection(self.timeout),
+                      self._http.stream("GET", path, params=params, timeout=timeout) as r):
                     if r.status_code != 200:
                         error = from_http(r.status_code, r.read(), stream_id)
                         if isinstance(error, StreamNotFound) and stream_id:
@@ -248,6 +272,14 @@ class HttpClient:
 
     # -- subscriptions -----------------------------------------------------------
 
+    def _subscriptions_http(self) -> httpx.Client:
+        """Subscriptions hold their connection for as long as they live: they get
+        connections of their own, outside the pool that calls take turns on."""
+        if self._sse_http is None:
+            self._sse_http = httpx.Client(base_url=self.base_url, timeout=self.timeout,
+                                        limits=httpx.Limits(max_connections=None))
+        return self._sse_http
+
     def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor) -> Subscription:
         def connect(start: int) -> _Sse:
             if self._closed:
@@ -255,8 +287,9 @@ class HttpClient:
             headers = dict(msg.SSE_HEADERS)
             if cursor.last is not None:
                 headers["last-event-id"] = str(cursor.last)
-            cm = self._http.stream("GET", path, params={"from": start}, headers=headers,
-                                   timeout=httpx.Timeout(self.timeout, read=None))
+            cm = self._subscriptions_http().stream(
+                "GET", path, params={"from": start}, headers=headers,
+                timeout=httpx.Timeout(self.timeout, read=None))
             try:
                 r = cm.__enter__()
             except httpx.HTTPError as exc:
@@ -288,6 +321,8 @@ class HttpClient:
     def close(self) -> None:
         self._closed = True
         self._http.close()
+        if self._sse_http is not None:
+            self._sse_http.close()
 
     def __enter__(self) -> Self:
         return self
