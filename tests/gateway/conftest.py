@@ -18,6 +18,8 @@ import pytest
 
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 
+from tests._server import shared_cluster
+
 from ._cluster import Cluster
 from ._embedded import EmbeddedGateway
 
@@ -36,12 +38,10 @@ def embedded_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Embed
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster(workers=2).start()
-    yield c
-    c.stop()
-    assert not c.left_over, f"processes left behind: {c.left_over}"
-    assert not c.ports_left, f"ports still bound: {c.ports_left}"
+def cluster(request: pytest.FixtureRequest) -> Cluster:
+    """The session's real server, shared with the other test directories (it is
+    stopped, with the checks that nothing is left behind, when the session ends)."""
+    return shared_cluster(request)
 
 
 @pytest.fixture(params=["embedded", "server"])
