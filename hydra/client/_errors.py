@@ -76,11 +76,13 @@ def from_grpc(
         return StreamExists(stream_id, current)
     if code == grpc.StatusCode.NOT_FOUND:
         return StreamNotFound(stream_id)
-    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE):
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
+                # A message over the server's size limit (HTTP says 413).
+                grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidArgument(details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the server did not answer in time ({details})")
-    if code in RESUMABLE_CODES or code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+    if code in RESUMABLE_CODES:
         return Unavailable(f"{code.name}: {details}")
     return ServerError(f"{code.name}: {details}")
 

@@ -58,6 +58,7 @@ class FakeRpcError(grpc.RpcError):
     (grpc.StatusCode.ALREADY_EXISTS, "exists", (("current-version", "3"),), hydra.StreamExists),
     (grpc.StatusCode.NOT_FOUND, "", (), hydra.StreamNotFound),
     (grpc.StatusCode.INVALID_ARGUMENT, "bad", (), hydra.InvalidArgument),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, "too big", (), hydra.InvalidArgument),
     (grpc.StatusCode.UNAVAILABLE, "down", (), hydra.Unavailable),
     (grpc.StatusCode.DEADLINE_EXCEEDED, "", (), DeadlineExceeded),
     (grpc.StatusCode.INTERNAL, "boom", (), ServerError),
