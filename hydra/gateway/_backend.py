@@ -212,9 +212,17 @@ class ServerBackend:
     # -- reads -------------------------------------------------------------------
 
     async def wait_for(self, position: int) -> None:
-        if self._view.committed_position >= position:
-            return
-        if not await self._tailer.wait_for(position, self._wait_timeout):
+        # Waits on the shared advance event rather than Tailer.wait_for, which keeps
+        # each waiter until its position is reached: a client naming an absurd
+        # min_position must not leave anything behind when its wait times out.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._wait_timeout
+        view = self._view
+        while view.committed_position < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not await self.wait_beyond(view.committed_position, remaining):
+                break
+        if view.committed_position < position:
             raise Unavailable(
                 f"this gateway has not seen the log committed up to position {position} "
                 f"within {self._wait_timeout:g} s (it is at {self._view.committed_position})"
