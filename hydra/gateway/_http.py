@@ -42,6 +42,7 @@ from hydra.gateway._requests import (
     check_stream_id,
     parse_append,
     parse_read_query,
+    query_int,
 )
 from hydra.gateway._subscriptions import Subscriptions
 
@@ -95,7 +96,7 @@ class HttpApi:
                 raise InvalidArgument(
                     f"unknown query parameter {key!r}; accepted: expected_version"
                 )
-            expected = check_expected_version(_int(value, key), key)
+            expected = check_expected_version(query_int(value, key), key)
         result = await self.backend.delete(stream_id, expected)
         return _json(200, {"position": result.position, "committedPosition": result.committed})
 
@@ -199,10 +200,10 @@ def _subscription_start(request: Request, what: str) -> int:
     for key, value in request.query_params.multi_items():
         if key != "from":
             raise InvalidArgument(f"unknown query parameter {key!r}; accepted: from")
-        start = check_position(_int(value, "from"), f"from ({what})")
+        start = check_position(query_int(value, "from"), f"from ({what})")
     last = request.headers.get("last-event-id")
     if last:
-        start = check_position(_int(last, "Last-Event-ID"), "Last-Event-ID") + 1
+        start = check_position(query_int(last, "Last-Event-ID"), "Last-Event-ID") + 1
     return start
 
 
@@ -229,13 +230,6 @@ def _sse(chunks: AsyncIterator[list[RecordedEvent]], by_version: bool) -> Respon
 
     return StreamingResponse(body(), 200, media_type=SSE,
                              headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
-
-
-def _int(text: str, what: str) -> int:
-    body = text[1:] if text[:1] in "+-" else text
-    if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
-        raise InvalidArgument(f"{what} must be a decimal integer, got {text[:40]!r}")
-    return int(text)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

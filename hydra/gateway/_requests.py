@@ -213,21 +213,22 @@ def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: s
         values[key] = value
     start = None
     if "from" in values:
-        start = check_position(_query_int(values["from"], "from"), f"from ({start_name})")
+        start = check_position(query_int(values["from"], "from"), f"from ({start_name})")
     limit = None
     if "limit" in values:
-        limit = check_limit(_query_int(values["limit"], "limit"), limits)
+        limit = check_limit(query_int(values["limit"], "limit"), limits)
     direction = values.get("direction", "forward")
     if direction not in ("forward", "backward"):
         raise InvalidArgument(f"direction must be 'forward' or 'backward', got {direction!r}")
     min_position = 0
     if "min_position" in values:
-        min_position = check_position(_query_int(values["min_position"], "min_position"),
+        min_position = check_position(query_int(values["min_position"], "min_position"),
                                       "min_position")
     return ReadQuery(start, limit, direction == "backward", min_position)
 
 
-def _query_int(text: str, what: str) -> int:
+def query_int(text: str, what: str) -> int:
+    """A decimal integer from a query string or header (sign allowed, 20 digits at most)."""
     # Bounded length before int(): a megabyte of digits must not cost seconds.
     body = text[1:] if text[:1] in "+-" else text
     if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
