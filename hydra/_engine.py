@@ -252,7 +252,9 @@ class Engine:
         total = 0
         max_event = limits.max_event_size
         for n, ev in enumerate(events):
-            if type(ev) is not NewEvent:
+            # Plain 4-tuples (events decoded from the writer protocol) unpack like
+            # NewEvent; building a NewEvent for each would cost more than the checks.
+            if type(ev) is not NewEvent and (type(ev) is not tuple or len(ev) != 4):
                 ev = _coerce_event(ev, n)
             data, event_id, event_type, metadata = ev
             if type(data) is not bytes:
