@@ -114,12 +114,12 @@ class CommandHandler:
         try:
             if len(events) == 1:
                 ev = events[0]
-                if type(ev) is tuple and 1 <= len(ev) <= 4:
-                    ev = NewEvent(*ev)
+                if type(ev) is tuple and len(ev) == 4:
+                    data, event_id, event_type, metadata = ev
                 else:
-                    ev = _event(ev, 0)
-                result = engine.append(stream, ev.event_id, ev.data, expected,  # type: ignore[arg-type]
-                                       ev.event_type, ev.metadata)
+                    data, event_id, event_type, metadata = _event(ev, 0)
+                result = engine.append(stream, event_id, data, expected,  # type: ignore[arg-type]
+                                       event_type, metadata)
                 count = 1
             else:
                 if not all(type(ev) is tuple for ev in events):
