@@ -148,6 +148,9 @@ def main(opts: Options, index: int, run_id: str, conn: Connection) -> None:
         loop_factory = uvloop.new_event_loop
     except ImportError:  # pragma: no cover - uvloop comes with the server's deps
         loop_factory = None
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        tally = runner.run(_run(opts, index, run_id, conn))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            tally = runner.run(_run(opts, index, run_id, conn))
+    except KeyboardInterrupt:
+        return  # Ctrl-C reaches the whole process group; the parent reports it
     conn.send(("done", tally))
