@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 from hydra._engine import ANY, NewEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
-from hydra.errors import InvalidArgument, StreamNotFound
+from hydra.errors import InvalidArgument, StreamNotFound, Unavailable
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_message
 from hydra.gateway._errors import grpc_error
@@ -43,6 +43,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 # Events sent between two turns given to the rest of the event loop.
 _YIELD_EVERY = 256
+
+
+def _ended() -> Unavailable:
+    # Subscriptions end only when the worker shuts down: say so with a status that
+    # tells clients to subscribe again (elsewhere), rather than a normal end.
+    return Unavailable("this gateway worker is shutting down; subscribe again from just "
+                       "after the last event received")
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: BaseException) -> None:
@@ -207,6 +214,7 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         async for chunk in self.subscriptions.all(start):
             for e in chunk:
                 yield event_message(e)
+        raise _ended()
 
     @_streaming
     async def SubscribeToStream(
@@ -217,6 +225,7 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         async for chunk in self.subscriptions.stream(stream_id, start):
             for e in chunk:
                 yield event_message(e)
+        raise _ended()
 
     # -- service -----------------------------------------------------------------
 

@@ -98,6 +98,7 @@ class EmbeddedGateway:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._ready = threading.Event()
+        self._stopping = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="embedded-gateway", daemon=True)
         self.exit_status: int | None = None
 
@@ -125,7 +126,9 @@ class EmbeddedGateway:
         return self
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(30)
-        self.store.close()
+        """Stop the worker (as SIGTERM would) and close the store; idempotent."""
+        with self._stopping:
+            if self._loop is not None and self._stop is not None and self._thread.is_alive():
+                self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+            self.store.close()

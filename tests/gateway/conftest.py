@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
-
 from tests._server import shared_cluster
 
 from ._cluster import Cluster

@@ -158,3 +158,32 @@ def test_grpc_subscription_follows_a_deleted_stream(stub, http, stream):
         assert (e.version, e.data) == (0, b"7")
     finally:
         call.cancel()
+
+
+def test_shutdown_ends_subscriptions(tmp_path):
+    """A worker that stops ends its subscriptions: gRPC with UNAVAILABLE (subscribe
+    again elsewhere), SSE by closing the stream (clients reconnect)."""
+    from ._embedded import EmbeddedGateway
+
+    gw = EmbeddedGateway(str(tmp_path / "data"), shutdown_grace=5).start()
+    try:
+        with grpc.insecure_channel(gw.grpc_target) as channel, \
+                httpx.Client(base_url=gw.http_url, timeout=20) as http:
+            post(http, "s", 1)
+            from hydra._proto import eventstore_pb2_grpc as pb_grpc
+
+            call = pb_grpc.EventStoreStub(channel).SubscribeToStream(
+                pb.SubscribeToStreamRequest(stream_id="s"), timeout=30)
+            assert next(call).version == 0
+            with http.stream("GET", "/subscribe/streams/s") as r:
+                lines = r.iter_lines()
+                sse_events(lines, 1)
+                threading.Thread(target=gw.stop).start()
+                rest = list(lines)  # ends when the worker ends the subscription
+            assert all(not line.startswith("data:") for line in rest)
+            with pytest.raises(grpc.RpcError) as info:
+                next(call)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "shutting down" in info.value.details()
+    finally:
+        gw.stop()
