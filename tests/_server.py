@@ -21,11 +21,13 @@ _shared: Cluster | None = None
 
 def shared_cluster(request: pytest.FixtureRequest) -> Cluster:
     """The session's shared server, started on first use and stopped (with the
-    checks that nothing is left behind) when the session ends."""
+    checks that nothing is left behind) when the session ends. Call it from a
+    session-scoped fixture only."""
     global _shared
     if _shared is None:
         _shared = Cluster(workers=2).start()
-        request.session.config.add_cleanup(_stop)
+        # A session-scoped fixture's finalizer runs once every test is done.
+        request.addfinalizer(_stop)
     return _shared
 
 
