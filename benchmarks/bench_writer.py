@@ -37,8 +37,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import hydra  # noqa: E402
-from hydra.writer.process import WriterProcess  # noqa: E402
+import hydra
+from hydra.writer.process import WriterProcess
 
 EVENT_SIZE = 200
 STREAMS = 1000
@@ -210,7 +210,7 @@ def main() -> int:
     p.add_argument("--clients", type=int, default=2)
     p.add_argument("--in-flight", type=int, default=128, help="per client, single-event run")
     p.add_argument("--single-events", type=int, default=200_000)
-    p.add_argument("--batch-in-flight", type=int, default=8, help="per client, batch run")
+    p.add_argument("--batch-in-flight", type=int, default=16, help="per client, batch run")
     p.add_argument("--batch-events", type=int, default=1_000_000)
     p.add_argument("--visible-appends", type=int, default=4000)
     p.add_argument("--dir", default=None, help="where data directories go (default: a temp dir)")

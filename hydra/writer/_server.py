@@ -144,7 +144,6 @@ class WriterServer:
         )
         self._publish(heartbeat=True)
         policy = self.policy
-        heartbeat = self.config.heartbeat_interval
         try:
             while not self._stop and self.handler.failure is None:
                 now = time.monotonic()
