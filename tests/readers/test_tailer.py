@@ -42,7 +42,7 @@ def test_read_your_writes_and_listeners(start_writer):
                 # A position nobody will reach: False after the timeout, no hang.
                 started = time.monotonic()
                 assert not await t.wait_for(c.last_committed + 10**9, 0.2)
-                assert time.monotonic() - started < 1.0
+                assert time.monotonic() - started < 3.0
                 assert t.writer_id == (await c.health())["writer"]
         # Listeners saw every step, each starting where the last ended.
         assert seen and seen[0][0] == 0 and seen[-1][1] == c.last_committed
@@ -63,7 +63,7 @@ def test_late_tailer_converges_on_the_heartbeat(start_writer):
             started = time.monotonic()
             async with Tailer(view, w.feed_endpoint) as t:
                 assert await t.wait_for(c.last_committed, 3.0)
-            assert time.monotonic() - started < 1.5
+            assert time.monotonic() - started < 3.0  # heartbeats come every 0.5 s
             assert view.stream_version("s") == 50
 
     run(main())

@@ -97,7 +97,7 @@ def test_no_writer_is_unavailable_not_a_hang(short_dir):
             started = time.monotonic()
             with pytest.raises(hydra.Unavailable, match="did not answer within 0.3 s"):
                 await c.append("s", [ev(b"x")])
-            assert time.monotonic() - started < 1.0
+            assert time.monotonic() - started < 3.0  # a hang would never end
             with pytest.raises(hydra.Unavailable):
                 await c.health()
 
