@@ -1,6 +1,7 @@
 """Helper processes for the multi-process tests (not collected by pytest).
 
-    agents.py client ENDPOINT OUT --seed N --ops N --concurrency K [--timeout S] [--duration S]
+    agents.py client ENDPOINT OUT --seed N --ops N --concurrency K [--timeout S]
+                     [--duration S] [--stop-file PATH]
     agents.py reader DATA FEED OUT TARGET_FILE
 
 A client appends through WriterClient and writes one JSON line per outcome to
@@ -51,6 +52,8 @@ async def client_main(args: argparse.Namespace) -> int:
         for op in ops:
             if stop_at is not None and time.monotonic() > stop_at:
                 return
+            if stopped:
+                return
             roll = rng.random()
             if roll < 0.1 and acked:
                 stream, ids, position, version = rng.choice(acked)
@@ -79,7 +82,17 @@ async def client_main(args: argparse.Namespace) -> int:
                     acked.append((stream, ids, r.position, r.version))
                     known[stream] = max(known.get(stream, 0), r.version + 1)
 
+    stopped = False
+
+    async def watch() -> None:
+        nonlocal stopped
+        while args.stop_file and not os.path.exists(args.stop_file):
+            await asyncio.sleep(0.05)
+        stopped = bool(args.stop_file)
+
+    watcher = asyncio.ensure_future(watch())
     await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    watcher.cancel()
     await client.close()
     out.close()
     return 0
@@ -154,6 +167,7 @@ def main() -> int:
     c.add_argument("--streams", type=int, default=20)
     c.add_argument("--timeout", type=float, default=5.0)
     c.add_argument("--duration", type=float, default=0.0)
+    c.add_argument("--stop-file", default="", help="stop once this file exists")
     r = sub.add_parser("reader")
     r.add_argument("data")
     r.add_argument("feed")

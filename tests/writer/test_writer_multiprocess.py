@@ -117,8 +117,10 @@ def test_sigkill_under_load_and_restart(start_writer, spawn, data_dir, short_dir
     w = start_writer()
     target, routs, readers = run_readers(spawn, data_dir, w.feed_endpoint, short_dir, 2)
     outs = [os.path.join(short_dir, f"client{i}.jsonl") for i in range(2)]
+    stop = os.path.join(short_dir, "stop")
     clients = [spawn("client", w.command_endpoint, out, "--seed", str(i + 10), "--ops", "1000000",
-                     "--concurrency", "32", "--timeout", "0.5", "--duration", "4.5")
+                     "--concurrency", "32", "--timeout", "0.5", "--duration", "30",
+                     "--stop-file", stop)
                for i, out in enumerate(outs)]
     time.sleep(1.5)
     assert w.kill() == -signal.SIGKILL
@@ -126,6 +128,14 @@ def test_sigkill_under_load_and_restart(start_writer, spawn, data_dir, short_dir
     time.sleep(1.0)
     w2 = start_writer()
     restarted_at = time.time()
+    # Let the clients find the new writer and append for a while, then stop them.
+    deadline = time.monotonic() + 20
+    first = w2.health()["requests"]
+    while w2.health()["requests"] < first + 500:
+        assert time.monotonic() < deadline, "clients did not come back"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    open(stop, "w").close()
     for c in clients:
         assert c.wait(60) == 0
     outcomes = [o for out in outs for o in load_lines(out)]
@@ -148,13 +158,17 @@ def test_sigkill_under_load_and_restart(start_writer, spawn, data_dir, short_dir
 def test_sigterm_under_load_answers_in_flight(start_writer, spawn, data_dir, short_dir):
     w = start_writer()
     outs = [os.path.join(short_dir, f"client{i}.jsonl") for i in range(2)]
+    stop = os.path.join(short_dir, "stop")
     clients = [spawn("client", w.command_endpoint, out, "--seed", str(i + 20), "--ops", "1000000",
-                     "--concurrency", "32", "--timeout", "1.0", "--duration", "2.5")
+                     "--concurrency", "32", "--timeout", "1.0", "--duration", "30",
+                     "--stop-file", stop)
                for i, out in enumerate(outs)]
     time.sleep(1.0)
     started = time.monotonic()
     assert w.terminate(timeout=10) == 0
     assert time.monotonic() - started < 5
+    time.sleep(0.5)  # the clients meet the stopped writer for a while
+    open(stop, "w").close()
     for c in clients:
         assert c.wait(60) == 0
     outcomes = [o for out in outs for o in load_lines(out)]
