@@ -219,7 +219,7 @@ def test_tcp_endpoints(start_writer):
 
 @pytest.mark.parametrize("mode", ["async", "every-second"])
 def test_async_modes_acknowledge_before_fsync(start_writer, mode):
-    w = start_writer("--sync", mode, "--sync-interval", "0.3", "--sync-batch", "100000")
+    w = start_writer("--sync", mode, "--sync-interval", "1.0", "--sync-batch", "100000")
     r = Raw(w.command_endpoint)
     try:
         fsyncs = w.health()["fsyncs"]
@@ -228,7 +228,7 @@ def test_async_modes_acknowledge_before_fsync(start_writer, mode):
         # Visible at once (committed), synced later in the background.
         assert h["committed_position"] == replies[-1]["committed"]
         assert h["fsyncs"] - fsyncs < 5
-        time.sleep(1.2)
+        time.sleep(1.6)
         h = w.health()
         assert h["synced_position"] == h["committed_position"]
         # The sync flag forces an fsync before the acknowledgement in any mode.
