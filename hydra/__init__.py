@@ -17,9 +17,9 @@ from hydra.errors import (
     CorruptLog,
     HydraError,
     InvalidArgument,
+    StoreLocked,
     StreamExists,
     StreamNotFound,
-    StoreLocked,
     Unavailable,
     WrongExpectedVersion,
 )

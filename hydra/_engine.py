@@ -20,7 +20,7 @@ from hydra.errors import (
     StreamNotFound,
     WrongExpectedVersion,
 )
-from hydra.limits import Limits, _BAD_TEXT_CHARS
+from hydra.limits import _BAD_TEXT_CHARS, Limits
 
 ANY = -1
 NO_STREAM = 0

@@ -37,6 +37,7 @@ See docs/FORMAT.md for the whole data directory.
 from __future__ import annotations
 
 import struct
+from mmap import mmap
 from typing import NamedTuple
 from zlib import crc32
 
@@ -59,10 +60,12 @@ ENVELOPE_VERSION = 1
 KIND_EVENT = 1
 KIND_TOMBSTONE = 2
 FLAG_BATCH_END = 1
-_KNOWN_FLAGS = FLAG_BATCH_END
 
 # Largest payload a u32 length can describe.
 MAX_PAYLOAD = 0xFFFF_FFFF
+
+# What records are read from: a segment map or bytes (slicing either gives bytes).
+Buffer = bytes | mmap
 
 _pack_env = ENVELOPE.pack
 _pack_frame = FRAME.pack
@@ -80,16 +83,6 @@ class RecordedEvent(NamedTuple):
     data: bytes
     metadata: bytes
     timestamp: float  # commit time, POSIX seconds
-
-
-class RecordInfo(NamedTuple):
-    """The framing and envelope header of one record, without its variable fields."""
-
-    length: int  # payload length
-    kind: int
-    flags: int
-    stream_version: int
-    timestamp_us: int
 
 
 def encode_event(
@@ -151,49 +144,7 @@ def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> b
     return _pack_frame(len(body), crc32(body)) + body
 
 
-def record_size(stream_id: int, event_id: int, event_type: int, metadata: int, data: int) -> int:
-    """Bytes one event record takes on disk, given its field lengths."""
-    return RECORD_HEADER_SIZE + stream_id + event_id + event_type + metadata + data
-
-
-def check_header(buf: bytes | memoryview, offset: int, room: int, position: int) -> tuple:
-    """Unpack and sanity-check the record header at ``offset``.
-
-    ``room`` is how many bytes remain in the segment from ``offset``. Returns the
-    unpacked header tuple (see RECORD_HEADER). Raises CorruptLog when the header
-    cannot belong to a valid record; a zero length is returned as is (end of data).
-    """
-    if room < RECORD_HEADER_SIZE:
-        if room >= FRAME_SIZE and FRAME.unpack_from(buf, offset)[0] != 0:
-            raise CorruptLog(f"record at position {position} is cut by the segment end")
-        return (0,) * 13
-    h = RECORD_HEADER.unpack_from(buf, offset)
-    length = h[0]
-    if length == 0:
-        return h
-    if length < ENVELOPE_SIZE or FRAME_SIZE + length > room:
-        raise CorruptLog(f"record at position {position} has an impossible length {length}")
-    if h[2] != ENVELOPE_VERSION:
-        raise CorruptLog(f"record at position {position} has unknown envelope version {h[2]}")
-    if h[3] not in (KIND_EVENT, KIND_TOMBSTONE):
-        raise CorruptLog(f"record at position {position} has unknown record kind {h[3]}")
-    if h[4] & ~_KNOWN_FLAGS or h[5] != 0 or h[11] != 0:
-        raise CorruptLog(f"record at position {position} has unknown flags or reserved bits")
-    if ENVELOPE_SIZE + h[8] + h[9] + h[10] + h[12] > length:
-        raise CorruptLog(f"record at position {position} has field lengths beyond its payload")
-    if h[6] < 0:
-        raise CorruptLog(f"record at position {position} has a negative stream version")
-    return h
-
-
-def check_crc(buf: bytes | memoryview, offset: int, length: int, crc: int, position: int) -> None:
-    """Raise CorruptLog unless the payload at ``offset`` matches its CRC."""
-    start = offset + FRAME_SIZE
-    if crc32(buf[start:start + length]) != crc:
-        raise CorruptLog(f"record at position {position} fails its CRC check")
-
-
-def decode_event(buf: bytes | memoryview, offset: int, position: int) -> RecordedEvent:
+def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
     """Decode and verify the event record at ``offset`` of ``buf``.
 
     Raises CorruptLog when the record is damaged or is not an event.
@@ -225,9 +176,3 @@ def decode_event(buf: bytes | memoryview, offset: int, position: int) -> Recorde
         )
     except UnicodeDecodeError:
         raise CorruptLog(f"record at position {position} has text that is not UTF-8") from None
-
-
-def read_fields(payload: bytes, sid_len: int, eid_len: int) -> tuple[bytes, bytes]:
-    """Return (stream ID, event ID) bytes of a payload."""
-    a = ENVELOPE_SIZE + sid_len
-    return payload[ENVELOPE_SIZE:a], payload[a:a + eid_len]

@@ -24,13 +24,14 @@ from hydra._format import (
     KIND_TOMBSTONE,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
+    Buffer,
 )
 
 
 class StreamState:
     """One incarnation of a stream: created by its first event, ended by a tombstone."""
 
-    __slots__ = ("positions", "ids")
+    __slots__ = ("ids", "positions")
 
     def __init__(self) -> None:
         self.positions = array("q")  # position of version i at index i
@@ -49,7 +50,7 @@ class ScanResult(NamedTuple):
 class Index:
     """Streams, event IDs and the log-order position list."""
 
-    __slots__ = ("streams", "all_positions", "tombstones", "event_count", "corrupt")
+    __slots__ = ("all_positions", "corrupt", "event_count", "streams", "tombstones")
 
     def __init__(self) -> None:
         self.streams: dict[bytes, StreamState] = {}
@@ -103,7 +104,7 @@ class Index:
     # -- building from the log --------------------------------------------------
 
     def scan(
-        self, buf: object, base: int, offset: int, limit: int, *, tolerate_crc: bool = False
+        self, buf: Buffer, base: int, offset: int, limit: int, *, tolerate_crc: bool = False
     ) -> ScanResult:
         """Parse records in ``buf[offset:limit]`` and apply them to the index.
 
@@ -128,7 +129,7 @@ class Index:
         pending = 0
         while True:
             if offset + RECORD_HEADER_SIZE > limit:
-                if offset + FRAME_SIZE <= limit and buf[offset:offset + 4] != b"\0\0\0\0":  # type: ignore[index]
+                if offset + FRAME_SIZE <= limit and buf[offset:offset + 4] != b"\0\0\0\0":
                     error = "record cut by the end of the segment"
                 break
             (length, crc, env_version, kind, flags, r0, version, _ts,
@@ -139,7 +140,7 @@ class Index:
             if length < ENVELOPE_SIZE or nxt > limit:
                 error = f"impossible record length {length}"
                 break
-            payload = buf[offset + FRAME_SIZE:nxt]  # type: ignore[index]
+            payload = buf[offset + FRAME_SIZE:nxt]
             crc_ok = crc32(payload) == crc
             if not crc_ok and not tolerate_crc:
                 error = "CRC mismatch"

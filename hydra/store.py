@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
-from typing import Literal
+from collections.abc import Sequence
+from typing import Literal, Self
 
 from hydra._engine import ANY, AppendResult, Engine, NewEvent
-from hydra._format import RecordedEvent
 from hydra._group_commit import GroupCommit
 from hydra._index import Index
 from hydra._lock import DirectoryLock
@@ -147,7 +146,7 @@ class Store(ReadSide):
 
     # -- context manager -------------------------------------------------------
 
-    def __enter__(self) -> Store:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -174,16 +173,9 @@ class Store(ReadSide):
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
-            if self._every_write:
-                target = result.position + 1
-            else:
-                self._committed = self._engine.log.end
-                self._unsynced += 1
-                if self._unsynced >= self._sync_batch:
-                    self._unsynced = 0
-                    self._wake.set()
-                return result
-        self._sync_to(target)
+            target = self._written(result, 1, False)
+        if target:
+            self._sync_to(target)
         return result
 
     def append_sync(
@@ -201,9 +193,8 @@ class Store(ReadSide):
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
-            if not self._every_write:
-                self._committed = self._engine.log.end
-        self._sync_to(result.position + 1)
+            target = self._written(result, 1, True)
+        self._sync_to(target)
         return result
 
     def append_events(
@@ -219,16 +210,26 @@ class Store(ReadSide):
             if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             result = self._engine.append_events(stream_id, events, expected_version)
-            if not self._every_write:
-                self._committed = self._engine.log.end
-                if not sync:
-                    self._unsynced += len(events)
-                    if self._unsynced >= self._sync_batch:
-                        self._unsynced = 0
-                        self._wake.set()
-                    return result
-        self._sync_to(result.position + 1)
+            target = self._written(result, len(events), sync)
+        if target:
+            self._sync_to(target)
         return result
+
+    def _written(self, result: AppendResult, events: int, sync: bool) -> int:
+        """Account for an append (engine lock held); return the position to sync to, or 0.
+
+        In the async modes a write is committed (visible) at once; in
+        ``every-write`` (or when ``sync`` is asked) only after the fsync covering it.
+        """
+        if not self._every_write:
+            self._committed = self._engine.log.end
+            if not sync:
+                self._unsynced += events
+                if self._unsynced >= self._sync_batch:
+                    self._unsynced = 0
+                    self._wake.set()
+                return 0
+        return result.position + 1
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY) -> int:
         """Soft-delete a stream: it reads as empty and a new append starts it at 0.
@@ -296,15 +297,6 @@ class Store(ReadSide):
     def _before_read(self) -> None:
         if self._closed:
             raise StoreClosed(f"store {self.directory} is closed")
-
-    def read_stream(
-        self,
-        stream_id: str,
-        from_version: int | None = None,
-        limit: int | None = None,
-        backward: bool = False,
-    ) -> Iterator[RecordedEvent]:
-        return super().read_stream(stream_id, from_version, limit, backward)
 
     def stats(self) -> dict[str, int]:
         """Counters for health checks and tools."""

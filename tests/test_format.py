@@ -8,6 +8,7 @@ import zlib
 import pytest
 
 from hydra import _format as fmt
+from hydra._index import Index
 from hydra.errors import CorruptLog
 
 
@@ -24,7 +25,7 @@ def test_event_roundtrip_and_layout():
     assert length == len(rec) - 8
     assert crc == zlib.crc32(rec[8:])
     assert rec[8] == fmt.ENVELOPE_VERSION and rec[9] == fmt.KIND_EVENT and rec[10] == 1
-    assert len(rec) == fmt.record_size(6, 3, 7, 4, 7)
+    assert len(rec) == 40 + 6 + 3 + 7 + 4 + 7
     ev = fmt.decode_event(b"\0" * 5 + rec, 5, 999)
     assert ev == fmt.RecordedEvent(999, "user-1", 7, "e-1", "Created", b"payload", b"meta",
                                    123.456789)
@@ -38,8 +39,7 @@ def test_empty_fields_roundtrip():
 
 def test_tombstone_is_not_an_event():
     rec = fmt.encode_tombstone(b"s", 3, 0)
-    h = fmt.check_header(rec, 0, len(rec), 0)
-    assert h[3] == fmt.KIND_TOMBSTONE and h[6] == 3 and h[4] == fmt.FLAG_BATCH_END
+    assert (rec[9], rec[10], struct.unpack_from("<q", rec, 12)[0]) == (fmt.KIND_TOMBSTONE, 1, 3)
     with pytest.raises(CorruptLog, match="not an event"):
         fmt.decode_event(rec, 0, 0)
 
@@ -52,17 +52,30 @@ def test_any_flipped_byte_fails_decoding(offset):
         fmt.decode_event(bytes(rec), 0, 0)
 
 
-def test_check_header_rejects_impossible_records():
-    rec = fmt.encode_event(b"s", b"", b"", b"", b"x", 0, 0, 1)
-    assert fmt.check_header(rec, 0, len(rec), 0)[0] == len(rec) - 8
-    with pytest.raises(CorruptLog, match="impossible length"):
-        fmt.check_header(rec, 0, len(rec) - 1, 0)
-    bad = bytearray(rec)
-    bad[9] = 9  # unknown kind
-    with pytest.raises(CorruptLog, match="kind"):
-        fmt.check_header(bytes(bad), 0, len(bad), 0)
-    bad = bytearray(rec)
-    bad[8] = 2  # unknown envelope version
-    with pytest.raises(CorruptLog, match="version"):
-        fmt.check_header(bytes(bad), 0, len(bad), 0)
-    assert fmt.check_header(bytes(64), 0, 64, 0)[0] == 0
+def scan(buf):
+    index = Index()
+    return index, index.scan(buf, 0, 0, len(buf))
+
+
+def test_scan_stops_at_impossible_records():
+    good = fmt.encode_event(b"s", b"", b"", b"", b"x", 0, 0, 1)
+    index, result = scan(good + bytes(64))
+    assert (result.end, result.error, index.event_count) == (len(good), None, 1)
+    _, result = scan(good[:-1])
+    assert result.error is not None and result.end == 0
+    for offset, value, reason in ((9, 9, "kind"), (8, 2, "version"), (10, 4, "reserved"),
+                                  (11, 1, "reserved")):
+        bad = bytearray(good)
+        bad[offset] = value
+        bad[4:8] = struct.pack("<I", zlib.crc32(bytes(bad[8:])))
+        _, result = scan(bytes(bad) + bytes(64))
+        assert reason in result.error and result.end == 0
+
+
+def test_scan_drops_an_unfinished_batch_and_checks_versions():
+    first = fmt.encode_event(b"s", b"a", b"", b"", b"x", 0, 0, 0)
+    index, result = scan(first + bytes(64))
+    assert (result.end, result.stopped, index.event_count, index.streams) == (0, len(first), 0, {})
+    skipped = fmt.encode_event(b"s", b"a", b"", b"", b"x", 1, 0, 1)
+    index, result = scan(skipped + bytes(64))
+    assert "stream version 1" in result.error
