@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # type: ignore[import-untyped]
 from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection,
@@ -71,6 +72,8 @@ def _unary(
     async def rpc(self: _Servicer, request: _Request,
                   context: grpc.aio.ServicerContext) -> _Response:
         try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
             return await method(self, request, context)
         except Exception as exc:
             await _abort(context, exc)
@@ -88,6 +91,8 @@ def _streaming(
     async def rpc(self: _Servicer, request: _Request,
                   context: grpc.aio.ServicerContext) -> AsyncIterator[_Response]:
         try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
             async for message in method(self, request, context):
                 yield message
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
@@ -252,6 +257,47 @@ def _int(value: Any) -> int:
     return value if type(value) is int else 0
 
 
+class _Malformed:
+    """Stands in for a request whose bytes are not a valid message: the method
+    then answers INVALID_ARGUMENT (a deserializer that raised would make grpc
+    answer UNKNOWN)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _parser(cls: Any) -> Callable[[bytes], Any]:
+    parse = cls.FromString
+    name = cls.DESCRIPTOR.full_name
+
+    def parse_request(data: bytes) -> Any:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return _Malformed(f"the request is not a valid {name} message: {exc}")
+
+    return parse_request
+
+
+def _add_event_store(servicer: EventStoreServicer, server: grpc.aio.Server) -> None:
+    """What the generated ``add_EventStoreServicer_to_server`` does, with request
+    parsers that turn malformed bytes into INVALID_ARGUMENT."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["EventStore"].methods:
+        make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
+                else grpc.unary_unary_rpc_method_handler)
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_parser(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
+                                                                          handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
 def add_services(
     server: grpc.aio.Server, backend: Backend, name: str = "gateway",
     subscriptions: Subscriptions | None = None,
@@ -260,8 +306,7 @@ def add_services(
 
     Returns the health servicer, whose status the caller flips on shutdown.
     """
-    pb_grpc.add_EventStoreServicer_to_server(
-        EventStoreServicer(backend, name, subscriptions), server)
+    _add_event_store(EventStoreServicer(backend, name, subscriptions), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = (

@@ -212,3 +212,26 @@ def test_oversize_message_is_refused(stub, stream):
     code, _, _ = code_of(stub.Append, pb.AppendRequest(stream_id=stream,
                                                        data=b"x" * (25 << 20)))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+@pytest.mark.parametrize("method, body", [
+    ("Append", b"\xff\xff\xff"),
+    ("AppendBatch", b"\x0a\x05ab"),
+    ("DeleteStream", b"\x0a\x02\xff\xfe"),  # a string that is not UTF-8
+    ("Health", b"\xff"),
+])
+def test_malformed_request_bytes_are_invalid_argument(channel, method, body):
+    call = channel.unary_unary(f"/eventstore.EventStore/{method}")
+    with pytest.raises(grpc.RpcError) as info:
+        call(body, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid" in info.value.details()
+
+
+@pytest.mark.parametrize("method", ["ReadStream", "ReadAll", "SubscribeToAll",
+                                    "SubscribeToStream"])
+def test_malformed_streaming_request_is_invalid_argument(channel, method):
+    call = channel.unary_stream(f"/eventstore.EventStore/{method}")
+    with pytest.raises(grpc.RpcError) as info:
+        list(call(b"\xff\xff", timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
