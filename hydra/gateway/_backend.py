@@ -35,6 +35,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("hydra.gateway")
 
 
+# Longest a health check waits for the writer's own health answer.
+HEALTH_TIMEOUT = 1.0
+
+
 class Appended(NamedTuple):
     position: int  # of the (last) event
     version: int  # of the (last) event
@@ -267,8 +271,13 @@ class ServerBackend:
     # -- health and lifetime -----------------------------------------------------
 
     async def health(self) -> Health:
+        # Health checks must answer promptly even when the writer does not.
+        timeout = min(HEALTH_TIMEOUT, self.config.writer_timeout)
         try:
-            writer = await self._client.health()
+            writer = await asyncio.wait_for(self._client.health(), timeout)
+        except TimeoutError:
+            return Health(False, self._view.committed_position, {},
+                          f"the writer did not answer within {timeout:g} s")
         except Unavailable as exc:
             return Health(False, self._view.committed_position, {}, str(exc))
         committed = writer.get("committed_position")
