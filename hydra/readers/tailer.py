@@ -181,11 +181,21 @@ class Tailer:
         if self._task is None:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiters, (position, next(self._tie), fut))
+        entry = (position, next(self._tie), fut)
+        heapq.heappush(self._waiters, entry)
         try:
             await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             pass
+        finally:
+            if not fut.done() or fut.cancelled():
+                # Timed out or cancelled: drop the entry now, so a position that is
+                # never reached (say, an absurd one) cannot pile up waiters.
+                try:
+                    self._waiters.remove(entry)
+                    heapq.heapify(self._waiters)
+                except ValueError:
+                    pass
         # Reached, timed out, or the tailer closed (which resolves every waiter).
         return self.view.committed_position >= position
 

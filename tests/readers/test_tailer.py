@@ -42,6 +42,8 @@ def test_read_your_writes_and_listeners(start_writer):
                 # A position nobody will reach: False after the timeout, no hang.
                 started = time.monotonic()
                 assert not await t.wait_for(c.last_committed + 10**9, 0.2)
+                # a timed-out waiter leaves nothing behind
+                assert not t._waiters
                 assert time.monotonic() - started < 3.0
                 assert t.writer_id == (await c.health())["writer"]
         # Listeners saw every step, each starting where the last ended.
