@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 
@@ -90,3 +91,26 @@ def check_int(value: object, what: str, *, minimum: int, maximum: int) -> int:
 
 
 DEFAULT_LIMITS = Limits()
+LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
+
+
+def parse_limits(text: str | None) -> Limits:
+    """``NAME=VALUE,NAME=VALUE`` (names of ``Limits`` fields) over the defaults.
+
+    The form of the ``--limits`` option and ``HYDRA_LIMITS`` of every process.
+    """
+    if not text:
+        return DEFAULT_LIMITS
+    values: dict[str, int] = {}
+    for item in text.split(","):
+        name, sep, raw = item.strip().partition("=")
+        if not sep or name not in LIMIT_NAMES:
+            raise InvalidArgument(
+                f"bad limit {item.strip()!r}: use NAME=VALUE with NAME one of "
+                f"{', '.join(LIMIT_NAMES)}"
+            )
+        try:
+            values[name] = int(raw.strip())
+        except ValueError:
+            raise InvalidArgument(f"limit {name} must be an integer, got {raw.strip()!r}") from None
+    return dataclasses.replace(DEFAULT_LIMITS, **values)

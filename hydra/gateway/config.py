@@ -10,7 +10,6 @@ HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,11 +17,10 @@ from typing import Literal
 
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.errors import InvalidArgument
-from hydra.limits import DEFAULT_LIMITS, Limits
+from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 Loop = Literal["uvloop", "asyncio"]
-_LIMIT_NAMES = tuple(f.name for f in dataclasses.fields(Limits))
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,22 +114,6 @@ class GatewayConfig:
         )
 
 
-def parse_limits(text: str | None) -> Limits:
-    """``NAME=VALUE,NAME=VALUE`` (names of ``hydra.limits.Limits``) over the defaults."""
-    if not text:
-        return DEFAULT_LIMITS
-    values: dict[str, int] = {}
-    for item in text.split(","):
-        name, sep, raw = item.strip().partition("=")
-        if not sep or name not in _LIMIT_NAMES:
-            raise InvalidArgument(
-                f"bad limit {item.strip()!r}: use NAME=VALUE with NAME one of "
-                f"{', '.join(_LIMIT_NAMES)}"
-            )
-        values[name] = int(_number(raw.strip(), int, f"limit {name}"))
-    return dataclasses.replace(DEFAULT_LIMITS, **values)
-
-
 def _number(raw: object, kind: type[int | float], option: str) -> int | float:
     try:
         return kind(raw)  # type: ignore[arg-type,call-overload]
@@ -174,7 +156,7 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                    help="the writer's feed socket, default ipc://DATA/run/feed.sock "
                         "[HYDRA_FEED_ENDPOINT]")
     p.add_argument("--limits", default=env.get("HYDRA_LIMITS"), metavar="NAME=N,...",
-                   help=f"override limits: {', '.join(_LIMIT_NAMES)} [HYDRA_LIMITS]")
+                   help=f"override limits: {', '.join(LIMIT_NAMES)} [HYDRA_LIMITS]")
     p.add_argument("--max-request-size", default=env.get("HYDRA_MAX_REQUEST_SIZE", str(24 << 20)),
                    metavar="BYTES",
                    help="largest HTTP body / gRPC message (default 24 MiB) "

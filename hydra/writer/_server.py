@@ -51,7 +51,6 @@ from hydra._protocol import (
 from hydra._recovery import recover
 from hydra._segments import SegmentSet
 from hydra.errors import StorageError, Unavailable
-from hydra.limits import DEFAULT_LIMITS
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
 from hydra.writer._durability import SyncPolicy
@@ -90,7 +89,7 @@ class WriterServer:
         self._segments = SegmentSet(self.directory, segment_size, writable=True)
         index = Index()
         end = recover(self._segments, index, repair=True)
-        self.engine = Engine(self._segments, index, DEFAULT_LIMITS, end)
+        self.engine = Engine(self._segments, index, config.limits, end)
         self.recovery_seconds = time.monotonic() - started
         self.committed = end
         self.synced = end

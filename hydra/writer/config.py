@@ -3,7 +3,7 @@
 Every option has an environment variable that supplies its default (options
 win): HYDRA_DATA, HYDRA_SYNC, HYDRA_SYNC_INTERVAL, HYDRA_SYNC_BATCH,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_SEGMENT_SIZE,
-HYDRA_HEARTBEAT_INTERVAL, HYDRA_LOG_LEVEL.
+HYDRA_HEARTBEAT_INTERVAL, HYDRA_LOG_LEVEL, HYDRA_LIMITS.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Literal
 from hydra._manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.errors import InvalidArgument
+from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 from hydra.store import SYNC_MODES, SyncMode, check_sync_options
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -35,6 +36,8 @@ class WriterConfig:
     segment_size: int | None = None  # for a new data directory; None = the default
     heartbeat_interval: float = 0.5  # seconds between feed heartbeats when idle
     log_level: LogLevel = "info"
+    # The writer enforces the limits too: it is the last line before the log.
+    limits: Limits = DEFAULT_LIMITS
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -52,6 +55,8 @@ class WriterConfig:
             raise InvalidArgument(
                 f"heartbeat interval must be in [0.01, 1.0] seconds, got {self.heartbeat_interval!r}"
             )
+        if not isinstance(self.limits, Limits):
+            raise InvalidArgument("limits must be a hydra.limits.Limits")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise InvalidArgument(f"unknown log level {self.log_level!r}")
 
@@ -87,6 +92,7 @@ class WriterConfig:
             ),
             heartbeat_interval=_float(args.heartbeat_interval, "--heartbeat-interval"),
             log_level=args.log_level,
+            limits=parse_limits(args.limits),
         )
 
 
@@ -136,6 +142,8 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                    metavar="SECONDS",
                    help="feed heartbeat period, at most 1 (default 0.5) "
                         "[HYDRA_HEARTBEAT_INTERVAL]")
+    p.add_argument("--limits", default=env.get("HYDRA_LIMITS"), metavar="NAME=N,...",
+                   help=f"override limits: {', '.join(LIMIT_NAMES)} [HYDRA_LIMITS]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=env.get("HYDRA_LOG_LEVEL", "info"), help="[HYDRA_LOG_LEVEL]")
     return p

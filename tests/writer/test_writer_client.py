@@ -73,6 +73,20 @@ def test_errors_map_to_hydra_exceptions(start_writer):
     run(main())
 
 
+def test_writer_enforces_its_configured_limits(start_writer):
+    w = start_writer("--limits", "max_event_size=100,max_batch_events=2")
+
+    async def main():
+        async with WriterClient(w.command_endpoint) as c:
+            with pytest.raises(hydra.InvalidArgument, match="limit is 100"):
+                await c.append("s", [ev(b"x" * 101)])
+            with pytest.raises(hydra.InvalidArgument, match="limit is 2"):
+                await c.append("s", [ev(b"x"), ev(b"y"), ev(b"z")])
+            assert (await c.append("s", [ev(b"x" * 100)])).version == 0
+
+    run(main())
+
+
 def test_many_concurrent_requests_over_one_socket(start_writer):
     w = start_writer()
 

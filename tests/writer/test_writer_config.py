@@ -31,6 +31,15 @@ def test_options(short_dir):
     assert cfg.segment_size == 65536 and cfg.heartbeat_interval == 0.2
 
 
+def test_limits(short_dir):
+    cfg = WriterConfig.from_args(["--data", short_dir, "--limits", "max_event_size=100"], {})
+    assert cfg.limits.max_event_size == 100
+    env = {"HYDRA_DATA": short_dir, "HYDRA_LIMITS": "max_batch_events=3, max_stream_id=10"}
+    cfg = WriterConfig.from_args([], env)
+    assert (cfg.limits.max_batch_events, cfg.limits.max_stream_id) == (3, 10)
+    assert cfg.limits.max_event_size == hydra.limits.DEFAULT_LIMITS.max_event_size
+
+
 def test_environment_supplies_defaults_and_options_win(short_dir):
     env = {"HYDRA_DATA": short_dir, "HYDRA_SYNC": "every-second", "HYDRA_SYNC_BATCH": "3",
            "HYDRA_FEED_ENDPOINT": "tcp://127.0.0.1:7010"}
@@ -52,6 +61,10 @@ def test_environment_supplies_defaults_and_options_win(short_dir):
     ["--command-endpoint", "udp://x:1"],
     ["--command-endpoint", "tcp://127.0.0.1:7001", "--feed-endpoint", "tcp://127.0.0.1:7001"],
     ["--heartbeat-interval", "5"],
+    ["--limits", "max_event_size"],
+    ["--limits", "max_event_size=big"],
+    ["--limits", "max_event_size=0"],
+    ["--limits", "no_such_limit=3"],
     ["--no-such-option"],
 ])
 def test_bad_options_exit_non_zero(short_dir, args, capsys):
