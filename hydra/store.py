@@ -323,5 +323,6 @@ class Store(ReadSide):
                 self._wake.set()
         if self._flusher is not None:
             self._flusher.join()
+        self._group.close()
         self._segments.close()
         self._lock_file.release()
