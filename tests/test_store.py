@@ -292,3 +292,65 @@ def test_readers_never_see_uncommitted(data_dir):
         for t in threads:
             t.join()
         assert not bad
+
+
+def test_failed_fsync_poisons_the_store(data_dir, monkeypatch):
+    """After an fsync error nothing can be trusted: every later write refuses."""
+    import errno
+    import os
+
+    from hydra import _log
+    from hydra.errors import StorageError
+
+    s = hydra.open(data_dir)
+    s.append("s", "ok", b"kept")
+    real = os.fdatasync
+
+    def broken(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(_log.os, "fdatasync", broken)
+    with pytest.raises(StorageError, match="fsync failed"):
+        s.append("s", "lost", b"x")
+    with pytest.raises(StorageError, match="reopened"):
+        s.append("s", "later", b"y")
+    # the unsynced append never became visible
+    assert [e.event_id for e in s.read_stream("s")] == ["ok"]
+    monkeypatch.setattr(_log.os, "fdatasync", real)
+    s.close()
+    with hydra.open(data_dir) as again:
+        assert again.append("s", "after", b"z").version >= 1
+
+
+def test_failed_fsync_releases_every_waiting_thread(data_dir, monkeypatch):
+    import errno
+    import time
+
+    from hydra import _log
+    from hydra.errors import StorageError
+
+    s = hydra.open(data_dir)
+    real = _log.os.fdatasync
+
+    def slow_then_broken(fd):
+        time.sleep(0.05)
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(_log.os, "fdatasync", slow_then_broken)
+    outcomes = []
+
+    def work(n):
+        try:
+            s.append(f"t{n}", "", b"x")
+            outcomes.append("ok")
+        except StorageError:
+            outcomes.append("error")
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert outcomes == ["error"] * 8
+    monkeypatch.setattr(_log.os, "fdatasync", real)
+    s.close()
