@@ -81,6 +81,23 @@ def raw_fsync_loop(base: str, n: int) -> float:
     return n / dt
 
 
+def raw_fsync_loop_prealloc(base: str, n: int) -> float:
+    """The same into a preallocated file (as Hydra's segments are): no size change."""
+    path = os.path.join(fresh(base), "raw")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    rec = b"x" * (EVENT_SIZE + 60)
+    os.posix_fallocate(fd, 0, len(rec) * n)
+    os.fsync(fd)
+    t = time.perf_counter()
+    for i in range(n):
+        os.pwrite(fd, rec, i * len(rec))
+        os.fdatasync(fd)
+    dt = time.perf_counter() - t
+    os.close(fd)
+    shutil.rmtree(os.path.dirname(path))
+    return n / dt
+
+
 def bench_every_write_single(base: str, n: int, seed: int) -> float:
     d = fresh(base)
     data = payloads(n, seed)
@@ -209,14 +226,18 @@ def main() -> int:
                 [bench_async_batch(base, a.events, a.seed) for _ in range(a.runs)])))
         if "every_write" in want:
             # interleave raw and store runs so drift on a shared machine hits both
-            raw, ours = [], []
+            raw, pre, ours = [], [], []
             for _ in range(a.runs):
                 raw.append(raw_fsync_loop(base, a.fsync_events))
+                pre.append(raw_fsync_loop_prealloc(base, a.fsync_events))
                 ours.append(bench_every_write_single(base, a.fsync_events, a.seed))
             report("raw_write_fdatasync_per_s", round(median(raw)))
+            report("raw_prealloc_pwrite_fdatasync_per_s", round(median(pre)))
             report("every_write_single_events_per_s", round(median(ours)))
             report("every_write_vs_raw_ratio",
                    round(median([o / r for o, r in zip(ours, raw)]), 3))
+            report("every_write_vs_raw_prealloc_ratio",
+                   round(median([o / r for o, r in zip(ours, pre)]), 3))
         if "threads" in want:
             runs = [bench_every_write_threads(base, a.threads * 500, a.seed, a.threads)
                     for _ in range(a.runs)]
