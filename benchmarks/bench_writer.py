@@ -122,6 +122,9 @@ def _child_main(argv: list[str]) -> int:
     except ImportError:
         pass
     result = asyncio.run(_client(args) if args.role == "_client" else _reader(args))
+    # The event loop may leave stdout non-blocking; a large result written to a
+    # full pipe would then be cut short.
+    os.set_blocking(sys.stdout.fileno(), True)
     print(json.dumps(result), flush=True)
     return 0
 
