@@ -109,10 +109,14 @@ class HealthResponse(_message.Message):
     def __init__(self, status: _Optional[str] = ..., writer_reachable: _Optional[bool] = ..., committed_position: _Optional[int] = ..., writer_committed_position: _Optional[int] = ..., events: _Optional[int] = ..., streams: _Optional[int] = ..., sync_mode: _Optional[str] = ..., worker: _Optional[str] = ..., pid: _Optional[int] = ...) -> None: ...
 
 class SubscribeToAllRequest(_message.Message):
-    __slots__ = ("from_position",)
+    __slots__ = ("from_position", "stream_prefix", "event_types")
     FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
+    STREAM_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
     from_position: int
-    def __init__(self, from_position: _Optional[int] = ...) -> None: ...
+    stream_prefix: str
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, from_position: _Optional[int] = ..., stream_prefix: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class SubscribeToStreamRequest(_message.Message):
     __slots__ = ("stream_id", "from_version")

@@ -108,7 +108,7 @@ class EventStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubscribeToAll(self, request, context):
-        """Catch-up from a position, then live events of all streams.
+        """Catch-up from a position, then live events of all streams (optionally filtered).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,8 +37,9 @@ from hydra.gateway._requests import (
     check_position,
     check_stream_id,
 )
-from hydra.gateway._subscriptions import Subscriptions
+from hydra.gateway._subscriptions import Subscriptions, grpc_messages, parse_filter
 from hydra.limits import Limits
+from hydra.readers.hub import Subscriber
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
@@ -211,26 +212,49 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
 
     # -- subscriptions -----------------------------------------------------------
 
-    @_streaming
+    # Subscriptions write with ``context.write`` rather than yield: a generator layer
+    # costs a resumption per event, and a subscription sends many. The messages are
+    # serialized once per slice, shared by every subscriber (see _subscriptions.py),
+    # and go out as they are (``_SUBSCRIPTION_SERIALIZER``).
+
     async def SubscribeToAll(
         self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Event]:
-        start = check_position(request.from_position, "from_position")
-        async for chunk in self.subscriptions.all(start):
-            for e in chunk:
-                yield event_message(e)
-        raise _ended()
+    ) -> None:
+        try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
+            start = check_position(request.from_position, "from_position")
+            filt = parse_filter(request.stream_prefix, request.event_types, self.limits,
+                                "event_types")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc)
+        await self._deliver(self.subscriptions.all(start, filt), context)
 
-    @_streaming
     async def SubscribeToStream(
         self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Event]:
-        stream_id = check_stream_id(request.stream_id, self.limits)
-        start = check_position(request.from_version, "from_version")
-        async for chunk in self.subscriptions.stream(stream_id, start):
-            for e in chunk:
-                yield event_message(e)
-        raise _ended()
+    ) -> None:
+        try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
+            stream_id = check_stream_id(request.stream_id, self.limits)
+            start = check_position(request.from_version, "from_version")
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc)
+        await self._deliver(self.subscriptions.stream(stream_id, start), context)
+
+    async def _deliver(self, sub: Subscriber, context: grpc.aio.ServicerContext) -> None:
+        try:
+            write = context.write
+            while (slices := await sub.next()) is not None:
+                for s in slices:
+                    for message in grpc_messages(s):
+                        await write(message)
+            raise _ended()
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await _abort(context, exc)
+        finally:
+            # Also on cancellation (the client went away): free it at once.
+            sub.close()
 
     # -- service -----------------------------------------------------------------
 
@@ -281,6 +305,14 @@ def _parser(cls: Any) -> Callable[[bytes], Any]:
     return parse_request
 
 
+def _passthrough(message: bytes) -> bytes:
+    return message
+
+
+# Subscriptions write Event messages already serialized.
+_SUBSCRIPTION_SERIALIZER = {"SubscribeToAll": _passthrough, "SubscribeToStream": _passthrough}
+
+
 def _add_event_store(servicer: EventStoreServicer, server: grpc.aio.Server) -> None:
     """What the generated ``add_EventStoreServicer_to_server`` does, with request
     parsers that turn malformed bytes into INVALID_ARGUMENT."""
@@ -288,10 +320,12 @@ def _add_event_store(servicer: EventStoreServicer, server: grpc.aio.Server) -> N
     for method in pb.DESCRIPTOR.services_by_name["EventStore"].methods:
         make = (grpc.unary_stream_rpc_method_handler if method.server_streaming
                 else grpc.unary_unary_rpc_method_handler)
+        serializer = _SUBSCRIPTION_SERIALIZER.get(
+            method.name, getattr(pb, method.output_type.name).SerializeToString)
         handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_parser(getattr(pb, method.input_type.name)),
-            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+            response_serializer=serializer,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
                                                                           handlers),))

@@ -29,22 +29,20 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from hydra._engine import ANY
-from hydra._format import RecordedEvent
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
-from hydra.gateway._encoding import event_json, ndjson_chunks
+from hydra.gateway._encoding import ndjson_chunks
 from hydra.gateway._errors import PayloadTooLarge, http_error
 from hydra.gateway._openapi import openapi_document
 from hydra.gateway._requests import (
     ReadQuery,
     check_expected_version,
-    check_position,
     check_stream_id,
     parse_append,
     parse_read_query,
     query_int,
 )
-from hydra.gateway._subscriptions import Subscriptions
+from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -143,13 +141,18 @@ class HttpApi:
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe_all(self, request: Request) -> Response:
-        start = _subscription_start(request, "position")
-        return _sse(self.subscriptions.all(start), by_version=False)
+        start, filt = parse_sse_query(
+            request.query_params.multi_items(), request.headers.get("last-event-id"),
+            "position", self.limits, filters=True)
+        return self.subscriptions.sse(self.subscriptions.all(start, filt), by_version=False)
 
     async def subscribe_stream(self, request: Request) -> Response:
         stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
-        start = _subscription_start(request, "version")
-        return _sse(self.subscriptions.stream(stream_id, start), by_version=True)
+        start, _ = parse_sse_query(
+            request.query_params.multi_items(), request.headers.get("last-event-id"),
+            "version", self.limits, filters=False)
+        return self.subscriptions.sse(self.subscriptions.stream(stream_id, start),
+                                      by_version=True)
 
     # -- service -----------------------------------------------------------------
 
@@ -192,44 +195,6 @@ def _ndjson(chunks: Iterator[bytes]) -> Response:
             yield chunk
 
     return StreamingResponse(body(), 200, media_type=NDJSON)
-
-
-def _subscription_start(request: Request, what: str) -> int:
-    """``?from=N`` (inclusive), or just after the ``Last-Event-ID`` a client resumes from."""
-    start = 0
-    for key, value in request.query_params.multi_items():
-        if key != "from":
-            raise InvalidArgument(f"unknown query parameter {key!r}; accepted: from")
-        start = check_position(query_int(value, "from"), f"from ({what})")
-    last = request.headers.get("last-event-id")
-    if last:
-        start = check_position(query_int(last, "Last-Event-ID"), "Last-Event-ID") + 1
-    return start
-
-
-def _sse(chunks: AsyncIterator[list[RecordedEvent]], by_version: bool) -> Response:
-    """Server-sent events: ``id:`` is the position (or the stream version), so a client
-    that reconnects with ``Last-Event-ID`` resumes exactly after the last event it got."""
-
-    async def body() -> AsyncIterator[bytes]:
-        # A first line at once: the client knows the subscription is in place.
-        yield b": subscribed\n\n"
-        try:
-            async for chunk in chunks:
-                if not chunk:
-                    yield b": keep-alive\n\n"
-                    continue
-                yield b"".join([
-                    b"id: %d\ndata: %s\n\n"
-                    % (e.version if by_version else e.position, event_json(e))
-                    for e in chunk
-                ])
-        except Exception as exc:  # noqa: BLE001 - every failure is reported, as in _errors
-            # The status line is long gone: report the failure in the stream itself.
-            yield b"event: error\ndata: %s\n\n" % http_error(exc)[1]
-
-    return StreamingResponse(body(), 200, media_type=SSE,
-                             headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

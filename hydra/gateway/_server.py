@@ -84,7 +84,8 @@ async def serve(
 
     if backend is None:
         backend = await ServerBackend.start(config)
-    subscriptions = Subscriptions(backend)
+    subscriptions = Subscriptions(backend, heartbeat=config.sse_heartbeat,
+                                  buffer=config.subscriber_buffer)
     http_sock = bind_reuseport(config.host, config.http_port)
     grpc_server = grpc.aio.server(options=grpc_options(config))
     health = add_services(grpc_server, backend, config.name, subscriptions)

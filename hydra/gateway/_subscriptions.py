@@ -1,91 +1,233 @@
-"""Catch-up + live subscriptions, served by following the log.
+"""Subscriptions of one gateway worker: the hub, and its two wire forms.
 
-A subscription reads committed events from the log, from its start point on,
-in chunks; when it has read everything committed, it waits until the read side
-advances and reads on. Catch-up and live are the same loop, so the switch can
-neither skip nor repeat an event, and a slow subscriber loses nothing: it reads
-the log at its own pace (it never sits on a buffer that could overflow).
+The worker runs one ``Hub`` (``hydra.readers.hub``) over its own read side. A task
+follows the read side's committed position (which the writer's feed advances) and
+has the hub read each new batch once for every live subscriber of the worker.
+This module starts and stops that task, validates what subscribers ask for, and
+turns the hub's slices into server-sent events and gRPC ``Event`` messages. Both
+encodings are cached on the slice, which every subscriber with the same filter
+shares, so a thousand subscribers cost one encoding of each event.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import Iterable
 
-from hydra._format import RecordedEvent
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from hydra.errors import InvalidArgument
 from hydra.gateway._backend import Backend
+from hydra.gateway._encoding import event_json, event_message
+from hydra.gateway._errors import http_error
+from hydra.gateway._requests import check_position, query_int
+from hydra.limits import Limits
+from hydra.readers.hub import EVERYTHING, Filter, Hub, Slice, Subscriber
 
-# Events read from the log per step: big enough to amortise the read, small
-# enough that one subscriber does not hold the event loop for long.
-CHUNK = 1000
+log = logging.getLogger("hydra.gateway.subscriptions")
+
+# Most event types one all-stream subscription may filter on.
+MAX_FILTER_TYPES = 100
+SSE_PARAMS_ALL = ("from", "stream_prefix", "event_type")
+SSE_PARAMS_STREAM = ("from",)
 
 
 class Subscriptions:
-    """Creates subscription iterators over a backend; ends them all on ``close``."""
+    """The worker's hub and the task that feeds it; ``close()`` ends every subscription.
 
-    def __init__(self, backend: Backend, heartbeat: float = 15.0) -> None:
+    - ``heartbeat``: seconds of silence after which an SSE stream gets a
+      ``: keepalive`` comment;
+    - ``buffer``: events a live subscriber may have queued before it is detached
+      and reads the log instead (``buffer_bytes`` bounds the same queue in bytes);
+    - ``retry``: the reconnection delay, in seconds, SSE clients are told to use.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        heartbeat: float = 15.0,
+        buffer: int = 10_000,
+        buffer_bytes: int = 16 << 20,
+        retry: float = 1.0,
+    ) -> None:
         self.backend = backend
-        self.heartbeat = heartbeat
-        self._closing = asyncio.Event()
+        self.hub = Hub(backend, buffer_events=buffer, buffer_bytes=buffer_bytes,
+                       heartbeat=heartbeat)
+        self.retry_ms = max(0, round(retry * 1000))
+        self._task: asyncio.Task[None] | None = None
+
+    def all(self, from_position: int, filt: Filter = EVERYTHING) -> Subscriber:
+        self._start()
+        return self.hub.subscribe_all(from_position, filt)
+
+    def stream(self, stream_id: str, from_version: int) -> Subscriber:
+        self._start()
+        return self.hub.subscribe_stream(stream_id, from_version)
+
+    def _start(self) -> None:
+        # Started by the first subscription: the hub costs nothing until then.
+        if self._task is None and not self.hub.closed:
+            self._task = asyncio.get_running_loop().create_task(
+                self._follow(), name="hydra-subscription-hub")
+
+    async def _follow(self) -> None:
+        hub = self.hub
+        while not hub.closed:
+            try:
+                await hub.follow(self.backend.wait_beyond)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever it is, subscribers hear of it
+                # Reading the log failed (a damaged record): live subscribers get the
+                # error, and the hub tries again a moment later.
+                log.error("live delivery failed: %s", exc)
+                hub.fail_live(exc)
+                await asyncio.sleep(1.0)
 
     def close(self) -> None:
         """End every subscription (at shutdown: they would otherwise never finish)."""
-        self._closing.set()
+        self.hub.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
     @property
     def closing(self) -> bool:
-        return self._closing.is_set()
+        return self.hub.closed
 
-    async def _wait(self, seen: int) -> bool:
-        """Wait until the read side passes ``seen``; False on a heartbeat timeout or close."""
-        if self._closing.is_set():
-            return False
-        waiter = asyncio.ensure_future(self.backend.wait_beyond(seen, self.heartbeat))
-        closing = asyncio.ensure_future(self._closing.wait())
+    def sse(self, sub: Subscriber, by_version: bool) -> Response:
+        return EventStream(sub, by_version, self.retry_ms)
+
+
+# -- requests --------------------------------------------------------------------
+
+
+def parse_filter(stream_prefix: object, event_types: Iterable[object], limits: Limits,
+                 types_name: str = "event_type") -> Filter:
+    """A validated filter on the all-stream."""
+    limits.check_text(stream_prefix, "stream_prefix", limits.max_stream_id)
+    types: list[str] = []
+    for i, t in enumerate(event_types):
+        limits.check_text(t, f"{types_name}[{i}]", limits.max_event_type)
+        types.append(t)  # type: ignore[arg-type]
+        if len(types) > MAX_FILTER_TYPES:
+            raise InvalidArgument(
+                f"at most {MAX_FILTER_TYPES} event types may be given, got more")
+    return Filter(stream_prefix, frozenset(types))  # type: ignore[arg-type]
+
+
+def parse_sse_query(
+    items: list[tuple[str, str]], last_event_id: str | None, what: str, limits: Limits,
+    filters: bool,
+) -> tuple[int, Filter]:
+    """``?from=N`` (inclusive; default 0), just after ``Last-Event-ID`` when a client
+    resumes (the header wins), and on the all-stream the filters
+    ``stream_prefix`` and ``event_type`` (repeatable)."""
+    accepted = SSE_PARAMS_ALL if filters else SSE_PARAMS_STREAM
+    start = 0
+    prefix = ""
+    types: list[str] = []
+    seen = set()
+    for key, value in items:
+        if key not in accepted:
+            raise InvalidArgument(
+                f"unknown query parameter {key!r}; accepted: {', '.join(accepted)}")
+        if key in seen and key != "event_type":
+            raise InvalidArgument(f"query parameter {key!r} is given twice")
+        seen.add(key)
+        if key == "from":
+            start = check_position(query_int(value, "from"), f"from ({what})")
+        elif key == "stream_prefix":
+            prefix = value
+        else:
+            types.append(value)
+    if last_event_id:
+        start = check_position(query_int(last_event_id, "Last-Event-ID"), "Last-Event-ID") + 1
+    filt = parse_filter(prefix, types, limits) if filters else EVERYTHING
+    return start, filt
+
+
+# -- encodings -------------------------------------------------------------------
+
+
+def sse_bytes(s: Slice, by_version: bool) -> bytes:
+    """The slice as server-sent events: ``id:`` the position (or stream version),
+    ``event:`` the event type (left out when empty, so the browser's default
+    ``message`` event fires), ``data:`` the event's JSON object."""
+    cached: bytes | None = s.cache.get("sse")
+    if cached is None:
+        parts = []
+        for e in s.events:
+            key = e.version if by_version else e.position
+            if e.event_type:
+                parts.append(b"id: %d\nevent: %s\ndata: %s\n\n"
+                             % (key, e.event_type.encode(), event_json(e)))
+            else:
+                parts.append(b"id: %d\ndata: %s\n\n" % (key, event_json(e)))
+        cached = s.cache["sse"] = b"".join(parts)
+    return cached
+
+
+def grpc_messages(s: Slice) -> list[bytes]:
+    """The slice as serialized ``Event`` messages (sent as they are: see _grpc.py)."""
+    cached: list[bytes] | None = s.cache.get("grpc")
+    if cached is None:
+        cached = s.cache["grpc"] = [event_message(e).SerializeToString() for e in s.events]
+    return cached
+
+
+_OPENING = b": subscribed\nretry: %d\n\n"
+_KEEPALIVE = b": keepalive\n\n"
+
+
+class EventStream(Response):
+    """A ``text/event-stream`` response fed by one subscriber, until the client
+    goes away (noticed at once: the subscription is closed) or the hub closes."""
+
+    media_type = "text/event-stream"
+
+    def __init__(self, sub: Subscriber, by_version: bool, retry_ms: int) -> None:
+        self.sub = sub
+        self.by_version = by_version
+        self.retry_ms = retry_ms
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sub = self.sub
+        watcher = asyncio.ensure_future(_close_on_disconnect(receive, sub))
         try:
-            await asyncio.wait((waiter, closing), return_when=asyncio.FIRST_COMPLETED)
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": self.raw_headers})
+            await send({"type": "http.response.body", "body": _OPENING % self.retry_ms,
+                        "more_body": True})
+            by_version = self.by_version
+            while True:
+                slices = await sub.next()
+                if slices is None:
+                    break
+                if not slices:
+                    body = _KEEPALIVE
+                elif len(slices) == 1:
+                    body = sse_bytes(slices[0], by_version)
+                else:
+                    body = b"".join([sse_bytes(s, by_version) for s in slices])
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        except Exception as exc:  # noqa: BLE001 - every failure is reported, as in _errors
+            # The status line is long gone: report the failure in the stream itself.
+            if not watcher.done():
+                await send({"type": "http.response.body", "more_body": True,
+                            "body": b"event: error\ndata: %s\n\n" % http_error(exc)[1]})
         finally:
-            closing.cancel()
-            if not waiter.done():
-                waiter.cancel()
-        return waiter.done() and not waiter.cancelled() and bool(waiter.result())
+            watcher.cancel()
+            sub.close()
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def all(self, from_position: int) -> AsyncIterator[list[RecordedEvent]]:
-        """Chunks of events at or after ``from_position``, forever; ``[]`` when idle for
-        a heartbeat period. Ends when the subscriptions close."""
-        backend = self.backend
-        position = from_position
-        while not self._closing.is_set():
-            seen = backend.committed_position
-            chunk = list(backend.read_all(position, CHUNK, False))
-            if chunk:
-                position = chunk[-1].position + 1
-                yield chunk
-                if len(chunk) == CHUNK:
-                    continue
-            if not await self._wait(seen) and not self._closing.is_set():
-                yield []
 
-    async def stream(self, stream_id: str, from_version: int) -> AsyncIterator[list[RecordedEvent]]:
-        """Chunks of events of one stream from ``from_version`` on, as ``all`` does.
-
-        The stream need not exist yet. When it is deleted the subscription goes on
-        with its next incarnation, from version 0.
-        """
-        backend = self.backend
-        version = from_version
-        known = 0  # events the stream was seen to hold
-        while not self._closing.is_set():
-            seen = backend.committed_position
-            count = backend.stream_version(stream_id)
-            if count < known:
-                version = 0  # deleted (and maybe started again) since the last read
-            known = count
-            chunk = list(backend.read_stream(stream_id, version, CHUNK, False))
-            if chunk:
-                version = chunk[-1].version + 1
-                yield chunk
-                if len(chunk) == CHUNK:
-                    continue
-            if not await self._wait(seen) and not self._closing.is_set():
-                yield []
+async def _close_on_disconnect(receive: Receive, sub: Subscriber) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    sub.close()

@@ -4,7 +4,7 @@ Every option has an environment variable that supplies its default (options
 win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
-HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG.
+HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER.
 """
 
 from __future__ import annotations
@@ -41,6 +41,10 @@ class GatewayConfig:
     read_wait_timeout: float = 5.0  # longest min_position wait of a read
     startup_timeout: float = 30.0  # how long to wait for the writer's data directory
     shutdown_grace: float = 10.0  # seconds in-flight requests get on SIGTERM
+    sse_heartbeat: float = 15.0  # seconds of silence before an SSE `: keepalive` comment
+    # Events a live subscriber may have queued before it is detached and reads the
+    # log instead (docs/SUBSCRIPTIONS.md).
+    subscriber_buffer: int = 10_000
     loop: Loop = "uvloop"
     log_level: LogLevel = "info"
     access_log: bool = False
@@ -69,9 +73,14 @@ class GatewayConfig:
             ("read wait timeout", self.read_wait_timeout, 3600),
             ("startup timeout", self.startup_timeout, 3600),
             ("shutdown grace", self.shutdown_grace, 3600),
+            ("SSE heartbeat", self.sse_heartbeat, 3600),
         ):
             if type(value) not in (int, float) or not 0 < value <= top:
                 raise InvalidArgument(f"{what} must be seconds in (0, {top}], got {value!r}")
+        if type(self.subscriber_buffer) is not int or not 1 <= self.subscriber_buffer <= 10**7:
+            raise InvalidArgument(
+                f"subscriber buffer must be 1 .. 10000000 events, got {self.subscriber_buffer!r}"
+            )
         if self.loop not in ("uvloop", "asyncio"):
             raise InvalidArgument(f"loop must be uvloop or asyncio, got {self.loop!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -107,6 +116,8 @@ class GatewayConfig:
             writer_timeout=_number(args.writer_timeout, float, "--writer-timeout"),
             read_wait_timeout=_number(args.read_wait_timeout, float, "--read-wait-timeout"),
             shutdown_grace=_number(args.shutdown_grace, float, "--shutdown-grace"),
+            sse_heartbeat=_number(args.sse_heartbeat, float, "--sse-heartbeat"),
+            subscriber_buffer=int(_number(args.subscriber_buffer, int, "--subscriber-buffer")),
             loop=args.loop,
             log_level=args.log_level,
             access_log=_flag(args.access_log, "--access-log"),
@@ -172,6 +183,14 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                    metavar="SECONDS",
                    help="time in-flight requests get on SIGTERM (default 10) "
                         "[HYDRA_SHUTDOWN_GRACE]")
+    p.add_argument("--sse-heartbeat", default=env.get("HYDRA_SSE_HEARTBEAT", "15"),
+                   metavar="SECONDS",
+                   help="idle time before an SSE keepalive comment (default 15) "
+                        "[HYDRA_SSE_HEARTBEAT]")
+    p.add_argument("--subscriber-buffer", default=env.get("HYDRA_SUBSCRIBER_BUFFER", "10000"),
+                   metavar="EVENTS",
+                   help="events a live subscriber may have queued before it reads the log "
+                        "instead (default 10000) [HYDRA_SUBSCRIBER_BUFFER]")
     p.add_argument("--loop", choices=("uvloop", "asyncio"),
                    default=env.get("HYDRA_LOOP", "uvloop"), help="[HYDRA_LOOP]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
