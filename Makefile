@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test run venv proto lint bench clean
+.PHONY: test run venv proto lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -34,7 +34,7 @@ proto: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff mypy
-	$(VENV)/bin/ruff check hydra tests benchmarks
+	$(VENV)/bin/ruff check hydra tests benchmarks examples
 	$(VENV)/bin/mypy hydra
 
 clean:

@@ -168,7 +168,7 @@ def decode_feed(body: bytes) -> FeedMessage:
     try:
         doc = unpackb(body)
         msg = FeedMessage(doc["seq"], doc["committed"], doc["writer"], doc["heartbeat"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types; garbage must not crash us
         raise InvalidArgument(f"not a feed message: {exc}") from None
     if type(msg.committed) is not int or msg.committed < 0 or type(msg.seq) is not int:
         raise InvalidArgument(f"not a feed message: bad committed position {msg.committed!r}")

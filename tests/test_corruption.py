@@ -81,12 +81,12 @@ def copy(pristine_dir, tmp_path, name):
 
 
 def test_zeroed_tail_at_every_offset(pristine, tmp_path):
-    directory, events, batches, bounds = pristine
+    directory, _events, batches, bounds = pristine
     end = bounds[-1]
     raw = open(segment_path(directory, 0), "rb").read()
     work = copy(directory, tmp_path, "work")
     seg = segment_path(work, 0)
-    for cut in range(0, end + 1):
+    for cut in range(end + 1):
         with open(seg, "r+b") as f:
             f.write(raw[:cut] + bytes(SEG - cut))
         with hydra.open(work) as s:
@@ -95,7 +95,7 @@ def test_zeroed_tail_at_every_offset(pristine, tmp_path):
 
 @pytest.mark.parametrize("step", [1, 7])
 def test_truncated_file_at_offsets(pristine, tmp_path, step):
-    directory, events, batches, bounds = pristine
+    directory, _events, batches, bounds = pristine
     raw = open(segment_path(directory, 0), "rb").read()
     for cut in range(0, bounds[-1] + 1, step * 13):
         work = copy(directory, tmp_path, f"t{cut}")

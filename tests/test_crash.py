@@ -74,7 +74,7 @@ def test_sigkill_never_loses_acknowledged_appends(tmp_path):
                 batches: dict[str, list[int]] = defaultdict(list)
                 for i in ids:
                     prefix, part = i.rsplit("-", 1)
-                    k, m = part.split("of")
+                    _k, m = part.split("of")
                     batches[prefix].append(int(m))
                 for prefix, parts in batches.items():
                     assert len(parts) == parts[0], f"partial batch {prefix} visible"

@@ -1,5 +1,5 @@
 import hydra
-import hydra.errors as errors
+from hydra import errors
 
 
 def test_public_names_are_deliberate():

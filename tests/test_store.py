@@ -177,9 +177,8 @@ def test_segment_size_mismatch(data_dir):
 
 
 def test_second_store_is_locked_out(data_dir):
-    with hydra.open(data_dir):
-        with pytest.raises(hydra.StoreLocked, match=data_dir):
-            hydra.open(data_dir)
+    with hydra.open(data_dir), pytest.raises(hydra.StoreLocked, match=data_dir):
+        hydra.open(data_dir)
     hydra.open(data_dir).close()
 
 

@@ -59,7 +59,7 @@ class CommandHandler:
             )
         try:
             doc = unpackb(body)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - msgpack raises many types; garbage must not crash us
             return self._malformed(None, f"message body is not valid msgpack ({exc})")
         if type(doc) is dict:
             return self.handle(doc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import socket
 import time
 
@@ -48,7 +49,7 @@ def test_read_your_writes_and_listeners(start_writer):
                 assert t.writer_id == (await c.health())["writer"]
         # Listeners saw every step, each starting where the last ended.
         assert seen and seen[0][0] == 0 and seen[-1][1] == c.last_committed
-        assert all(a[1] == b[0] and a[0] < a[1] for a, b in zip(seen, seen[1:]))
+        assert all(a[1] == b[0] and a[0] < a[1] for a, b in itertools.pairwise(seen))
 
     run(main())
 
