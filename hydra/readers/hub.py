@@ -382,7 +382,11 @@ class Hub:
     - ``buffer_events``, ``buffer_bytes``: bound of a live subscriber's queue;
     - ``chunk``, ``chunk_bytes``: most events read in one step (by a catch-up
       subscriber, or by the hub for one live batch);
-    - ``heartbeat``: seconds after which an idle subscriber's ``next()`` returns ``[]``.
+    - ``heartbeat``: seconds after which an idle subscriber's ``next()`` returns ``[]``;
+    - ``linger_per_subscriber``, ``max_linger``: under a stream of small commits,
+      ``follow`` delivers at most one batch per ``live subscribers x
+      linger_per_subscriber`` seconds (at most ``max_linger``), so that the cost of
+      delivery grows with the number of subscribers, not with subscribers x commits.
     """
 
     def __init__(
@@ -394,9 +398,13 @@ class Hub:
         chunk: int = 1000,
         chunk_bytes: int = 1 << 20,
         heartbeat: float = 15.0,
+        linger_per_subscriber: float = 40e-6,
+        max_linger: float = 0.025,
     ) -> None:
         if min(buffer_events, buffer_bytes, chunk, chunk_bytes) < 1 or not heartbeat > 0:
             raise ValueError("hub bounds and heartbeat must be positive")
+        self.linger_per_subscriber = linger_per_subscriber
+        self.max_linger = max_linger
         self.source = source
         self.buffer_events = buffer_events
         self.buffer_bytes = buffer_bytes
@@ -536,11 +544,20 @@ class Hub:
         tick = self.heartbeat / 2
         next_tick = loop.time() + tick
         while not self.closed:
+            batches = self.batches
             while self.pump():
                 await asyncio.sleep(0)  # a long backlog: one batch per turn
-            wait = next_tick - loop.time()
-            if wait > 0:
-                await wait_beyond(self.position, wait)
+            linger = min(self.max_linger, self._live * self.linger_per_subscriber)
+            if self.batches != batches and linger > 0:
+                # Coalesce: a batch costs every live subscriber a wake-up and a write
+                # (and its client a read), whatever its size, so under a stream of
+                # small commits deliver at most one batch per ``linger``. The first
+                # batch after a quiet spell goes at once.
+                await asyncio.sleep(linger)
+            else:
+                wait = next_tick - loop.time()
+                if wait > 0:
+                    await wait_beyond(self.position, wait)
             now = loop.time()
             if now >= next_tick:
                 self._heartbeat(now)
