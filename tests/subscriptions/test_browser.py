@@ -1,0 +1,242 @@
+"""A real browser: headless Chromium runs a page whose ``EventSource`` subscribes to
+a stream on the server, through a small proxy that serves the page (same origin,
+so no CORS is involved) and can cut every connection. The page must receive
+every event once, also after the cut, by the browser's own reconnection with
+``Last-Event-ID``.
+
+Needs the Debian package ``chromium`` (``.ci/run`` installs it when it can);
+skipped without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"{CHROMIUM} is not installed (Debian package `chromium`)")
+
+PAGE = """<!doctype html>
+<html><head><title>hydra subscription</title></head><body><pre id="log"></pre>
+<script>
+window.state = {events: [], opens: 0, errors: 0};
+const source = new EventSource("/subscribe/streams/STREAM");
+function received(e) {
+  const doc = JSON.parse(e.data);
+  state.events.push([e.lastEventId, e.type, doc.version, atob(doc.data)]);
+  document.getElementById("log").textContent += e.lastEventId + " " + e.type + "\\n";
+}
+source.onmessage = received;  // events without a type
+source.addEventListener("Deposited", received);
+source.onopen = () => { state.opens++; };
+source.onerror = () => { state.errors++; };
+</script></body></html>
+"""
+
+
+class Proxy:
+    """Serves ``/page.html`` and passes every other connection through to the
+    gateway; ``cut()`` closes every passed-through connection at once."""
+
+    def __init__(self, upstream_port: int, page: bytes) -> None:
+        self.upstream_port = upstream_port
+        self.page = page
+        self.requests: list[bytes] = []  # request heads passed through
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.port = 0
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        assert self._ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", 0))
+        self.port = server.sockets[0].getsockname()[1]
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        for w in self._writers:
+            w.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            writer.close()
+            return
+        if head.startswith(b"GET /page.html "):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\n"
+                         b"content-length: %d\r\nconnection: close\r\n\r\n%s"
+                         % (len(self.page), self.page))
+            await writer.drain()
+            writer.close()
+            return
+        self.requests.append(head)
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        up_writer.write(head)
+        self._writers |= {writer, up_writer}
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self._writers -= {writer, up_writer}
+
+    def cut(self) -> None:
+        """Drop every passed-through connection, as a failing server or network would."""
+        def close_all() -> None:
+            for w in list(self._writers):
+                w.transport.abort()
+
+        self._loop.call_soon_threadsafe(close_all)
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol."""
+
+    def __init__(self) -> None:
+        self.profile = tempfile.mkdtemp(prefix="hydra-chromium-")
+        self.proc = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+             "--no-first-run", "--disable-background-networking", "--disable-component-update",
+             "--disable-sync", f"--user-data-dir={self.profile}", "--remote-debugging-port=0",
+             "about:blank"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        self._id = 0
+        self._exit = contextlib.ExitStack()
+        self.ws: Any = None
+
+    def connect(self, timeout: float = 30) -> None:
+        from websockets.sync.client import connect
+
+        port_file = os.path.join(self.profile, "DevToolsActivePort")
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(port_file) or not open(port_file).read().strip():
+            assert self.proc.poll() is None, "chromium exited"
+            assert time.monotonic() < deadline, "chromium did not start"
+            time.sleep(0.05)
+        port = int(open(port_file).read().split()[0])
+        while True:
+            pages = [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                     if t["type"] == "page"]
+            if pages:
+                break
+            assert time.monotonic() < deadline, "no page in chromium"
+            time.sleep(0.05)
+        self.ws = self._exit.enter_context(
+            connect(pages[0]["webSocketDebuggerUrl"], max_size=None))
+
+    def call(self, method: str, **params: Any) -> dict[str, Any]:
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        while True:
+            reply = json.loads(self.ws.recv(timeout=30))
+            if reply.get("id") == self._id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return result["result"].get("value")
+
+    def wait_for(self, predicate: Callable[[Any], bool], timeout: float = 30) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            state = json.loads(self.evaluate("JSON.stringify(window.state || null)") or "null")
+            if state is not None and predicate(state):
+                return state
+            assert time.monotonic() < deadline, f"the page did not get there: {state}"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self._exit.close()
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        # Its helper processes share its process group (its own session).
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    b = Browser()
+    try:
+        b.connect()
+        yield b
+    finally:
+        b.close()
+
+
+def _append(http: httpx.Client, stream: str, start: int, n: int) -> None:
+    for i in range(start, start + n):
+        r = http.post(f"/streams/{stream}", json={
+            "data": base64.b64encode(b"e%d" % i).decode(), "expectedVersion": -1,
+            "eventType": "Deposited" if i % 2 else ""})
+        assert r.status_code == 201, r.text
+
+
+def test_event_source_in_chromium_receives_events_and_resumes_after_a_cut(server, browser):
+    stream = f"browser-{uuid.uuid4().hex[:8]}"
+    page = PAGE.replace("STREAM", stream).encode()
+    with Proxy(server.http_port, page) as proxy, \
+            httpx.Client(base_url=server.http_url, timeout=30) as http:
+        _append(http, stream, 0, 3)  # history
+        browser.call("Page.navigate", url=f"http://127.0.0.1:{proxy.port}/page.html")
+        browser.wait_for(lambda s: len(s["events"]) >= 3)
+        _append(http, stream, 3, 3)  # live
+        browser.wait_for(lambda s: len(s["events"]) >= 6)
+        proxy.cut()
+        browser.wait_for(lambda s: s["errors"] >= 1)
+        _append(http, stream, 6, 4)  # while the page is disconnected
+        state = browser.wait_for(lambda s: len(s["events"]) >= 10)
+        time.sleep(0.3)  # nothing more may come
+        state = browser.wait_for(lambda s: True)
+    assert [e[0] for e in state["events"]] == [str(v) for v in range(10)]
+    assert [e[2] for e in state["events"]] == list(range(10))
+    assert [e[3] for e in state["events"]] == [f"e{v}" for v in range(10)]
+    assert [e[1] for e in state["events"]] == ["message", "Deposited"] * 5
+    assert state["opens"] >= 2
+    subscribe = [h for h in proxy.requests if h.startswith(b"GET /subscribe/")]
+    assert len(subscribe) >= 2
+    # The browser resumed by itself, after the last event it had.
+    assert b"last-event-id: 5\r\n" in subscribe[1].lower()
