@@ -17,6 +17,7 @@ from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
 from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
 from hydra.client._model import (
+    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
@@ -263,12 +264,18 @@ class AsyncHydraClient:
 
     # -- subscriptions -----------------------------------------------------------
 
-    def subscribe_to_all(self, from_position: int = 0) -> AsyncSubscription:
-        """Every event from ``from_position`` on, then live (``async for``)."""
+    def subscribe_to_all(
+        self, from_position: int = 0, *, stream_prefix: str = "",
+        event_types: Sequence[str] = (),
+    ) -> AsyncSubscription:
+        """Every event from ``from_position`` on, then live (``async for``); filtered
+        by the server when ``stream_prefix`` / ``event_types`` are given."""
         start = check_start(from_position, "from_position") or 0
+        prefix, types = check_filter(stream_prefix, event_types)
 
         async def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(from_position=start))
+            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
+                from_position=start, stream_prefix=prefix, event_types=types))
             return _Stream(call, "")
 
         return AsyncSubscription(connect, SubscriptionCursor("position", start), self._resume)

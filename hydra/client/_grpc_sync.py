@@ -17,6 +17,7 @@ from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
 from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
 from hydra.client._model import (
+    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
@@ -268,13 +269,19 @@ class HydraClient:
 
     # -- subscriptions -----------------------------------------------------------
 
-    def subscribe_to_all(self, from_position: int = 0) -> Subscription:
+    def subscribe_to_all(
+        self, from_position: int = 0, *, stream_prefix: str = "",
+        event_types: Sequence[str] = (),
+    ) -> Subscription:
         """Every event from ``from_position`` (inclusive) on, then live events,
-        forever; it resumes by itself after a lost connection."""
+        forever; it resumes by itself after a lost connection. The server filters
+        by ``stream_prefix`` and ``event_types`` when given."""
         start = check_start(from_position, "from_position") or 0
+        prefix, types = check_filter(stream_prefix, event_types)
 
         def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(from_position=start))
+            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
+                from_position=start, stream_prefix=prefix, event_types=types))
             return _Stream(call, "")
 
         return Subscription(connect, SubscriptionCursor("position", start), self._resume)

@@ -288,7 +288,8 @@ class AsyncHttpClient:
                                         limits=httpx.Limits(max_connections=None))
         return self._sse_http
 
-    def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor) -> AsyncSubscription:
+    def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor,
+             params: dict[str, Any] | None = None) -> AsyncSubscription:
         async def connect(start: int) -> _Sse:
             if self._closed:
                 raise StoreClosed("the client is closed")
@@ -296,7 +297,7 @@ class AsyncHttpClient:
             if cursor.last is not None:
                 headers["last-event-id"] = str(cursor.last)
             cm = self._subscriptions_http().stream(
-                "GET", path, params={"from": start}, headers=headers,
+                "GET", path, params={**(params or {}), "from": start}, headers=headers,
                 timeout=httpx.Timeout(self.timeout, read=None))
             try:
                 r = await cm.__aenter__()
@@ -310,10 +311,15 @@ class AsyncHttpClient:
 
         return AsyncSubscription(connect, cursor, self._resume)
 
-    def subscribe_to_all(self, from_position: int = 0) -> AsyncSubscription:
-        """Every event from ``from_position`` on, then live (``async for``)."""
+    def subscribe_to_all(
+        self, from_position: int = 0, *, stream_prefix: str = "",
+        event_types: Sequence[str] = (),
+    ) -> AsyncSubscription:
+        """Every event from ``from_position`` on, then live (``async for``); filtered
+        by the server when ``stream_prefix`` / ``event_types`` are given."""
         start = check_start(from_position, "from_position") or 0
-        return self._sse("/subscribe/all", "", SubscriptionCursor("position", start))
+        return self._sse("/subscribe/all", "", SubscriptionCursor("position", start),
+                         msg.filter_params(stream_prefix, event_types))
 
     def subscribe_to_stream(self, stream_id: str, from_version: int = 0) -> AsyncSubscription:
         """Events of one stream from ``from_version`` on, then live (``async for``)."""

@@ -14,7 +14,7 @@ import orjson
 from hydra._engine import ANY, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client._errors import from_http
-from hydra.client._model import ReadCursor, check_stream_id, event_from_json
+from hydra.client._model import ReadCursor, check_filter, check_stream_id, event_from_json
 from hydra.client._sse import SseParser
 from hydra.errors import InvalidArgument
 
@@ -99,13 +99,26 @@ def sse_events(lines: Iterable[str], parser: SseParser) -> Iterator[RecordedEven
                 yield event
 
 
+def filter_params(stream_prefix: object, event_types: object) -> dict[str, Any]:
+    """Query parameters of the ``/subscribe/all`` filters."""
+    prefix, types = check_filter(stream_prefix, event_types)
+    params: dict[str, Any] = {}
+    if prefix:
+        params["stream_prefix"] = prefix
+    if types:
+        params["event_type"] = list(types)
+    return params
+
+
 def sse_event(kind: str, data: str) -> RecordedEvent | None:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if kind == "error":
-        raise from_http(500 if doc.get("type") in (None, "internal") else 400, data.encode())
     if type(doc) is dict and "position" in doc and "version" in doc:
+        # An event, whatever its type (``event:`` carries it: a user's type may
+        # well be "error").
         return event_from_json(doc)
+    if kind == "error" and type(doc) is dict:
+        raise from_http(500 if doc.get("type") in (None, "internal") else 400, data.encode())
     return None

@@ -280,7 +280,8 @@ class HttpClient:
                                         limits=httpx.Limits(max_connections=None))
         return self._sse_http
 
-    def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor) -> Subscription:
+    def _sse(self, path: str, stream_id: str, cursor: SubscriptionCursor,
+             params: dict[str, Any] | None = None) -> Subscription:
         def connect(start: int) -> _Sse:
             if self._closed:
                 raise StoreClosed("the client is closed")
@@ -288,7 +289,7 @@ class HttpClient:
             if cursor.last is not None:
                 headers["last-event-id"] = str(cursor.last)
             cm = self._subscriptions_http().stream(
-                "GET", path, params={"from": start}, headers=headers,
+                "GET", path, params={**(params or {}), "from": start}, headers=headers,
                 timeout=httpx.Timeout(self.timeout, read=None))
             try:
                 r = cm.__enter__()
@@ -302,10 +303,15 @@ class HttpClient:
 
         return Subscription(connect, cursor, self._resume)
 
-    def subscribe_to_all(self, from_position: int = 0) -> Subscription:
-        """Every event from ``from_position`` on, then live (SSE ``/subscribe/all``)."""
+    def subscribe_to_all(
+        self, from_position: int = 0, *, stream_prefix: str = "",
+        event_types: Sequence[str] = (),
+    ) -> Subscription:
+        """Every event from ``from_position`` on, then live (SSE ``/subscribe/all``);
+        filtered by the server when ``stream_prefix`` / ``event_types`` are given."""
         start = check_start(from_position, "from_position") or 0
-        return self._sse("/subscribe/all", "", SubscriptionCursor("position", start))
+        return self._sse("/subscribe/all", "", SubscriptionCursor("position", start),
+                         msg.filter_params(stream_prefix, event_types))
 
     def subscribe_to_stream(self, stream_id: str, from_version: int = 0) -> Subscription:
         """Events of one stream from ``from_version`` on, then live."""

@@ -9,7 +9,7 @@ enforce, so a client never refuses what its server would accept.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -86,6 +86,18 @@ def check_start(value: object, what: str) -> int | None:
     if type(value) is not int or not 0 <= value <= _MAX_POSITION:
         raise InvalidArgument(f"{what} must be None or an integer >= 0, got {value!r}")
     return value
+
+
+def check_filter(stream_prefix: object, event_types: object) -> tuple[str, tuple[str, ...]]:
+    """The filters of ``subscribe_to_all`` (the server checks their content)."""
+    if type(stream_prefix) is not str:
+        raise InvalidArgument(f"stream_prefix must be a string, got {stream_prefix!r}")
+    if isinstance(event_types, str | bytes) or not isinstance(event_types, Iterable):
+        raise InvalidArgument(f"event_types must be a list of strings, got {event_types!r}")
+    types = tuple(event_types)
+    if any(type(t) is not str for t in types):
+        raise InvalidArgument(f"event_types must be a list of strings, got {event_types!r}")
+    return stream_prefix, types
 
 
 def check_limit(value: object) -> int | None:
@@ -197,20 +209,25 @@ class ReadCursor:
 class SubscriptionCursor:
     """The last event a subscription delivered, by position (all) or version
     (one stream). Resuming asks for the one after it; anything at or before it
-    that a server sends again is dropped, so the caller sees no duplicate."""
+    that a server sends again is dropped, so the caller sees no duplicate.
 
-    __slots__ = ("kind", "last", "start")
+    Duplicates are told by log position, which only grows: after a stream is
+    deleted and started again its versions restart at 0, and those events are new.
+    """
+
+    __slots__ = ("kind", "last", "last_position", "start")
 
     def __init__(self, kind: Literal["version", "position"], start: int) -> None:
         self.kind = kind
         self.start = start
         self.last: int | None = None
+        self.last_position = -1
 
     def accept(self, event: RecordedEvent) -> bool:
-        key = event.version if self.kind == "version" else event.position
-        if self.last is not None and key <= self.last:
+        if event.position <= self.last_position:
             return False
-        self.last = key
+        self.last_position = event.position
+        self.last = event.version if self.kind == "version" else event.position
         return True
 
     @property

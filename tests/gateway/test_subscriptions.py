@@ -187,3 +187,125 @@ def test_shutdown_ends_subscriptions(tmp_path):
             assert "shutting down" in info.value.details()
     finally:
         gw.stop()
+
+
+# -- the gateway's subscription machinery, in process -------------------------------
+
+
+def _subscriptions(tmp_path, **options):  # noqa: ANN001, ANN003, ANN202
+    import hydra
+    from hydra.gateway._subscriptions import Subscriptions
+    from hydra.limits import Limits
+
+    from ._embedded import StoreBackend
+
+    store = hydra.open(str(tmp_path / "data"), sync="async")
+    return store, Subscriptions(StoreBackend(store, Limits()), **options)
+
+
+def test_sse_opening_events_and_heartbeats(tmp_path):
+    import asyncio
+
+    store, subs = _subscriptions(tmp_path, heartbeat=0.2, retry=2.5)
+    store.append("s", "", b"1", event_type="Opened")
+    store.append("s", "", b"2")
+
+    async def main() -> list[bytes]:
+        sent: list[bytes] = []
+        gone = asyncio.Event()
+
+        async def receive() -> dict:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message.get("body", b""))
+
+        response = subs.sse(subs.stream("s", 0), by_version=True)
+        task = asyncio.ensure_future(response({"type": "http"}, receive, send))
+        await asyncio.sleep(0.5)
+        gone.set()
+        await asyncio.wait_for(task, 2)
+        subs.close()
+        return sent
+
+    try:
+        sent = asyncio.run(main())
+    finally:
+        store.close()
+    assert sent[0] == b"" and sent[1] == b": subscribed\nretry: 2500\n\n"
+    assert sent[2].startswith(b"id: 0\nevent: Opened\ndata: {")
+    assert b"\n\nid: 1\ndata: {" in sent[2]  # no event: line for an untyped event
+    assert b": keepalive\n\n" in sent[3:]
+
+
+def test_a_client_going_away_frees_its_subscription_at_once(tmp_path):
+    import asyncio
+
+    store, subs = _subscriptions(tmp_path)
+
+    async def main() -> None:
+        gone = asyncio.Event()
+
+        async def receive() -> dict:
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            pass
+
+        task = asyncio.ensure_future(
+            subs.sse(subs.all(0), by_version=False)({"type": "http"}, receive, send))
+        await asyncio.sleep(0.05)
+        assert subs.hub.subscribers == 1 and subs.hub.live_subscribers == 1
+        gone.set()  # no event needs to flow for it to be noticed
+        await asyncio.wait_for(task, 1)
+        assert subs.hub.subscribers == 0 and subs.hub.live_subscribers == 0
+        subs.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+
+
+def test_a_cancelled_grpc_subscription_frees_it_at_once(tmp_path):
+    import asyncio
+
+    from hydra._proto import eventstore_pb2_grpc as pb_grpc
+    from hydra.gateway._grpc import add_services
+
+    from ._embedded import free_port
+
+    store, subs = _subscriptions(tmp_path)
+    store.append("s", "", b"1")
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        add_services(server, subs.backend, "test", subs)
+        port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
+        await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.EventStoreStub(channel)
+                for start in (lambda: stub.SubscribeToAll(pb.SubscribeToAllRequest()),
+                              lambda: stub.SubscribeToStream(
+                                  pb.SubscribeToStreamRequest(stream_id="s"))):
+                    call = start()
+                    e = await call.read()
+                    assert e.data == b"1"
+                    assert subs.hub.subscribers == 1
+                    call.cancel()
+                    for _ in range(100):
+                        if not subs.hub.subscribers:
+                            break
+                        await asyncio.sleep(0.01)
+                    assert subs.hub.subscribers == 0
+        finally:
+            subs.close()
+            await server.stop(1)
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
