@@ -35,8 +35,12 @@ def _ndjson_response(description: str) -> dict[str, Any]:
 def _sse_response(description: str) -> dict[str, Any]:
     return {
         "description": (
-            "Server-sent events, without end: `id: N` and `data: {event JSON}` per event "
-            "(the Event schema), and a `: keep-alive` comment when idle. " + description
+            "Server-sent events, without end: first `: subscribed` and `retry: 1000`, then "
+            "per event `id: N`, `event: {eventType}` (left out for an event without a "
+            "type) and `data: {event JSON}` (the Event schema); a `: keepalive` comment "
+            "when idle. Every committed event from the start point (catch-up), then each "
+            "new one (live), in log order, none missed or repeated, however slow the "
+            "client (docs/SUBSCRIPTIONS.md). " + description
         ),
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
@@ -206,6 +210,15 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [
                         _query("from", "First log position (inclusive); default 0.",
                                {"type": "integer", "minimum": 0}),
+                        _query("stream_prefix", "Only events whose stream ID starts with "
+                                                "this.",
+                               {"type": "string", "maxLength": limits.max_stream_id}),
+                        _query("event_type", "Only events of this type; repeat it for "
+                                             "several (at most 100); empty: events without "
+                                             "a type.",
+                               {"type": "array", "items": {
+                                   "type": "string", "maxLength": limits.max_event_type}})
+                        | {"style": "form", "explode": True},
                         _LAST_EVENT_ID,
                     ],
                     "responses": {
