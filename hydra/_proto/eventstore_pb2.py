@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65ventstore.proto\x12\neventstore\"\x90\x01\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x10\n\x08metadata\x18\x06 \x01(\x0c\x12\x0c\n\x04sync\x18\x07 \x01(\x08\"b\n\x0e\x41ppendResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x1a\n\x12\x63ommitted_position\x18\x04 \x01(\x03\"\x98\x01\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x19\n\x0c\x66rom_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08\x62\x61\x63kward\x18\x04 \x01(\x08\x12\x14\n\x0cmin_position\x18\x05 \x01(\x03\x42\x0f\n\r_from_versionB\x08\n\x06_limit\"\x84\x01\n\x0eReadAllRequest\x12\x1a\n\rfrom_position\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08\x62\x61\x63kward\x18\x03 \x01(\x08\x12\x14\n\x0cmin_position\x18\x04 \x01(\x03\x42\x10\n\x0e_from_positionB\x08\n\x06_limit\"\x99\x01\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x12\n\nevent_type\x18\x06 \x01(\t\x12\x10\n\x08metadata\x18\x07 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x08 \x01(\x03\"\x0f\n\rHealthRequest\"\xca\x01\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x18\n\x10writer_reachable\x18\x02 \x01(\x08\x12\x1a\n\x12\x63ommitted_position\x18\x03 \x01(\x03\x12!\n\x19writer_committed_position\x18\x04 \x01(\x03\x12\x0e\n\x06\x65vents\x18\x05 \x01(\x03\x12\x0f\n\x07streams\x18\x06 \x01(\x03\x12\x11\n\tsync_mode\x18\x07 \x01(\t\x12\x0e\n\x06worker\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x03\"Z\n\x15SubscribeToAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x03\x12\x15\n\rstream_prefix\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"C\n\x18SubscribeToStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\"P\n\x08NewEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\"u\n\x12\x41ppendBatchRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12$\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x14.eventstore.NewEvent\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x0c\n\x04sync\x18\x04 \x01(\x08\"\\\n\x13\x44\x65leteStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"D\n\x14\x44\x65leteStreamResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x1a\n\x12\x63ommitted_position\x18\x02 \x01(\x03\x32\xc4\x04\n\nEventStore\x12?\n\x06\x41ppend\x12\x19.eventstore.AppendRequest\x1a\x1a.eventstore.AppendResponse\x12@\n\nReadStream\x12\x1d.eventstore.ReadStreamRequest\x1a\x11.eventstore.Event0\x01\x12:\n\x07ReadAll\x12\x1a.eventstore.ReadAllRequest\x1a\x11.eventstore.Event0\x01\x12?\n\x06Health\x12\x19.eventstore.HealthRequest\x1a\x1a.eventstore.HealthResponse\x12H\n\x0eSubscribeToAll\x12!.eventstore.SubscribeToAllRequest\x1a\x11.eventstore.Event0\x01\x12N\n\x11SubscribeToStream\x12$.eventstore.SubscribeToStreamRequest\x1a\x11.eventstore.Event0\x01\x12I\n\x0b\x41ppendBatch\x12\x1e.eventstore.AppendBatchRequest\x1a\x1a.eventstore.AppendResponse\x12Q\n\x0c\x44\x65leteStream\x12\x1f.eventstore.DeleteStreamRequest\x1a .eventstore.DeleteStreamResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x10\x65ventstore.proto\x12\neventstore\"\x90\x01\n\rAppendRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x10\n\x08\x65vent_id\x18\x02 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\x12\x18\n\x10\x65xpected_version\x18\x04 \x01(\x03\x12\x12\n\nevent_type\x18\x05 \x01(\t\x12\x10\n\x08metadata\x18\x06 \x01(\x0c\x12\x0c\n\x04sync\x18\x07 \x01(\x08\"b\n\x0e\x41ppendResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\x1a\n\x12\x63ommitted_position\x18\x04 \x01(\x03\"\x98\x01\n\x11ReadStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x19\n\x0c\x66rom_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x03 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08\x62\x61\x63kward\x18\x04 \x01(\x08\x12\x14\n\x0cmin_position\x18\x05 \x01(\x03\x42\x0f\n\r_from_versionB\x08\n\x06_limit\"\x84\x01\n\x0eReadAllRequest\x12\x1a\n\rfrom_position\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x12\n\x05limit\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08\x62\x61\x63kward\x18\x03 \x01(\x08\x12\x14\n\x0cmin_position\x18\x04 \x01(\x03\x42\x10\n\x0e_from_positionB\x08\n\x06_limit\"\x99\x01\n\x05\x45vent\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x11\n\tstream_id\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x12\x12\n\nevent_type\x18\x06 \x01(\t\x12\x10\n\x08metadata\x18\x07 \x01(\x0c\x12\x14\n\x0ctimestamp_us\x18\x08 \x01(\x03\"/\n\nEventBatch\x12!\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x11.eventstore.Event\"\x0f\n\rHealthRequest\"\xca\x01\n\x0eHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x18\n\x10writer_reachable\x18\x02 \x01(\x08\x12\x1a\n\x12\x63ommitted_position\x18\x03 \x01(\x03\x12!\n\x19writer_committed_position\x18\x04 \x01(\x03\x12\x0e\n\x06\x65vents\x18\x05 \x01(\x03\x12\x0f\n\x07streams\x18\x06 \x01(\x03\x12\x11\n\tsync_mode\x18\x07 \x01(\t\x12\x0e\n\x06worker\x18\x08 \x01(\t\x12\x0b\n\x03pid\x18\t \x01(\x03\"Z\n\x15SubscribeToAllRequest\x12\x15\n\rfrom_position\x18\x01 \x01(\x03\x12\x15\n\rstream_prefix\x18\x02 \x01(\t\x12\x13\n\x0b\x65vent_types\x18\x03 \x03(\t\"C\n\x18SubscribeToStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_version\x18\x02 \x01(\x03\"P\n\x08NewEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x12\n\nevent_type\x18\x03 \x01(\t\x12\x10\n\x08metadata\x18\x04 \x01(\x0c\"u\n\x12\x41ppendBatchRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12$\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x14.eventstore.NewEvent\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x03\x12\x0c\n\x04sync\x18\x04 \x01(\x08\"\\\n\x13\x44\x65leteStreamRequest\x12\x11\n\tstream_id\x18\x01 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x02 \x01(\x03H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"D\n\x14\x44\x65leteStreamResponse\x12\x10\n\x08position\x18\x01 \x01(\x03\x12\x1a\n\x12\x63ommitted_position\x18\x02 \x01(\x03\x32\xf6\x05\n\nEventStore\x12?\n\x06\x41ppend\x12\x19.eventstore.AppendRequest\x1a\x1a.eventstore.AppendResponse\x12@\n\nReadStream\x12\x1d.eventstore.ReadStreamRequest\x1a\x11.eventstore.Event0\x01\x12:\n\x07ReadAll\x12\x1a.eventstore.ReadAllRequest\x1a\x11.eventstore.Event0\x01\x12?\n\x06Health\x12\x19.eventstore.HealthRequest\x1a\x1a.eventstore.HealthResponse\x12H\n\x0eSubscribeToAll\x12!.eventstore.SubscribeToAllRequest\x1a\x11.eventstore.Event0\x01\x12N\n\x11SubscribeToStream\x12$.eventstore.SubscribeToStreamRequest\x1a\x11.eventstore.Event0\x01\x12I\n\x0b\x41ppendBatch\x12\x1e.eventstore.AppendBatchRequest\x1a\x1a.eventstore.AppendResponse\x12Q\n\x0c\x44\x65leteStream\x12\x1f.eventstore.DeleteStreamRequest\x1a .eventstore.DeleteStreamResponse\x12T\n\x15SubscribeToAllBatched\x12!.eventstore.SubscribeToAllRequest\x1a\x16.eventstore.EventBatch0\x01\x12Z\n\x18SubscribeToStreamBatched\x12$.eventstore.SubscribeToStreamRequest\x1a\x16.eventstore.EventBatch0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,22 +41,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_READALLREQUEST']._serialized_end=567
   _globals['_EVENT']._serialized_start=570
   _globals['_EVENT']._serialized_end=723
-  _globals['_HEALTHREQUEST']._serialized_start=725
-  _globals['_HEALTHREQUEST']._serialized_end=740
-  _globals['_HEALTHRESPONSE']._serialized_start=743
-  _globals['_HEALTHRESPONSE']._serialized_end=945
-  _globals['_SUBSCRIBETOALLREQUEST']._serialized_start=947
-  _globals['_SUBSCRIBETOALLREQUEST']._serialized_end=1037
-  _globals['_SUBSCRIBETOSTREAMREQUEST']._serialized_start=1039
-  _globals['_SUBSCRIBETOSTREAMREQUEST']._serialized_end=1106
-  _globals['_NEWEVENT']._serialized_start=1108
-  _globals['_NEWEVENT']._serialized_end=1188
-  _globals['_APPENDBATCHREQUEST']._serialized_start=1190
-  _globals['_APPENDBATCHREQUEST']._serialized_end=1307
-  _globals['_DELETESTREAMREQUEST']._serialized_start=1309
-  _globals['_DELETESTREAMREQUEST']._serialized_end=1401
-  _globals['_DELETESTREAMRESPONSE']._serialized_start=1403
-  _globals['_DELETESTREAMRESPONSE']._serialized_end=1471
-  _globals['_EVENTSTORE']._serialized_start=1474
-  _globals['_EVENTSTORE']._serialized_end=2054
+  _globals['_EVENTBATCH']._serialized_start=725
+  _globals['_EVENTBATCH']._serialized_end=772
+  _globals['_HEALTHREQUEST']._serialized_start=774
+  _globals['_HEALTHREQUEST']._serialized_end=789
+  _globals['_HEALTHRESPONSE']._serialized_start=792
+  _globals['_HEALTHRESPONSE']._serialized_end=994
+  _globals['_SUBSCRIBETOALLREQUEST']._serialized_start=996
+  _globals['_SUBSCRIBETOALLREQUEST']._serialized_end=1086
+  _globals['_SUBSCRIBETOSTREAMREQUEST']._serialized_start=1088
+  _globals['_SUBSCRIBETOSTREAMREQUEST']._serialized_end=1155
+  _globals['_NEWEVENT']._serialized_start=1157
+  _globals['_NEWEVENT']._serialized_end=1237
+  _globals['_APPENDBATCHREQUEST']._serialized_start=1239
+  _globals['_APPENDBATCHREQUEST']._serialized_end=1356
+  _globals['_DELETESTREAMREQUEST']._serialized_start=1358
+  _globals['_DELETESTREAMREQUEST']._serialized_end=1450
+  _globals['_DELETESTREAMRESPONSE']._serialized_start=1452
+  _globals['_DELETESTREAMRESPONSE']._serialized_end=1520
+  _globals['_EVENTSTORE']._serialized_start=1523
+  _globals['_EVENTSTORE']._serialized_end=2281
 # @@protoc_insertion_point(module_scope)

@@ -82,6 +82,12 @@ class Event(_message.Message):
     timestamp_us: int
     def __init__(self, position: _Optional[int] = ..., stream_id: _Optional[str] = ..., version: _Optional[int] = ..., data: _Optional[bytes] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., metadata: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
 
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
 class HealthRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

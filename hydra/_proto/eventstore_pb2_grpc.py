@@ -74,6 +74,16 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.DeleteStreamRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.DeleteStreamResponse.FromString,
                 _registered_method=True)
+        self.SubscribeToAllBatched = channel.unary_stream(
+                '/eventstore.EventStore/SubscribeToAllBatched',
+                request_serializer=eventstore__pb2.SubscribeToAllRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.EventBatch.FromString,
+                _registered_method=True)
+        self.SubscribeToStreamBatched = channel.unary_stream(
+                '/eventstore.EventStore/SubscribeToStreamBatched',
+                request_serializer=eventstore__pb2.SubscribeToStreamRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.EventBatch.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -135,6 +145,23 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubscribeToAllBatched(self, request, context):
+        """SubscribeToAll and SubscribeToStream with many events per message: each message
+        carries the events the server has at hand, in order (at most about 1,000 events
+        or 1 MiB). Every gRPC message costs a round trip through the gRPC runtime on
+        both sides, so one event per message caps a subscriber far below what it can
+        read; these carry catch-up at hundreds of thousands of events a second.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeToStreamBatched(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -177,6 +204,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.DeleteStream,
                     request_deserializer=eventstore__pb2.DeleteStreamRequest.FromString,
                     response_serializer=eventstore__pb2.DeleteStreamResponse.SerializeToString,
+            ),
+            'SubscribeToAllBatched': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeToAllBatched,
+                    request_deserializer=eventstore__pb2.SubscribeToAllRequest.FromString,
+                    response_serializer=eventstore__pb2.EventBatch.SerializeToString,
+            ),
+            'SubscribeToStreamBatched': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeToStreamBatched,
+                    request_deserializer=eventstore__pb2.SubscribeToStreamRequest.FromString,
+                    response_serializer=eventstore__pb2.EventBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -395,6 +432,60 @@ class EventStore:
             '/eventstore.EventStore/DeleteStream',
             eventstore__pb2.DeleteStreamRequest.SerializeToString,
             eventstore__pb2.DeleteStreamResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeToAllBatched(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.EventStore/SubscribeToAllBatched',
+            eventstore__pb2.SubscribeToAllRequest.SerializeToString,
+            eventstore__pb2.EventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeToStreamBatched(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.EventStore/SubscribeToStreamBatched',
+            eventstore__pb2.SubscribeToStreamRequest.SerializeToString,
+            eventstore__pb2.EventBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -37,7 +37,12 @@ from hydra.gateway._requests import (
     check_position,
     check_stream_id,
 )
-from hydra.gateway._subscriptions import Subscriptions, grpc_messages, parse_filter
+from hydra.gateway._subscriptions import (
+    Subscriptions,
+    grpc_batch,
+    grpc_messages,
+    parse_filter,
+)
 from hydra.limits import Limits
 from hydra.readers.hub import Subscriber
 
@@ -213,13 +218,32 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
     # -- subscriptions -----------------------------------------------------------
 
     # Subscriptions write with ``context.write`` rather than yield: a generator layer
-    # costs a resumption per event, and a subscription sends many. The messages are
-    # serialized once per slice, shared by every subscriber (see _subscriptions.py),
-    # and go out as they are (``_SUBSCRIPTION_SERIALIZER``).
+    # costs a resumption per message, and a subscription sends many. The messages
+    # are serialized once per slice, shared by every subscriber (see
+    # _subscriptions.py), and go out as they are (``_SUBSCRIPTION_SERIALIZER``).
 
     async def SubscribeToAll(
         self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
     ) -> None:
+        await self._subscribe_all(request, context, batched=False)
+
+    async def SubscribeToAllBatched(
+        self, request: pb.SubscribeToAllRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._subscribe_all(request, context, batched=True)
+
+    async def SubscribeToStream(
+        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._subscribe_stream(request, context, batched=False)
+
+    async def SubscribeToStreamBatched(
+        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
+    ) -> None:
+        await self._subscribe_stream(request, context, batched=True)
+
+    async def _subscribe_all(self, request: pb.SubscribeToAllRequest,
+                             context: grpc.aio.ServicerContext, batched: bool) -> None:
         try:
             if isinstance(request, _Malformed):
                 raise InvalidArgument(request.message)
@@ -228,11 +252,10 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                                 "event_types")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
-        await self._deliver(self.subscriptions.all(start, filt), context)
+        await self._deliver(self.subscriptions.all(start, filt), context, batched)
 
-    async def SubscribeToStream(
-        self, request: pb.SubscribeToStreamRequest, context: grpc.aio.ServicerContext
-    ) -> None:
+    async def _subscribe_stream(self, request: pb.SubscribeToStreamRequest,
+                                context: grpc.aio.ServicerContext, batched: bool) -> None:
         try:
             if isinstance(request, _Malformed):
                 raise InvalidArgument(request.message)
@@ -240,13 +263,17 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             start = check_position(request.from_version, "from_version")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
-        await self._deliver(self.subscriptions.stream(stream_id, start), context)
+        await self._deliver(self.subscriptions.stream(stream_id, start), context, batched)
 
-    async def _deliver(self, sub: Subscriber, context: grpc.aio.ServicerContext) -> None:
+    async def _deliver(self, sub: Subscriber, context: grpc.aio.ServicerContext,
+                       batched: bool) -> None:
         try:
             write = context.write
             while (slices := await sub.next()) is not None:
                 for s in slices:
+                    if batched:
+                        await write(grpc_batch(s))
+                        continue
                     for message in grpc_messages(s):
                         await write(message)
             raise _ended()
@@ -310,7 +337,10 @@ def _passthrough(message: bytes) -> bytes:
 
 
 # Subscriptions write Event messages already serialized.
-_SUBSCRIPTION_SERIALIZER = {"SubscribeToAll": _passthrough, "SubscribeToStream": _passthrough}
+_SUBSCRIPTION_SERIALIZER = {
+    name: _passthrough for name in ("SubscribeToAll", "SubscribeToStream",
+                                    "SubscribeToAllBatched", "SubscribeToStreamBatched")
+}
 
 
 def _add_event_store(servicer: EventStoreServicer, server: grpc.aio.Server) -> None:

@@ -178,6 +178,32 @@ def grpc_messages(s: Slice) -> list[bytes]:
     return cached
 
 
+def grpc_batch(s: Slice) -> bytes:
+    """The slice as one serialized ``EventBatch`` (its field 1 repeated: each event's
+    serialized message behind its tag and length), sharing ``grpc_messages``."""
+    cached: bytes | None = s.cache.get("grpc-batch")
+    if cached is None:
+        parts = []
+        for message in grpc_messages(s):
+            parts.append(_BATCH_TAG)
+            parts.append(_varint(len(message)))
+            parts.append(message)
+        cached = s.cache["grpc-batch"] = b"".join(parts)
+    return cached
+
+
+_BATCH_TAG = b"\x0a"  # field 1, length-delimited
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
 _OPENING = b": subscribed\nretry: %d\n\n"
 _KEEPALIVE = b": keepalive\n\n"
 

@@ -228,3 +228,29 @@ def test_bad_filters_over_grpc(stub):
         with pytest.raises(grpc.RpcError) as info:
             next(stub.SubscribeToAll(request, timeout=10))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_batched_grpc_subscriptions_carry_the_same_events(server, stub, http, stream):
+    start = int(http.get("/health").json()["writer"]["committedPosition"])
+    append(http, stream, 2500)  # catch-up: several batches
+    call = stub.SubscribeToAllBatched(pb.SubscribeToAllRequest(
+        from_position=start, stream_prefix=stream), timeout=30)
+    by_stream = stub.SubscribeToStreamBatched(pb.SubscribeToStreamRequest(
+        stream_id=stream, from_version=10), timeout=30)
+    got: list[pb.Event] = []
+    while len(got) < 2500:
+        batch = next(call)
+        assert 0 < len(batch.events) <= 1000
+        got += batch.events
+    append(http, stream, 3, "Live")  # live
+    while len(got) < 2503:
+        got += next(call).events
+    versions: list[int] = []
+    while len(versions) < 2493:
+        versions += [e.version for e in next(by_stream).events]
+    call.cancel()
+    by_stream.cancel()
+    assert [e.position for e in got] == positions_of(http, stream)
+    assert [e.event_type for e in got[-3:]] == ["Live"] * 3
+    assert got[0].data == b"0" and got[0].stream_id == stream
+    assert versions == list(range(10, 2503))
