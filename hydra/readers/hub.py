@@ -127,9 +127,9 @@ class Subscriber:
     """
 
     __slots__ = (
-        "_anchor", "_beat", "_error", "_floor", "_next_version", "_queue", "_queued", "_queued_bytes",
-        "_sent", "_waiter", "closed", "detached", "filter", "hub", "live", "min_version",
-        "position", "stream_id",
+        "_anchor", "_beat", "_error", "_floor", "_next_version", "_queue", "_queued",
+        "_queued_bytes", "_sent", "_waiter", "closed", "detached", "filter", "hub", "live",
+        "min_version", "position", "stream_id",
     )
 
     def __init__(
@@ -436,8 +436,13 @@ class Hub:
     def _add(self, sub: Subscriber) -> Subscriber:
         if self.closed:
             sub.closed = True
-        else:
-            self._subscribers.add(sub)
+            return sub
+        if not self._live:
+            # Nobody is live: the part of the log the hub has not read is left to
+            # catch-up reads anyway (as in ``pump``), so skip to the end now rather
+            # than read it for live delivery.
+            self.position = max(self.position, self.source.committed_position)
+        self._subscribers.add(sub)
         return sub
 
     @property

@@ -85,6 +85,21 @@ def test_switch_while_the_hub_is_behind(store):
     run(main())
 
 
+def test_history_is_read_by_catch_up_not_by_the_hub(store):
+    async def main() -> None:
+        hub = Hub(store, chunk=10)  # created at position 0, with nobody subscribed
+        append(store, "a", 50)
+        sub = hub.subscribe_all(0)
+        got = await drain(sub)  # caught up and live before the hub reads anything
+        got += await drain(sub, hub)
+        assert len(got) == 50
+        assert hub.events_read == 0  # the hub read nothing for live delivery
+        append(store, "a", 5)
+        assert len(await drain(sub, hub)) == 5 and hub.events_read == 5
+
+    run(main())
+
+
 def test_start_position_in_the_future_delivers_nothing_before_it(store):
     append(store, "a", 3)
 
