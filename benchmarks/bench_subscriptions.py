@@ -156,11 +156,13 @@ def sse_live(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, 
     start = committed(server)
     per_proc = args.subscribers // args.client_procs
     detailed = max(1, args.detailed // args.client_procs)
+    outs = [Path(server.root, f"clients-{i}.json") for i in range(args.client_procs)]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "tests.subscriptions._sse_clients", "127.0.0.1",
-         str(server.http_port), f"/subscribe/all?from={start}", str(per_proc), str(detailed)],
+         str(server.http_port), f"/subscribe/all?from={start}", str(per_proc), str(detailed),
+         str(out)],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        for _ in range(args.client_procs)]
+        for out in outs]
     try:
         for p in procs:
             assert p.stdout is not None
@@ -176,7 +178,9 @@ def sse_live(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, 
             assert p.stdin is not None
             p.stdin.write(f"{last}\n{args.seconds * 10 + 30}\n")
             p.stdin.flush()
-        results = [json.loads(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "done"
+        results = [json.loads(out.read_text()) for out in outs]
         elapsed = time.monotonic() - t0
         cpu = {pid: cpu_seconds(pid) - cpu0[pid] for pid in cpu0}
     finally:

@@ -10,12 +10,13 @@ Linux), for latency figures.
 
 Run as a process (one per core is plenty)::
 
-    python -m tests.subscriptions._sse_clients HOST PORT PATH COUNT DETAILED
+    python -m tests.subscriptions._sse_clients HOST PORT PATH COUNT DETAILED RESULT
 
 It prints ``ready`` once every subscriber has its opening comment, then reads
-from stdin the ``id`` of the last event to expect, and prints one JSON document
-when every subscriber has received it (or after the timeout on stdin's second
-line), then exits.
+from stdin the ``id`` of the last event to expect, and when every subscriber has
+received it (or after the timeout on stdin's second line) writes one JSON
+document to the file RESULT, prints ``done`` and exits. (A large result printed
+on the pipe was sometimes cut at a multiple of 64 KiB on the parent's side.)
 """
 
 from __future__ import annotations
@@ -159,6 +160,7 @@ async def run(host: str, port: int, path: str, count: int, detailed: int,
 
 def main(argv: list[str]) -> int:
     host, port, path, count, detailed = argv[0], int(argv[1]), argv[2], int(argv[3]), int(argv[4])
+    out = argv[5]
     async def amain() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         lines: asyncio.Queue[str] = asyncio.Queue()
@@ -174,8 +176,9 @@ def main(argv: list[str]) -> int:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         result = runner.run(amain())
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    with open(out, "w") as f:
+        json.dump(result, f)
+    print("done", flush=True)
     return 0
 
 

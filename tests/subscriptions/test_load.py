@@ -88,14 +88,15 @@ async def paced_appends(target: str, rate: float, count: int, streams: int) -> i
     return last
 
 
-def test_a_thousand_sse_subscribers_each_receive_every_event_once_in_order(server):
+def test_a_thousand_sse_subscribers_each_receive_every_event_once_in_order(server, tmp_path):
     start = committed(server)
     pids = gateway_pids(server)
     files = [open_files(pid) for pid in pids]
+    outs = [tmp_path / f"clients-{i}.json" for i in range(2)]
     procs = [subprocess.Popen(
         [sys.executable, "-m", "tests.subscriptions._sse_clients", "127.0.0.1",
-         str(server.http_port), f"/subscribe/all?from={start}", "500", "2"],
-        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+         str(server.http_port), f"/subscribe/all?from={start}", "500", "2", str(out)],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for out in outs]
     try:
         for p in procs:
             assert p.stdout is not None and p.stdout.readline().strip() == "ready"
@@ -107,7 +108,9 @@ def test_a_thousand_sse_subscribers_each_receive_every_event_once_in_order(serve
             assert p.stdin is not None
             p.stdin.write(f"{last}\n120\n")
             p.stdin.flush()
-        results = [json.loads(p.stdout.readline()) for p in procs]  # type: ignore[union-attr]
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "done"
+        results = [json.loads(out.read_text()) for out in outs]
     finally:
         for p in procs:
             p.kill()
