@@ -157,8 +157,11 @@ class RawSubscriber:
         self.partial = frames.pop()
         self.ids += [int(f[4:f.index(b"\n")]) for f in frames if f.startswith(b"id: ")]
 
-    def close(self) -> None:
+    def shutdown(self) -> None:
+        """End the connection; a ``read`` blocked in another thread returns."""
         self.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
         self.sock.close()
 
 
@@ -207,10 +210,12 @@ def test_a_slow_subscriber_gets_all_of_a_burst_and_memory_stays_bounded(server):
     finally:
         sampling = False
         done.set()
-        slow.close()
-        fast.close()
+        for sub in (slow, fast):
+            sub.shutdown()
         for t in threads:
             t.join()
+        slow.close()
+        fast.close()
     positions, _ = log_since(server, start)
     assert appended == burst == len(positions)
     assert slow.ids == positions  # every event, once, in order
