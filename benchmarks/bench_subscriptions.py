@@ -3,16 +3,20 @@
 Scenarios (each run ``--runs`` times on a fresh server; medians reported):
 
     sse-live       --subscribers SSE subscribers on /subscribe/all while one client
-                   appends single events at --rate events/s for --seconds: latency
+                   appends at --rate events/s for --seconds (once per --append-batch
+                   value: events per append, 1 = single-event appends): latency
                    from the append's acknowledgement to the event's arrival at a
                    subscriber (p50, p99, max over --detailed subscribers), and a
                    check that every subscriber received every event exactly once,
                    in order (CRC of its whole stream against the log's).
     sse-catch-up   one SSE subscriber reads --history events of history: events/s.
-    grpc-catch-up  the same over gRPC SubscribeToAll.
-    grpc-live      --grpc-subscribers gRPC SubscribeToAll subscribers while batches
-                   are appended as fast as the server takes them: events delivered
-                   per second, all subscribers together.
+    grpc-catch-up  the same over gRPC SubscribeToAll (one event per message).
+    grpc-catch-up-batched   ... over SubscribeToAllBatched (many per message).
+    grpc-live      --grpc-subscribers gRPC SubscribeToAll subscribers (one connection
+                   each) while --grpc-events events are appended in batches of 100 as
+                   fast as the server takes them: events delivered per second, all
+                   subscribers together, until the last subscriber has them all.
+    grpc-live-batched       ... over SubscribeToAllBatched.
 
 Subscribers run in separate processes (``tests/subscriptions/_sse_clients.py``
 for SSE), so the figures include a real client's share of the two cores.
@@ -172,7 +176,7 @@ def sse_live(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, 
         cpu0 = {pid: cpu_seconds(pid) for pid in pids + [p.pid for p in procs]}
         t0 = time.monotonic()
         acks = asyncio.run(paced_appends(server.grpc_target, args.rate, args.seconds,
-                                         args.streams, args.append_batch, seed))
+                                         args.streams, args.batch, seed))
         last = max(acks)
         for p in procs:
             assert p.stdin is not None
@@ -362,8 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0, help="appends per second (sse-live)")
     p.add_argument("--seconds", type=float, default=10.0, help="length of the sse-live run")
     p.add_argument("--streams", type=int, default=100)
-    p.add_argument("--append-batch", type=int, default=1,
-                   help="events per append in sse-live (1: single-event appends)")
+    p.add_argument("--append-batch", type=int, nargs="+", default=[1, 10],
+                   help="events per append in sse-live (1: single-event appends); one "
+                        "sse-live scenario per value")
     p.add_argument("--history", type=int, default=200_000, help="events of history (catch-up)")
     p.add_argument("--grpc-subscribers", type=int, default=100)
     p.add_argument("--grpc-events", type=int, default=10_000,
@@ -375,7 +380,14 @@ def main(argv: list[str] | None = None) -> int:
 
     report: dict[str, Any] = {"args": {k: str(v) for k, v in vars(args).items()},
                               "load_before": os.getloadavg(), "scenarios": {}}
+    plan = []
     for name in args.scenarios:
+        if name == "sse-live":
+            plan += [(f"sse-live, {b} event(s) per append", name, b) for b in args.append_batch]
+        else:
+            plan.append((name, name, 1))
+    for label, name, batch in plan:
+        args.batch = batch
         runs = []
         for run in range(args.runs):
             server = Cluster(workers=2, sync=args.sync, HYDRA_LOG_LEVEL="warning",
@@ -387,9 +399,9 @@ def main(argv: list[str] | None = None) -> int:
                 result = RUNNERS[name](server, args, args.seed + run)
             finally:
                 server.stop()
-            print(f"{name} run {run + 1}: {json.dumps(result)}", file=sys.stderr)
+            print(f"{label} run {run + 1}: {json.dumps(result)}", file=sys.stderr)
             runs.append(result)
-        report["scenarios"][name] = {"runs": runs, "median": _medians(runs)}
+        report["scenarios"][label] = {"runs": runs, "median": _medians(runs)}
     report["load_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     print(text)
