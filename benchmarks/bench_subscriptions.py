@@ -220,7 +220,25 @@ def sse_live(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, 
     }
 
 
+def _with_cpu(server: Cluster, run: Any) -> dict[str, Any]:
+    """``run()``'s result plus the CPU the gateways and this process spent per event."""
+    pids = gateway_pids(server)
+    cpu0 = sum(cpu_seconds(pid) for pid in pids)
+    client0 = time.process_time()
+    result: dict[str, Any] = run()
+    events = result["events"]
+    result["cpu_us_per_event"] = {
+        "gateways": (sum(cpu_seconds(pid) for pid in pids) - cpu0) / events * 1e6,
+        "client": (time.process_time() - client0) / events * 1e6,
+    }
+    return result
+
+
 def sse_catch_up(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    return _with_cpu(server, lambda: _sse_catch_up(server, args))
+
+
+def _sse_catch_up(server: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     start = server.history_start  # type: ignore[attr-defined]
     want = args.history
     got = 0
@@ -265,12 +283,12 @@ def _grpc_catch_up(server: Cluster, args: argparse.Namespace, batched: bool) -> 
 
 
 def grpc_catch_up(server: Cluster, args: argparse.Namespace, seed: int) -> dict[str, Any]:
-    return _grpc_catch_up(server, args, batched=False)
+    return _with_cpu(server, lambda: _grpc_catch_up(server, args, batched=False))
 
 
 def grpc_catch_up_batched(server: Cluster, args: argparse.Namespace,
                           seed: int) -> dict[str, Any]:
-    return _grpc_catch_up(server, args, batched=True)
+    return _with_cpu(server, lambda: _grpc_catch_up(server, args, batched=True))
 
 
 def _grpc_live_client(target: str, start: int, count: int, want: int, batched: bool,
