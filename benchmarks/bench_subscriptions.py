@@ -417,8 +417,10 @@ def main(argv: list[str] | None = None) -> int:
         args.batch = batch
         runs = []
         for run in range(args.runs):
+            # The test launcher's 2 s writer timeout is too short for a machine this
+            # loaded (grpc-live keeps both cores busy): the service's default here.
             server = Cluster(workers=2, sync=args.sync, HYDRA_LOG_LEVEL="warning",
-                             HYDRA_SSE_HEARTBEAT="3600").start()
+                             HYDRA_SSE_HEARTBEAT="3600", HYDRA_WRITER_TIMEOUT="5").start()
             try:
                 if "catch-up" in name:
                     server.history_start = committed(server)  # type: ignore[attr-defined]
