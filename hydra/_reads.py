@@ -19,7 +19,7 @@ from hydra._format import (
     RecordedEvent,
     decode_event,
 )
-from hydra.errors import InvalidArgument
+from hydra.errors import InvalidArgument, StoreClosed
 from hydra.limits import check_int
 
 if TYPE_CHECKING:
@@ -148,33 +148,39 @@ class ReadSide:
         new = tuple.__new__
         cls = RecordedEvent
         left = -1 if limit is None else limit
-        for i in rng:
-            if left == 0:
-                return
-            p = positions[i]  # type: ignore[index]
-            s = p // size
-            buf = maps[s] if s < len(maps) else segments.map(s)
-            off = p - s * size
-            (length, crc, env_version, kind, _flags, _r0, version, ts,
-             sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, off)
-            payload = buf[off + 8:off + 8 + length]
-            a = 32 + sid_len
-            b = a + eid_len
-            c = b + type_len
-            d = c + meta_len
-            if (crc32(payload) != crc or kind != KIND_EVENT or env_version != ENVELOPE_VERSION
-                    or d > length or length == 0):
-                decode_event(buf, off, p)  # raises CorruptLog with the reason
-                raise AssertionError("unreachable")
-            sid = payload[32:a]
-            if tombstones is not None and tombstones.get(sid, -1) > p:
-                continue
-            try:
-                ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
-                               payload[b:c].decode(), payload[d:], payload[c:d], ts / 1e6))
-            except UnicodeDecodeError:
-                decode_event(buf, off, p)
-                raise
-            if left > 0:
-                left -= 1
-            yield ev
+        try:
+            for i in rng:
+                if left == 0:
+                    return
+                p = positions[i]  # type: ignore[index]
+                s = p // size
+                buf = maps[s] if s < len(maps) else segments.map(s)
+                off = p - s * size
+                (length, crc, env_version, kind, _flags, _r0, version, ts,
+                 sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, off)
+                payload = buf[off + 8:off + 8 + length]
+                a = 32 + sid_len
+                b = a + eid_len
+                c = b + type_len
+                d = c + meta_len
+                if (crc32(payload) != crc or kind != KIND_EVENT or env_version != ENVELOPE_VERSION
+                        or d > length or length == 0):
+                    decode_event(buf, off, p)  # raises CorruptLog with the reason
+                    raise AssertionError("unreachable")
+                sid = payload[32:a]
+                if tombstones is not None and tombstones.get(sid, -1) > p:
+                    continue
+                try:
+                    ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
+                                   payload[b:c].decode(), payload[d:], payload[c:d], ts / 1e6))
+                except UnicodeDecodeError:
+                    decode_event(buf, off, p)
+                    raise
+                if left > 0:
+                    left -= 1
+                yield ev
+        except (ValueError, IndexError):
+            # Store.close() unmaps the segments under a read still iterating.
+            if getattr(self, "_closed", False):
+                raise StoreClosed("the store was closed during this read") from None
+            raise

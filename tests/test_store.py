@@ -353,3 +353,14 @@ def test_failed_fsync_releases_every_waiting_thread(data_dir, monkeypatch):
     assert outcomes == ["error"] * 8
     monkeypatch.setattr(_log.os, "fdatasync", real)
     s.close()
+
+
+def test_read_iterating_across_close_raises_store_closed(data_dir):
+    s = hydra.open(data_dir, segment_size=4096)
+    for n in range(40):
+        s.append("s", "", b"x" * 200)
+    reader = s.read_all()
+    next(reader)
+    s.close()
+    with pytest.raises(hydra.HydraError, match="closed"):
+        list(reader)
