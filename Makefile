@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test run venv proto lint clean
+.PHONY: test run status venv proto lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -24,10 +24,18 @@ HYDRA_DATA ?= $(CURDIR)/data
 HYDRA_WORKERS ?= $(shell nproc 2>/dev/null || getconf _NPROCESSORS_ONLN 2>/dev/null || echo 2)
 HYDRA_LOG_DIR ?= $(HYDRA_DATA)/logs
 
+# A program that cannot start is reported on this console and ends the run: the
+# watchdog (hydra/_watchdog.py) records it in HYDRA_LOG_DIR/fatal and stops
+# supervisord, and `make run` exits 1.
 run: $(STAMP)
-	mkdir -p "$(HYDRA_LOG_DIR)"
-	HYDRA_DATA="$(HYDRA_DATA)" HYDRA_WORKERS="$(HYDRA_WORKERS)" HYDRA_LOG_DIR="$(HYDRA_LOG_DIR)" \
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" exec $(VENV)/bin/supervisord -c supervisord.conf
+	umask 077 && mkdir -p "$(HYDRA_LOG_DIR)" && rm -f "$(HYDRA_LOG_DIR)/fatal"
+	umask 077; HYDRA_DATA="$(HYDRA_DATA)" HYDRA_WORKERS="$(HYDRA_WORKERS)" HYDRA_LOG_DIR="$(HYDRA_LOG_DIR)" \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/supervisord -c supervisord.conf; \
+	status=$$?; test ! -e "$(HYDRA_LOG_DIR)/fatal" || exit 1; exit $$status
+
+# The processes of `make run` and the writer's committed position (same defaults).
+status: $(STAMP)
+	@HYDRA_DATA="$(HYDRA_DATA)" HYDRA_LOG_DIR="$(HYDRA_LOG_DIR)" $(VENV)/bin/hydra status
 
 proto: $(STAMP)
 	$(PY) -m hydra._proto.generate

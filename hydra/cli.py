@@ -5,19 +5,31 @@ Each subcommand lives with the code it runs and exposes ``main(argv) -> int``.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from typing import NoReturn
 
 _COMMANDS = {
     "verify": ("hydra._verify", "check every record of a data directory"),
     "writer": ("hydra.writer.__main__", "run the writer process (owns the log)"),
     "gateway": ("hydra.gateway.__main__", "run a gateway worker (HTTP + gRPC)"),
     "stress": ("hydra.stress", "load-test a running server"),
+    "token": ("hydra._tokens", "add, remove or list bearer tokens (HYDRA_TOKENS_FILE)"),
+    "watchdog": ("hydra._watchdog", "supervisord event listener: stop a server that cannot start"),
+    "status": ("hydra._status", "show the processes of `make run` and the committed position"),
 }
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, with an operator's mistake reported on one line (no usage dump)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _usage() -> str:
-    lines = ["usage: hydra COMMAND [options]", "", "commands:"]
+    lines = ["usage: hydra [--version] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in _COMMANDS.items()]
     lines.append("\n`hydra COMMAND --help` describes a command's options.")
     return "\n".join(lines)
@@ -25,6 +37,11 @@ def _usage() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in ("-V", "--version"):
+        from importlib.metadata import version
+
+        print(f"hydra {version('hydra')}")
+        return 0
     if not args or args[0] in ("-h", "--help"):
         print(_usage())
         return 0 if args else 2

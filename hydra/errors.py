@@ -78,3 +78,15 @@ class Unavailable(HydraError):
 
 class StoreClosed(HydraError):
     """The store was closed; open it again to use it."""
+
+
+class Unauthenticated(HydraError):
+    """A server refused a request that carries no valid bearer token (HTTP 401)."""
+
+
+class PermissionDenied(HydraError):
+    """A server refused a request whose token's role does not allow it (HTTP 403)."""
+
+
+class AddressInUse(HydraError):
+    """A port a server must listen on is taken (by another program or deployment)."""

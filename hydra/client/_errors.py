@@ -17,9 +17,11 @@ import grpc
 from hydra.errors import (
     HydraError,
     InvalidArgument,
+    PermissionDenied,
     StorageError,
     StreamExists,
     StreamNotFound,
+    Unauthenticated,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -80,6 +82,10 @@ def from_grpc(
                 # A message over the server's size limit (HTTP says 413).
                 grpc.StatusCode.RESOURCE_EXHAUSTED):
         return InvalidArgument(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(details)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded(f"the server did not answer in time ({details})")
     if code in RESUMABLE_CODES:
@@ -115,6 +121,10 @@ def from_http(
         return StreamNotFound(stream_id)
     if kind in ("invalid_argument", "payload_too_large") or status in (400, 413, 422):
         return InvalidArgument(message)
+    if kind == "unauthenticated" or status == 401:
+        return Unauthenticated(message)
+    if kind == "permission_denied" or status == 403:
+        return PermissionDenied(message)
     if kind == "unavailable" or status in (502, 503, 504):
         return Unavailable(message)
     if kind == "storage_error":

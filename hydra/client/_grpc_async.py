@@ -30,6 +30,7 @@ from hydra.client._model import (
     idempotent,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
+from hydra.client._security import check_token, grpc_channel
 from hydra.client._subscription import AsyncSubscription
 from hydra.errors import StoreClosed, Unavailable
 
@@ -78,8 +79,12 @@ class AsyncHydraClient:
         resume: Retry = RESUME,
         read_your_writes: bool = True,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.target = msg.grpc_target(address)
+        self._token = check_token(token)
+        self._ca_file = ca_file
         self.pool = msg.check_pool(pool)
         self.timeout = msg.check_timeout(timeout)
         self.read_timeout = msg.check_timeout(read_timeout, "read_timeout")
@@ -103,7 +108,8 @@ class AsyncHydraClient:
             raise StoreClosed("the client is closed")
         if not self._stubs:
             self._channels = [
-                grpc.aio.insecure_channel(self.target, msg.channel_options(n, self._options))
+                grpc_channel(self.target, msg.channel_options(n, self._options),
+                             token=self._token, ca_file=self._ca_file, aio=True)
                 for n in range(self.pool)
             ]
             self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]

@@ -30,6 +30,7 @@ from hydra.client._model import (
     idempotent,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
+from hydra.client._security import check_token, grpc_channel
 from hydra.client._subscription import Subscription
 from hydra.errors import StoreClosed
 
@@ -82,15 +83,19 @@ class HydraClient:
         resume: Retry = RESUME,
         read_your_writes: bool = True,
         options: Sequence[tuple[str, Any]] = (),
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.target = msg.grpc_target(address)
+        token = check_token(token)
         pool = msg.check_pool(pool)
         self.timeout = msg.check_timeout(timeout)
         self.read_timeout = msg.check_timeout(read_timeout, "read_timeout")
         self._retry = retry or NO_RETRY
         self._resume = resume
         self._ryw = read_your_writes
-        self._channels = [grpc.insecure_channel(self.target, msg.channel_options(n, options))
+        self._channels = [grpc_channel(self.target, msg.channel_options(n, options),
+                                       token=token, ca_file=ca_file, aio=False)
                           for n in range(pool)]
         self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
         self._turn = itertools.count()

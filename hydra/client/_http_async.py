@@ -30,6 +30,7 @@ from hydra.client._model import (
     idempotent,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
+from hydra.client._security import check_token, http_options
 from hydra.client._sse import SseParser
 from hydra.client._subscription import AsyncSubscription
 from hydra.errors import HydraError, StoreClosed, StreamNotFound, Unavailable
@@ -76,8 +77,11 @@ class AsyncHttpClient:
         retry: Retry | None = RETRY,
         resume: Retry = RESUME,
         read_your_writes: bool = True,
+        token: str | None = None,
+        ca_file: str | None = None,
     ) -> None:
         self.base_url = msg.base_url(address)
+        self._security = http_options(check_token(token), ca_file)
         self.pool = check_pool(pool)
         self.timeout = check_timeout(timeout)
         self.read_timeout = check_timeout(read_timeout, "read_timeout")
@@ -85,7 +89,7 @@ class AsyncHttpClient:
         self._resume = resume
         self._ryw = read_your_writes
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout,
+            base_url=self.base_url, timeout=self.timeout, **self._security,
             limits=httpx.Limits(max_connections=pool, max_keepalive_connections=pool),
         )
         self._sse_http: httpx.AsyncClient | None = None
@@ -285,6 +289,7 @@ class AsyncHttpClient:
         connections of their own, outside the pool that calls take turns on."""
         if self._sse_http is None:
             self._sse_http = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout,
+                                        **self._security,
                                         limits=httpx.Limits(max_connections=None))
         return self._sse_http
 

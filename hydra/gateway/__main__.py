@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -12,6 +13,7 @@ from hydra.gateway.config import GatewayConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.umask(0o077)  # whatever this process creates is for this user alone
     try:
         config = GatewayConfig.from_args(sys.argv[1:] if argv is None else argv)
     except HydraError as exc:
@@ -32,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(serve(config))
     except (HydraError, OSError) as exc:
-        logging.getLogger("hydra.gateway").error("cannot run: %s", exc)
+        # One line, no traceback: this is the operator's to fix (supervisord's
+        # watchdog shows it on the console).
+        print(f"hydra gateway: cannot start: {exc}", file=sys.stderr, flush=True)
         return 1
 
 

@@ -16,9 +16,11 @@ import orjson
 from hydra.errors import (
     HydraError,
     InvalidArgument,
+    PermissionDenied,
     StorageError,
     StreamExists,
     StreamNotFound,
+    Unauthenticated,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -44,6 +46,8 @@ _TABLE: tuple[tuple[type[BaseException], Mapping], ...] = (
     (StreamNotFound, Mapping(404, grpc.StatusCode.NOT_FOUND, "stream_not_found")),
     (PayloadTooLarge, Mapping(413, grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large")),
     (InvalidArgument, Mapping(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")),
+    (Unauthenticated, Mapping(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")),
+    (PermissionDenied, Mapping(403, grpc.StatusCode.PERMISSION_DENIED, "permission_denied")),
     (Unavailable, Mapping(503, grpc.StatusCode.UNAVAILABLE, "unavailable")),
     (StorageError, Mapping(500, grpc.StatusCode.INTERNAL, "storage_error")),
     (HydraError, Mapping(500, grpc.StatusCode.INTERNAL, "internal")),

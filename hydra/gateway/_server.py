@@ -3,7 +3,12 @@
 Any number of workers listen on the same two ports: both listening sockets set
 SO_REUSEPORT, and the kernel spreads new connections over the workers.
 
-Shutdown on SIGTERM or SIGINT, in order: the gRPC health service reports
+Before anything binds, the worker claims both ports for its data directory
+(``_ports``): a gateway of another deployment fails at once, naming the owner.
+With a tokens file both servers authenticate every call (``_auth``; SIGHUP
+reloads the file); with a certificate both speak TLS (``_tls``).
+
+Shutdown on SIGTERM or SIGINT (also while still waiting for the writer), in order: the gRPC health service reports
 NOT_SERVING, both servers stop accepting, in-flight requests get
 ``shutdown_grace`` seconds to finish, then the writer client, tailer and view
 are closed and the process exits 0.
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import socket
@@ -21,9 +27,13 @@ from collections.abc import Generator
 import grpc  # type: ignore[import-untyped]
 import uvicorn
 
+from hydra.errors import AddressInUse
+from hydra.gateway._auth import Authenticator, AuthInterceptor, AuthMiddleware
 from hydra.gateway._backend import Backend, ServerBackend
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
+from hydra.gateway._ports import PortClaims
+from hydra.gateway._tls import ServerTls
 from hydra.gateway._subscriptions import Subscriptions
 from hydra.gateway.config import GatewayConfig
 
@@ -48,7 +58,12 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            raise AddressInUse(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}"
+                               + (" (another program holds the port)"
+                                  if exc.errno == errno.EADDRINUSE else "")) from None
         sock.listen(2048)
         sock.setblocking(False)
     except BaseException:
@@ -76,31 +91,95 @@ async def serve(
     handled in the main thread; tests run a worker in another thread).
     """
     loop = asyncio.get_running_loop()
+    own_signals = stop is None
     if stop is None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             # The handler only sets a flag; the shutdown sequence runs below.
             loop.add_signal_handler(sig, stop.set)
 
-    if backend is None:
-        backend = await ServerBackend.start(config)
+    # Refuse bad tokens or TLS files and foreign ports before waiting for anything.
+    auth = Authenticator(config.tokens_file) if config.tokens_file else None
+    tls = None
+    if config.tls_cert and config.tls_key:
+        from hydra.gateway._tls import load_server_tls
+
+        tls = load_server_tls(config.tls_cert, config.tls_key)
+    claims = PortClaims(config.data_dir)
+    try:
+        claims.claim(config.http_port, "HTTP")
+        claims.claim(config.grpc_port, "gRPC")
+        if backend is None:
+            backend = await _start_backend(config, stop)
+            if backend is None:
+                log.info("%s stopped before the writer was ready", config.name)
+                return 0
+        if own_signals:
+            # SIGHUP re-reads the tokens file (and must not kill a worker without one).
+            loop.add_signal_handler(signal.SIGHUP, _reload, auth)
+        if auth is not None:
+            log.info("%s: authentication on, %d tokens from %s", config.name, len(auth),
+                     config.tokens_file)
+        return await _serve(config, backend, stop, claims, auth, tls)
+    finally:
+        claims.release()
+
+
+def _reload(auth: Authenticator | None) -> None:
+    if auth is None:
+        log.info("SIGHUP: no tokens file to reload")
+    else:
+        auth.reload()
+
+
+async def _start_backend(config: GatewayConfig, stop: asyncio.Event) -> Backend | None:
+    """The backend, or None when ``stop`` is set while waiting for the writer."""
+    start = asyncio.ensure_future(ServerBackend.start(config))
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if start.done():
+        return start.result()
+    start.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await start
+    return None
+
+
+async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
+                 claims: PortClaims, auth: Authenticator | None, tls: ServerTls | None) -> int:
+    loop = asyncio.get_running_loop()
     subscriptions = Subscriptions(backend, heartbeat=config.sse_heartbeat,
                                   buffer=config.subscriber_buffer)
-    http_sock = bind_reuseport(config.host, config.http_port)
-    grpc_server = grpc.aio.server(options=grpc_options(config))
+    try:
+        http_sock = bind_reuseport(config.host, config.http_port)
+    except BaseException:
+        await backend.close()
+        raise
+    claims.claim(http_sock.getsockname()[1], "HTTP")  # the port the kernel chose for 0
+    interceptors = [AuthInterceptor(auth)] if auth is not None else None
+    grpc_server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     health = add_services(grpc_server, backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
-        grpc_server.add_insecure_port(address)
-    except RuntimeError as exc:
+        if tls is not None:
+            grpc_port = grpc_server.add_secure_port(address, tls.grpc_credentials)
+        else:
+            grpc_port = grpc_server.add_insecure_port(address)
+        claims.claim(grpc_port, "gRPC")
+    except (RuntimeError, AddressInUse) as exc:
         http_sock.close()
         await backend.close()
-        raise OSError(f"cannot listen for gRPC on {address}: {exc}") from None
+        if isinstance(exc, AddressInUse):
+            raise
+        raise AddressInUse(f"cannot listen for gRPC on {address}: the port is in use by "
+                           "another program or the address is not on this machine") from None
     await grpc_server.start()
     await set_serving(health, True)
 
+    app = build_app(backend, config.max_request_size, config.name, subscriptions)
     uv_config = uvicorn.Config(
-        build_app(backend, config.max_request_size, config.name, subscriptions),
+        AuthMiddleware(app, auth) if auth is not None else app,
         http="httptools",
         lifespan="off",
         log_level=config.log_level,
@@ -108,11 +187,14 @@ async def serve(
         timeout_graceful_shutdown=int(config.shutdown_grace) or 1,
         server_header=False,
         log_config=None,  # the process logging set up in __main__ applies
+        ssl_certfile=tls.cert_file if tls is not None else None,
+        ssl_keyfile=tls.key_file if tls is not None else None,
     )
     http_server = _UvicornServer(uv_config)
     http_task = loop.create_task(http_server.serve(sockets=[http_sock]))
-    log.info("%s serving HTTP on %s:%d and gRPC on %s", config.name, config.host,
-             http_sock.getsockname()[1], address)
+    log.info("%s serving HTTP%s on %s:%d and gRPC%s on %s", config.name,
+             "S" if tls else "", config.host, http_sock.getsockname()[1],
+             " over TLS" if tls else "", address)
 
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -4,18 +4,21 @@ Every option has an environment variable that supplies its default (options
 win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
-HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER.
+HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
+HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY.
 """
 
 from __future__ import annotations
 
-import argparse
+import ipaddress
 import os
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from hydra._protocol import check_endpoint, default_endpoints
+from hydra.cli import ArgumentParser
 from hydra.errors import InvalidArgument
 from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 
@@ -49,6 +52,12 @@ class GatewayConfig:
     log_level: LogLevel = "info"
     access_log: bool = False
     name: str = field(default="gateway")  # shown in logs and /health
+    # Bearer tokens (hydra._tokens); None: no authentication, loopback only.
+    tokens_file: str | None = None
+    # Listen beyond loopback without authentication (an explicit decision).
+    insecure: bool = False
+    tls_cert: str | None = None  # PEM certificate (chain) for HTTPS and gRPC over TLS
+    tls_key: str | None = None  # its PEM private key
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -85,6 +94,15 @@ class GatewayConfig:
             raise InvalidArgument(f"loop must be uvloop or asyncio, got {self.loop!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise InvalidArgument(f"unknown log level {self.log_level!r}")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InvalidArgument("TLS needs both a certificate and a key "
+                                  "(HYDRA_TLS_CERT and HYDRA_TLS_KEY)")
+        if not self.tokens_file and not self.insecure and not is_loopback(self.host):
+            raise InvalidArgument(
+                f"refusing to listen on {self.host} without authentication: set "
+                "HYDRA_TOKENS_FILE (see `hydra token add`), or HYDRA_INSECURE=1 to serve "
+                "an open API beyond this machine"
+            )
 
     @classmethod
     def from_args(
@@ -122,7 +140,26 @@ class GatewayConfig:
             log_level=args.log_level,
             access_log=_flag(args.access_log, "--access-log"),
             name=args.name or f"gateway-{os.getpid()}",
+            tokens_file=os.path.abspath(args.tokens_file) if args.tokens_file else None,
+            insecure=_flag(args.insecure, "--insecure"),
+            tls_cert=os.path.abspath(args.tls_cert) if args.tls_cert else None,
+            tls_key=os.path.abspath(args.tls_key) if args.tls_key else None,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` stands for is a loopback address."""
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False  # the bind will fail and say why
+    return bool(infos) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
+    )
 
 
 def _number(raw: object, kind: type[int | float], option: str) -> int | float:
@@ -143,8 +180,8 @@ def _flag(raw: object, option: str) -> bool:
     raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
 
 
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser(env: Mapping[str, str]) -> ArgumentParser:
+    p = ArgumentParser(
         prog="hydra gateway",
         description="Run a gateway worker: the HTTP and gRPC APIs on one event loop. "
                     "Any number of workers share the ports (SO_REUSEPORT).",
@@ -200,4 +237,15 @@ def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
                                         "[HYDRA_ACCESS_LOG]")
     p.add_argument("--name", default=env.get("HYDRA_WORKER_NAME"),
                    help="worker name for logs and /health [HYDRA_WORKER_NAME]")
+    p.add_argument("--tokens-file", default=env.get("HYDRA_TOKENS_FILE") or None,
+                   metavar="FILE",
+                   help="bearer tokens (hydra token add); reloaded on SIGHUP. Without it "
+                        "only loopback addresses are allowed [HYDRA_TOKENS_FILE]")
+    p.add_argument("--insecure", default=env.get("HYDRA_INSECURE", "false"), metavar="BOOL",
+                   help="allow a non-loopback address without authentication "
+                        "[HYDRA_INSECURE]")
+    p.add_argument("--tls-cert", default=env.get("HYDRA_TLS_CERT") or None, metavar="PEM",
+                   help="certificate for HTTPS and gRPC over TLS [HYDRA_TLS_CERT]")
+    p.add_argument("--tls-key", default=env.get("HYDRA_TLS_KEY") or None, metavar="PEM",
+                   help="private key of --tls-cert [HYDRA_TLS_KEY]")
     return p

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 from hydra.errors import HydraError
 from hydra.stress import _worker
@@ -49,7 +49,8 @@ async def _count(opts: Options, names: list[str], committed: int) -> int:
     from hydra.client import AsyncHttpClient, AsyncHydraClient
 
     kind = AsyncHydraClient if opts.protocol == "grpc" else AsyncHttpClient
-    async with kind(opts.target, pool=min(opts.pool, 8), timeout=opts.timeout) as client:
+    async with kind(opts.target, pool=min(opts.pool, 8), timeout=opts.timeout,
+                    token=opts.token, ca_file=opts.ca_file) as client:
         client.observe_position(committed)
         sem = asyncio.Semaphore(64)
 
@@ -71,6 +72,37 @@ def _stop(procs: list[Any], conns: list[Connection]) -> None:
         if p.is_alive():
             p.terminate()  # our own child, stuck
             p.join(5)
+
+
+def _collect(conns: list[Connection], start: float, deadline: float) -> list[Any] | None:
+    """Every process's tally, printing a progress line (stderr) each second meanwhile;
+    None when they do not all finish before ``deadline``."""
+    from multiprocessing.connection import wait
+
+    tallies: dict[int, Any] = {}
+    counts = [(0, 0)] * len(conns)
+    next_line = start + 1.0
+    while len(tallies) < len(conns):
+        now = time.monotonic()
+        if now >= deadline:
+            return None
+        waiting = [c for i, c in enumerate(conns) if i not in tallies]
+        for ready in wait(waiting, max(0.0, min(next_line, deadline) - now)):
+            conn = cast(Connection, ready)
+            index = conns.index(conn)
+            message, payload = conn.recv()
+            if message == "progress":
+                counts[index] = payload
+            else:
+                tallies[index] = payload
+        now = time.monotonic()
+        if now >= next_line and len(tallies) < len(conns):
+            ok, errors = sum(c[0] for c in counts), sum(c[1] for c in counts)
+            elapsed = now - start
+            print(f"hydra stress: {elapsed:5.1f} s  {ok:,} ok ({ok / elapsed:,.0f}/s)  "
+                  f"{errors:,} errors", file=sys.stderr, flush=True)
+            next_line = now + 1.0
+    return [tallies[i] for i in range(len(conns))]
 
 
 def run(opts: Options) -> tuple[int, dict[str, Any] | None]:
@@ -105,14 +137,10 @@ def run(opts: Options) -> tuple[int, dict[str, Any] | None]:
         start = time.monotonic() + 0.2
         for conn in conns:
             conn.send(("go", start, start + opts.duration))
-        tallies = []
-        deadline = start + opts.duration + opts.timeout + 30
-        for conn in conns:
-            if not conn.poll(max(0.0, deadline - time.monotonic())):
-                _stop(procs, conns)
-                return _fail("a load process did not finish in time"), None
-            message, tally = conn.recv()
-            tallies.append(tally)
+        tallies = _collect(conns, start, start + opts.duration + opts.timeout + 30)
+        if tallies is None:
+            _stop(procs, conns)
+            return _fail("a load process did not finish in time"), None
     except (EOFError, ConnectionError):
         _stop(procs, conns)
         return _fail("a load process died; see its output above"), None

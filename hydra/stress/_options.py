@@ -34,6 +34,8 @@ class Options:
     verify: bool
     json: bool
     seed: int
+    token: str | None = None  # bearer token for every request
+    ca_file: str | None = None  # CA certificates (PEM) to trust; TLS for grpc
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip counting the appended events in the log afterwards")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--token", default=os.environ.get("HYDRA_TOKEN") or None,
+                   help="bearer token sent with every request [HYDRA_TOKEN]")
+    p.add_argument("--ca-file", default=None, metavar="PEM",
+                   help="certificate authorities to trust (turns TLS on for grpc; "
+                        "http follows an https:// --target)")
     return p
 
 
@@ -138,7 +145,7 @@ def parse(argv: Sequence[str]) -> Options:
            f"--processes ({processes}) must not exceed --workers ({a.workers})")
     return Options(a.protocol, target, a.workers, a.duration, a.pool, a.streams, a.batch,
                    a.event_size, a.read_ratio, a.read_limit, processes, cpus, a.timeout,
-                   a.verify, a.json, a.seed)
+                   a.verify, a.json, a.seed, a.token, a.ca_file)
 
 
 def share(total: int, parts: int, n: int) -> int:

@@ -41,6 +41,11 @@ class Tally:
     cpu_seconds: float = 0.0  # CPU time the load process spent during the run
 
 
+# Seconds between the load processes' progress messages (the parent prints a line
+# each time).
+PROGRESS_INTERVAL = 0.5
+
+
 def stream_names(run_id: str, streams: int) -> list[str]:
     return [f"stress-{run_id}-{k}" for k in range(streams)]
 
@@ -52,7 +57,7 @@ def make_client(opts: Options, pool: int) -> Any:
     # waits: the load measures the server's own answers.
     kind = AsyncHydraClient if opts.protocol == "grpc" else AsyncHttpClient
     return kind(opts.target, pool=pool, timeout=opts.timeout, read_timeout=opts.timeout,
-                retry=None, read_your_writes=False)
+                retry=None, read_your_writes=False, token=opts.token, ca_file=opts.ca_file)
 
 
 def error_kind(exc: BaseException) -> str:
@@ -105,6 +110,13 @@ async def _user(client: Any, opts: Options, tally: Tally, names: list[str], n: i
         seq += batch
 
 
+async def _progress(conn: Connection, tally: Tally, end: float) -> None:
+    """Tell the parent the counts so far, every PROGRESS_INTERVAL seconds."""
+    while time.monotonic() < end:
+        await asyncio.sleep(PROGRESS_INTERVAL)
+        conn.send(("progress", (tally.ok, sum(tally.errors.values()))))
+
+
 async def _run(opts: Options, index: int, run_id: str, conn: Connection) -> Tally:
     pool = share(opts.pool, opts.processes, index)
     users = share(opts.workers, opts.processes, index)
@@ -127,8 +139,10 @@ async def _run(opts: Options, index: int, run_id: str, conn: Connection) -> Tall
         tally = Tally(started=time.monotonic())
         names = stream_names(run_id, opts.streams)
         prefix = f"{run_id}.{index:x}."
+        progress = asyncio.ensure_future(_progress(conn, tally, end))
         await asyncio.gather(*(_user(client, opts, tally, names, n, prefix, end)
                                for n in range(users)))
+        progress.cancel()
         tally.finished = time.monotonic()
         tally.cpu_seconds = time.process_time() - cpu
         tally.committed = client.committed_position

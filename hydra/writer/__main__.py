@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -17,6 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     storage failure, 2 for bad options.
     """
     args = sys.argv[1:] if argv is None else list(argv)
+    # Everything the writer creates (data directory, segments, index, manifest,
+    # sockets) is for this user alone, whatever umask it inherited.
+    os.umask(0o077)
     try:
         config = WriterConfig.from_args(args)
     except SystemExit as exc:  # argparse: --help, or an unknown or malformed option
@@ -33,10 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         server = WriterServer(config)
-    except HydraError as exc:
-        logging.getLogger("hydra.writer").error("cannot start: %s", exc)
+    except (HydraError, OSError) as exc:
+        # One line, no traceback: this is the operator's to fix (supervisord's
+        # watchdog shows it on the console).
+        print(f"hydra writer: cannot start: {_describe(exc)}", file=sys.stderr, flush=True)
         return 1
     return server.run()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return str(exc)
 
 
 if __name__ == "__main__":

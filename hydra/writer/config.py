@@ -8,7 +8,6 @@ HYDRA_HEARTBEAT_INTERVAL, HYDRA_LOG_LEVEL, HYDRA_LIMITS.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Literal
 
 from hydra._manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
+from hydra.cli import ArgumentParser
 from hydra.errors import InvalidArgument
 from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 from hydra.store import SYNC_MODES, SyncMode, check_sync_options
@@ -110,8 +110,8 @@ def _float(raw: str, option: str) -> float:
         raise InvalidArgument(f"{option} must be a number of seconds, got {raw!r}") from None
 
 
-def _parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def _parser(env: Mapping[str, str]) -> ArgumentParser:
+    p = ArgumentParser(
         prog="hydra writer",
         description="Run the writer process: the only process that writes the log.",
         epilog="Each option's default comes from the environment variable shown, if set.",

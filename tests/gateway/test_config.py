@@ -15,7 +15,7 @@ def test_defaults_and_environment(tmp_path):
     assert c.feed_endpoint == f"ipc://{tmp_path}/run/feed.sock"
     c = GatewayConfig.from_args(["--http-port", "81"], {
         "HYDRA_DATA": str(tmp_path), "HYDRA_HTTP_PORT": "80", "HYDRA_GRPC_PORT": "91",
-        "HYDRA_HOST": "0.0.0.0", "HYDRA_LIMITS": "max_event_size=10",
+        "HYDRA_HOST": "0.0.0.0", "HYDRA_INSECURE": "1", "HYDRA_LIMITS": "max_event_size=10",
         "HYDRA_ACCESS_LOG": "yes", "HYDRA_COMMAND_ENDPOINT": "tcp://127.0.0.1:5000",
     })
     assert (c.host, c.http_port, c.grpc_port) == ("0.0.0.0", 81, 91)
