@@ -12,12 +12,14 @@ import pytest
 
 import hydra
 from hydra.client import AsyncHttpClient, AsyncHydraClient, HttpClient, HydraClient
-from tests._server import shared_cluster
+from tests._server import SecureCluster, shared_cluster, shared_secure_cluster
 from tests.gateway._cluster import Cluster
 
 from ._adapters import Blocking
 
 SERVER_KINDS = ["grpc", "grpc-async", "http", "http-async"]
+# The same clients with an admin token over TLS, against a server with both on.
+SECURE_KINDS = [f"{kind}-secure" for kind in SERVER_KINDS]
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +27,17 @@ def cluster(request: pytest.FixtureRequest) -> Cluster:
     return shared_cluster(request)
 
 
+@pytest.fixture(scope="session")
+def secure_cluster(request: pytest.FixtureRequest) -> SecureCluster:
+    return shared_secure_cluster(request)
+
+
 def make_client(kind: str, cluster: Cluster, **options: Any) -> Any:
     """A blocking-interface client of ``kind`` connected to ``cluster``."""
+    if kind.endswith("-secure"):
+        assert isinstance(cluster, SecureCluster)
+        options = {"token": cluster.tokens["admin"], "ca_file": cluster.certs.ca, **options}
+        kind = kind.removesuffix("-secure")
     if kind == "grpc":
         return HydraClient(cluster.grpc_target, **options)
     if kind == "http":
@@ -49,14 +60,15 @@ def client(server_kind: str, cluster: Cluster) -> Iterator[Any]:
         yield c
 
 
-@pytest.fixture(params=["embedded", *SERVER_KINDS])
+@pytest.fixture(params=["embedded", *SERVER_KINDS, *SECURE_KINDS])
 def store(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[Any]:
     """The embedded Store or any client: what the shared contract runs against."""
     if request.param == "embedded":
         with hydra.open(str(tmp_path / "data"), segment_size=1 << 20) as s:
             yield s
         return
-    cluster = request.getfixturevalue("cluster")
+    cluster = request.getfixturevalue(
+        "secure_cluster" if request.param.endswith("-secure") else "cluster")
     with make_client(request.param, cluster) as c:
         yield c
 

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -94,6 +95,8 @@ class Cluster:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.verify: Any = True  # httpx's verify= for the health checks (TLS clusters)
+        self.headers: dict[str, str] = {}
 
     # -- lifetime ----------------------------------------------------------------
 
@@ -138,7 +141,7 @@ class Cluster:
         """PIDs of gateways that answered healthy over ``tries`` fresh connections."""
         pids = set()
         for _ in range(tries):
-            with httpx.Client(base_url=self.http_url, timeout=2) as c:
+            with httpx.Client(base_url=self.http_url, timeout=2, verify=self.verify) as c:
                 doc = c.get("/health").json()
             if doc["status"] == "ok":
                 pids.add(doc["pid"])

@@ -45,7 +45,7 @@ def post(http: httpx.Client, stream: str, n: int, start: int = 0) -> list[dict]:
 
 def test_sse_stream_catch_up_then_live(target, http, stream):
     post(http, stream, 3)
-    with httpx.Client(base_url=target.http_url, timeout=20) as sub, \
+    with httpx.Client(base_url=target.http_url, timeout=20, **target.httpx) as sub, \
             sub.stream("GET", f"/subscribe/streams/{stream}?from=1") as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
@@ -62,7 +62,7 @@ def test_sse_stream_catch_up_then_live(target, http, stream):
 def test_sse_all_resumes_after_last_event_id(target, http, stream):
     first, second = post(http, stream, 2)
     url = f"/subscribe/all?from={first['position']}"
-    with httpx.Client(base_url=target.http_url, timeout=20) as sub:
+    with httpx.Client(base_url=target.http_url, timeout=20, **target.httpx) as sub:
         with sub.stream("GET", url) as r:
             [(event_id, data)] = sse_events(r.iter_lines(), 1)
         assert event_id == data["position"] == first["position"]
@@ -72,7 +72,7 @@ def test_sse_all_resumes_after_last_event_id(target, http, stream):
 
 
 def test_sse_subscription_to_a_stream_not_yet_created(target, http, stream):
-    with httpx.Client(base_url=target.http_url, timeout=20) as sub, \
+    with httpx.Client(base_url=target.http_url, timeout=20, **target.httpx) as sub, \
             sub.stream("GET", f"/subscribe/streams/{stream}") as r:
         lines = r.iter_lines()
         assert next(lines) == ": subscribed"
@@ -100,7 +100,7 @@ def test_grpc_subscribe_to_stream_has_no_gap_and_no_duplicate(target, stub, http
     total = 300
 
     def writer() -> None:
-        with httpx.Client(base_url=target.http_url, timeout=10) as c:
+        with httpx.Client(base_url=target.http_url, timeout=10, **target.httpx) as c:
             for start in range(50, total, 25):
                 r = c.post(f"/streams/{stream}", json={
                     "events": [{"data": base64.b64encode(b"%d" % i).decode()}
