@@ -57,6 +57,7 @@ class Watchdog:
         self.console = console
         self.told: dict[str, str] = {}
         self.crashes: dict[str, deque[float]] = defaultdict(deque)
+        self.stopping = False  # once the server is stopping, later events add nothing
 
     def say(self, line: str) -> None:
         print(line, file=self.console, flush=True)
@@ -64,6 +65,8 @@ class Watchdog:
     def handle(self, event: str, payload: dict[str, str]) -> bool:
         """React to one event; True when the server must stop."""
         name = payload.get("processname", "?")
+        if self.stopping:
+            return False
         if event == "PROCESS_STATE_BACKOFF":
             why = reason(self.log_dir, name)
             if self.told.get(name) != why:
@@ -84,6 +87,7 @@ class Watchdog:
         return False
 
     def fatal(self, line: str) -> bool:
+        self.stopping = True
         self.say(line)
         self.say("hydra: stopping the server (make run exits with status 1)")
         with open(os.path.join(self.log_dir, FATAL_FILE), "a", encoding="utf-8") as f:
