@@ -179,8 +179,13 @@ class ServerBackend:
             except StorageError as exc:
                 # Under supervisord the writer may still be creating the directory.
                 if time.monotonic() >= deadline:
-                    raise
-                log.info("waiting for the data directory: %s", exc)
+                    # Name the real cause: the writer never made the directory usable.
+                    raise Unavailable(
+                        f"no writer opened data directory {config.data_dir} within "
+                        f"{config.startup_timeout:g} s ({exc}); is the writer running "
+                        f"(command socket {config.command_endpoint})? See its log"
+                    ) from None
+                log.info("waiting for the writer to open the data directory: %s", exc)
                 await asyncio.sleep(0.2)
         self._view = view
         self._tailer = Tailer(view, config.feed_endpoint)

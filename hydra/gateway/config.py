@@ -5,7 +5,7 @@ win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
 HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
-HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY.
+HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -134,6 +134,7 @@ class GatewayConfig:
             writer_timeout=_number(args.writer_timeout, float, "--writer-timeout"),
             read_wait_timeout=_number(args.read_wait_timeout, float, "--read-wait-timeout"),
             shutdown_grace=_number(args.shutdown_grace, float, "--shutdown-grace"),
+            startup_timeout=_number(args.startup_timeout, float, "--startup-timeout"),
             sse_heartbeat=_number(args.sse_heartbeat, float, "--sse-heartbeat"),
             subscriber_buffer=int(_number(args.subscriber_buffer, int, "--subscriber-buffer")),
             loop=args.loop,
@@ -220,6 +221,10 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                    metavar="SECONDS",
                    help="time in-flight requests get on SIGTERM (default 10) "
                         "[HYDRA_SHUTDOWN_GRACE]")
+    p.add_argument("--startup-timeout", default=env.get("HYDRA_STARTUP_TIMEOUT", "30"),
+                   metavar="SECONDS",
+                   help="how long to wait for the writer to open the data directory "
+                        "(default 30) [HYDRA_STARTUP_TIMEOUT]")
     p.add_argument("--sse-heartbeat", default=env.get("HYDRA_SSE_HEARTBEAT", "15"),
                    metavar="SECONDS",
                    help="idle time before an SSE keepalive comment (default 15) "

@@ -52,11 +52,26 @@ def test_make_run_serves_and_stops_on_ctrl_c() -> None:
         logs = Path(data, "logs")
         assert {"writer.log", "gateway-0.log", "gateway-1.log", "supervisord.log"} <= \
             {p.name for p in logs.iterdir()}
-        ctl_env = {**env, "HYDRA_LOG_DIR": str(logs), "HYDRA_WORKERS": "2"}
+        # Data directory, logs and everything in them: this user's only (0700/0600).
+        for path in [Path(data), *Path(data).rglob("*")]:
+            mode = path.stat().st_mode & 0o777
+            assert mode & 0o077 == 0, f"{path} is {mode:o}"
+        # The README's commands, verbatim but for the data directory.
+        ctl_env = {**env, "HYDRA_LOG_DIR": str(logs)}
         writer = subprocess.run([str(ROOT / ".venv/bin/supervisorctl"), "-c", "supervisord.conf",
                                  "pid", "writer"], cwd=ROOT, env=ctl_env, capture_output=True,
                                 text=True, timeout=30, check=True).stdout.strip()
         pids.add(int(writer))
+        status = subprocess.run([make, "-s", "-o", ".venv/.installed", "status",
+                                 f"HYDRA_DATA={data}"], cwd=ROOT, env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "writer               RUNNING" in status.stdout
+        assert "gateway:gateway-1    RUNNING" in status.stdout
+        assert "committed position " in status.stdout
+        version = subprocess.run([str(ROOT / ".venv/bin/hydra"), "--version"],
+                                 capture_output=True, text=True, timeout=30)
+        assert version.returncode == 0 and version.stdout.startswith("hydra ")
         # Ctrl-C in the terminal: SIGINT to the foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(60) is not None
@@ -70,3 +85,10 @@ def test_make_run_serves_and_stops_on_ctrl_c() -> None:
         time.sleep(0.1)
     assert not [pid for pid in pids if _alive(pid)], "writer or gateways left running"
     assert not port_in_use(http_port) and not port_in_use(grpc_port)
+
+
+def test_status_without_a_server(tmp_path) -> None:
+    out = subprocess.run([str(ROOT / ".venv/bin/hydra"), "status", "--data", str(tmp_path)],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 3
+    assert out.stderr.startswith(f"hydra status: no server runs for {tmp_path}")
