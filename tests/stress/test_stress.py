@@ -153,3 +153,30 @@ def test_unreachable_server_fails_clearly():
     assert out.returncode == 1
     assert "cannot reach the grpc server" in out.stderr
     assert took < 30
+
+
+def test_progress_line_every_second(cluster):
+    out, _ = run_stress("grpc", "--target", cluster.grpc_target, "--workers", "8",
+                        "--duration", "3.5", "--pool", "2", "--json")
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("hydra stress: ")]
+    assert len(lines) >= 3, out.stderr
+    seconds = [float(line.split()[2]) for line in lines]
+    assert all(0 < b - a <= 1.3 for a, b in zip([0.0, *seconds], seconds)), seconds
+    assert all(" ok (" in line and "errors" in line for line in lines)
+    json.loads(out.stdout)  # the report on stdout stays clean JSON
+
+
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_with_token_and_tls(protocol, secure_cluster):
+    secure = secure_cluster
+    target = secure.grpc_target if protocol == "grpc" else secure.http_url
+    common = ("--target", target, "--workers", "4", "--duration", "1", "--pool", "2",
+              "--ca-file", secure.certs.ca, "--json")
+    out, _ = run_stress(protocol, *common, "--token", secure.tokens["write"])
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    assert r["errors"] == 0 and r["appends"] > 0
+    out, _ = run_stress(protocol, *common)  # no token: refused before the load starts
+    assert out.returncode == 1
+    assert "Unauthenticated" in out.stderr or "bearer token" in out.stderr, out.stderr
