@@ -49,13 +49,16 @@ def main(argv: list[str] | None = None) -> int:
         name = info["name"] if info["group"] == info["name"] else f"{info['group']}:{info['name']}"
         print(f"{name:<20} {info['statename']:<9} {info['description']}")
         ok = ok and info["statename"] == "RUNNING"
+    from hydra._curve import client_keys
     from hydra._protocol import default_endpoints
     from hydra.errors import HydraError
     from hydra.writer.process import request_health
 
     try:
         endpoint = os.environ.get("HYDRA_COMMAND_ENDPOINT") or default_endpoints(data)[0]
-        health = request_health(endpoint, timeout=2.0)
+        curve = os.environ.get("HYDRA_ZMQ_CURVE", "").lower() in ("1", "true", "yes", "on")
+        health = request_health(endpoint, timeout=2.0,
+                                curve=client_keys(data) if curve else None)
     except HydraError as exc:
         print(f"writer: not answering ({exc})")
         return 1

@@ -24,7 +24,7 @@ def _name(cn: str) -> x509.Name:
 
 
 def make_certs(directory: str, host: str = "127.0.0.1") -> Certs:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("hydra test CA"))

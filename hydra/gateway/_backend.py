@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hydra._engine import AppendResult, NewEvent
 from hydra._format import RecordedEvent
-from hydra.errors import StorageError, Unavailable
+from hydra._curve import client_keys
+from hydra.errors import InvalidArgument, StorageError, Unavailable
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -175,6 +176,11 @@ class ServerBackend:
         while True:
             try:
                 view = ReadOnlyView.open(config.data_dir, limits=config.limits)
+                try:
+                    keys = client_keys(config.data_dir) if config.zmq_curve else None
+                except InvalidArgument as exc:  # the writer writes them after the manifest
+                    view.close()
+                    raise StorageError(str(exc)) from None
                 break
             except StorageError as exc:
                 # Under supervisord the writer may still be creating the directory.
@@ -188,13 +194,14 @@ class ServerBackend:
                 log.info("waiting for the writer to open the data directory: %s", exc)
                 await asyncio.sleep(0.2)
         self._view = view
-        self._tailer = Tailer(view, config.feed_endpoint)
+        self._tailer = Tailer(view, config.feed_endpoint, curve=keys)
         # One event for all subscribers, replaced at every advance: waking them
         # costs one set() however many there are.
         self._advanced = asyncio.Event()
         self._tailer.add_listener(self._on_advance)
         await self._tailer.start()
-        self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout)
+        self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout,
+                                    curve=keys)
         self._pipeline = _Pipeline(self._client)
         return self
 

@@ -5,7 +5,7 @@ win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
 HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
-HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT.
+HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT, HYDRA_ZMQ_CURVE.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from hydra._curve import check_tcp_endpoint
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.cli import ArgumentParser
 from hydra.errors import InvalidArgument
@@ -58,6 +59,7 @@ class GatewayConfig:
     insecure: bool = False
     tls_cert: str | None = None  # PEM certificate (chain) for HTTPS and gRPC over TLS
     tls_key: str | None = None  # its PEM private key
+    zmq_curve: bool = False  # the writer's sockets are CURVE-secured (hydra._curve)
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -94,6 +96,8 @@ class GatewayConfig:
             raise InvalidArgument(f"loop must be uvloop or asyncio, got {self.loop!r}")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise InvalidArgument(f"unknown log level {self.log_level!r}")
+        check_tcp_endpoint(self.command_endpoint, "command endpoint", self.zmq_curve)
+        check_tcp_endpoint(self.feed_endpoint, "feed endpoint", self.zmq_curve)
         if bool(self.tls_cert) != bool(self.tls_key):
             raise InvalidArgument("TLS needs both a certificate and a key "
                                   "(HYDRA_TLS_CERT and HYDRA_TLS_KEY)")
@@ -145,6 +149,7 @@ class GatewayConfig:
             insecure=_flag(args.insecure, "--insecure"),
             tls_cert=os.path.abspath(args.tls_cert) if args.tls_cert else None,
             tls_key=os.path.abspath(args.tls_key) if args.tls_key else None,
+            zmq_curve=_flag(args.zmq_curve, "--zmq-curve"),
         )
 
 
@@ -249,6 +254,8 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
     p.add_argument("--insecure", default=env.get("HYDRA_INSECURE", "false"), metavar="BOOL",
                    help="allow a non-loopback address without authentication "
                         "[HYDRA_INSECURE]")
+    p.add_argument("--zmq-curve", default=env.get("HYDRA_ZMQ_CURVE", "false"), metavar="BOOL",
+                   help="the writer's sockets use CURVE, keys in DATA/curve/ [HYDRA_ZMQ_CURVE]")
     p.add_argument("--tls-cert", default=env.get("HYDRA_TLS_CERT") or None, metavar="PEM",
                    help="certificate for HTTPS and gRPC over TLS [HYDRA_TLS_CERT]")
     p.add_argument("--tls-key", default=env.get("HYDRA_TLS_KEY") or None, metavar="PEM",

@@ -27,6 +27,7 @@ from typing import Any, Self, cast
 import zmq
 import zmq.asyncio
 
+from hydra._curve import ClientKeys, secure_client
 from hydra._protocol import decode_feed, peer_socket
 from hydra.errors import HydraError
 from hydra.readers.view import ReadOnlyView
@@ -51,8 +52,10 @@ class Tailer:
         feed_endpoint: str,
         *,
         context: zmq.asyncio.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         self.view = view
+        self._curve = curve  # CURVE keys when the writer's sockets use CURVE
         self.feed_endpoint = feed_endpoint
         self._context = context
         self._socket: zmq.asyncio.Socket | None = None
@@ -73,6 +76,7 @@ class Tailer:
             return
         context = self._context or zmq.asyncio.Context.instance()
         sock = cast(zmq.asyncio.Socket, peer_socket(context, "feed"))
+        secure_client(sock, self._curve)
         sock.connect(self.feed_endpoint)
         self._socket = sock
         self._task = asyncio.get_running_loop().create_task(

@@ -35,6 +35,7 @@ from typing import Any
 
 import zmq
 
+from hydra import _curve
 from hydra._engine import Engine
 from hydra._index import Index
 from hydra._lock import DirectoryLock
@@ -77,6 +78,7 @@ class WriterServer:
         self._segments: SegmentSet | None = None
         self._bound: list[str] = []
         self._syncer: Syncer | None = None
+        self._auth: Any = None  # the CURVE authenticator thread, if any
         try:
             self._open(manifest.segment_size)
         except BaseException:
@@ -110,6 +112,8 @@ class WriterServer:
         self._context = zmq.Context()
         self.router = writer_socket(self._context, "command")
         self.pub = writer_socket(self._context, "feed")
+        if config.zmq_curve:
+            self._auth = _curve.serve(self._context, [self.router, self.pub], self.directory)
         for sock, endpoint in ((self.router, config.command_endpoint),
                                (self.pub, config.feed_endpoint)):
             try:
@@ -338,6 +342,9 @@ class WriterServer:
                 sock = getattr(self, name, None)
                 if sock is not None:
                     sock.close()
+            if self._auth is not None:
+                self._auth.stop()
+                self._auth = None
             self._context.term()
             self._context = None
         for endpoint in self._bound:

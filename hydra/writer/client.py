@@ -25,6 +25,7 @@ from typing import Any, Self, cast
 import zmq
 import zmq.asyncio
 
+from hydra._curve import ClientKeys, secure_client
 from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
@@ -74,6 +75,7 @@ class WriterClient:
         *,
         timeout: float = 5.0,
         context: zmq.asyncio.Context | None = None,
+        curve: ClientKeys | None = None,
     ) -> None:
         if type(timeout) not in (int, float) or not timeout > 0:
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
@@ -81,6 +83,7 @@ class WriterClient:
         self.timeout = float(timeout)
         self.last_committed = 0
         self._context = context
+        self._curve = curve  # CURVE keys when the writer's sockets use CURVE
         self._socket: zmq.asyncio.Socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._receiver: asyncio.Task[None] | None = None
@@ -227,6 +230,7 @@ class WriterClient:
         loop = asyncio.get_running_loop()
         context = self._context or zmq.asyncio.Context.instance()
         sock = cast(zmq.asyncio.Socket, peer_socket(context, "command"))
+        secure_client(sock, self._curve)
         sock.connect(self.command_endpoint)
         self._socket = sock
         self._loop = loop

@@ -3,7 +3,7 @@
 Every option has an environment variable that supplies its default (options
 win): HYDRA_DATA, HYDRA_SYNC, HYDRA_SYNC_INTERVAL, HYDRA_SYNC_BATCH,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_SEGMENT_SIZE,
-HYDRA_HEARTBEAT_INTERVAL, HYDRA_LOG_LEVEL, HYDRA_LIMITS.
+HYDRA_HEARTBEAT_INTERVAL, HYDRA_LOG_LEVEL, HYDRA_LIMITS, HYDRA_ZMQ_CURVE.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from hydra._curve import check_tcp_endpoint
 from hydra._manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.cli import ArgumentParser
@@ -38,6 +39,9 @@ class WriterConfig:
     log_level: LogLevel = "info"
     # The writer enforces the limits too: it is the last line before the log.
     limits: Limits = DEFAULT_LIMITS
+    # CURVE on the command and feed sockets (hydra._curve); required for TCP
+    # endpoints beyond loopback.
+    zmq_curve: bool = False
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -47,6 +51,8 @@ class WriterConfig:
             check_segment_size(self.segment_size)
         check_endpoint(self.command_endpoint, "command endpoint")
         check_endpoint(self.feed_endpoint, "feed endpoint")
+        check_tcp_endpoint(self.command_endpoint, "command endpoint", self.zmq_curve)
+        check_tcp_endpoint(self.feed_endpoint, "feed endpoint", self.zmq_curve)
         if self.command_endpoint == self.feed_endpoint:
             raise InvalidArgument("the command and feed endpoints must differ")
         if type(self.heartbeat_interval) not in (int, float) or not (
@@ -93,7 +99,17 @@ class WriterConfig:
             heartbeat_interval=_float(args.heartbeat_interval, "--heartbeat-interval"),
             log_level=args.log_level,
             limits=parse_limits(args.limits),
+            zmq_curve=_flag(args.zmq_curve, "--zmq-curve"),
         )
+
+
+def _flag(raw: object, option: str) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
 
 
 def _int(raw: str, option: str) -> int:
@@ -144,6 +160,9 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                         "[HYDRA_HEARTBEAT_INTERVAL]")
     p.add_argument("--limits", default=env.get("HYDRA_LIMITS"), metavar="NAME=N,...",
                    help=f"override limits: {', '.join(LIMIT_NAMES)} [HYDRA_LIMITS]")
+    p.add_argument("--zmq-curve", default=env.get("HYDRA_ZMQ_CURVE", "false"), metavar="BOOL",
+                   help="CURVE-secure the command and feed sockets, keys in DATA/curve/ "
+                        "(needed for TCP beyond loopback) [HYDRA_ZMQ_CURVE]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=env.get("HYDRA_LOG_LEVEL", "info"), help="[HYDRA_LOG_LEVEL]")
     return p

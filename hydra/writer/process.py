@@ -16,14 +16,17 @@ from typing import IO, Any, Self
 
 import zmq
 
+from hydra._curve import ClientKeys, client_keys, secure_client
 from hydra._protocol import OP_HEALTH, default_endpoints, packb, peer_socket, unpackb
-from hydra.errors import Unavailable
+from hydra.errors import InvalidArgument, Unavailable
 
 
-def request_health(command_endpoint: str, timeout: float = 1.0) -> dict[str, Any]:
+def request_health(command_endpoint: str, timeout: float = 1.0,
+                   curve: ClientKeys | None = None) -> dict[str, Any]:
     """Ask the writer for its health (blocking). Raises Unavailable on no answer."""
     context: zmq.Context[Any] = zmq.Context.instance()
     sock = peer_socket(context, "command")
+    secure_client(sock, curve)
     try:
         sock.connect(command_endpoint)
         deadline = time.monotonic() + timeout
@@ -58,8 +61,10 @@ class WriterProcess:
         feed_endpoint: str | None = None,
         log_path: str | None = None,
         env: dict[str, str] | None = None,
+        zmq_curve: bool = False,
     ) -> None:
         self.data_dir = os.path.abspath(data_dir)
+        self.zmq_curve = zmq_curve
         default_command, default_feed = (
             default_endpoints(self.data_dir) if not (command_endpoint and feed_endpoint)
             else (command_endpoint, feed_endpoint)
@@ -81,7 +86,8 @@ class WriterProcess:
         """Start the writer and return once it answers a health request."""
         args = [sys.executable, "-m", "hydra", "writer", "--data", self.data_dir,
                 "--command-endpoint", self.command_endpoint,
-                "--feed-endpoint", self.feed_endpoint, *self.extra_args]
+                "--feed-endpoint", self.feed_endpoint, *self.extra_args,
+                *(["--zmq-curve", "1"] if self.zmq_curve else [])]
         self._log = open(self.log_path, "ab")
         env = dict(os.environ if self.env is None else self.env)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
@@ -97,15 +103,16 @@ class WriterProcess:
                     f"writer exited with status {self.proc.returncode}:\n{self.log_tail()}"
                 )
             try:
-                return request_health(self.command_endpoint, timeout=0.5)
-            except Unavailable:
+                return self.health(timeout=0.5)
+            except (Unavailable, InvalidArgument):  # (CURVE keys not written yet)
                 if time.monotonic() >= deadline:
                     raise RuntimeError(
                         f"writer did not become healthy in {timeout} s:\n{self.log_tail()}"
                     ) from None
 
     def health(self, timeout: float = 1.0) -> dict[str, Any]:
-        return request_health(self.command_endpoint, timeout)
+        keys = client_keys(self.data_dir) if self.zmq_curve else None
+        return request_health(self.command_endpoint, timeout, keys)
 
     def log_tail(self, lines: int = 30) -> str:
         try:
