@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from hydra.errors import InvalidArgument
@@ -44,3 +46,35 @@ def test_parse_limits():
     assert parse_limits("max_batch_events=5, max_stream_id=10").max_batch_events == 5
     with pytest.raises(InvalidArgument):
         parse_limits("max_batch_events")
+
+
+@pytest.mark.parametrize("host, env, ok", [
+    ("127.0.0.1", {}, True),
+    ("::1", {}, True),
+    ("localhost", {}, True),
+    ("0.0.0.0", {}, False),
+    ("::", {}, False),
+    ("0.0.0.0", {"HYDRA_INSECURE": "1"}, True),
+    ("0.0.0.0", {"HYDRA_TOKENS_FILE": "/some/tokens"}, True),
+    ("0.0.0.0", {"HYDRA_INSECURE": "0"}, False),
+])
+def test_beyond_loopback_needs_authentication_or_insecure(tmp_path, host, env, ok):
+    environ = {"HYDRA_DATA": str(tmp_path), "HYDRA_HOST": host, **env}
+    if ok:
+        GatewayConfig.from_args([], environ)
+    else:
+        with pytest.raises(InvalidArgument, match=f"refusing to listen on {host} without "
+                                                  "authentication.*HYDRA_INSECURE=1"):
+            GatewayConfig.from_args([], environ)
+
+
+def test_security_options(tmp_path):
+    base = {"HYDRA_DATA": str(tmp_path)}
+    c = GatewayConfig.from_args(["--tls-cert", "c.pem", "--tls-key", "k.pem",
+                                 "--tokens-file", "t"], base)
+    assert c.tls_cert == os.path.abspath("c.pem") and c.tokens_file == os.path.abspath("t")
+    with pytest.raises(InvalidArgument, match="both a certificate and a key"):
+        GatewayConfig.from_args(["--tls-cert", "c.pem"], base)
+    with pytest.raises(InvalidArgument, match="not a loopback address"):
+        GatewayConfig.from_args(["--feed-endpoint", "tcp://10.0.0.1:5001"], base)
+    GatewayConfig.from_args(["--feed-endpoint", "tcp://10.0.0.1:5001", "--zmq-curve", "1"], base)
