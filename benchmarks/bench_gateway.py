@@ -122,13 +122,14 @@ def percentiles(latencies_us: list[float]) -> dict[str, float]:
 
 
 def h2load(url: str, body: Path, clients: int, streams: int, duration: float,
-           workdir: Path) -> dict[str, Any]:
+           workdir: Path, headers: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run h2load against a gRPC method; return succeeded requests, rate and latencies."""
     log = workdir / "h2load.log"
     log.unlink(missing_ok=True)
     cmd = ["h2load", "-D", str(round(duration)), "-c", str(clients), "-m", str(streams),
            "-t", "1", "-d", str(body), "-H", "content-type: application/grpc",
-           "-H", "te: trailers", "--log-file", str(log), url]
+           "-H", "te: trailers", *(x for h in headers for x in ("-H", h)),
+           "--log-file", str(log), url]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     done = [line.split("\t") for line in log.read_text().splitlines() if line]
     ok = [float(d[2]) for d in done if d[1] == "200"]
@@ -140,6 +141,7 @@ WRK_SCRIPT = """
 wrk.method = "%(method)s"
 wrk.body = %(body)s
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 done = function(summary, latency, requests)
   io.write(string.format('RESULT {"requests": %%d, "non2xx": %%d, "errors": %%d, ' ..
     '"duration_us": %%d, "p50_us": %%f, "p99_us": %%f}\\n', summary.requests,
@@ -151,9 +153,11 @@ end
 
 
 def wrk(url: str, method: str, body: str | None, threads: int, connections: int,
-        duration: float, workdir: Path) -> dict[str, Any]:
+        duration: float, workdir: Path, headers: tuple[str, ...] = ()) -> dict[str, Any]:
     script = workdir / "bench.lua"
-    script.write_text(WRK_SCRIPT % {"method": method,
+    extra = "\n".join(f"wrk.headers[{json.dumps(h.split(': ', 1)[0])}] = "
+                       f"{json.dumps(h.split(': ', 1)[1])}" for h in headers)
+    script.write_text(WRK_SCRIPT % {"method": method, "headers": extra,
                                     "body": "nil" if body is None else json.dumps(body)})
     cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{round(duration)}s",
            "--timeout", "10s", "-s", str(script), url]
