@@ -63,24 +63,28 @@ def free_port() -> int:
 class Server:
     """supervisord.conf with one writer and ``workers`` gateways in a temp directory."""
 
-    def __init__(self, workers: int, sync: str, loop: str) -> None:
+    def __init__(self, workers: int, sync: str, loop: str,
+                 extra_env: dict[str, str] | None = None, verify: Any = True) -> None:
         self.root = tempfile.mkdtemp(prefix="hyb-", dir="/tmp")
         data = os.path.join(self.root, "data")
         self.logs = os.path.join(data, "logs")
         os.makedirs(self.logs)
         self.http_port, self.grpc_port = free_port(), free_port()
         self.workers = workers
+        self.verify = verify  # httpx's verify= (a TLS server's CA)
         self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
                     "HYDRA_DATA": data, "HYDRA_LOG_DIR": self.logs,
                     "HYDRA_WORKERS": str(workers), "HYDRA_SYNC": sync, "HYDRA_LOOP": loop,
                     "HYDRA_HTTP_PORT": str(self.http_port),
-                    "HYDRA_GRPC_PORT": str(self.grpc_port), "HYDRA_LOG_LEVEL": "warning"}
+                    "HYDRA_GRPC_PORT": str(self.grpc_port), "HYDRA_LOG_LEVEL": "warning",
+                    **(extra_env or {})}
+        scheme = "https" if "HYDRA_TLS_CERT" in self.env else "http"
         self.proc = subprocess.Popen(
             [str(BIN / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
             env=self.env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        self.http = f"http://127.0.0.1:{self.http_port}"
+        self.http = f"{scheme}://127.0.0.1:{self.http_port}"
         self.grpc = f"127.0.0.1:{self.grpc_port}"
         self._wait_ready()
 
@@ -89,7 +93,7 @@ class Server:
         seen: set[int] = set()
         while time.monotonic() < deadline:
             try:
-                with httpx.Client(base_url=self.http, timeout=2) as c:
+                with httpx.Client(base_url=self.http, timeout=2, verify=self.verify) as c:
                     doc = c.get("/health").json()
                 if doc["status"] == "ok":
                     seen.add(doc["pid"])

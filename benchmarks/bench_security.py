@@ -27,106 +27,69 @@ import base64
 import json
 import os
 import shutil
-import signal
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import grpc
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_gateway import PAYLOAD, free_port, grpc_frame, h2load, wrk
+import bench_gateway
+from bench_gateway import PAYLOAD, grpc_frame, h2load, wrk
 
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra._tokens import add_token
 from tests._certs import make_certs
 
-BIN = Path(sys.executable).parent
 MODES = ("plain", "auth", "auth+tls")
 SCENARIOS = ("grpc-append", "http-append", "http-read")
 
 
-class Server:
+class Server(bench_gateway.Server):
+    """bench_gateway's server, with a tokens file and a certificate as ``mode`` says."""
+
     def __init__(self, mode: str, workers: int, sync: str) -> None:
-        self.root = tempfile.mkdtemp(prefix="hyb-", dir="/tmp")
-        data = os.path.join(self.root, "data")
-        self.logs = os.path.join(data, "logs")
-        os.makedirs(self.logs)
-        self.http_port, self.grpc_port = free_port(), free_port()
-        self.workers = workers
-        env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               "HYDRA_DATA": data, "HYDRA_LOG_DIR": self.logs, "HYDRA_WORKERS": str(workers),
-               "HYDRA_SYNC": sync, "HYDRA_HTTP_PORT": str(self.http_port),
-               "HYDRA_GRPC_PORT": str(self.grpc_port), "HYDRA_LOG_LEVEL": "warning"}
+        self.secrets = tempfile.mkdtemp(prefix="hybk-")
+        env: dict[str, str] = {}
         self.token: str | None = None
         self.ca: str | None = None
         if mode != "plain":
-            tokens = os.path.join(self.root, "tokens")
+            tokens = os.path.join(self.secrets, "tokens")
             self.token = add_token(tokens, "bench", "admin")
             env["HYDRA_TOKENS_FILE"] = tokens
         if mode == "auth+tls":
-            certs = make_certs(self.root)
+            certs = make_certs(self.secrets)
             env.update(HYDRA_TLS_CERT=certs.cert, HYDRA_TLS_KEY=certs.key)
             self.ca = certs.ca
-        scheme = "https" if self.ca else "http"
-        self.http = f"{scheme}://127.0.0.1:{self.http_port}"
-        self.grpc_url = f"{scheme}://127.0.0.1:{self.grpc_port}"
+        super().__init__(workers, sync, "uvloop", env,
+                         ssl.create_default_context(cafile=self.ca) if self.ca else True)
+        self.grpc_url = f"{'https' if self.ca else 'http'}://{self.grpc}"
         self.headers = (f"authorization: Bearer {self.token}",) if self.token else ()
-        self.proc = subprocess.Popen(
-            [str(BIN / "supervisord"), "-c", str(ROOT / "supervisord.conf")],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
-        self._wait_ready()
         self.stub = pb_grpc.EventStoreStub(self._channel())
 
     def _channel(self) -> grpc.Channel:
-        target = f"127.0.0.1:{self.grpc_port}"
         if self.ca is None:
-            return grpc.insecure_channel(target)
+            return grpc.insecure_channel(self.grpc)
         with open(self.ca, "rb") as f:
-            return grpc.secure_channel(target, grpc.ssl_channel_credentials(f.read()))
+            return grpc.secure_channel(self.grpc, grpc.ssl_channel_credentials(f.read()))
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self.token}")] if self.token else []
 
-    def _wait_ready(self, timeout: float = 60) -> None:
-        verify: Any = ssl.create_default_context(cafile=self.ca) if self.ca else True
-        deadline = time.monotonic() + timeout
-        seen: set[int] = set()
-        while time.monotonic() < deadline:
-            try:
-                with httpx.Client(base_url=self.http, timeout=2, verify=verify) as c:
-                    doc = c.get("/health").json()
-                if doc["status"] == "ok":
-                    seen.add(doc["pid"])
-                if len(seen) == self.workers:
-                    return
-            except (httpx.HTTPError, ValueError):
-                time.sleep(0.1)
-        raise RuntimeError(f"server not ready; logs in {self.logs}")
-
     def events(self) -> int:
         return int(self.stub.Health(pb.HealthRequest(), metadata=self.metadata).events)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-        shutil.rmtree(self.root, ignore_errors=True)
+        super().stop()
+        shutil.rmtree(self.secrets, ignore_errors=True)
 
 
 def scenario(name: str, server: Server, run: int, args: argparse.Namespace,

@@ -28,6 +28,20 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def parse_flag(raw: object, option: str) -> bool:
+    """A boolean option or environment value: 1/true/yes/on or 0/false/no/off/""."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    from hydra.errors import InvalidArgument
+
+    raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
+
+
 def _usage() -> str:
     lines = ["usage: hydra [--version] COMMAND [options]", "", "commands:"]
     lines += [f"  {name:<8} {help_}" for name, (_, help_) in _COMMANDS.items()]

@@ -19,7 +19,7 @@ from typing import Literal
 
 from hydra._curve import check_tcp_endpoint
 from hydra._protocol import check_endpoint, default_endpoints
-from hydra.cli import ArgumentParser
+from hydra.cli import ArgumentParser, parse_flag
 from hydra.errors import InvalidArgument
 from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 
@@ -175,15 +175,7 @@ def _number(raw: object, kind: type[int | float], option: str) -> int | float:
         raise InvalidArgument(f"{option} must be a number, got {raw!r}") from None
 
 
-def _flag(raw: object, option: str) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
+_flag = parse_flag
 
 
 def _parser(env: Mapping[str, str]) -> ArgumentParser:

@@ -16,7 +16,7 @@ from typing import Literal
 from hydra._curve import check_tcp_endpoint
 from hydra._manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
-from hydra.cli import ArgumentParser
+from hydra.cli import ArgumentParser, parse_flag
 from hydra.errors import InvalidArgument
 from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
 from hydra.store import SYNC_MODES, SyncMode, check_sync_options
@@ -99,17 +99,8 @@ class WriterConfig:
             heartbeat_interval=_float(args.heartbeat_interval, "--heartbeat-interval"),
             log_level=args.log_level,
             limits=parse_limits(args.limits),
-            zmq_curve=_flag(args.zmq_curve, "--zmq-curve"),
+            zmq_curve=parse_flag(args.zmq_curve, "--zmq-curve"),
         )
-
-
-def _flag(raw: object, option: str) -> bool:
-    text = str(raw).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("", "0", "false", "no", "off"):
-        return False
-    raise InvalidArgument(f"{option} must be true or false, got {raw!r}")
 
 
 def _int(raw: str, option: str) -> int:
