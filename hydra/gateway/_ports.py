@@ -88,8 +88,25 @@ class PortClaims:
             os.close(guard)  # drops the guard's flock
 
     def release(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)  # drops the flock
+        """Give the ports up; the last holder of a port also removes its lock file."""
+        for port, fd in self._fds.items():
+            try:
+                assert self._dir is not None
+                guard = _open(os.path.join(self._dir, f"port-{port}.guard"))
+                try:
+                    # Under the guard nobody opens the lock file, so if no one else
+                    # holds it, it can go (the guard file stays: removing a file
+                    # others may be waiting to lock would let two of them in).
+                    fcntl.flock(guard, fcntl.LOCK_EX)
+                    with contextlib.suppress(BlockingIOError):
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        os.unlink(os.path.join(self._dir, f"port-{port}.lock"))
+                finally:
+                    os.close(guard)
+            except OSError:
+                pass  # the claim ends with the close below whatever happened here
+            finally:
+                os.close(fd)  # drops the flock
         self._fds.clear()
 
 

@@ -100,6 +100,9 @@ async def serve(
 
     # Refuse bad tokens or TLS files and foreign ports before waiting for anything.
     auth = Authenticator(config.tokens_file) if config.tokens_file else None
+    if own_signals:
+        # SIGHUP re-reads the tokens file (and must not kill a worker without one).
+        loop.add_signal_handler(signal.SIGHUP, _reload, auth)
     tls = None
     if config.tls_cert and config.tls_key:
         from hydra.gateway._tls import load_server_tls
@@ -114,9 +117,6 @@ async def serve(
             if backend is None:
                 log.info("%s stopped before the writer was ready", config.name)
                 return 0
-        if own_signals:
-            # SIGHUP re-reads the tokens file (and must not kill a worker without one).
-            loop.add_signal_handler(signal.SIGHUP, _reload, auth)
         if auth is not None:
             log.info("%s: authentication on, %d tokens from %s", config.name, len(auth),
                      config.tokens_file)
