@@ -24,6 +24,9 @@ def test_sigterm_while_waiting_for_the_writer(tmp_path) -> None:
     try:
         time.sleep(2)  # imported, bound nothing yet, waiting for the data directory
         assert proc.poll() is None
+        proc.send_signal(signal.SIGHUP)  # (supervisorctl signal HUP): must not kill it
+        time.sleep(0.5)
+        assert proc.poll() is None
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0
