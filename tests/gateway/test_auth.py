@@ -307,3 +307,30 @@ def test_tls_is_required_and_verified(secure_cluster: SecureCluster, tmp_path: A
             c.health()
     with HydraClient(secure_cluster.grpc_target, ca_file=secure_cluster.certs.ca) as c:
         assert c.health().status == "ok"
+
+
+@pytest.mark.parametrize("kind", ["grpc", "http"])
+def test_async_clients_subscribe_with_a_token(secure_cluster: SecureCluster, kind: str) -> None:
+    import asyncio
+
+    from hydra.client import AsyncHttpClient, AsyncHydraClient
+
+    stream = f"auth-{uuid.uuid4().hex[:10]}"
+
+    async def main() -> list[bytes]:
+        cls: Any = AsyncHydraClient if kind == "grpc" else AsyncHttpClient
+        address = secure_cluster.grpc_target if kind == "grpc" else secure_cluster.http_url
+        async with cls(address, token=secure_cluster.tokens["write"],
+                       ca_file=secure_cluster.certs.ca) as c:
+            await c.append(stream, "e1", b"one", -1)
+            got = []
+            async with asyncio.timeout(10):
+                async for event in c.subscribe_to_stream(stream):
+                    got.append(event.data)
+                    if len(got) == 1:
+                        await c.append(stream, "e2", b"two", -1)  # arrives live
+                    if len(got) == 2:
+                        break
+            return got
+
+    assert asyncio.run(main()) == [b"one", b"two"]
