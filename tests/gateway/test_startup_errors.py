@@ -4,6 +4,7 @@ supervisord retrying forever). Also: two deployments on the same ports."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -11,8 +12,10 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -76,72 +79,112 @@ def tmp() -> Iterator[str]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-def test_bad_value(tmp: str) -> None:
-    status, console, seconds = make_run(os.path.join(tmp, "data"), HYDRA_SYNC="every_write")
-    assert_fails_with(console, status, "writer", "sync", "'every_write'")
-    assert seconds < 40
+# Each case: (name, program that must fail, setup) where setup(root, stack) prepares
+# the environment (holding what must stay held in ``stack``) and returns the
+# settings for `make run` and the words its console line must carry.
+Setup = Callable[[str, contextlib.ExitStack], tuple[dict[str, str], tuple[str, ...]]]
 
 
-def test_busy_port(tmp: str) -> None:
-    with socket.socket() as other:  # another program on the HTTP port
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        port = other.getsockname()[1]
-        status, console, _ = make_run(os.path.join(tmp, "data"), HYDRA_HTTP_PORT=str(port))
-    assert_fails_with(console, status, "gateway", f"127.0.0.1:{port}", "in use")
+def _bad_value(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    return {"HYDRA_SYNC": "every_write"}, ("sync", "'every_write'")
 
 
-def test_locked_data_dir(tmp: str) -> None:
-    data = os.path.join(tmp, "data")
-    with hydra.open(data):  # an embedded Store owns the directory
-        status, console, _ = make_run(data)
-    assert_fails_with(console, status, "writer", data, "locked")
+def _busy_port(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    other = stack.enter_context(socket.socket())  # another program on the HTTP port
+    other.bind(("127.0.0.1", 0))
+    other.listen()
+    port = other.getsockname()[1]
+    return {"HYDRA_HTTP_PORT": str(port)}, (f"127.0.0.1:{port}", "in use")
 
 
-def test_data_dir_is_a_file(tmp: str) -> None:
-    data = os.path.join(tmp, "data")
+def _locked(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    data = os.path.join(root, "data")
+    stack.enter_context(hydra.open(data))  # an embedded Store owns the directory
+    return {}, (data, "locked")
+
+
+def _a_file(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    data = os.path.join(root, "data")
     Path(data).write_text("not a directory")
     # make run puts its logs elsewhere; the data directory itself is a file.
-    status, console, _ = make_run(data, HYDRA_LOG_DIR=os.path.join(tmp, "logs"))
-    assert_fails_with(console, status, "writer", data)
+    return {"HYDRA_LOG_DIR": os.path.join(root, "logs")}, (data,)
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a read-only filesystem needs root")
-def test_unwritable_data_dir(tmp: str) -> None:
-    data = os.path.join(tmp, "ro")
+def _read_only(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    data = os.path.join(root, "data")
     os.mkdir(data)
     # Root writes through permission bits, so make the filesystem itself read-only.
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only filesystem needs root")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", data],
                              capture_output=True, check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.decode().strip()}")
-    try:
-        status, console, _ = make_run(data, HYDRA_LOG_DIR=os.path.join(tmp, "logs"))
-    finally:
-        subprocess.run(["umount", data], check=False)
-    assert_fails_with(console, status, "writer", "Read-only file system")
+    stack.callback(subprocess.run, ["umount", data], check=False)
+    return {"HYDRA_LOG_DIR": os.path.join(root, "logs")}, ("Read-only file system",)
 
 
-def test_missing_tokens_file(tmp: str) -> None:
-    missing = os.path.join(tmp, "nowhere", "tokens")
-    status, console, _ = make_run(os.path.join(tmp, "data"), HYDRA_TOKENS_FILE=missing)
-    assert_fails_with(console, status, "gateway", missing, "does not exist")
+def _no_tokens(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    missing = os.path.join(root, "nowhere", "tokens")
+    return {"HYDRA_TOKENS_FILE": missing}, (missing, "does not exist")
 
 
-def test_open_api_beyond_loopback_is_refused(tmp: str) -> None:
-    status, console, _ = make_run(os.path.join(tmp, "data"), HYDRA_HOST="0.0.0.0")
-    assert_fails_with(console, status, "gateway", "without authentication", "HYDRA_INSECURE")
+def _open_api(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
+    return {"HYDRA_HOST": "0.0.0.0"}, ("without authentication", "HYDRA_INSECURE")
 
 
-def test_bad_tls_pair(tmp: str) -> None:
+def _bad_tls(root: str, stack: contextlib.ExitStack) -> tuple[dict[str, str], tuple[str, ...]]:
     from tests._certs import make_certs
 
-    one = make_certs(tmp)
-    os.mkdir(os.path.join(tmp, "other"))
-    two = make_certs(os.path.join(tmp, "other"))  # a key of another certificate
-    status, console, _ = make_run(os.path.join(tmp, "data"), HYDRA_TLS_CERT=one.cert,
-                                  HYDRA_TLS_KEY=two.key)
-    assert_fails_with(console, status, "gateway", "cannot be used together")
+    one = make_certs(root)
+    os.mkdir(os.path.join(root, "other"))
+    two = make_certs(os.path.join(root, "other"))  # a key of another certificate
+    return {"HYDRA_TLS_CERT": one.cert, "HYDRA_TLS_KEY": two.key}, ("cannot be used together",)
+
+
+CASES: dict[str, tuple[str, Setup]] = {
+    "bad value": ("writer", _bad_value),
+    "busy port": ("gateway", _busy_port),
+    "locked data directory": ("writer", _locked),
+    "data directory is a file": ("writer", _a_file),
+    "read-only data directory": ("writer", _read_only),
+    "missing tokens file": ("gateway", _no_tokens),
+    "open API beyond loopback": ("gateway", _open_api),
+    "bad TLS pair": ("gateway", _bad_tls),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> Iterator[dict[str, Any]]:
+    """Every case through `make run`, all at once (they mostly wait on supervisord's
+    retry pauses): {name: (status, console, seconds, words) or a skip reason}."""
+    roots = {name: tempfile.mkdtemp(prefix="hys-", dir="/tmp") for name in CASES}
+    results: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(len(CASES)) as pool:
+        futures = {}
+        for name, (_, setup) in CASES.items():
+            try:
+                settings, words = setup(roots[name], stack)
+            except pytest.skip.Exception as exc:
+                results[name] = str(exc)
+                continue
+            data = os.path.join(roots[name], "data")
+            futures[name] = (pool.submit(make_run, data, 90, **settings), words)
+        for name, (future, words) in futures.items():
+            results[name] = (*future.result(), words)
+    yield results
+    for root in roots.values():
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_start_up_failure(outcomes: dict[str, Any], case: str) -> None:
+    outcome = outcomes[case]
+    if isinstance(outcome, str):
+        pytest.skip(outcome)
+    status, console, seconds, words = outcome
+    assert_fails_with(console, status, CASES[case][0], *words)
+    assert seconds < 60
 
 
 def test_two_deployments_cannot_share_ports(tmp: str) -> None:
