@@ -8,10 +8,10 @@ Before anything binds, the worker claims both ports for its data directory
 With a tokens file both servers authenticate every call (``_auth``; SIGHUP
 reloads the file); with a certificate both speak TLS (``_tls``).
 
-Shutdown on SIGTERM or SIGINT (also while still waiting for the writer), in order: the gRPC health service reports
-NOT_SERVING, both servers stop accepting, in-flight requests get
-``shutdown_grace`` seconds to finish, then the writer client, tailer and view
-are closed and the process exits 0.
+Shutdown on SIGTERM or SIGINT (also while still waiting for the writer), in
+order: the gRPC health service reports NOT_SERVING, both servers stop
+accepting, in-flight requests get ``shutdown_grace`` seconds to finish, then the
+writer client, tailer and view are closed and the process exits 0.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from hydra.gateway._backend import Backend, ServerBackend
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
 from hydra.gateway._ports import PortClaims
-from hydra.gateway._tls import ServerTls
+from hydra.gateway._tls import ServerTls, load_server_tls
 from hydra.gateway._subscriptions import Subscriptions
 from hydra.gateway.config import GatewayConfig
 
@@ -105,8 +105,6 @@ async def serve(
         loop.add_signal_handler(signal.SIGHUP, _reload, auth)
     tls = None
     if config.tls_cert and config.tls_key:
-        from hydra.gateway._tls import load_server_tls
-
         tls = load_server_tls(config.tls_cert, config.tls_key)
     claims = PortClaims(config.data_dir)
     try:
