@@ -6,7 +6,9 @@ expected" on its console, and keeps running after giving up. This listener
 
 - a program in BACKOFF (it exited while starting): print why, once per reason;
 - a program FATAL (it exited while starting ``startretries`` times), or one that
-  crashed ``CRASHES`` times within ``CRASH_WINDOW`` seconds after it had started:
+  failed ``CRASHES`` times within ``CRASH_WINDOW`` seconds after it had started
+  (exited by itself with a non-zero status; a process killed by a signal, say an
+  operator's or a test's SIGKILL, does not count):
   print why, record it in ``HYDRA_LOG_DIR/fatal`` and shut supervisord down, so
   that ``make run`` ends with a non-zero status instead of retrying forever.
 
@@ -23,6 +25,7 @@ import sys
 import time
 from collections import defaultdict, deque
 from typing import TextIO
+from collections.abc import Callable
 
 FATAL_FILE = "fatal"
 CRASHES = 5
@@ -52,9 +55,12 @@ def _parse(line: str) -> dict[str, str]:
 
 
 class Watchdog:
-    def __init__(self, log_dir: str, console: TextIO) -> None:
+    def __init__(self, log_dir: str, console: TextIO,
+                 exit_status: Callable[[str], int] | None = None) -> None:
         self.log_dir = log_dir
         self.console = console
+        # "group:name" -> the exit status supervisord recorded (-1: killed by a signal)
+        self.exit_status = exit_status or _exit_status
         self.told: dict[str, str] = {}
         self.crashes: dict[str, deque[float]] = defaultdict(deque)
         self.stopping = False  # once the server is stopping, later events add nothing
@@ -76,6 +82,9 @@ class Watchdog:
         if event == "PROCESS_STATE_FATAL":
             return self.fatal(f"hydra: {name} cannot start: {reason(self.log_dir, name)}")
         if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0":
+            group = payload.get("groupname", name)
+            if self.exit_status(f"{group}:{name}") <= 0:
+                return False  # killed by a signal: not a crash loop of its own
             now = time.monotonic()
             times = self.crashes[name]
             times.append(now)
@@ -93,6 +102,16 @@ class Watchdog:
         with open(os.path.join(self.log_dir, FATAL_FILE), "a", encoding="utf-8") as f:
             f.write(line + "\n")
         return True
+
+
+def _exit_status(process: str) -> int:
+    from supervisor import childutils
+
+    try:
+        info = childutils.getRPCInterface(os.environ).supervisor.getProcessInfo(process)
+        return int(info["exitstatus"])
+    except Exception:  # noqa: BLE001 - unknown: count it, a crash loop must not hide
+        return 1
 
 
 def _shutdown() -> None:

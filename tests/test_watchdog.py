@@ -7,10 +7,10 @@ import io
 from hydra._watchdog import CRASHES, Watchdog, reason
 
 
-def _dog(tmp_path, log: str = "") -> tuple[Watchdog, io.StringIO]:
+def _dog(tmp_path, log: str = "", status: int = 1) -> tuple[Watchdog, io.StringIO]:
     (tmp_path / "writer.log").write_text(log)
     console = io.StringIO()
-    return Watchdog(str(tmp_path), console), console
+    return Watchdog(str(tmp_path), console, lambda process: status), console
 
 
 def test_reason_is_the_programs_own_line(tmp_path) -> None:
@@ -43,3 +43,12 @@ def test_a_crash_loop_stops_the_server(tmp_path) -> None:
     assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "writer", "expected": "1"})
     assert dog.handle("PROCESS_STATE_EXITED", exited)
     assert f"writer crashed {CRASHES} times" in console.getvalue()
+
+
+def test_killed_programs_are_not_a_crash_loop(tmp_path) -> None:
+    dog, console = _dog(tmp_path, "", status=-1)  # supervisord's status for a signal
+    for _ in range(3 * CRASHES):
+        assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "gateway-0",
+                                                       "groupname": "gateway",
+                                                       "expected": "0"})
+    assert console.getvalue() == ""
