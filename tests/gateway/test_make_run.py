@@ -62,9 +62,16 @@ def test_make_run_serves_and_stops_on_ctrl_c() -> None:
                                  "pid", "writer"], cwd=ROOT, env=ctl_env, capture_output=True,
                                 text=True, timeout=30, check=True).stdout.strip()
         pids.add(int(writer))
-        status = subprocess.run([make, "-s", "-o", ".venv/.installed", "status",
-                                 f"HYDRA_DATA={data}"], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=30)
+        # Healthy gateways are RUNNING for supervisord once `startsecs` have passed.
+        deadline = time.monotonic() + 20
+        while True:
+            status = subprocess.run([make, "-s", "-o", ".venv/.installed", "status",
+                                     f"HYDRA_DATA={data}"], cwd=ROOT, env=env,
+                                    capture_output=True, text=True, timeout=30)
+            if status.returncode == 0 or time.monotonic() > deadline:
+                break
+            assert "STARTING" in status.stdout, status.stdout + status.stderr
+            time.sleep(0.5)
         assert status.returncode == 0, status.stdout + status.stderr
         assert "writer               RUNNING" in status.stdout
         assert "gateway:gateway-1    RUNNING" in status.stdout
