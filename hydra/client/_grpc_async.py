@@ -15,17 +15,25 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
-from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
+from hydra.client._coalesce import AsyncAppendBatcher
+from hydra.client._errors import (
+    RESUMABLE_CODES,
+    RETRYABLE_CODES,
+    from_grpc,
+    from_status,
+    status_code,
+)
 from hydra.client._model import (
-    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
     check_events,
+    check_filter,
     check_limit,
     check_start,
     check_stream_id,
     event_from_message,
+    events_from_batch,
     health_from_message,
     idempotent,
 )
@@ -65,6 +73,10 @@ class AsyncHydraClient:
 
     Channels open on first use, inside the running loop. Close the client with
     ``await client.close()`` or ``async with``.
+
+    Appends made in the same loop turn, or while earlier ones are out, share
+    ``AppendMany`` calls (at most ``pool`` out at once), and reads receive many
+    events per message, as with ``HydraClient``.
     """
 
     def __init__(
@@ -90,6 +102,9 @@ class AsyncHydraClient:
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[pb_grpc.EventStoreStub] = []
         self._turn = itertools.count()
+        self._batcher = AsyncAppendBatcher(self._send_many, self.pool)
+        self._unbatched_appends = False  # the server has no AppendMany
+        self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0
         self._closed = False
 
@@ -167,12 +182,10 @@ class AsyncHydraClient:
         timeout: float | None = None,
     ) -> AppendResult:
         """Append one event; see ``hydra.Store.append``."""
-        request = msg.append_request(stream_id, event_id, data, expected_version,
-                                     event_type, metadata, sync)
-        r = await self._call("Append", request, bool(event_id), self._timeout(timeout),
-                             stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.append_item(stream_id, event_id, data, expected_version,
+                               event_type, metadata, sync)
+        return await self._append(item, bool(event_id), self._timeout(timeout), stream_id,
+                                  expected_version)
 
     async def append_sync(self, stream_id: str, event_id: str, data: bytes,
                           expected_version: int = ANY, event_type: str = "",
@@ -191,11 +204,48 @@ class AsyncHydraClient:
     ) -> AppendResult:
         """Append a batch atomically; the result is the last event's."""
         batch = check_events(events)
-        request = msg.batch_request(stream_id, batch, expected_version, sync)
-        r = await self._call("AppendBatch", request, idempotent(batch), self._timeout(timeout),
-                             stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.batch_request(stream_id, batch, expected_version, sync)
+        return await self._append(item, idempotent(batch), self._timeout(timeout), stream_id,
+                                  expected_version)
+
+    async def _send_many(self, items: list[pb.AppendBatchRequest],
+                         timeout: float | None) -> pb.AppendManyResponse:
+        return await self._stub().AppendMany(pb.AppendManyRequest(appends=items),
+                                             timeout=timeout)
+
+    async def _append(self, item: pb.AppendBatchRequest, retry: bool, timeout: float | None,
+                      stream_id: str, expected: int) -> AppendResult:
+        """One append, in an ``AppendMany`` call shared with the appends other
+        tasks make meanwhile; the same result and exceptions as alone."""
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays() if retry else iter(())
+        while True:
+            if self._unbatched_appends:
+                method, request = msg.unary_request(item)
+                r = await self._call(method, request, retry, timeout, stream_id, expected)
+                self._saw(r.committed_position)
+                return AppendResult(r.position, r.version, r.duplicate)
+            try:
+                outcome, committed = await self._batcher.submit(item, timeout)
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    self._unbatched_appends = True
+                    continue
+                if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                raise from_grpc(err, stream_id, expected) from None
+            if not outcome.code:
+                self._saw(committed)
+                return AppendResult(outcome.position, outcome.version, outcome.duplicate)
+            code = status_code(outcome.code)
+            if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                await asyncio.sleep(delay)
+                continue
+            raise from_status(code, outcome.message, outcome.current_version, stream_id,
+                              expected)
 
     async def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                             timeout: float | None = None) -> int:
@@ -236,17 +286,31 @@ class AsyncHydraClient:
                     stream_id: str) -> AsyncIterator[RecordedEvent]:
         delays = self._retry.delays()
         while not cursor.done:
-            call = getattr(self._stub(), method)(request(), timeout=self.read_timeout)
+            batched = not self._unbatched_reads
+            rpc = getattr(self._stub(), method + "Batched" if batched else method)
+            call = rpc(request(), timeout=self.read_timeout)
             try:
-                async for m in call:
-                    event = event_from_message(m)
-                    cursor.advance(event)
-                    yield event
+                if batched:
+                    async for batch in call:
+                        for event in cursor.advance_batch(events_from_batch(batch)):
+                            yield event
+                        if cursor.done:
+                            return
+                else:
+                    async for m in call:
+                        event = event_from_message(m)
+                        cursor.advance(event)
+                        yield event
+                        if cursor.done:
+                            return
                 return
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.NOT_FOUND and stream_id:
                     return
+                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
+                    self._unbatched_reads = True
+                    continue
                 if code in RESUMABLE_CODES:
                     delay = next(delays, None)
                     if delay is not None:
@@ -300,6 +364,7 @@ class AsyncHydraClient:
 
     async def close(self) -> None:
         self._closed = True
+        self._batcher.close()
         channels, self._channels, self._stubs = self._channels, [], []
         await asyncio.gather(*(ch.close() for ch in channels))
 

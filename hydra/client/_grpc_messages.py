@@ -82,6 +82,35 @@ def append_request(
     )
 
 
+def append_item(
+    stream_id: str, event_id: str, data: bytes, expected_version: int,
+    event_type: str, metadata: bytes, sync: bool,
+) -> pb.AppendBatchRequest:
+    """One event as an append of an ``AppendMany`` call."""
+    return pb.AppendBatchRequest(
+        stream_id=check_stream_id(stream_id),
+        events=[pb.NewEvent(event_id=check_text(event_id, "event_id"),
+                            data=check_bytes(data, "data"),
+                            event_type=check_text(event_type, "event_type"),
+                            metadata=check_bytes(metadata, "metadata"))],
+        expected_version=check_expected_version(expected_version),
+        sync=bool(sync),
+    )
+
+
+def unary_request(item: pb.AppendBatchRequest) -> tuple[str, Any]:
+    """The RPC and request that make ``item`` on its own, for a server without
+    ``AppendMany``: ``Append`` for one event (the Go system has only that one),
+    else ``AppendBatch``."""
+    if len(item.events) != 1:
+        return "AppendBatch", item
+    e = item.events[0]
+    return "Append", pb.AppendRequest(
+        stream_id=item.stream_id, event_id=e.event_id, data=e.data,
+        expected_version=item.expected_version, event_type=e.event_type,
+        metadata=e.metadata, sync=item.sync)
+
+
 def batch_request(
     stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
 ) -> pb.AppendBatchRequest:

@@ -15,17 +15,25 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
-from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
+from hydra.client._coalesce import AppendBatcher
+from hydra.client._errors import (
+    RESUMABLE_CODES,
+    RETRYABLE_CODES,
+    from_grpc,
+    from_status,
+    status_code,
+)
 from hydra.client._model import (
-    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
     check_events,
+    check_filter,
     check_limit,
     check_start,
     check_stream_id,
     event_from_message,
+    events_from_batch,
     health_from_message,
     idempotent,
 )
@@ -69,6 +77,12 @@ class HydraClient:
       keep trying to reconnect.
     - ``read_your_writes``: reads wait (on whichever gateway serves them) until
       that gateway has seen every write this client made.
+
+    Appends made at the same time from many threads share ``AppendMany`` calls
+    (at most ``pool`` out at once; see ``_coalesce.py``), and reads receive
+    many events per message (``ReadStreamBatched`` / ``ReadAllBatched``). With a
+    server that lacks these RPCs (the Go system) the client falls back to
+    ``Append`` / ``AppendBatch`` and ``ReadStream`` / ``ReadAll`` by itself.
     """
 
     def __init__(
@@ -94,6 +108,9 @@ class HydraClient:
                           for n in range(pool)]
         self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
         self._turn = itertools.count()
+        self._batcher = AppendBatcher(self._send_many, pool)
+        self._unbatched_appends = False  # the server has no AppendMany
+        self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0
         self._seen_lock = threading.Lock()
         self._closed = False
@@ -164,12 +181,10 @@ class HydraClient:
         With ``sync=True`` the server syncs the event to disk before answering,
         whatever its durability mode.
         """
-        request = msg.append_request(stream_id, event_id, data, expected_version,
-                                     event_type, metadata, sync)
-        r = self._call("Append", request, bool(event_id), self._timeout(timeout),
-                       stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.append_item(stream_id, event_id, data, expected_version,
+                               event_type, metadata, sync)
+        return self._append(item, bool(event_id), self._timeout(timeout), stream_id,
+                            expected_version)
 
     def append_sync(self, stream_id: str, event_id: str, data: bytes,
                     expected_version: int = ANY, event_type: str = "",
@@ -189,11 +204,47 @@ class HydraClient:
     ) -> AppendResult:
         """Append a batch atomically; the result is the last event's."""
         batch = check_events(events)
-        request = msg.batch_request(stream_id, batch, expected_version, sync)
-        r = self._call("AppendBatch", request, idempotent(batch),
-                       self._timeout(timeout), stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.batch_request(stream_id, batch, expected_version, sync)
+        return self._append(item, idempotent(batch), self._timeout(timeout), stream_id,
+                            expected_version)
+
+    def _send_many(self, items: list[pb.AppendBatchRequest],
+                   timeout: float | None) -> pb.AppendManyResponse:
+        return self._stub().AppendMany(pb.AppendManyRequest(appends=items), timeout=timeout)
+
+    def _append(self, item: pb.AppendBatchRequest, retry: bool, timeout: float | None,
+                stream_id: str, expected: int) -> AppendResult:
+        """One append, in an ``AppendMany`` call shared with the appends other
+        threads make meanwhile; the same result and exceptions as alone."""
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays() if retry else iter(())
+        while True:
+            if self._unbatched_appends:
+                method, request = msg.unary_request(item)
+                r = self._call(method, request, retry, timeout, stream_id, expected)
+                self._saw(r.committed_position)
+                return AppendResult(r.position, r.version, r.duplicate)
+            try:
+                outcome, committed = self._batcher.submit(item, timeout)
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    self._unbatched_appends = True
+                    continue
+                if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                    time.sleep(delay)
+                    continue
+                raise from_grpc(err, stream_id, expected) from None
+            if not outcome.code:
+                self._saw(committed)
+                return AppendResult(outcome.position, outcome.version, outcome.duplicate)
+            code = status_code(outcome.code)
+            if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                time.sleep(delay)
+                continue
+            raise from_status(code, outcome.message, outcome.current_version, stream_id,
+                              expected)
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                       timeout: float | None = None) -> int:
@@ -241,17 +292,30 @@ class HydraClient:
               stream_id: str) -> Iterator[RecordedEvent]:
         delays = self._retry.delays()
         while not cursor.done:
-            call = getattr(self._stub(), method)(request(), timeout=self.read_timeout)
+            batched = not self._unbatched_reads
+            rpc = getattr(self._stub(), method + "Batched" if batched else method)
+            call = rpc(request(), timeout=self.read_timeout)
             try:
-                for m in call:
-                    event = event_from_message(m)
-                    cursor.advance(event)
-                    yield event
+                if batched:
+                    for batch in call:
+                        yield from cursor.advance_batch(events_from_batch(batch))
+                        if cursor.done:
+                            return
+                else:
+                    for m in call:
+                        event = event_from_message(m)
+                        cursor.advance(event)
+                        yield event
+                        if cursor.done:
+                            return
                 return
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.NOT_FOUND and stream_id:
                     return  # the embedded Store's answer for a missing stream
+                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
+                    self._unbatched_reads = True
+                    continue
                 if code in RESUMABLE_CODES:
                     delay = next(delays, None)
                     if delay is not None:
