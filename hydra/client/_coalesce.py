@@ -38,7 +38,7 @@ Send = Callable[[list[pb.AppendBatchRequest], float | None], pb.AppendManyRespon
 AsyncSend = Callable[[list[pb.AppendBatchRequest], float | None],
                      Awaitable[pb.AppendManyResponse]]
 
-_QUEUED, _LEAD, _SENT, _DONE, _ABANDONED = range(5)
+_QUEUED, _SENT, _DONE, _ABANDONED = range(4)
 
 
 def item_size(request: pb.AppendBatchRequest) -> int:
@@ -79,23 +79,30 @@ def _take(queue: list[Any]) -> list[Any]:
 
 
 class _Item:
-    __slots__ = ("answer", "deadline", "error", "request", "size", "state", "wake")
+    __slots__ = ("answer", "deadline", "error", "lead", "request", "signalled", "size",
+                 "state", "wake")
 
     def __init__(self, request: pb.AppendBatchRequest, size: int, deadline: float | None) -> None:
         self.request = request
         self.size = size
         self.deadline = deadline
         self.state = _QUEUED
+        self.lead = False  # the caller is to send the next call
         self.answer: Answer | None = None
         self.error: BaseException | None = None
-        # Acquired now, released once: when the answer is in, or the caller is
-        # to lead the next call. The cheapest way to park a thread in CPython.
+        # Locked while nothing is signalled: released (once) when the answer is
+        # in or the caller is to lead. The cheapest way to park a thread in CPython.
         self.wake = threading.Lock()
         self.wake.acquire()
+        self.signalled = False
 
 
 class AppendBatcher:
-    """Coalesces the appends of many threads (see the module docstring)."""
+    """Coalesces the appends of many threads (see the module docstring).
+
+    Every field of every item is read and written under ``_lock``, except the
+    waits on ``item.wake`` themselves.
+    """
 
     def __init__(self, send: Send, max_calls: int) -> None:
         self._send = send
@@ -111,39 +118,52 @@ class AppendBatcher:
         item = _Item(request, item_size(request), deadline)
         with self._lock:
             self._queue.append(item)
-            lead = self._calls < self._max_calls
-            if lead:
+            if self._calls < self._max_calls:
                 self._calls += 1
-        if lead:
-            self._drive()
+                item.lead = True
         return self._wait(item)
 
     def _wait(self, item: _Item) -> Answer:
+        lock = self._lock
         while True:
+            with lock:
+                lead = item.lead
+                item.lead = False
+                done = item.state == _DONE
+            if lead:
+                # First, even when the own answer is in: the slot must not be lost.
+                self._drive()
+                continue
+            if done:
+                break
             if item.deadline is None:
                 woken = item.wake.acquire()
             else:
                 woken = item.wake.acquire(timeout=max(0.0, item.deadline - time.monotonic()))
-            with self._lock:
-                state = item.state
-                if not woken:
-                    if state == _QUEUED:
-                        self._queue.remove(item)
-                        raise _deadline()
-                    if state == _SENT:
-                        item.state = _ABANDONED  # its answer, when it comes, is dropped
-                        raise _deadline()
-                    # Woken just as the wait ran out: take the release.
-                    item.wake.acquire(blocking=False)
-                if state == _LEAD:
-                    item.state = _QUEUED
-            if state == _LEAD:
-                self._drive()
-                continue
-            if item.error is not None:
-                raise item.error
-            assert item.answer is not None
-            return item.answer
+            with lock:
+                if not woken and item.signalled:
+                    # Signalled just as the wait ran out: take the release.
+                    woken = item.wake.acquire(blocking=False)
+                if woken:
+                    item.signalled = False
+                    continue
+                if item.state == _QUEUED:
+                    self._queue.remove(item)
+                    raise _deadline()
+                if item.state == _SENT:
+                    item.state = _ABANDONED  # its answer, when it comes, is dropped
+                    raise _deadline()
+        if item.error is not None:
+            raise item.error
+        assert item.answer is not None
+        return item.answer
+
+    @staticmethod
+    def _signal(item: _Item) -> None:
+        # (under _lock)
+        if not item.signalled:
+            item.signalled = True
+            item.wake.release()
 
     def _drive(self) -> None:
         """Send one call with what is queued (this thread holds a call slot), then
@@ -170,11 +190,11 @@ class AppendBatcher:
                     item.answer = answers[n]
                 else:
                     item.error = error
-                item.wake.release()
+                self._signal(item)
             for item in self._queue:
-                if item.state == _QUEUED:
-                    item.state = _LEAD
-                    item.wake.release()
+                if not item.lead:
+                    item.lead = True
+                    self._signal(item)
                     break
             else:
                 self._calls -= 1
