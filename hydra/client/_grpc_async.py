@@ -15,7 +15,7 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
-from hydra.client._coalesce import AsyncAppendBatcher
+from hydra.client._coalesce import MAX_CALLS, AsyncAppendBatcher
 from hydra.client._errors import (
     RESUMABLE_CODES,
     RETRYABLE_CODES,
@@ -75,7 +75,7 @@ class AsyncHydraClient:
     ``await client.close()`` or ``async with``.
 
     Appends made in the same loop turn, or while earlier ones are out, share
-    ``AppendMany`` calls (at most ``pool`` out at once), and reads receive many
+    ``AppendMany`` calls, and reads receive many
     events per message, as with ``HydraClient``.
     """
 
@@ -102,7 +102,7 @@ class AsyncHydraClient:
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[pb_grpc.EventStoreStub] = []
         self._turn = itertools.count()
-        self._batcher = AsyncAppendBatcher(self._send_many, self.pool)
+        self._batcher = AsyncAppendBatcher(self._send_many, MAX_CALLS)
         self._unbatched_appends = False  # the server has no AppendMany
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0

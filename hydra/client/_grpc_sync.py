@@ -15,7 +15,7 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
-from hydra.client._coalesce import AppendBatcher
+from hydra.client._coalesce import MAX_CALLS, AppendBatcher
 from hydra.client._errors import (
     RESUMABLE_CODES,
     RETRYABLE_CODES,
@@ -79,8 +79,7 @@ class HydraClient:
       that gateway has seen every write this client made.
 
     Appends made at the same time from many threads share ``AppendMany`` calls
-    (at most ``pool`` out at once; see ``_coalesce.py``), and reads receive
-    many events per message (``ReadStreamBatched`` / ``ReadAllBatched``). With a
+    (one out at a time; see ``_coalesce.py``), and reads receive many events per message (``ReadStreamBatched`` / ``ReadAllBatched``). With a
     server that lacks these RPCs (the Go system) the client falls back to
     ``Append`` / ``AppendBatch`` and ``ReadStream`` / ``ReadAll`` by itself.
     """
@@ -108,7 +107,7 @@ class HydraClient:
                           for n in range(pool)]
         self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
         self._turn = itertools.count()
-        self._batcher = AppendBatcher(self._send_many, pool)
+        self._batcher = AppendBatcher(self._send_many, MAX_CALLS)
         self._unbatched_appends = False  # the server has no AppendMany
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0
