@@ -116,8 +116,10 @@ def batch_request(
 ) -> pb.AppendBatchRequest:
     return pb.AppendBatchRequest(
         stream_id=check_stream_id(stream_id),
-        events=[pb.NewEvent(event_id=e.event_id, data=e.data, event_type=e.event_type,
-                            metadata=e.metadata) for e in events],
+        # Dicts: upb builds the messages from them in C, twice as fast as from
+        # keyword arguments.
+        events=[{"event_id": e.event_id, "data": e.data, "event_type": e.event_type,
+                 "metadata": e.metadata} for e in events],
         expected_version=check_expected_version(expected_version),
         sync=bool(sync),
     )

@@ -115,6 +115,10 @@ def check_events(events: object) -> list[NewEvent]:
         raise InvalidArgument("events must hold at least one event")
     out = []
     for i, ev in enumerate(events):
+        if (type(ev) is NewEvent and type(ev.data) is bytes and type(ev.event_id) is str
+                and type(ev.event_type) is str and type(ev.metadata) is bytes):
+            out.append(ev)  # the common case, already right: no copy
+            continue
         if not isinstance(ev, tuple) or not 1 <= len(ev) <= 4:
             raise InvalidArgument(f"events[{i}] must be a NewEvent")
         ev = NewEvent(*ev)
