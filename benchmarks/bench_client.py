@@ -12,6 +12,8 @@ temporary directory, then runs each scenario ``--runs`` times for
     read-stream     ``read_stream`` of a 1,000-event stream, again and again
     read-all        ``read_all`` in pages of 1,000 events, from start to end
     read-all-whole  ``read_all`` of the whole log in one read
+    stress-http     ``hydra stress http`` (appends, 64 workers over 16
+                    connections): its load processes' CPU per request
 
 Server CPU is the user + system time of the writer and gateway processes
 (from /proc) over the run, per operation; client CPU is this process's.
@@ -25,6 +27,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -42,7 +45,7 @@ import hydra  # noqa: E402
 from hydra.client import HydraClient  # noqa: E402
 
 SCENARIOS = ("append-64", "append-1", "append-batch", "read-stream", "read-all",
-             "read-all-whole")
+             "read-all-whole", "stress-http")
 PAYLOAD = b'{"account":"acc-0001","amount":125,"currency":"EUR","note":"benchmark event"}'
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -150,6 +153,25 @@ def all_reads(client: HydraClient, page: int | None) -> Callable[[float], int]:
     return work
 
 
+def stress_http(server: Server, duration: float) -> dict[str, Any]:
+    """One ``hydra stress http`` run; the client CPU is that of its load processes."""
+    pids = server_pids(server)
+    server_cpu = cpu_seconds(pids)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "hydra"), "stress", "http", "--target", server.http,
+         "--workers", "64", "--pool", "16", "--duration", str(duration), "--json"],
+        capture_output=True, text=True, check=True)
+    server_cpu = cpu_seconds(pids) - server_cpu
+    r = json.loads(out.stdout)
+    requests = max(r["requests"], 1)
+    load_cpu = r["load_cpu_percent"] / 100 * r["elapsed"]
+    return {"ops": r["requests"], "elapsed": r["elapsed"],
+            "per_s": r["throughput"]["requests_per_s"],
+            "server_cpu_us_per_op": round(server_cpu / requests * 1e6, 2),
+            "client_cpu_us_per_op": round(load_cpu / requests * 1e6, 2),
+            "errors": r["errors"], "verified": r["verified"]}
+
+
 def populate(client: HydraClient) -> str:
     """A 1,000-event stream, and 200,000 events in $all."""
     stream = "bench-read-stream"
@@ -172,6 +194,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 results = []
                 for r in range(args.runs):
                     tag = f"{name}-{r}-{time.monotonic_ns()}"
+                    if name == "stress-http":
+                        results.append(stress_http(server, args.duration))
+                        print(name, r, results[-1], file=sys.stderr)
+                        continue
                     work = {
                         "append-64": lambda: appenders(client, 64, tag),  # noqa: B023
                         "append-1": lambda: appenders(client, 1, tag),  # noqa: B023

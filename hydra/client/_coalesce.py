@@ -25,8 +25,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from hydra._proto import eventstore_pb2 as pb
-from hydra.client._errors import DeadlineExceeded, ServerError
-from hydra.errors import Unavailable
+import grpc
+
+from hydra._engine import AppendResult
+from hydra.client._errors import DeadlineExceeded, ServerError, from_status, status_code
+from hydra.errors import HydraError, Unavailable
 
 # AppendMany calls out at once. One is best: measured with 64 threads appending
 # (benchmarks/bench_client.py), 1 call out gave the most appends a second and the
@@ -50,6 +53,18 @@ _QUEUED, _SENT, _DONE, _ABANDONED = range(4)
 def item_size(request: pb.AppendBatchRequest) -> int:
     """The bytes an append adds to a call (its encoded size, computed in C)."""
     return int(request.ByteSize()) + 8
+
+
+def settle(answer: Answer, stream_id: str,
+           expected: int) -> AppendResult | tuple[grpc.StatusCode, HydraError]:
+    """An append's outcome as its result, or as its status code and the
+    exception the same append alone would raise."""
+    outcome = answer[0]
+    if not outcome.code:
+        return AppendResult(outcome.position, outcome.version, outcome.duplicate)
+    code = status_code(outcome.code)
+    return code, from_status(code, outcome.message, outcome.current_version, stream_id,
+                             expected)
 
 
 def _answers(response: pb.AppendManyResponse, count: int) -> list[Answer]:

@@ -87,15 +87,9 @@ def append_item(
     event_type: str, metadata: bytes, sync: bool,
 ) -> pb.AppendBatchRequest:
     """One event as an append of an ``AppendMany`` call."""
-    return pb.AppendBatchRequest(
-        stream_id=check_stream_id(stream_id),
-        events=[pb.NewEvent(event_id=check_text(event_id, "event_id"),
-                            data=check_bytes(data, "data"),
-                            event_type=check_text(event_type, "event_type"),
-                            metadata=check_bytes(metadata, "metadata"))],
-        expected_version=check_expected_version(expected_version),
-        sync=bool(sync),
-    )
+    event = NewEvent(check_bytes(data, "data"), check_text(event_id, "event_id"),
+                     check_text(event_type, "event_type"), check_bytes(metadata, "metadata"))
+    return batch_request(stream_id, [event], expected_version, sync)
 
 
 def unary_request(item: pb.AppendBatchRequest) -> tuple[str, Any]:

@@ -15,14 +15,8 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
-from hydra.client._coalesce import MAX_CALLS, AppendBatcher
-from hydra.client._errors import (
-    RESUMABLE_CODES,
-    RETRYABLE_CODES,
-    from_grpc,
-    from_status,
-    status_code,
-)
+from hydra.client._coalesce import MAX_CALLS, AppendBatcher, settle
+from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
 from hydra.client._model import (
     Health,
     ReadCursor,
@@ -225,7 +219,7 @@ class HydraClient:
                 self._saw(r.committed_position)
                 return AppendResult(r.position, r.version, r.duplicate)
             try:
-                outcome, committed = self._batcher.submit(item, timeout)
+                answer = self._batcher.submit(item, timeout)
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.UNIMPLEMENTED:
@@ -235,15 +229,15 @@ class HydraClient:
                     time.sleep(delay)
                     continue
                 raise from_grpc(err, stream_id, expected) from None
-            if not outcome.code:
-                self._saw(committed)
-                return AppendResult(outcome.position, outcome.version, outcome.duplicate)
-            code = status_code(outcome.code)
+            settled = settle(answer, stream_id, expected)
+            if isinstance(settled, AppendResult):
+                self._saw(answer[1])
+                return settled
+            code, error = settled
             if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
                 time.sleep(delay)
                 continue
-            raise from_status(code, outcome.message, outcome.current_version, stream_id,
-                              expected)
+            raise error
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                       timeout: float | None = None) -> int:

@@ -209,13 +209,7 @@ class ReadCursor:
         self.done = limit == 0
 
     def advance(self, event: RecordedEvent) -> None:
-        key = event.version if self.kind == "version" else event.position
-        if self.backward:
-            self.start = key - 1
-            if self.start < 0:
-                self.done = True
-        else:
-            self.start = key + 1
+        self._past(event)
         if self.limit is not None:
             self.limit -= 1
             if self.limit <= 0:
@@ -230,15 +224,17 @@ class ReadCursor:
                 self.done = True
             self.limit -= len(events)
         if events:
-            last = events[-1]
-            key = last.version if self.kind == "version" else last.position
-            if self.backward:
-                self.start = key - 1
-                if self.start < 0:
-                    self.done = True
-            else:
-                self.start = key + 1
+            self._past(events[-1])
         return events
+
+    def _past(self, event: RecordedEvent) -> None:
+        key = event.version if self.kind == "version" else event.position
+        if self.backward:
+            self.start = key - 1
+            if self.start < 0:
+                self.done = True
+        else:
+            self.start = key + 1
 
 
 class SubscriptionCursor:

@@ -209,9 +209,9 @@ class BatchedRpcs:
                     if isinstance(r, Appended):
                         committed = max(committed, r.committed)
             parts = []
-            for r in results:
-                assert r is not None
-                outcome = _outcome(r)
+            for answer in results:
+                assert answer is not None
+                outcome = _outcome(answer)
                 parts.append(b"\x0a%b%b" % (varint(len(outcome)), outcome))
             parts.append(b"\x10%b" % varint(committed))
             return b"".join(parts)
