@@ -11,8 +11,8 @@ Each item gets its own answer (an ``AppendOutcome`` and the call's committed
 position) or the error of the whole call (a ``grpc.RpcError``); the caller turns
 that into its result or exception exactly as for a call of its own.
 
-``AppendBatcher`` serves threads: no thread of its own, the thread that finds a
-free call slot sends, then hands the slot to the next waiting thread.
+``AppendBatcher`` serves threads: the thread that finds a free call slot starts
+the call, the call's completion answers its appends and starts the next.
 ``AsyncAppendBatcher`` serves the tasks of one event loop.
 """
 
@@ -43,7 +43,8 @@ MAX_ITEMS = 2000
 MAX_BYTES = 4 << 20
 
 Answer = tuple[pb.AppendOutcome, int]  # (outcome, committed position of the call)
-Send = Callable[[list[pb.AppendBatchRequest], float | None], pb.AppendManyResponse]
+# Starts an AppendMany call; returns its grpc.Future (``result()``, ``add_done_callback``).
+SendFuture = Callable[[list[pb.AppendBatchRequest], float | None], Any]
 AsyncSend = Callable[[list[pb.AppendBatchRequest], float | None],
                      Awaitable[pb.AppendManyResponse]]
 
@@ -98,108 +99,94 @@ def _take(queue: list[Any]) -> list[Any]:
 
 
 class _Item:
-    __slots__ = ("answer", "deadline", "error", "lead", "request", "signalled", "size",
-                 "state", "wake")
+    __slots__ = ("answer", "deadline", "error", "request", "size", "state", "wake")
 
     def __init__(self, request: pb.AppendBatchRequest, size: int, deadline: float | None) -> None:
         self.request = request
         self.size = size
         self.deadline = deadline
         self.state = _QUEUED
-        self.lead = False  # the caller is to send the next call
         self.answer: Answer | None = None
         self.error: BaseException | None = None
-        # Locked while nothing is signalled: released (once) when the answer is
-        # in or the caller is to lead. The cheapest way to park a thread in CPython.
+        # Locked until the answer is in: the cheapest way to park a thread in CPython.
         self.wake = threading.Lock()
         self.wake.acquire()
-        self.signalled = False
 
 
 class AppendBatcher:
     """Coalesces the appends of many threads (see the module docstring).
 
-    Every field of every item is read and written under ``_lock``, except the
-    waits on ``item.wake`` themselves.
+    No thread blocks in a call: ``send`` starts one and returns a future, whose
+    completion (on a gRPC thread) answers the call's appends and starts the next
+    call with whatever queued meanwhile. Each caller waits for its own answer,
+    until its own deadline. Items are read and written under ``_lock``.
     """
 
-    def __init__(self, send: Send, max_calls: int) -> None:
+    def __init__(self, send: SendFuture, max_calls: int) -> None:
         self._send = send
         self._max_calls = max_calls
         self._lock = threading.Lock()
         self._queue: list[_Item] = []
-        self._calls = 0  # call slots taken (a call out, or a thread about to send one)
+        self._calls = 0  # calls out, or about to be
 
     def submit(self, request: pb.AppendBatchRequest, timeout: float | None) -> Answer:
         """Send ``request`` in the next call; its answer, or raise the call's
-        ``grpc.RpcError`` (or DeadlineExceeded once ``timeout`` has passed)."""
+        error (a ``grpc.RpcError``), or DeadlineExceeded once ``timeout`` passed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         item = _Item(request, item_size(request), deadline)
         with self._lock:
             self._queue.append(item)
-            if self._calls < self._max_calls:
+            start = self._calls < self._max_calls
+            if start:
                 self._calls += 1
-                item.lead = True
-        return self._wait(item)
-
-    def _wait(self, item: _Item) -> Answer:
-        lock = self._lock
-        while True:
-            with lock:
-                lead = item.lead
-                item.lead = False
-                done = item.state == _DONE
-            if lead:
-                # First, even when the own answer is in: the slot must not be lost.
-                self._drive()
-                continue
-            if done:
-                break
-            if item.deadline is None:
-                woken = item.wake.acquire()
-            else:
-                woken = item.wake.acquire(timeout=max(0.0, item.deadline - time.monotonic()))
-            with lock:
-                if not woken and item.signalled:
-                    # Signalled just as the wait ran out: take the release.
-                    woken = item.wake.acquire(blocking=False)
-                if woken:
-                    item.signalled = False
-                    continue
+        if start:
+            self._start()
+        if deadline is None:
+            item.wake.acquire()
+        elif not item.wake.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            with self._lock:
                 if item.state == _QUEUED:
                     self._queue.remove(item)
                     raise _deadline()
                 if item.state == _SENT:
                     item.state = _ABANDONED  # its answer, when it comes, is dropped
                     raise _deadline()
+            item.wake.acquire()  # answered just as the wait ran out
         if item.error is not None:
             raise item.error
         assert item.answer is not None
         return item.answer
 
-    @staticmethod
-    def _signal(item: _Item) -> None:
-        # (under _lock)
-        if not item.signalled:
-            item.signalled = True
-            item.wake.release()
-
-    def _drive(self) -> None:
-        """Send one call with what is queued (this thread holds a call slot), then
-        hand the slot on to a waiting thread, or free it."""
-        with self._lock:
-            batch = _take(self._queue)
-            for item in batch:
-                item.state = _SENT
-        answers: list[Answer] | None = None
-        error: BaseException | None = None
-        if batch:
+    def _start(self) -> None:
+        """Start a call with what is queued (a call slot is held), or free the slot."""
+        while True:
+            with self._lock:
+                batch = _take(self._queue) if self._queue else []
+                if not batch:
+                    self._calls -= 1
+                    return
+                for item in batch:
+                    item.state = _SENT
             try:
-                response = self._send([i.request for i in batch],
-                                      _timeout([i.deadline for i in batch], time.monotonic()))
-                answers = _answers(response, len(batch))
-            except Exception as exc:  # noqa: BLE001 - each caller gets the call's error
-                error = exc
+                future = self._send([i.request for i in batch],
+                                    _timeout([i.deadline for i in batch], time.monotonic()))
+            except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                self._answer(batch, None, exc)
+                continue  # the rest may fare better (or fail alike)
+            future.add_done_callback(lambda f, batch=batch: self._done(batch, f))
+            return
+
+    def _done(self, batch: list[_Item], future: Any) -> None:
+        try:
+            answers: list[Answer] | None = _answers(future.result(), len(batch))
+            error: BaseException | None = None
+        except Exception as exc:  # noqa: BLE001 - each caller gets the call's error
+            answers, error = None, exc
+        self._answer(batch, answers, error)
+        self._start()  # the slot goes on to what queued meanwhile
+
+    def _answer(self, batch: list[_Item], answers: list[Answer] | None,
+                error: BaseException | None) -> None:
         with self._lock:
             for n, item in enumerate(batch):
                 if item.state == _ABANDONED:
@@ -209,14 +196,7 @@ class AppendBatcher:
                     item.answer = answers[n]
                 else:
                     item.error = error
-                self._signal(item)
-            for item in self._queue:
-                if not item.lead:
-                    item.lead = True
-                    self._signal(item)
-                    break
-            else:
-                self._calls -= 1
+                item.wake.release()
 
 
 def _deadline() -> DeadlineExceeded:

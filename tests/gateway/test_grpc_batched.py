@@ -32,6 +32,7 @@ def test_event_batches_parse_as_the_same_events():
         RecordedEvent(2**40 + 7, "strömé-é", 2**33, "e" * 128, "T" * 256, b"\x00" * 20000,
                       b"m" * 200, 1_764_612_345.123456),
         RecordedEvent(5, "x" * 256, 3, "id", "type", b"d" * (3 << 20), b"", 1.5),
+        RecordedEvent(6, "y" * 20000, 4, "i" * 30000, "t" * 65535, b"", b"", 1.5),
     ] + [RecordedEvent(100 + i, "many", i, f"e{i}", "", b"x", b"", 2.0)
          for i in range(2 * BATCH_EVENTS + 5)]
     batches = [pb.EventBatch.FromString(b) for b in _event_batches(events)]
