@@ -201,9 +201,9 @@ class HydraClient:
         return self._append(item, idempotent(batch), self._timeout(timeout), stream_id,
                             expected_version)
 
-    def _send_many(self, items: list[pb.AppendBatchRequest], timeout: float | None) -> Any:
-        return self._stub().AppendMany.future(pb.AppendManyRequest(appends=items),
-                                              timeout=timeout)
+    def _send_many(self, items: list[pb.AppendBatchRequest],
+                   timeout: float | None) -> pb.AppendManyResponse:
+        return self._stub().AppendMany(pb.AppendManyRequest(appends=items), timeout=timeout)
 
     def _append(self, item: pb.AppendBatchRequest, retry: bool, timeout: float | None,
                 stream_id: str, expected: int) -> AppendResult:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
 
 import pytest
 
@@ -200,29 +200,18 @@ def test_batched_reads_equal_unbatched(cluster, stream, kind):
 # -- the batcher's own rules, with a scripted call --------------------------------
 
 
-def _answer(n: int):
-    from hydra._proto import eventstore_pb2 as pb
-
-    return pb.AppendManyResponse(results=[pb.AppendOutcome(version=i) for i in range(n)],
-                                 committed_position=99)
-
-
 def test_batcher_deadlines_while_queued_and_while_sent():
     from hydra._proto import eventstore_pb2 as pb
     from hydra.client._coalesce import AppendBatcher
     from hydra.client._errors import DeadlineExceeded
 
-    release = threading.Event()
     sent: list[list[str]] = []
-    pool = ThreadPoolExecutor(2)
-
-    def call_out(items):
-        release.wait(5)
-        return _answer(len(items))
 
     def send(items, timeout):
+        # A call that takes longer than it may: it fails at its deadline.
         sent.append([i.stream_id for i in items])
-        return pool.submit(call_out, items)
+        time.sleep(timeout)
+        raise DeadlineExceeded("the call's own deadline")
 
     batcher = AppendBatcher(send, 1)
     item = lambda name: pb.AppendBatchRequest(stream_id=name)  # noqa: E731
@@ -234,21 +223,23 @@ def test_batcher_deadlines_while_queued_and_while_sent():
         except Exception as exc:  # noqa: BLE001 - the test looks at it
             results[name] = exc
 
-    first = threading.Thread(target=call, args=("slow", 0.2))
+    first = threading.Thread(target=call, args=("slow", 0.3))
     first.start()
     while not sent:
         pass
-    queued = threading.Thread(target=call, args=("queued", 0.2))
+    queued = threading.Thread(target=call, args=("queued", 0.05))
     queued.start()
     first.join(3)
     queued.join(3)
-    # Both gave up at their own deadline: one was out, one still queued.
+    # The queued one gave up at its own deadline, the one out with its call.
     assert isinstance(results["slow"], DeadlineExceeded)
     assert isinstance(results["queued"], DeadlineExceeded)
-    release.set()
-    # The slot came back, the queued one was never sent, later appends go through.
-    outcome, committed = batcher.submit(item("later"), 2)
-    assert committed == 99 and sent == [["slow"], ["later"]]
+    assert "own deadline" in str(results["slow"])
+    assert "own deadline" not in str(results["queued"])
+    # The slot came back, and the queued one was never sent.
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit(item("later"), 0.05)
+    assert sent == [["slow"], ["later"]]
 
 
 def test_batcher_gives_the_calls_error_to_each_caller():
@@ -257,13 +248,8 @@ def test_batcher_gives_the_calls_error_to_each_caller():
 
     gate = threading.Barrier(8)
 
-    def fail(items):
-        raise OSError("boom")
-
-    pool = ThreadPoolExecutor(1)
-
     def send(items, timeout):
-        return pool.submit(fail, items)
+        raise OSError("boom")
 
     batcher = AppendBatcher(send, 1)
     results = run_threads(8, lambda k: (gate.wait(), batcher.submit(
