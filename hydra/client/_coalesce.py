@@ -207,7 +207,7 @@ class AppendBatcher:
                 answers = _answers(response, len(batch))
             except Exception as exc:  # noqa: BLE001 - each caller gets the call's error
                 error = exc
-            except BaseException as exc:
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
                 # KeyboardInterrupt or the like in this thread: the other callers
                 # must not wait for ever; this thread raises it once they are told.
                 interrupted = exc

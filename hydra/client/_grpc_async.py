@@ -33,7 +33,7 @@ from hydra.client._model import (
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._subscription import AsyncSubscription
-from hydra.errors import StoreClosed, Unavailable
+from hydra.errors import InvalidArgument, StoreClosed, Unavailable
 
 
 class _Stream:
@@ -83,6 +83,7 @@ class AsyncHydraClient:
         retry: Retry | None = RETRY,
         resume: Retry = RESUME,
         read_your_writes: bool = True,
+        coalesce: bool = True,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = msg.grpc_target(address)
@@ -97,7 +98,11 @@ class AsyncHydraClient:
         self._stubs: list[pb_grpc.EventStoreStub] = []
         self._turn = itertools.count()
         self._batcher = AsyncAppendBatcher(self._send_many, MAX_CALLS)
-        self._unbatched_appends = False  # the server has no AppendMany
+        if type(coalesce) is not bool:
+            raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
+        # Without coalescing (or with a server that has no AppendMany), every
+        # append is an Append / AppendBatch call of its own.
+        self._unbatched_appends = not coalesce
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0
         self._closed = False

@@ -33,7 +33,7 @@ from hydra.client._model import (
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._subscription import Subscription
-from hydra.errors import StoreClosed
+from hydra.errors import InvalidArgument, StoreClosed
 
 
 class _Stream:
@@ -71,6 +71,8 @@ class HydraClient:
       keep trying to reconnect.
     - ``read_your_writes``: reads wait (on whichever gateway serves them) until
       that gateway has seen every write this client made.
+    - ``coalesce``: appends made at the same time share ``AppendMany`` calls
+      (below); False sends each as a call of its own.
 
     Appends made at the same time from many threads share ``AppendMany`` calls
     (one out at a time; see ``_coalesce.py``), and reads receive many events per message (``ReadStreamBatched`` / ``ReadAllBatched``). With a
@@ -88,6 +90,7 @@ class HydraClient:
         retry: Retry | None = RETRY,
         resume: Retry = RESUME,
         read_your_writes: bool = True,
+        coalesce: bool = True,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = msg.grpc_target(address)
@@ -102,7 +105,11 @@ class HydraClient:
         self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
         self._turn = itertools.count()
         self._batcher = AppendBatcher(self._send_many, MAX_CALLS)
-        self._unbatched_appends = False  # the server has no AppendMany
+        if type(coalesce) is not bool:
+            raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
+        # Without coalescing (or with a server that has no AppendMany), every
+        # append is an Append / AppendBatch call of its own.
+        self._unbatched_appends = not coalesce
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
         self._seen = 0
         self._seen_lock = threading.Lock()

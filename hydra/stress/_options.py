@@ -34,6 +34,7 @@ class Options:
     verify: bool
     json: bool
     seed: int
+    coalesce: bool = False  # gRPC: appends made at once share AppendMany calls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -76,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip counting the appended events in the log afterwards")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
+    p.add_argument("--coalesce", action="store_true",
+                   help="gRPC: let the client coalesce appends made at the same time into "
+                        "AppendMany calls, as HydraClient does (default: one Append or "
+                        "AppendBatch call per request, as the Go system's tool)")
     return p
 
 
@@ -136,9 +141,10 @@ def parse(argv: Sequence[str]) -> Options:
            "each process needs a connection of its own")
     _check(processes <= a.workers,
            f"--processes ({processes}) must not exceed --workers ({a.workers})")
+    _check(not a.coalesce or a.protocol == "grpc", "--coalesce is for grpc only")
     return Options(a.protocol, target, a.workers, a.duration, a.pool, a.streams, a.batch,
                    a.event_size, a.read_ratio, a.read_limit, processes, cpus, a.timeout,
-                   a.verify, a.json, a.seed)
+                   a.verify, a.json, a.seed, a.coalesce)
 
 
 def share(total: int, parts: int, n: int) -> int:

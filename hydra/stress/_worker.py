@@ -57,7 +57,8 @@ def make_client(opts: Options, pool: int) -> Any:
     # No retries (an error is reported, not hidden) and no read-your-writes
     # waits: the load measures the server's own answers.
     return AsyncHydraClient(opts.target, pool=pool, timeout=opts.timeout,
-                            read_timeout=opts.timeout, retry=None, read_your_writes=False)
+                            read_timeout=opts.timeout, retry=None, read_your_writes=False,
+                            coalesce=opts.coalesce)
 
 
 def error_kind(exc: BaseException) -> str:
