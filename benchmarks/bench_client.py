@@ -15,6 +15,10 @@ temporary directory, then runs each scenario ``--runs`` times for
     stress-http     ``hydra stress http`` (appends, 64 workers over 16
                     connections): its load processes' CPU per request
 
+With ``--plain`` the client uses the one-call-per-append, one-event-per-message
+RPCs instead (``coalesce=False`` and the unbatched reads, as the client did
+before the batched RPCs): the same scenarios, for a ratio within one session.
+
 Server CPU is the user + system time of the writer and gateway processes
 (from /proc) over the run, per operation; client CPU is this process's.
 
@@ -184,11 +188,14 @@ def populate(client: HydraClient) -> str:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     server = Server(args.workers, args.sync, "uvloop")
-    report: dict[str, Any] = {"workers": args.workers, "sync": args.sync,
+    report: dict[str, Any] = {"workers": args.workers, "sync": args.sync, "plain": args.plain,
                               "duration": args.duration, "runs": args.runs,
                               "load_average_before": os.getloadavg(), "scenarios": {}}
     try:
-        with HydraClient(server.grpc, pool=args.pool) as client:
+        with HydraClient(server.grpc, pool=args.pool, coalesce=not args.plain) as client:
+            # (A private switch: the client's own fallback for servers without
+            # the batched reads.)
+            client._unbatched_reads = args.plain
             stream = populate(client)
             for name in args.scenarios:
                 results = []
@@ -230,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pool", type=int, default=4, help="client connections (default 4)")
     p.add_argument("--sync", default="every-write")
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    p.add_argument("--plain", action="store_true",
+                   help="one call per append and one event per message (for comparison)")
     p.add_argument("--out", help="write the JSON report here too")
     args = p.parse_args(argv)
     if args.runs < 1 or args.duration <= 0:
