@@ -37,15 +37,31 @@ from hydra.errors import InvalidArgument, StoreClosed, Unavailable
 
 
 class _Stream:
-    """One subscription RPC as an ``AsyncConnection``."""
+    """One subscription RPC as an ``AsyncConnection``: the batched RPC, or the
+    plain one (``fallback``) when the server has no batched RPCs."""
 
-    def __init__(self, call: Any, stream_id: str) -> None:
+    def __init__(self, call: Any, stream_id: str, client: AsyncHydraClient,
+                 fallback: Callable[[], Any] | None) -> None:
         self.call = call
         self.stream_id = stream_id
+        self.client = client
+        self.fallback = fallback
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[RecordedEvent]:
         try:
+            if self.fallback is not None:
+                try:
+                    async for batch in self.call:
+                        for event in events_from_batch(batch):
+                            yield event
+                    return
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        raise
+                # Nothing was delivered: the plain RPC from the same start.
+                self.client._unbatched_subscriptions = True
+                self.call = self.fallback()
             async for m in self.call:
                 yield event_from_message(m)
         except grpc.RpcError as err:
@@ -104,6 +120,7 @@ class AsyncHydraClient:
         # append is an Append / AppendBatch call of its own.
         self._unbatched_appends = not coalesce
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
+        self._unbatched_subscriptions = False  # nor the batched subscriptions
         self._seen = 0
         self._closed = False
 
@@ -337,9 +354,13 @@ class AsyncHydraClient:
         prefix, types = check_filter(stream_prefix, event_types)
 
         async def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
-                from_position=start, stream_prefix=prefix, event_types=types))
-            return _Stream(call, "")
+            stub = self._stub()
+            request = pb.SubscribeToAllRequest(from_position=start, stream_prefix=prefix,
+                                               event_types=types)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToAll(request), "", self, None)
+            return _Stream(stub.SubscribeToAllBatched(request), "", self,
+                           lambda: stub.SubscribeToAll(request))
 
         return AsyncSubscription(connect, SubscriptionCursor("position", start), self._resume)
 
@@ -349,9 +370,12 @@ class AsyncHydraClient:
         start = check_start(from_version, "from_version") or 0
 
         async def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToStream(
-                pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start))
-            return _Stream(call, stream_id)
+            stub = self._stub()
+            request = pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToStream(request), stream_id, self, None)
+            return _Stream(stub.SubscribeToStreamBatched(request), stream_id, self,
+                           lambda: stub.SubscribeToStream(request))
 
         return AsyncSubscription(connect, SubscriptionCursor("version", start), self._resume)
 

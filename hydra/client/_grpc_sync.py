@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import grpc
@@ -37,14 +37,29 @@ from hydra.errors import InvalidArgument, StoreClosed
 
 
 class _Stream:
-    """One subscription RPC as a ``Connection``."""
+    """One subscription RPC as a ``Connection``: the batched RPC, or the plain one
+    (``fallback``) when the server has no batched RPCs."""
 
-    def __init__(self, call: Any, stream_id: str) -> None:
+    def __init__(self, call: Any, stream_id: str, client: HydraClient,
+                 fallback: Callable[[], Any] | None) -> None:
         self.call = call
         self.stream_id = stream_id
+        self.client = client
+        self.fallback = fallback
 
     def __iter__(self) -> Iterator[RecordedEvent]:
         try:
+            if self.fallback is not None:
+                try:
+                    for batch in self.call:
+                        yield from events_from_batch(batch)
+                    return
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        raise
+                # Nothing was delivered: the plain RPC from the same start.
+                self.client._unbatched_subscriptions = True
+                self.call = self.fallback()
             for m in self.call:
                 yield event_from_message(m)
         except grpc.RpcError as err:
@@ -111,6 +126,7 @@ class HydraClient:
         # append is an Append / AppendBatch call of its own.
         self._unbatched_appends = not coalesce
         self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
+        self._unbatched_subscriptions = False  # nor the batched subscriptions
         self._seen = 0
         self._seen_lock = threading.Lock()
         self._closed = False
@@ -344,9 +360,13 @@ class HydraClient:
         prefix, types = check_filter(stream_prefix, event_types)
 
         def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
-                from_position=start, stream_prefix=prefix, event_types=types))
-            return _Stream(call, "")
+            stub = self._stub()
+            request = pb.SubscribeToAllRequest(from_position=start, stream_prefix=prefix,
+                                               event_types=types)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToAll(request), "", self, None)
+            return _Stream(stub.SubscribeToAllBatched(request), "", self,
+                           lambda: stub.SubscribeToAll(request))
 
         return Subscription(connect, SubscriptionCursor("position", start), self._resume)
 
@@ -356,9 +376,12 @@ class HydraClient:
         start = check_start(from_version, "from_version") or 0
 
         def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToStream(
-                pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start))
-            return _Stream(call, stream_id)
+            stub = self._stub()
+            request = pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToStream(request), stream_id, self, None)
+            return _Stream(stub.SubscribeToStreamBatched(request), stream_id, self,
+                           lambda: stub.SubscribeToStream(request))
 
         return Subscription(connect, SubscriptionCursor("version", start), self._resume)
 
