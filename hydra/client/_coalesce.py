@@ -39,8 +39,8 @@ from hydra.errors import HydraError, Unavailable
 
 # AppendMany calls out at once. One is best: measured with 64 threads appending
 # (benchmarks/bench_client.py), 1 call out gave the most appends a second and the
-# least CPU per append on both sides, 2 about 5 % fewer, 4 about 15 %, 8 about
-# 40 %: a call that waits for the one before it leaves larger, and the per-call
+# least CPU per append on both sides; 2 gave 0.5-6 % fewer, 4 12-19 %, 8 35-43 %:
+# a call that waits for the one before it leaves larger, and the per-call
 # costs (the gRPC runtime on both sides, the hop to the writer) are per call.
 MAX_CALLS = 1
 # One call carries at most this many appends, or about this many bytes (the
