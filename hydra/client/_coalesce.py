@@ -89,18 +89,29 @@ def _timeout(deadlines: list[float | None], now: float) -> float | None:
     return max(0.001, max(deadlines) - now)  # type: ignore[type-var, operator]
 
 
-def _take(queue: list[Any]) -> list[Any]:
+def _take(queue: list[Any], max_bytes: int) -> list[Any]:
     """The longest prefix of ``queue`` one call may carry (at least one item)."""
     size = 0
     n = 0
     for item in queue:
         size += item.size
-        if n and (n >= MAX_ITEMS or size > MAX_BYTES):
+        if n and (n >= MAX_ITEMS or size > max_bytes):
             break
         n += 1
     taken = queue[:n]
     del queue[:n]
     return taken
+
+
+def _too_big(error: BaseException | None, batch: list[Any]) -> int | None:
+    """When a call of several appends was refused as too large (a server whose
+    request size limit is below MAX_BYTES), the smaller call size to try: the
+    appends are sent again, never failed for a size none of them has alone."""
+    if len(batch) < 2 or not isinstance(error, grpc.RpcError):
+        return None
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
+        return None
+    return max(1, sum(i.size for i in batch) // 2)
 
 
 class _Item:
@@ -135,6 +146,7 @@ class AppendBatcher:
         self._lock = threading.Lock()
         self._queue: list[_Item] = []
         self._calls = 0  # call slots taken (a call out, or a thread about to send one)
+        self._max_bytes = MAX_BYTES
 
     def submit(self, request: pb.AppendBatchRequest, timeout: float | None) -> Answer:
         """Send ``request`` in the next call; its answer, or raise the call's
@@ -194,7 +206,7 @@ class AppendBatcher:
         """Send one call with what is queued (this thread holds a call slot), then
         hand the slot on to a waiting thread, or free it."""
         with self._lock:
-            batch = _take(self._queue)
+            batch = _take(self._queue, self._max_bytes)
             for item in batch:
                 item.state = _SENT
         answers: list[Answer] | None = None
@@ -213,6 +225,14 @@ class AppendBatcher:
                 interrupted = exc
                 error = Unavailable(f"the call was interrupted ({type(exc).__name__})")
         with self._lock:
+            smaller = _too_big(error, batch)
+            if smaller is not None:
+                self._max_bytes = smaller
+                again = [i for i in batch if i.state != _ABANDONED]
+                for item in again:
+                    item.state = _QUEUED
+                self._queue[:0] = again
+                batch = []
             for n, item in enumerate(batch):
                 if item.state == _ABANDONED:
                     continue
@@ -252,6 +272,7 @@ class AsyncAppendBatcher:
         self._max_calls = max_calls
         self._queue: list[_Queued] = []
         self._calls = 0
+        self._max_bytes = MAX_BYTES
         self._flush_scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -279,7 +300,7 @@ class AsyncAppendBatcher:
             self._queue = [q for q in self._queue if not q.future.done()]
             if not self._queue:
                 break
-            batch = _take(self._queue)
+            batch = _take(self._queue, self._max_bytes)
             self._calls += 1
             task = loop.create_task(self._call(batch))
             self._tasks.add(task)
@@ -293,6 +314,11 @@ class AsyncAppendBatcher:
                     _timeout([q.deadline for q in batch], asyncio.get_running_loop().time()))
                 answers = _answers(response, len(batch))
             except Exception as exc:  # noqa: BLE001 - each caller gets the call's error
+                smaller = _too_big(exc, batch)
+                if smaller is not None:
+                    self._max_bytes = smaller
+                    self._queue[:0] = [q for q in batch if not q.future.done()]
+                    return
                 for q in batch:
                     if not q.future.done():
                         q.future.set_exception(exc)

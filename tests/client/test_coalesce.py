@@ -255,3 +255,30 @@ def test_batcher_gives_the_calls_error_to_each_caller():
     results = run_threads(8, lambda k: (gate.wait(), batcher.submit(
         pb.AppendBatchRequest(stream_id=str(k)), 5)))
     assert all(isinstance(r, OSError) for r in results), results
+
+
+def test_calls_shrink_below_a_small_request_limit(stream):
+    """A server whose request limit is below what coalesced appends add up to:
+    each append fits alone, so none may fail for the size of the call."""
+    from tests.gateway._cluster import Cluster
+
+    cluster = Cluster(workers=1, HYDRA_MAX_REQUEST_SIZE="65536").start()
+    try:
+        with HydraClient(cluster.grpc_target) as client:
+            data = b"x" * 12_000
+            results = run_threads(24, lambda k: client.append(f"{stream}-{k}", "e", data))
+            assert all(isinstance(r, hydra.AppendResult) for r in results), results
+            assert client._batcher._max_bytes < 4 << 20  # it learnt a smaller call size
+            with pytest.raises(InvalidArgument):
+                client.append(stream, "big", b"x" * 70_000)  # too big alone: refused
+
+            async def many() -> list:
+                async with AsyncHydraClient(cluster.grpc_target) as aclient:
+                    return await asyncio.gather(
+                        *(aclient.append(f"{stream}-a{k}", "e", data) for k in range(24)),
+                        return_exceptions=True)
+
+            results = asyncio.run(many())
+            assert all(isinstance(r, hydra.AppendResult) for r in results), results
+    finally:
+        cluster.stop()
