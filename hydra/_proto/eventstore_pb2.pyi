@@ -171,3 +171,33 @@ class DeleteStreamResponse(_message.Message):
     position: int
     committed_position: int
     def __init__(self, position: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class AppendManyRequest(_message.Message):
+    __slots__ = ("appends",)
+    APPENDS_FIELD_NUMBER: _ClassVar[int]
+    appends: _containers.RepeatedCompositeFieldContainer[AppendBatchRequest]
+    def __init__(self, appends: _Optional[_Iterable[_Union[AppendBatchRequest, _Mapping]]] = ...) -> None: ...
+
+class AppendOutcome(_message.Message):
+    __slots__ = ("code", "message", "position", "version", "duplicate", "current_version")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    position: int
+    version: int
+    duplicate: bool
+    current_version: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., position: _Optional[int] = ..., version: _Optional[int] = ..., duplicate: _Optional[bool] = ..., current_version: _Optional[int] = ...) -> None: ...
+
+class AppendManyResponse(_message.Message):
+    __slots__ = ("results", "committed_position")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendOutcome]
+    committed_position: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendOutcome, _Mapping]]] = ..., committed_position: _Optional[int] = ...) -> None: ...

@@ -84,6 +84,21 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.SubscribeToStreamRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.EventBatch.FromString,
                 _registered_method=True)
+        self.ReadStreamBatched = channel.unary_stream(
+                '/eventstore.EventStore/ReadStreamBatched',
+                request_serializer=eventstore__pb2.ReadStreamRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.EventBatch.FromString,
+                _registered_method=True)
+        self.ReadAllBatched = channel.unary_stream(
+                '/eventstore.EventStore/ReadAllBatched',
+                request_serializer=eventstore__pb2.ReadAllRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.EventBatch.FromString,
+                _registered_method=True)
+        self.AppendMany = channel.unary_unary(
+                '/eventstore.EventStore/AppendMany',
+                request_serializer=eventstore__pb2.AppendManyRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.AppendManyResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -162,6 +177,33 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadStreamBatched(self, request, context):
+        """ReadStream and ReadAll with many events per message (at most about 1,000
+        events or 1 MiB each), as the batched subscriptions: the same requests, the
+        same events in the same order, and the same errors.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadAllBatched(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AppendMany(self, request, context):
+        """Many independent appends in one call, each to its own stream with its own
+        expected version (each atomic, as AppendBatch). Each gets its own result in
+        the response, in request order: one failing (a wrong expected version, an
+        invalid event) affects no other. The call itself fails only when the request
+        as a whole is unusable (INVALID_ARGUMENT: too many appends). Appends of one
+        call are group-committed together; those to the same stream apply in order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +256,21 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.SubscribeToStreamBatched,
                     request_deserializer=eventstore__pb2.SubscribeToStreamRequest.FromString,
                     response_serializer=eventstore__pb2.EventBatch.SerializeToString,
+            ),
+            'ReadStreamBatched': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadStreamBatched,
+                    request_deserializer=eventstore__pb2.ReadStreamRequest.FromString,
+                    response_serializer=eventstore__pb2.EventBatch.SerializeToString,
+            ),
+            'ReadAllBatched': grpc.unary_stream_rpc_method_handler(
+                    servicer.ReadAllBatched,
+                    request_deserializer=eventstore__pb2.ReadAllRequest.FromString,
+                    response_serializer=eventstore__pb2.EventBatch.SerializeToString,
+            ),
+            'AppendMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendMany,
+                    request_deserializer=eventstore__pb2.AppendManyRequest.FromString,
+                    response_serializer=eventstore__pb2.AppendManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -486,6 +543,87 @@ class EventStore:
             '/eventstore.EventStore/SubscribeToStreamBatched',
             eventstore__pb2.SubscribeToStreamRequest.SerializeToString,
             eventstore__pb2.EventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadStreamBatched(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.EventStore/ReadStreamBatched',
+            eventstore__pb2.ReadStreamRequest.SerializeToString,
+            eventstore__pb2.EventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadAllBatched(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/eventstore.EventStore/ReadAllBatched',
+            eventstore__pb2.ReadAllRequest.SerializeToString,
+            eventstore__pb2.EventBatch.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/AppendMany',
+            eventstore__pb2.AppendManyRequest.SerializeToString,
+            eventstore__pb2.AppendManyResponse.FromString,
             options,
             channel_credentials,
             insecure,

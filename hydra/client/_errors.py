@@ -70,12 +70,30 @@ def from_grpc(
     """The Hydra exception for a failed RPC about ``stream_id``."""
     code = err.code()  # type: ignore[attr-defined]
     details = err.details() or ""  # type: ignore[attr-defined]
+    current = 0
+    if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS):
+        current = _current_version(details, err.trailing_metadata())  # type: ignore[attr-defined]
+    return from_status(code, details, current, stream_id, expected_version)
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The status code of its number (an unknown number reads as UNKNOWN)."""
+    return _CODES.get(number, grpc.StatusCode.UNKNOWN)
+
+
+def from_status(
+    code: grpc.StatusCode, details: str, current_version: int = 0, stream_id: str = "",
+    expected_version: int = 0,
+) -> HydraError:
+    """The Hydra exception for a status: of a failed RPC, or of one append of an
+    ``AppendMany`` call (which carries the current version as a field)."""
     if code == grpc.StatusCode.FAILED_PRECONDITION:
-        current = _current_version(details, err.trailing_metadata())  # type: ignore[attr-defined]
-        return WrongExpectedVersion(stream_id, expected_version, current)
+        return WrongExpectedVersion(stream_id, expected_version, current_version)
     if code == grpc.StatusCode.ALREADY_EXISTS:
-        current = _current_version(details, err.trailing_metadata())  # type: ignore[attr-defined]
-        return StreamExists(stream_id, current)
+        return StreamExists(stream_id, current_version)
     if code == grpc.StatusCode.NOT_FOUND:
         return StreamNotFound(stream_id)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,

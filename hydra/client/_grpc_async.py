@@ -15,36 +15,54 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
+from hydra.client._coalesce import MAX_CALLS, AsyncAppendBatcher, settle
 from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
 from hydra.client._model import (
-    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
     check_events,
+    check_filter,
     check_limit,
     check_start,
     check_stream_id,
     event_from_message,
+    events_from_batch,
     health_from_message,
     idempotent,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, grpc_channel
 from hydra.client._subscription import AsyncSubscription
-from hydra.errors import StoreClosed, Unavailable
+from hydra.errors import InvalidArgument, StoreClosed, Unavailable
 
 
 class _Stream:
-    """One subscription RPC as an ``AsyncConnection``."""
+    """One subscription RPC as an ``AsyncConnection``: the batched RPC, or the
+    plain one (``fallback``) when the server has no batched RPCs."""
 
-    def __init__(self, call: Any, stream_id: str) -> None:
+    def __init__(self, call: Any, stream_id: str, client: AsyncHydraClient,
+                 fallback: Callable[[], Any] | None) -> None:
         self.call = call
         self.stream_id = stream_id
+        self.client = client
+        self.fallback = fallback
         self.closed = False
 
     async def __aiter__(self) -> AsyncIterator[RecordedEvent]:
         try:
+            if self.fallback is not None:
+                try:
+                    async for batch in self.call:
+                        for event in events_from_batch(batch):
+                            yield event
+                    return
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        raise
+                # Nothing was delivered: the plain RPC from the same start.
+                self.client._unbatched_subscriptions = True
+                self.call = self.fallback()
             async for m in self.call:
                 yield event_from_message(m)
         except grpc.RpcError as err:
@@ -66,6 +84,10 @@ class AsyncHydraClient:
 
     Channels open on first use, inside the running loop. Close the client with
     ``await client.close()`` or ``async with``.
+
+    Appends made in the same loop turn, or while earlier ones are out, share
+    ``AppendMany`` calls, and reads receive many
+    events per message, as with ``HydraClient``.
     """
 
     def __init__(
@@ -78,6 +100,7 @@ class AsyncHydraClient:
         retry: Retry | None = RETRY,
         resume: Retry = RESUME,
         read_your_writes: bool = True,
+        coalesce: bool = True,
         options: Sequence[tuple[str, Any]] = (),
         token: str | None = None,
         ca_file: str | None = None,
@@ -95,6 +118,14 @@ class AsyncHydraClient:
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[pb_grpc.EventStoreStub] = []
         self._turn = itertools.count()
+        self._batcher = AsyncAppendBatcher(self._send_many, MAX_CALLS)
+        if type(coalesce) is not bool:
+            raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
+        # Without coalescing (or with a server that has no AppendMany), every
+        # append is an Append / AppendBatch call of its own.
+        self._unbatched_appends = not coalesce
+        self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
+        self._unbatched_subscriptions = False  # nor the batched subscriptions
         self._seen = 0
         self._closed = False
 
@@ -173,12 +204,10 @@ class AsyncHydraClient:
         timeout: float | None = None,
     ) -> AppendResult:
         """Append one event; see ``hydra.Store.append``."""
-        request = msg.append_request(stream_id, event_id, data, expected_version,
-                                     event_type, metadata, sync)
-        r = await self._call("Append", request, bool(event_id), self._timeout(timeout),
-                             stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.append_item(stream_id, event_id, data, expected_version,
+                               event_type, metadata, sync)
+        return await self._append(item, bool(event_id), self._timeout(timeout), stream_id,
+                                  expected_version)
 
     async def append_sync(self, stream_id: str, event_id: str, data: bytes,
                           expected_version: int = ANY, event_type: str = "",
@@ -197,11 +226,48 @@ class AsyncHydraClient:
     ) -> AppendResult:
         """Append a batch atomically; the result is the last event's."""
         batch = check_events(events)
-        request = msg.batch_request(stream_id, batch, expected_version, sync)
-        r = await self._call("AppendBatch", request, idempotent(batch), self._timeout(timeout),
-                             stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.batch_request(stream_id, batch, expected_version, sync)
+        return await self._append(item, idempotent(batch), self._timeout(timeout), stream_id,
+                                  expected_version)
+
+    async def _send_many(self, items: list[pb.AppendBatchRequest],
+                         timeout: float | None) -> pb.AppendManyResponse:
+        return await self._stub().AppendMany(pb.AppendManyRequest(appends=items),
+                                             timeout=timeout)
+
+    async def _append(self, item: pb.AppendBatchRequest, retry: bool, timeout: float | None,
+                      stream_id: str, expected: int) -> AppendResult:
+        """One append, in an ``AppendMany`` call shared with the appends other
+        tasks make meanwhile; the same result and exceptions as alone."""
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays() if retry else iter(())
+        while True:
+            if self._unbatched_appends:
+                method, request = msg.unary_request(item)
+                r = await self._call(method, request, retry, timeout, stream_id, expected)
+                self._saw(r.committed_position)
+                return AppendResult(r.position, r.version, r.duplicate)
+            try:
+                answer = await self._batcher.submit(item, timeout)
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    self._unbatched_appends = True
+                    continue
+                if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                    await asyncio.sleep(delay)
+                    continue
+                raise from_grpc(err, stream_id, expected) from None
+            settled = settle(answer, stream_id, expected)
+            if isinstance(settled, AppendResult):
+                self._saw(answer[1])
+                return settled
+            code, error = settled
+            if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                await asyncio.sleep(delay)
+                continue
+            raise error
 
     async def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                             timeout: float | None = None) -> int:
@@ -242,17 +308,31 @@ class AsyncHydraClient:
                     stream_id: str) -> AsyncIterator[RecordedEvent]:
         delays = self._retry.delays()
         while not cursor.done:
-            call = getattr(self._stub(), method)(request(), timeout=self.read_timeout)
+            batched = not self._unbatched_reads
+            rpc = getattr(self._stub(), method + "Batched" if batched else method)
+            call = rpc(request(), timeout=self.read_timeout)
             try:
-                async for m in call:
-                    event = event_from_message(m)
-                    cursor.advance(event)
-                    yield event
+                if batched:
+                    async for batch in call:
+                        for event in cursor.advance_batch(events_from_batch(batch)):
+                            yield event
+                        if cursor.done:
+                            return
+                else:
+                    async for m in call:
+                        event = event_from_message(m)
+                        cursor.advance(event)
+                        yield event
+                        if cursor.done:
+                            return
                 return
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.NOT_FOUND and stream_id:
                     return
+                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
+                    self._unbatched_reads = True
+                    continue
                 if code in RESUMABLE_CODES:
                     delay = next(delays, None)
                     if delay is not None:
@@ -280,9 +360,13 @@ class AsyncHydraClient:
         prefix, types = check_filter(stream_prefix, event_types)
 
         async def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
-                from_position=start, stream_prefix=prefix, event_types=types))
-            return _Stream(call, "")
+            stub = self._stub()
+            request = pb.SubscribeToAllRequest(from_position=start, stream_prefix=prefix,
+                                               event_types=types)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToAll(request), "", self, None)
+            return _Stream(stub.SubscribeToAllBatched(request), "", self,
+                           lambda: stub.SubscribeToAll(request))
 
         return AsyncSubscription(connect, SubscriptionCursor("position", start), self._resume)
 
@@ -292,9 +376,12 @@ class AsyncHydraClient:
         start = check_start(from_version, "from_version") or 0
 
         async def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToStream(
-                pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start))
-            return _Stream(call, stream_id)
+            stub = self._stub()
+            request = pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToStream(request), stream_id, self, None)
+            return _Stream(stub.SubscribeToStreamBatched(request), stream_id, self,
+                           lambda: stub.SubscribeToStream(request))
 
         return AsyncSubscription(connect, SubscriptionCursor("version", start), self._resume)
 
@@ -306,6 +393,7 @@ class AsyncHydraClient:
 
     async def close(self) -> None:
         self._closed = True
+        self._batcher.close()
         channels, self._channels, self._stubs = self._channels, [], []
         await asyncio.gather(*(ch.close() for ch in channels))
 

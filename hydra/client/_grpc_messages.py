@@ -82,13 +82,38 @@ def append_request(
     )
 
 
+def append_item(
+    stream_id: str, event_id: str, data: bytes, expected_version: int,
+    event_type: str, metadata: bytes, sync: bool,
+) -> pb.AppendBatchRequest:
+    """One event as an append of an ``AppendMany`` call."""
+    event = NewEvent(check_bytes(data, "data"), check_text(event_id, "event_id"),
+                     check_text(event_type, "event_type"), check_bytes(metadata, "metadata"))
+    return batch_request(stream_id, [event], expected_version, sync)
+
+
+def unary_request(item: pb.AppendBatchRequest) -> tuple[str, Any]:
+    """The RPC and request that make ``item`` on its own, for a server without
+    ``AppendMany``: ``Append`` for one event (the Go system has only that one),
+    else ``AppendBatch``."""
+    if len(item.events) != 1:
+        return "AppendBatch", item
+    e = item.events[0]
+    return "Append", pb.AppendRequest(
+        stream_id=item.stream_id, event_id=e.event_id, data=e.data,
+        expected_version=item.expected_version, event_type=e.event_type,
+        metadata=e.metadata, sync=item.sync)
+
+
 def batch_request(
     stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
 ) -> pb.AppendBatchRequest:
     return pb.AppendBatchRequest(
         stream_id=check_stream_id(stream_id),
-        events=[pb.NewEvent(event_id=e.event_id, data=e.data, event_type=e.event_type,
-                            metadata=e.metadata) for e in events],
+        # Dicts: upb builds the messages from them in C, twice as fast as from
+        # keyword arguments.
+        events=[{"event_id": e.event_id, "data": e.data, "event_type": e.event_type,
+                 "metadata": e.metadata} for e in events],
         expected_version=check_expected_version(expected_version),
         sync=bool(sync),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self
 
 import grpc
@@ -15,35 +15,52 @@ from hydra._format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
+from hydra.client._coalesce import MAX_CALLS, AppendBatcher, settle
 from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
 from hydra.client._model import (
-    check_filter,
     Health,
     ReadCursor,
     SubscriptionCursor,
     check_events,
+    check_filter,
     check_limit,
     check_start,
     check_stream_id,
     event_from_message,
+    events_from_batch,
     health_from_message,
     idempotent,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, grpc_channel
 from hydra.client._subscription import Subscription
-from hydra.errors import StoreClosed
+from hydra.errors import InvalidArgument, StoreClosed
 
 
 class _Stream:
-    """One subscription RPC as a ``Connection``."""
+    """One subscription RPC as a ``Connection``: the batched RPC, or the plain one
+    (``fallback``) when the server has no batched RPCs."""
 
-    def __init__(self, call: Any, stream_id: str) -> None:
+    def __init__(self, call: Any, stream_id: str, client: HydraClient,
+                 fallback: Callable[[], Any] | None) -> None:
         self.call = call
         self.stream_id = stream_id
+        self.client = client
+        self.fallback = fallback
 
     def __iter__(self) -> Iterator[RecordedEvent]:
         try:
+            if self.fallback is not None:
+                try:
+                    for batch in self.call:
+                        yield from events_from_batch(batch)
+                    return
+                except grpc.RpcError as err:
+                    if err.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                        raise
+                # Nothing was delivered: the plain RPC from the same start.
+                self.client._unbatched_subscriptions = True
+                self.call = self.fallback()
             for m in self.call:
                 yield event_from_message(m)
         except grpc.RpcError as err:
@@ -70,6 +87,13 @@ class HydraClient:
       keep trying to reconnect.
     - ``read_your_writes``: reads wait (on whichever gateway serves them) until
       that gateway has seen every write this client made.
+    - ``coalesce``: appends made at the same time share ``AppendMany`` calls
+      (below); False sends each as a call of its own.
+
+    Appends made at the same time from many threads share ``AppendMany`` calls
+    (one out at a time; see ``_coalesce.py``), and reads receive many events per message (``ReadStreamBatched`` / ``ReadAllBatched``). With a
+    server that lacks these RPCs (the Go system) the client falls back to
+    ``Append`` / ``AppendBatch`` and ``ReadStream`` / ``ReadAll`` by itself.
     """
 
     def __init__(
@@ -82,6 +106,7 @@ class HydraClient:
         retry: Retry | None = RETRY,
         resume: Retry = RESUME,
         read_your_writes: bool = True,
+        coalesce: bool = True,
         options: Sequence[tuple[str, Any]] = (),
         token: str | None = None,
         ca_file: str | None = None,
@@ -99,6 +124,14 @@ class HydraClient:
                           for n in range(pool)]
         self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
         self._turn = itertools.count()
+        self._batcher = AppendBatcher(self._send_many, MAX_CALLS)
+        if type(coalesce) is not bool:
+            raise InvalidArgument(f"coalesce must be True or False, got {coalesce!r}")
+        # Without coalescing (or with a server that has no AppendMany), every
+        # append is an Append / AppendBatch call of its own.
+        self._unbatched_appends = not coalesce
+        self._unbatched_reads = False  # nor ReadStreamBatched / ReadAllBatched
+        self._unbatched_subscriptions = False  # nor the batched subscriptions
         self._seen = 0
         self._seen_lock = threading.Lock()
         self._closed = False
@@ -169,12 +202,10 @@ class HydraClient:
         With ``sync=True`` the server syncs the event to disk before answering,
         whatever its durability mode.
         """
-        request = msg.append_request(stream_id, event_id, data, expected_version,
-                                     event_type, metadata, sync)
-        r = self._call("Append", request, bool(event_id), self._timeout(timeout),
-                       stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.append_item(stream_id, event_id, data, expected_version,
+                               event_type, metadata, sync)
+        return self._append(item, bool(event_id), self._timeout(timeout), stream_id,
+                            expected_version)
 
     def append_sync(self, stream_id: str, event_id: str, data: bytes,
                     expected_version: int = ANY, event_type: str = "",
@@ -194,11 +225,47 @@ class HydraClient:
     ) -> AppendResult:
         """Append a batch atomically; the result is the last event's."""
         batch = check_events(events)
-        request = msg.batch_request(stream_id, batch, expected_version, sync)
-        r = self._call("AppendBatch", request, idempotent(batch),
-                       self._timeout(timeout), stream_id, expected_version)
-        self._saw(r.committed_position)
-        return AppendResult(r.position, r.version, r.duplicate)
+        item = msg.batch_request(stream_id, batch, expected_version, sync)
+        return self._append(item, idempotent(batch), self._timeout(timeout), stream_id,
+                            expected_version)
+
+    def _send_many(self, items: list[pb.AppendBatchRequest],
+                   timeout: float | None) -> pb.AppendManyResponse:
+        return self._stub().AppendMany(pb.AppendManyRequest(appends=items), timeout=timeout)
+
+    def _append(self, item: pb.AppendBatchRequest, retry: bool, timeout: float | None,
+                stream_id: str, expected: int) -> AppendResult:
+        """One append, in an ``AppendMany`` call shared with the appends other
+        threads make meanwhile; the same result and exceptions as alone."""
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        delays = self._retry.delays() if retry else iter(())
+        while True:
+            if self._unbatched_appends:
+                method, request = msg.unary_request(item)
+                r = self._call(method, request, retry, timeout, stream_id, expected)
+                self._saw(r.committed_position)
+                return AppendResult(r.position, r.version, r.duplicate)
+            try:
+                answer = self._batcher.submit(item, timeout)
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    self._unbatched_appends = True
+                    continue
+                if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                    time.sleep(delay)
+                    continue
+                raise from_grpc(err, stream_id, expected) from None
+            settled = settle(answer, stream_id, expected)
+            if isinstance(settled, AppendResult):
+                self._saw(answer[1])
+                return settled
+            code, error = settled
+            if code in RETRYABLE_CODES and (delay := next(delays, None)) is not None:
+                time.sleep(delay)
+                continue
+            raise error
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                       timeout: float | None = None) -> int:
@@ -246,17 +313,30 @@ class HydraClient:
               stream_id: str) -> Iterator[RecordedEvent]:
         delays = self._retry.delays()
         while not cursor.done:
-            call = getattr(self._stub(), method)(request(), timeout=self.read_timeout)
+            batched = not self._unbatched_reads
+            rpc = getattr(self._stub(), method + "Batched" if batched else method)
+            call = rpc(request(), timeout=self.read_timeout)
             try:
-                for m in call:
-                    event = event_from_message(m)
-                    cursor.advance(event)
-                    yield event
+                if batched:
+                    for batch in call:
+                        yield from cursor.advance_batch(events_from_batch(batch))
+                        if cursor.done:
+                            return
+                else:
+                    for m in call:
+                        event = event_from_message(m)
+                        cursor.advance(event)
+                        yield event
+                        if cursor.done:
+                            return
                 return
             except grpc.RpcError as err:
                 code = err.code()  # type: ignore[attr-defined]
                 if code == grpc.StatusCode.NOT_FOUND and stream_id:
                     return  # the embedded Store's answer for a missing stream
+                if code == grpc.StatusCode.UNIMPLEMENTED and batched:
+                    self._unbatched_reads = True
+                    continue
                 if code in RESUMABLE_CODES:
                     delay = next(delays, None)
                     if delay is not None:
@@ -285,9 +365,13 @@ class HydraClient:
         prefix, types = check_filter(stream_prefix, event_types)
 
         def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToAll(pb.SubscribeToAllRequest(
-                from_position=start, stream_prefix=prefix, event_types=types))
-            return _Stream(call, "")
+            stub = self._stub()
+            request = pb.SubscribeToAllRequest(from_position=start, stream_prefix=prefix,
+                                               event_types=types)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToAll(request), "", self, None)
+            return _Stream(stub.SubscribeToAllBatched(request), "", self,
+                           lambda: stub.SubscribeToAll(request))
 
         return Subscription(connect, SubscriptionCursor("position", start), self._resume)
 
@@ -297,9 +381,12 @@ class HydraClient:
         start = check_start(from_version, "from_version") or 0
 
         def connect(start: int) -> _Stream:
-            call = self._stub().SubscribeToStream(
-                pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start))
-            return _Stream(call, stream_id)
+            stub = self._stub()
+            request = pb.SubscribeToStreamRequest(stream_id=stream_id, from_version=start)
+            if self._unbatched_subscriptions:
+                return _Stream(stub.SubscribeToStream(request), stream_id, self, None)
+            return _Stream(stub.SubscribeToStreamBatched(request), stream_id, self,
+                           lambda: stub.SubscribeToStream(request))
 
         return Subscription(connect, SubscriptionCursor("version", start), self._resume)
 

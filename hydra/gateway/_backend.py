@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from hydra._engine import AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra._curve import client_keys
-from hydra.errors import InvalidArgument, StorageError, Unavailable
+from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -114,6 +114,35 @@ class _Pipeline:
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> AppendResult:
+        await self._enter()
+        try:
+            return await self._client.append(stream_id, events, expected_version, sync=sync)
+        except Unavailable as exc:
+            self._fail_queued(exc)
+            raise
+        finally:
+            self._done()
+
+    async def append_many(self, items: list[AppendItem]) -> list[AppendResult | HydraError]:
+        """Several appends in one turn: they reach the writer in one message, in
+        order, and are group-committed together. Each gets its own result or error."""
+        await self._enter()
+        try:
+            append = self._client.append
+            results = await asyncio.gather(
+                *(append(s, events, expected, sync=sync) for s, events, expected, sync in items),
+                return_exceptions=True)
+            for r in results:
+                if isinstance(r, Unavailable):
+                    self._fail_queued(r)
+                    break
+                if isinstance(r, BaseException) and not isinstance(r, HydraError):
+                    raise r
+            return results  # type: ignore[return-value]
+        finally:
+            self._done()
+
+    async def _enter(self) -> None:
         if self._busy or self._queue:
             turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._queue.append(turn)
@@ -125,18 +154,14 @@ class _Pipeline:
                 raise
         else:
             self._busy = 1
-        try:
-            return await self._client.append(stream_id, events, expected_version, sync=sync)
-        except Unavailable as exc:
-            # The writer did not answer in time: callers queued behind would only
-            # wait as long again. Fail them now; they may retry.
-            queue, self._queue = self._queue, []
-            for turn in queue:
-                if not turn.done():
-                    turn.set_exception(Unavailable(str(exc)))
-            raise
-        finally:
-            self._done()
+
+    def _fail_queued(self, exc: Unavailable) -> None:
+        # The writer did not answer in time: callers queued behind would only
+        # wait as long again. Fail them now; they may retry.
+        queue, self._queue = self._queue, []
+        for turn in queue:
+            if not turn.done():
+                turn.set_exception(Unavailable(str(exc)))
 
     def _done(self) -> None:
         self._busy -= 1
@@ -148,6 +173,15 @@ class _Pipeline:
             # calls leave in one message.
             for turn in group:
                 turn.set_result(None)
+
+
+class AppendItem(NamedTuple):
+    """One append of a multi-append (``Backend.append_many``)."""
+
+    stream_id: str
+    events: list[NewEvent]
+    expected_version: int
+    sync: bool
 
 
 class ServerBackend:
@@ -213,6 +247,19 @@ class ServerBackend:
         result = await self._pipeline.append(stream_id, events, expected_version, sync)
         committed = self._after_write(result.position)
         return Appended(result.position, result.version, result.duplicate, committed)
+
+    async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
+        """``append`` for each item, all in one message to the writer (one group
+        commit); each item gets its result or its own error."""
+        results = await self._pipeline.append_many(items)
+        top = 0
+        for r in results:
+            if isinstance(r, AppendResult):
+                top = max(top, r.position)
+        committed = self._after_write(top)
+        return [r if isinstance(r, HydraError)
+                else Appended(r.position, r.version, r.duplicate, committed)
+                for r in results]
 
     async def delete(self, stream_id: str, expected_version: int) -> Deleted:
         position = await self._client.delete_stream(stream_id, expected_version)

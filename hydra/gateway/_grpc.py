@@ -27,6 +27,7 @@ from hydra._engine import ANY, NewEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.errors import InvalidArgument, StreamNotFound, Unavailable
+from hydra.gateway import _grpc_batched
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_message
 from hydra.gateway._errors import grpc_error
@@ -357,6 +358,7 @@ def _add_event_store(servicer: EventStoreServicer, server: grpc.aio.Server) -> N
             request_deserializer=_parser(getattr(pb, method.input_type.name)),
             response_serializer=serializer,
         )
+    handlers.update(_grpc_batched.method_handlers(servicer, _parser))
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME,
                                                                           handlers),))
     server.add_registered_method_handlers(SERVICE_NAME, handlers)

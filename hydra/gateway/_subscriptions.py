@@ -22,6 +22,7 @@ from hydra.errors import InvalidArgument
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_json, event_message
 from hydra.gateway._errors import http_error
+from hydra.gateway._grpc_batched import varint as _varint
 from hydra.gateway._requests import check_position, query_int
 from hydra.limits import Limits
 from hydra.readers.hub import EVERYTHING, Filter, Hub, Slice, Subscriber
@@ -193,15 +194,6 @@ def grpc_batch(s: Slice) -> bytes:
 
 
 _BATCH_TAG = b"\x0a"  # field 1, length-delimited
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 _OPENING = b": subscribed\nretry: %d\n\n"

@@ -36,6 +36,7 @@ class Options:
     seed: int
     token: str | None = None  # bearer token for every request
     ca_file: str | None = None  # CA certificates (PEM) to trust; TLS for grpc
+    coalesce: bool = False  # gRPC: appends made at once share AppendMany calls
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -83,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", default=None, metavar="PEM",
                    help="certificate authorities to trust (turns TLS on for grpc; "
                         "http follows an https:// --target)")
+    p.add_argument("--coalesce", action="store_true",
+                   help="gRPC: let the client coalesce appends made at the same time into "
+                        "AppendMany calls, as HydraClient does (default: one Append or "
+                        "AppendBatch call per request, as the Go system's tool)")
     return p
 
 
@@ -143,9 +148,10 @@ def parse(argv: Sequence[str]) -> Options:
            "each process needs a connection of its own")
     _check(processes <= a.workers,
            f"--processes ({processes}) must not exceed --workers ({a.workers})")
+    _check(not a.coalesce or a.protocol == "grpc", "--coalesce is for grpc only")
     return Options(a.protocol, target, a.workers, a.duration, a.pool, a.streams, a.batch,
                    a.event_size, a.read_ratio, a.read_limit, processes, cpus, a.timeout,
-                   a.verify, a.json, a.seed, a.token, a.ca_file)
+                   a.verify, a.json, a.seed, a.token, a.ca_file, a.coalesce)
 
 
 def share(total: int, parts: int, n: int) -> int:

@@ -51,13 +51,20 @@ def stream_names(run_id: str, streams: int) -> list[str]:
 
 
 def make_client(opts: Options, pool: int) -> Any:
-    from hydra.client import AsyncHttpClient, AsyncHydraClient
+    """The load's client: ``AsyncHydraClient`` for gRPC, the lean HTTP/1.1 client
+    of ``_http.py`` for HTTP (httpx costs more CPU per request than the server)."""
+    if opts.protocol == "http":
+        from hydra.stress._http import StressHttpClient
+
+        return StressHttpClient(opts.target, pool=pool, timeout=opts.timeout, token=opts.token,
+                                ca_file=opts.ca_file)
+    from hydra.client import AsyncHydraClient
 
     # No retries (an error is reported, not hidden) and no read-your-writes
     # waits: the load measures the server's own answers.
-    kind = AsyncHydraClient if opts.protocol == "grpc" else AsyncHttpClient
-    return kind(opts.target, pool=pool, timeout=opts.timeout, read_timeout=opts.timeout,
-                retry=None, read_your_writes=False, token=opts.token, ca_file=opts.ca_file)
+    return AsyncHydraClient(opts.target, pool=pool, timeout=opts.timeout,
+                            read_timeout=opts.timeout, retry=None, read_your_writes=False,
+                            coalesce=opts.coalesce, token=opts.token, ca_file=opts.ca_file)
 
 
 def error_kind(exc: BaseException) -> str:

@@ -105,7 +105,8 @@ def test_reflection_lists_and_describes_the_service(channel):
     methods = {m.name: m for m in service.methods}
     assert {"Append", "ReadStream", "ReadAll", "Health", "SubscribeToAll", "SubscribeToStream",
             "AppendBatch", "DeleteStream", "SubscribeToAllBatched",
-            "SubscribeToStreamBatched"} == set(methods)
+            "SubscribeToStreamBatched", "ReadStreamBatched", "ReadAllBatched",
+            "AppendMany"} == set(methods)
     assert methods["ReadStream"].server_streaming
     assert methods["Append"].input_type.full_name == "eventstore.AppendRequest"
     event = pool.FindMessageTypeByName("eventstore.Event")

@@ -42,6 +42,7 @@ HYDRA = str(Path(sys.executable).parent / "hydra")
     (["grpc", "--cpus", "x"], "--cpus"),
     (["grpc", "--target", "http://127.0.0.1:1"], "--target"),
     (["http", "--target", "127.0.0.1:1"], "--target"),
+    (["http", "--coalesce"], "--coalesce"),
 ])
 def test_bad_flags_exit_2_with_a_message(argv, words, capsys):
     assert main(argv) == 2
@@ -135,6 +136,16 @@ def test_http_run_with_reads_and_batches_adds_up(cluster):
     assert r["errors"] == 0, r["errors_by_kind"]
     assert r["reads"] > 10 and r["appends"] > 10 and r["events_read"] > 0
     assert r["processes"] == 2
+
+
+def test_grpc_coalesced_run_adds_up(cluster):
+    out, _ = run_stress("grpc", "--target", cluster.grpc_target, "--workers", "40",
+                        "--duration", "1", "--pool", "2", "--streams", "5", "--coalesce",
+                        "--json")
+    assert out.returncode == 0, out.stderr
+    r = json.loads(out.stdout)
+    check_report(r, 1)
+    assert r["errors"] == 0 and r["coalesce"] is True
 
 
 def test_text_report(cluster):

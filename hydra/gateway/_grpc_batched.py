@@ -1,0 +1,256 @@
+"""The gRPC RPCs made for Hydra's own clients: ``ReadStreamBatched``,
+``ReadAllBatched`` (many events per message) and ``AppendMany`` (many
+independent appends per call).
+
+Every gRPC message costs a trip through the gRPC runtime on both sides, the
+same whatever it carries; these RPCs carry many events or appends per trip. The
+batched reads build each ``EventBatch`` as bytes directly (no protobuf object
+per event) and hand them to gRPC as they are. ``AppendMany`` validates each
+append on its own, then gives all the valid ones to the backend at once, which
+sends them to the writer in one message: they are group-committed together.
+An append that fails, in validation or at the writer, gets its own status in
+the response; the others are unaffected.
+
+The handlers are registered by ``_grpc._add_event_store`` (``method_handlers``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from typing import Any
+
+import grpc  # type: ignore[import-untyped]
+
+from hydra._format import RecordedEvent
+from hydra._proto import eventstore_pb2 as pb
+from hydra.errors import InvalidArgument, StreamExists, StreamNotFound, WrongExpectedVersion
+from hydra.gateway._backend import Appended, AppendItem
+from hydra.gateway._errors import grpc_error
+from hydra.gateway._requests import check_expected_version, check_limit, check_position, check_stream_id
+
+# Most appends one AppendMany call may carry.
+MAX_APPENDS = 10_000
+# An EventBatch message is closed once it holds this many events or bytes.
+BATCH_EVENTS = 1000
+BATCH_BYTES = 1 << 20
+
+# -- encoding --------------------------------------------------------------------
+#
+# An ``Event`` message is its fields one after another, each behind a tag byte
+# (field number << 3 | wire type): varints for the integers, a varint length and
+# the bytes for strings and bytes. Fields may come in any order and a field at its
+# default value may be present; parsers accept both, which keeps this simple.
+
+_SMALL = tuple(bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7])
+               for n in range(0x4000))
+# The low 14 bits of a larger number: two bytes, both with the continuation bit.
+_LOW = tuple(bytes([(n & 0x7F) | 0x80, (n >> 7) | 0x80]) for n in range(0x4000))
+
+
+def varint(n: int) -> bytes:
+    """The protobuf varint of ``n`` (0 <= n < 2**64)."""
+    if n < 0x4000:
+        return _SMALL[n]
+    if n < 0x10000000:
+        return _LOW[n & 0x3FFF] + _SMALL[n >> 14]
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _event_batches(events: Iterable[RecordedEvent]) -> Iterator[bytes]:
+    """Serialized ``EventBatch`` messages of the events, in order (each at most
+    BATCH_EVENTS events, and closed once past BATCH_BYTES)."""
+    small = _SMALL
+    parts: list[bytes] = []
+    add = parts.append
+    count = size = 0
+    last_ts = -1.0
+    ts_bytes = b""
+    # Unpacked as a tuple: a named tuple's attributes cost a lookup each.
+    for position, stream_id, version, event_id, event_type, data, meta, ts in events:
+        sid = stream_id.encode()
+        eid = event_id.encode()
+        etype = event_type.encode()
+        if ts != last_ts:
+            # Events of one atomic append share their commit time.
+            last_ts = ts
+            ts_bytes = varint(round(ts * 1_000_000))
+        # Texts are at most 65,535 bytes (hydra.limits), nearly always under 16 KiB.
+        a = len(sid)
+        b = len(eid)
+        c = len(etype)
+        n = len(data)
+        body = b"\x08%b\x18%b\x40%b\x12%b%b\x2a%b%b\x32%b%b\x3a%b%b\x22%b%b" % (
+            varint(position), small[version] if version < 0x4000 else varint(version),
+            ts_bytes, small[a] if a < 0x4000 else varint(a), sid,
+            small[b] if b < 0x4000 else varint(b), eid,
+            small[c] if c < 0x4000 else varint(c), etype,
+            varint(len(meta)), meta, small[n] if n < 0x4000 else varint(n), data,
+        )
+        n = len(body)
+        add(b"\x0a%b%b" % (small[n] if n < 0x4000 else varint(n), body))  # field 1 of EventBatch
+        count += 1
+        size += n
+        if count >= BATCH_EVENTS or size >= BATCH_BYTES:
+            yield b"".join(parts)
+            parts.clear()
+            count = size = 0
+    if parts:
+        yield b"".join(parts)
+
+
+def _outcome(result: Appended | BaseException) -> bytes:
+    """One serialized ``AppendOutcome``."""
+    if isinstance(result, Appended):
+        return pb.AppendOutcome(position=result.position, version=result.version,
+                                duplicate=result.duplicate).SerializeToString()
+    code, message, _ = grpc_error(result)
+    current = (result.current_version
+               if isinstance(result, (WrongExpectedVersion, StreamExists)) else 0)
+    return pb.AppendOutcome(code=code.value[0], message=message,
+                            current_version=current).SerializeToString()
+
+
+# -- handlers --------------------------------------------------------------------
+
+
+class BatchedRpcs:
+    """The three RPCs over the servicer's backend (``_grpc.EventStoreServicer``)."""
+
+    def __init__(self, servicer: Any) -> None:
+        # Imported here: _grpc imports this module to register the handlers.
+        from hydra.gateway._grpc import _events, _Malformed
+
+        self.backend = servicer.backend
+        self.limits = servicer.backend.limits
+        self._events = _events
+        self._malformed = _Malformed
+
+    def _check_parsed(self, request: Any) -> None:
+        if isinstance(request, self._malformed):
+            raise InvalidArgument(request.message)  # bytes that are not a valid message
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
+        code, message, trailers = grpc_error(exc)
+        await context.abort(code, message, trailers)
+
+    async def ReadStreamBatched(  # noqa: N802 - the RPC's name
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        try:
+            self._check_parsed(request)
+            stream_id = check_stream_id(request.stream_id, self.limits)
+            start = (check_position(request.from_version, "from_version")
+                     if request.HasField("from_version") else None)
+            limit = (check_limit(request.limit, self.limits)
+                     if request.HasField("limit") else None)
+            await self._wait(request.min_position)
+            if self.backend.stream_version(stream_id) == 0:
+                raise StreamNotFound(stream_id)
+            events = self.backend.read_stream(stream_id, start, limit, request.backward)
+            for message in _event_batches(events):
+                yield message
+                # Reading the log is synchronous: give other RPCs a turn.
+                await asyncio.sleep(0)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._abort(context, exc)
+
+    async def ReadAllBatched(  # noqa: N802 - the RPC's name
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[bytes]:
+        try:
+            self._check_parsed(request)
+            start = (check_position(request.from_position, "from_position")
+                     if request.HasField("from_position") else None)
+            limit = (check_limit(request.limit, self.limits)
+                     if request.HasField("limit") else None)
+            await self._wait(request.min_position)
+            for message in _event_batches(self.backend.read_all(start, limit, request.backward)):
+                yield message
+                await asyncio.sleep(0)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._abort(context, exc)
+
+    async def _wait(self, min_position: int) -> None:
+        if min_position:
+            await self.backend.wait_for(check_position(min_position, "min_position"))
+
+    async def AppendMany(  # noqa: N802 - the RPC's name
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> bytes:
+        try:
+            self._check_parsed(request)
+            if len(request.appends) > MAX_APPENDS:
+                raise InvalidArgument(
+                    f"the call holds {len(request.appends)} appends; the limit is {MAX_APPENDS}")
+            results: list[Appended | BaseException | None] = []
+            items: list[AppendItem] = []
+            slots: list[int] = []
+            for a in request.appends:
+                try:
+                    item = AppendItem(check_stream_id(a.stream_id, self.limits),
+                                      self._events(a, self.limits),
+                                      check_expected_version(a.expected_version,
+                                                             "expected_version"),
+                                      a.sync)
+                except InvalidArgument as exc:
+                    results.append(exc)
+                    continue
+                slots.append(len(results))
+                results.append(None)
+                items.append(item)
+            committed = self.backend.committed_position
+            if items:
+                done = await self._append(items)
+                for slot, r in zip(slots, done, strict=True):
+                    results[slot] = r
+                    if isinstance(r, Appended):
+                        committed = max(committed, r.committed)
+            parts = []
+            for answer in results:
+                assert answer is not None
+                outcome = _outcome(answer)
+                parts.append(b"\x0a%b%b" % (varint(len(outcome)), outcome))
+            parts.append(b"\x10%b" % varint(committed))
+            return b"".join(parts)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a status
+            await self._abort(context, exc)
+            raise  # not reached: abort raises
+
+    async def _append(self, items: list[AppendItem]) -> list[Appended | BaseException]:
+        many = getattr(self.backend, "append_many", None)
+        if many is not None:
+            return await many(items)  # type: ignore[no-any-return]
+        # A backend without append_many: the appends concurrently, each as if alone.
+        return await asyncio.gather(
+            *(self.backend.append(i.stream_id, i.events, i.expected_version, i.sync)
+              for i in items),
+            return_exceptions=True)
+
+
+def _passthrough(message: bytes) -> bytes:
+    return message
+
+
+def method_handlers(
+    servicer: Any, parser: Callable[[Any], Callable[[bytes], Any]]
+) -> dict[str, grpc.RpcMethodHandler]:
+    """The handlers of the three RPCs; ``parser(message class)`` makes request
+    deserializers (``_grpc._parser``). Responses are bytes already."""
+    rpcs = BatchedRpcs(servicer)
+    return {
+        "ReadStreamBatched": grpc.unary_stream_rpc_method_handler(
+            rpcs.ReadStreamBatched, request_deserializer=parser(pb.ReadStreamRequest),
+            response_serializer=_passthrough),
+        "ReadAllBatched": grpc.unary_stream_rpc_method_handler(
+            rpcs.ReadAllBatched, request_deserializer=parser(pb.ReadAllRequest),
+            response_serializer=_passthrough),
+        "AppendMany": grpc.unary_unary_rpc_method_handler(
+            rpcs.AppendMany, request_deserializer=parser(pb.AppendManyRequest),
+            response_serializer=_passthrough),
+    }
