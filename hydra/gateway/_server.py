@@ -22,6 +22,8 @@ import grpc  # type: ignore[import-untyped]
 import uvicorn
 
 from hydra.gateway._backend import Backend, ServerBackend
+from hydra.gateway._connections import grpc_options as connection_grpc_options
+from hydra.gateway._connections import http_protocol
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
 from hydra.gateway._subscriptions import Subscriptions
@@ -64,6 +66,7 @@ def grpc_options(config: GatewayConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", -1),
         # Appends are small and many: let one connection carry many at once.
         ("grpc.max_concurrent_streams", 1024),
+        *connection_grpc_options(config.connections),
     ]
 
 
@@ -101,7 +104,8 @@ async def serve(
 
     uv_config = uvicorn.Config(
         build_app(backend, config.max_request_size, config.name, subscriptions),
-        http="httptools",
+        http=http_protocol(config.connections),  # httptools, with header limits and timeouts
+        timeout_keep_alive=config.connections.idle_timeout,  # type: ignore[arg-type]
         lifespan="off",
         log_level=config.log_level,
         access_log=config.access_log,
