@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
 import orjson
@@ -256,6 +256,14 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(b"", 400)
 
 
+def _methods(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 def build_app(
     backend: Backend, max_request_size: int, name: str = "gateway",
     subscriptions: Subscriptions | None = None,
@@ -263,9 +271,10 @@ def build_app(
     """The Starlette app of the HTTP API over ``backend``."""
     api = HttpApi(backend, max_request_size, name, subscriptions)
     routes = [
-        Route("/streams/{stream_id:path}", api.append, methods=["POST"]),
-        Route("/streams/{stream_id:path}", api.read_stream, methods=["GET"]),
-        Route("/streams/{stream_id:path}", api.delete, methods=["DELETE"]),
+        # One route for the three methods: with three, a 405 would list only the
+        # first one's method in its Allow header.
+        _methods("/streams/{stream_id:path}", GET=api.read_stream, POST=api.append,
+                 DELETE=api.delete),
         Route("/all", api.read_all, methods=["GET"]),
         Route("/subscribe/all", api.subscribe_all, methods=["GET"]),
         Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
