@@ -26,6 +26,7 @@ MAX_HEADERS = 50
 # each refused head costs at most MAX_HEADER_SIZE plus one socket read.
 RSS_BOUND_MIB = 48
 SLOWLORIS = 2000
+GRPC_IDLE = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def edge() -> Iterator[Cluster]:
         workers=2,
         HYDRA_HEADER_TIMEOUT=str(HEADER_TIMEOUT), HYDRA_BODY_TIMEOUT=str(HEADER_TIMEOUT),
         HYDRA_IDLE_TIMEOUT=str(HEADER_TIMEOUT), HYDRA_MAX_HEADER_SIZE=str(MAX_HEADER_SIZE),
-        HYDRA_MAX_HEADERS=str(MAX_HEADERS),
+        HYDRA_MAX_HEADERS=str(MAX_HEADERS), HYDRA_GRPC_MAX_CONNECTION_IDLE=str(GRPC_IDLE),
     ).start()
     try:
         yield c
@@ -252,3 +253,24 @@ def test_grpc_handshake_timeout_and_metadata_limit(edge: Cluster) -> None:
                         timeout=10)
         assert err.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE)
+
+
+def test_grpc_connection_without_calls_gets_goaway(edge: Cluster) -> None:
+    states: list[grpc.ChannelConnectivity] = []
+    with grpc.insecure_channel(edge.grpc_target) as ch:
+        ch.subscribe(states.append, try_to_connect=True)
+        stub = pb_grpc.EventStoreStub(ch)
+        assert stub.Health(pb.HealthRequest(), timeout=10).status == "ok"
+        ready_at = time.monotonic()
+        # The server's GOAWAY after GRPC_IDLE seconds without calls sends the
+        # channel back to IDLE; the next call reconnects by itself.
+        def idle_after_ready() -> bool:
+            ready = grpc.ChannelConnectivity.READY
+            return ready in states and grpc.ChannelConnectivity.IDLE in states[
+                states.index(ready):]
+
+        while not idle_after_ready():
+            assert time.monotonic() - ready_at < GRPC_IDLE * 5, states
+            time.sleep(0.05)
+        assert time.monotonic() - ready_at > GRPC_IDLE * 0.5
+        assert stub.Health(pb.HealthRequest(), timeout=10).status == "ok"
