@@ -16,21 +16,41 @@ from __future__ import annotations
 import asyncio
 import collections
 import threading
+from typing import Any
 
 
-class FairGate:
-    """A FIFO counting semaphore for threads."""
+class _Slots:
+    """The count both gates keep: free slots, and who waits for one."""
 
-    __slots__ = ("_free", "_lock", "_waiters", "size")
+    __slots__ = ("_free", "_waiters", "size")
 
     def __init__(self, size: int) -> None:
         if type(size) is not int or size < 1:
             raise ValueError(f"a gate needs at least one slot, got {size!r}")
         self.size = size
         self._free = size
+        self._waiters: collections.deque[Any] = collections.deque()
+
+    def _give_back(self) -> None:
+        """A slot no waiter took returns to the free count."""
+        if self._free >= self.size:
+            raise ValueError("the gate was released more often than acquired")
+        self._free += 1
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+
+class FairGate(_Slots):
+    """A FIFO counting semaphore for threads."""
+
+    __slots__ = ("_lock",)
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
         self._lock = threading.Lock()
         # Each waiter is a held lock; release() hands the slot over by releasing it.
-        self._waiters: collections.deque[threading.Lock] = collections.deque()
 
     def acquire(self, timeout: float | None = None) -> bool:
         with self._lock:
@@ -55,32 +75,19 @@ class FairGate:
             if self._waiters:
                 self._waiters.popleft().release()
                 return
-            if self._free >= self.size:
-                raise ValueError("the gate was released more often than acquired")
-            self._free += 1
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
+            self._give_back()
 
 
-class AsyncFairGate:
-    """A FIFO counting semaphore for the tasks of one event loop."""
+class AsyncFairGate(_Slots):
+    """A FIFO counting semaphore for the tasks of one event loop; waiters are futures."""
 
-    __slots__ = ("_free", "_waiters", "size")
-
-    def __init__(self, size: int) -> None:
-        if type(size) is not int or size < 1:
-            raise ValueError(f"a gate needs at least one slot, got {size!r}")
-        self.size = size
-        self._free = size
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+    __slots__ = ()
 
     async def acquire(self, timeout: float | None = None) -> bool:
         if self._free and not self._waiters:
             self._free -= 1
             return True
-        waiter = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             async with asyncio.timeout(timeout):
@@ -106,10 +113,4 @@ class AsyncFairGate:
             if not waiter.done():
                 waiter.set_result(None)
                 return
-        if self._free >= self.size:
-            raise ValueError("the gate was released more often than acquired")
-        self._free += 1
-
-    @property
-    def waiting(self) -> int:
-        return len(self._waiters)
+        self._give_back()
