@@ -30,7 +30,7 @@ _POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
 _EXPECTED_VERSION = {
     "type": "integer", "minimum": -2, "maximum": MAX_VERSION, "default": 0,
     "description": "-1 any, 0 no stream (the default, as in the Go system), -2 stream "
-                   "exists, N: exactly N events.",
+                   "exists, N: exactly N events. An integer literal: 5.0 is refused.",
 }
 
 

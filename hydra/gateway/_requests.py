@@ -116,7 +116,7 @@ def parse_append(stream_id: str, body: bytes, limits: Limits) -> AppendCommand:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         if "UTF-8" in str(exc):
-            raise InvalidArgument("the request body is not valid UTF-8") from None
+            raise InvalidArgument("the request body is not valid JSON: it is not UTF-8") from None
         raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
     if type(doc) is not dict:
         raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")

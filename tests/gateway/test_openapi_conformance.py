@@ -7,6 +7,7 @@ are checked here against the document's SSE item schema instead."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,12 +40,15 @@ def _over_in_bytes(value: object, limit: int) -> bool:
 @schema.hook
 def filter_case(context: Any, case: Any) -> bool:
     """Leave out the cases JSON Schema cannot describe, rules the document states in
-    words: its maxLength counts characters where the limits count UTF-8 bytes, and
-    event IDs are unique within a batch."""
+    words: its maxLength counts characters where the limits count UTF-8 bytes, event
+    IDs are unique within a batch, and an integer is written as one (JSON Schema
+    counts 5.0 as an integer; the server, like Go's encoding/json, refuses it)."""
     limits = DEFAULT_LIMITS
     if _over_in_bytes((case.path_parameters or {}).get("streamId"), limits.max_stream_id):
         return False
     body = case.body if isinstance(case.body, dict) else {}
+    if type(body.get("expectedVersion")) is float:
+        return False
     events = body.get("events") if isinstance(body.get("events"), list) else [body]
     ids = []
     for e in events:
@@ -78,8 +82,8 @@ def conformance_server() -> Iterator[Cluster]:
 
 
 @schema.parametrize()
-@seed(17)
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
+@seed(int(os.environ.get("HYDRA_SCHEMATHESIS_SEED", "17")))
+@settings(max_examples=int(os.environ.get("HYDRA_SCHEMATHESIS_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck),
           database=None)
 def test_answers_match_the_document(case: Any, conformance_server: Cluster) -> None:
     case.call_and_validate(base_url=conformance_server.http_url, timeout=10)
