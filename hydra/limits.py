@@ -114,3 +114,64 @@ def parse_limits(text: str | None) -> Limits:
         except ValueError:
             raise InvalidArgument(f"limit {name} must be an integer, got {raw.strip()!r}") from None
     return dataclasses.replace(DEFAULT_LIMITS, **values)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """What one client connection may cost a gateway (docs/DEPLOYMENT.md).
+
+    HTTP: the request line plus headers of one request are at most
+    ``max_header_size`` bytes in ``max_headers`` fields (else 431); they must
+    arrive within ``header_timeout`` seconds of the request's first byte (or of
+    the connection's opening), and its body within ``body_timeout`` seconds
+    of the headers plus one second per 64 KiB received (else 408 and the
+    connection closes); a keep-alive connection with no request is closed after
+    ``idle_timeout`` seconds.
+
+    gRPC: metadata is bounded by ``max_header_size``; the HTTP/2 handshake must
+    finish within ``header_timeout``; the server pings a quiet connection every
+    ``grpc_keepalive_time`` seconds and drops it when no answer comes within
+    ``grpc_keepalive_timeout``; clients may ping at most every
+    ``grpc_min_ping_interval`` seconds; a connection without calls for
+    ``grpc_max_connection_idle`` seconds, or older than
+    ``grpc_max_connection_age`` (then with ``grpc_max_connection_age_grace``
+    seconds for its calls to finish), is closed with GOAWAY, which clients
+    follow by reconnecting. 0 turns the idle and age limits off.
+    """
+
+    max_header_size: int = 32 << 10
+    max_headers: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    idle_timeout: float = 60.0
+    grpc_keepalive_time: float = 60.0
+    grpc_keepalive_timeout: float = 20.0
+    grpc_min_ping_interval: float = 10.0
+    grpc_max_connection_idle: float = 300.0
+    grpc_max_connection_age: float = 0.0  # off: it would cut long subscriptions
+    grpc_max_connection_age_grace: float = 30.0
+
+    def __post_init__(self) -> None:
+        if type(self.max_header_size) is not int or not 1024 <= self.max_header_size <= 1 << 24:
+            raise InvalidArgument(
+                f"max header size must be 1024 .. 16777216 bytes, got {self.max_header_size!r}")
+        if type(self.max_headers) is not int or not 1 <= self.max_headers <= 10_000:
+            raise InvalidArgument(f"max headers must be 1 .. 10000, got {self.max_headers!r}")
+        for name in CONNECTION_TIMEOUTS:
+            value = getattr(self, name)
+            off = name in ("grpc_max_connection_idle", "grpc_max_connection_age")
+            # NaN fails both comparisons; bools are not seconds.
+            if type(value) not in (int, float) or not (
+                    0.001 <= value <= 86_400 or (off and value == 0)):
+                what = name.replace("_", " ")
+                raise InvalidArgument(
+                    f"{what} must be seconds in (0, 86400]{', or 0 for off' if off else ''}, "
+                    f"got {value!r}")
+
+
+CONNECTION_TIMEOUTS = (
+    "header_timeout", "body_timeout", "idle_timeout", "grpc_keepalive_time",
+    "grpc_keepalive_timeout", "grpc_min_ping_interval", "grpc_max_connection_idle",
+    "grpc_max_connection_age", "grpc_max_connection_age_grace",
+)
+DEFAULT_CONNECTION_LIMITS = ConnectionLimits()

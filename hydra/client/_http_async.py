@@ -14,6 +14,7 @@ from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
+from hydra.client._gate import AsyncFairGate
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -95,10 +96,10 @@ class AsyncHttpClient:
         self._sse_http: httpx.AsyncClient | None = None
         self._seen = 0
         self._closed = False
-        # Requests queue here for one of the pool's connections: a semaphore is a
-        # cheap FIFO, where hundreds of requests waiting inside httpx's own pool
-        # cost it more than the requests themselves.
-        self._gate = asyncio.Semaphore(pool)
+        # Requests queue here, first come first served, for one of the pool's
+        # connections: hundreds of requests waiting inside httpx's own pool cost it
+        # more than the requests themselves.
+        self._gate = AsyncFairGate(pool)
 
     def __repr__(self) -> str:
         return f"<hydra.client.AsyncHttpClient {self.base_url} pool={self.pool}>"
@@ -125,16 +126,10 @@ class AsyncHttpClient:
     async def _connection(self, timeout: float | None) -> AsyncIterator[None]:
         """Hold one of the pool's connections (waiting at most ``timeout``)."""
         gate = self._gate
-        if gate.locked() and timeout is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    await gate.acquire()
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"no connection of the pool ({self.pool}) came free within {timeout:g} s"
-                ) from None
-        else:
-            await gate.acquire()
+        if not await gate.acquire(timeout):
+            raise DeadlineExceeded(
+                f"no connection of the pool ({self.pool}) came free within {timeout:g} s"
+            )
         try:
             yield
         finally:

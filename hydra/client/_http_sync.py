@@ -16,6 +16,7 @@ from hydra._engine import ANY, AppendResult, NewEvent
 from hydra._format import RecordedEvent
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
+from hydra.client._gate import FairGate
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
     Health,
@@ -99,8 +100,9 @@ class HttpClient:
         self._seen = 0
         self._seen_lock = threading.Lock()
         self._closed = False
-        # Threads queue here for one of the pool's connections (see AsyncHttpClient).
-        self._gate = threading.BoundedSemaphore(pool)
+        # Threads queue here, first come first served, for one of the pool's
+        # connections (see AsyncHttpClient).
+        self._gate = FairGate(pool)
 
     def __repr__(self) -> str:
         return f"<hydra.client.HttpClient {self.base_url} pool={self.pool}>"

@@ -18,13 +18,15 @@ status chosen in ``_errors.py``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -43,6 +45,9 @@ from hydra.gateway._requests import (
     query_int,
 )
 from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
+from hydra.limits import Limits
+
+log = logging.getLogger("hydra.gateway")
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -56,6 +61,32 @@ def _json(status: int, doc: object) -> Response:
 def _error(exc: BaseException) -> Response:
     status, body = http_error(exc)
     return Response(body, status, media_type=JSON)
+
+
+def _stream_id(request: Request, limits: Limits) -> str:
+    """The ``{stream_id}`` of the path, refused when its bytes are not UTF-8.
+
+    The server decodes percent-escapes replacing invalid UTF-8 with U+FFFD, which
+    would put ``%C0%80``, ``%FF%FE`` and ``%EF%BF%BD`` in one stream. The raw path
+    is checked only when a U+FFFD is there, so valid IDs cost nothing.
+    """
+    stream_id: str = request.path_params["stream_id"]
+    if "\ufffd" in stream_id:
+        _check_utf8(request.scope.get("raw_path"), "the stream ID in the URL path")
+    return check_stream_id(stream_id, limits)
+
+
+def _check_utf8(raw: bytes | None, what: str) -> None:
+    if not raw:
+        return
+    try:
+        unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start:exc.end]
+        raise InvalidArgument(
+            f"{what} is not valid UTF-8 (bytes {bad.hex(' ').upper()} once "
+            "percent-decoded)"
+        ) from None
 
 
 class HttpApi:
@@ -75,8 +106,9 @@ class HttpApi:
     # -- writes ------------------------------------------------------------------
 
     async def append(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
         body = await self._body(request)
-        cmd = parse_append(request.path_params["stream_id"], body, self.limits)
+        cmd = parse_append(stream_id, body, self.limits)
         result = await self.backend.append(cmd.stream_id, cmd.events, cmd.expected_version,
                                            cmd.sync)
         return _json(201, {
@@ -87,7 +119,7 @@ class HttpApi:
         })
 
     async def delete(self, request: Request) -> Response:
-        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        stream_id = _stream_id(request, self.limits)
         expected = ANY
         for key, value in request.query_params.multi_items():
             if key.replace("_", "").lower() != "expectedversion":
@@ -120,7 +152,7 @@ class HttpApi:
     # -- reads -------------------------------------------------------------------
 
     async def read_stream(self, request: Request) -> Response:
-        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        stream_id = _stream_id(request, self.limits)
         q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
         await self._wait(q)
         if self.backend.stream_version(stream_id) == 0:
@@ -141,13 +173,16 @@ class HttpApi:
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe_all(self, request: Request) -> Response:
+        if any("\ufffd" in value for _, value in request.query_params.multi_items()):
+            _check_utf8(request.scope.get("query_string", b"").replace(b"+", b" "),
+                        "the query string")
         start, filt = parse_sse_query(
             request.query_params.multi_items(), request.headers.get("last-event-id"),
             "position", self.limits, filters=True)
         return self.subscriptions.sse(self.subscriptions.all(start, filt), by_version=False)
 
     async def subscribe_stream(self, request: Request) -> Response:
-        stream_id = check_stream_id(request.path_params["stream_id"], self.limits)
+        stream_id = _stream_id(request, self.limits)
         start, _ = parse_sse_query(
             request.query_params.multi_items(), request.headers.get("last-event-id"),
             "version", self.limits, filters=False)
@@ -213,6 +248,22 @@ async def _hydra_error(request: Request, exc: Exception) -> Response:
     return _error(exc)
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # Not an error of ours: the client closed the connection before its request
+    # body was complete. No one will read the answer.
+    log.debug("%s %s: the client went away during the request body",
+              request.method, request.url.path)
+    return Response(b"", 400)
+
+
+def _methods(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+    async def dispatch(request: Request) -> Response:
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return Route(path, dispatch, methods=list(handlers))
+
+
 def build_app(
     backend: Backend, max_request_size: int, name: str = "gateway",
     subscriptions: Subscriptions | None = None,
@@ -220,9 +271,10 @@ def build_app(
     """The Starlette app of the HTTP API over ``backend``."""
     api = HttpApi(backend, max_request_size, name, subscriptions)
     routes = [
-        Route("/streams/{stream_id:path}", api.append, methods=["POST"]),
-        Route("/streams/{stream_id:path}", api.read_stream, methods=["GET"]),
-        Route("/streams/{stream_id:path}", api.delete, methods=["DELETE"]),
+        # One route for the three methods: with three, a 405 would list only the
+        # first one's method in its Allow header.
+        _methods("/streams/{stream_id:path}", GET=api.read_stream, POST=api.append,
+                 DELETE=api.delete),
         Route("/all", api.read_all, methods=["GET"]),
         Route("/subscribe/all", api.subscribe_all, methods=["GET"]),
         Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
@@ -235,5 +287,5 @@ def build_app(
         # Anything else is a bug: Starlette's last-resort handler answers it with
         # the same JSON 500 (and logs it).
         exception_handlers={HydraError: _hydra_error, HTTPException: _http_exception,
-                            Exception: _hydra_error},
+                            ClientDisconnect: _client_gone, Exception: _hydra_error},
     )

@@ -1,17 +1,37 @@
-"""The OpenAPI 3.1 document served at ``GET /openapi.json``.
+"""The OpenAPI 3.2 document served at ``GET /openapi.json``.
 
-Written by hand next to the handlers it describes; a test checks that it lists
-exactly the app's routes and methods and that its examples are accepted.
+Written by hand next to the handlers it describes; tests check that it lists
+exactly the app's routes and methods, and (schemathesis, against the real server)
+that answers and refusals match it. 3.2 rather than 3.1 for ``itemSchema``: the
+type of each NDJSON line and of each server-sent event. What JSON Schema cannot
+say is said in descriptions: limits count UTF-8 bytes where ``maxLength`` counts
+characters, and event IDs are unique within a batch.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from hydra._engine import MAX_VERSION
+from hydra.gateway._requests import MAX_POSITION
 from hydra.limits import DEFAULT_LIMITS, Limits
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
-_B64 = {"type": "string", "contentEncoding": "base64"}
+# Standard padded base64, as the server decodes it (binascii, strict mode).
+_B64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_B64 = {"type": "string", "contentEncoding": "base64", "pattern": _B64_PATTERN}
+# null is accepted where a string is, and means "" / no bytes (as Go's encoding/json).
+_B64_OR_NULL = {"type": ["string", "null"], "contentEncoding": "base64",
+                "pattern": _B64_PATTERN}
+# What hydra.limits refuses: control characters (and '/' in stream IDs).
+_TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+_STREAM_ID_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f/]+$"
+_POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
+_EXPECTED_VERSION = {
+    "type": "integer", "minimum": -2, "maximum": MAX_VERSION, "default": 0,
+    "description": "-1 any, 0 no stream (the default, as in the Go system), -2 stream "
+                   "exists, N: exactly N events. An integer literal: 5.0 is refused.",
+}
 
 
 def _error_response(description: str) -> dict[str, Any]:
@@ -22,7 +42,7 @@ def _ndjson_response(description: str) -> dict[str, Any]:
     return {
         "description": description,
         "content": {"application/x-ndjson": {
-            "schema": {"$ref": "#/components/schemas/Event"},
+            "itemSchema": {"$ref": "#/components/schemas/Event"},
             "example": (
                 '{"position":0,"streamId":"user-123","stream_id":"user-123","version":0,'
                 '"data":"eyJuYW1lIjoiSm9obiJ9","eventId":"event-001","eventType":"UserCreated",'
@@ -30,6 +50,22 @@ def _ndjson_response(description: str) -> dict[str, Any]:
             ),
         }},
     }
+
+
+# One server-sent event as OpenAPI 3.2 models it: its fields, `data` being an Event
+# in JSON. (`: subscribed` and `: keepalive` are comments, not events.)
+_SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$",
+               "description": "Log position (all) or stream version (one stream)."},
+        "event": {"type": "string", "description": "The event type, when it has one."},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"$ref": "#/components/schemas/Event"}},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 
 
 def _sse_response(description: str) -> dict[str, Any]:
@@ -42,7 +78,7 @@ def _sse_response(description: str) -> dict[str, Any]:
             "new one (live), in log order, none missed or repeated, however slow the "
             "client (docs/SUBSCRIPTIONS.md). " + description
         ),
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": {"text/event-stream": {"itemSchema": _SSE_EVENT}},
     }
 
 
@@ -50,7 +86,7 @@ _LAST_EVENT_ID = {
     "name": "Last-Event-ID", "in": "header", "required": False,
     "description": "Resume just after this event `id:` (set by SSE clients on reconnect); "
                    "takes precedence over `from`.",
-    "schema": {"type": "integer", "minimum": 0},
+    "schema": _POSITION,
 }
 
 
@@ -64,9 +100,29 @@ def _stream_id(limits: Limits) -> dict[str, Any]:
         "name": "streamId", "in": "path", "required": True,
         "description": (
             f"Stream ID: 1 to {limits.max_stream_id} bytes of UTF-8, no control "
-            "characters and no '/'; percent-encode it in the URL."
+            "characters and no '/'; percent-encode it in the URL. Percent-escapes that "
+            "are not UTF-8 are refused. (`maxLength` counts characters; the limit "
+            "counts bytes.)"
         ),
-        "schema": {"type": "string", "minLength": 1},
+        "schema": {"type": "string", "minLength": 1, "maxLength": limits.max_stream_id,
+                   "pattern": _STREAM_ID_PATTERN},
+    }
+
+
+def _text(max_bytes: int, description: str) -> dict[str, Any]:
+    return {"type": ["string", "null"], "maxLength": max_bytes, "pattern": _TEXT_PATTERN,
+            "description": f"{description} At most {max_bytes} bytes of UTF-8, no control "
+                           "characters; null is the same as empty."}
+
+
+def _new_event(limits: Limits) -> dict[str, Any]:
+    return {
+        "eventId": _text(limits.max_event_id, "Idempotency key within the stream; unique "
+                                              "within a batch."),
+        "eventType": _text(limits.max_event_type, "Event type."),
+        "data": _B64_OR_NULL | {"description": "Event data (data + metadata at most "
+                                               f"{limits.max_event_size} bytes)."},
+        "metadata": _B64_OR_NULL,
     }
 
 
@@ -78,7 +134,7 @@ _MIN_POSITION = _query(
     "min_position",
     "Read-your-writes: wait (a few seconds at most, else 503) until this gateway has seen "
     "the log committed up to this position; pass `committedPosition` of an append response.",
-    {"type": "integer", "minimum": 0},
+    _POSITION,
 )
 _DIRECTION = _query("direction", "Read order.",
                     {"type": "string", "enum": ["forward", "backward"], "default": "forward"})
@@ -90,7 +146,7 @@ _UNAVAILABLE = _error_response("The writer cannot be reached, or a min_position 
 def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The document for a gateway enforcing ``limits``."""
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",
         "info": {
             "title": "Hydra event store",
             "version": "1",
@@ -136,7 +192,10 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                                 "schema": {"$ref": "#/components/schemas/AppendResult"},
                             }},
                         },
-                        "400": _INVALID,
+                        "400": _error_response(
+                            "Invalid argument: a value outside the contract or over a limit, "
+                            "a field given twice, or a batch only some of whose event IDs "
+                            "are already in the stream (a batch is idempotent only whole)."),
                         "404": _error_response(
                             "expectedVersion -2 (stream exists) but the stream has no events."
                         ),
@@ -154,7 +213,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [
                         _query("from", "First version to return (inclusive); default the "
                                        "first, or the last when reading backward.",
-                               {"type": "integer", "minimum": 0}),
+                               _POSITION),
                         _limit(limits), _DIRECTION, _MIN_POSITION,
                     ],
                     "responses": {
@@ -170,7 +229,8 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [_query(
                         "expected_version",
                         "Event count the stream must hold (-1 any, -2 exists); default -1.",
-                        {"type": "integer", "minimum": -2, "default": -1},
+                        {"type": "integer", "minimum": -2, "maximum": MAX_VERSION,
+                         "default": -1},
                     )],
                     "responses": {
                         "200": {
@@ -193,7 +253,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [
                         _query("from", "First log position to return (inclusive): any "
                                        "`position` seen, or that plus one, resumes a read.",
-                               {"type": "integer", "minimum": 0}),
+                               _POSITION),
                         _limit(limits), _DIRECTION, _MIN_POSITION,
                     ],
                     "responses": {
@@ -209,7 +269,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "summary": "Catch-up, then live: every event from a position on, as SSE",
                     "parameters": [
                         _query("from", "First log position (inclusive); default 0.",
-                               {"type": "integer", "minimum": 0}),
+                               _POSITION),
                         _query("stream_prefix", "Only events whose stream ID starts with "
                                                 "this.",
                                {"type": "string", "maxLength": limits.max_stream_id}),
@@ -235,7 +295,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [
                         _query("from", "First version (inclusive); default 0. The stream "
                                        "need not exist yet.",
-                               {"type": "integer", "minimum": 0}),
+                               _POSITION),
                         _LAST_EVENT_ID,
                     ],
                     "responses": {
@@ -270,18 +330,8 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
             "AppendEvent": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {
-                    "eventId": {"type": "string", "maxLength": limits.max_event_id,
-                                "description": "Idempotency key within the stream."},
-                    "eventType": {"type": "string", "maxLength": limits.max_event_type},
-                    "data": _B64 | {"description": "Event data (data + metadata at most "
-                                                   f"{limits.max_event_size} bytes)."},
-                    "metadata": _B64,
-                    "expectedVersion": {
-                        "type": "integer", "minimum": -2, "default": 0,
-                        "description": "-1 any, 0 no stream (the default, as in the Go "
-                                       "system), -2 stream exists, N: exactly N events.",
-                    },
+                "properties": _new_event(limits) | {
+                    "expectedVersion": _EXPECTED_VERSION,
                     "sync": {"type": "boolean", "default": False,
                              "description": "fsync before answering, in any durability mode."},
                 },
@@ -293,18 +343,12 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                 "properties": {
                     "events": {
                         "type": "array", "minItems": 1, "maxItems": limits.max_batch_events,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "properties": {
-                                "eventId": {"type": "string"},
-                                "eventType": {"type": "string"},
-                                "data": _B64,
-                                "metadata": _B64,
-                            },
-                        },
+                        "description": "Written all or nothing; data + metadata of all at "
+                                       f"most {limits.max_batch_size} bytes.",
+                        "items": {"type": "object", "additionalProperties": False,
+                                  "properties": _new_event(limits)},
                     },
-                    "expectedVersion": {"type": "integer", "minimum": -2, "default": 0},
+                    "expectedVersion": _EXPECTED_VERSION,
                     "sync": {"type": "boolean", "default": False},
                 },
             },

@@ -30,6 +30,8 @@ import uvicorn
 from hydra.errors import AddressInUse
 from hydra.gateway._auth import Authenticator, AuthInterceptor, AuthMiddleware
 from hydra.gateway._backend import Backend, ServerBackend
+from hydra.gateway._connections import grpc_options as connection_grpc_options
+from hydra.gateway._connections import http_protocol
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
 from hydra.gateway._ports import PortClaims
@@ -79,6 +81,7 @@ def grpc_options(config: GatewayConfig) -> list[tuple[str, int]]:
         ("grpc.max_send_message_length", -1),
         # Appends are small and many: let one connection carry many at once.
         ("grpc.max_concurrent_streams", 1024),
+        *connection_grpc_options(config.connections),
     ]
 
 
@@ -178,7 +181,8 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     app = build_app(backend, config.max_request_size, config.name, subscriptions)
     uv_config = uvicorn.Config(
         AuthMiddleware(app, auth) if auth is not None else app,
-        http="httptools",
+        http=http_protocol(config.connections),  # httptools, with header limits and timeouts
+        timeout_keep_alive=config.connections.idle_timeout,  # type: ignore[arg-type]
         lifespan="off",
         log_level=config.log_level,
         access_log=config.access_log,

@@ -5,11 +5,15 @@ win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
 HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
-HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT, HYDRA_ZMQ_CURVE.
+HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT,
+HYDRA_ZMQ_CURVE, and the connection limits' HYDRA_MAX_HEADER_SIZE, HYDRA_MAX_HEADERS,
+HYDRA_HEADER_TIMEOUT, HYDRA_BODY_TIMEOUT, HYDRA_IDLE_TIMEOUT, HYDRA_GRPC_* (see
+``connection_options``).
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
 import socket
@@ -21,7 +25,15 @@ from hydra._curve import check_tcp_endpoint
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.cli import ArgumentParser, parse_flag
 from hydra.errors import InvalidArgument
-from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits
+from hydra.limits import (
+    CONNECTION_TIMEOUTS,
+    DEFAULT_CONNECTION_LIMITS,
+    DEFAULT_LIMITS,
+    LIMIT_NAMES,
+    ConnectionLimits,
+    Limits,
+    parse_limits,
+)
 
 LogLevel = Literal["debug", "info", "warning", "error"]
 Loop = Literal["uvloop", "asyncio"]
@@ -38,6 +50,7 @@ class GatewayConfig:
     http_port: int = 8080
     grpc_port: int = 9090
     limits: Limits = DEFAULT_LIMITS
+    connections: ConnectionLimits = DEFAULT_CONNECTION_LIMITS
     # Largest HTTP request body / gRPC request message. The default leaves room
     # for a batch of max_batch_size bytes of data in base64 (4/3) plus JSON.
     max_request_size: int = 24 << 20
@@ -75,6 +88,8 @@ class GatewayConfig:
             raise InvalidArgument("the HTTP and gRPC ports must differ")
         if not isinstance(self.limits, Limits):
             raise InvalidArgument("limits must be a hydra.limits.Limits")
+        if not isinstance(self.connections, ConnectionLimits):
+            raise InvalidArgument("connections must be a hydra.limits.ConnectionLimits")
         if type(self.max_request_size) is not int or not 1024 <= self.max_request_size <= 1 << 30:
             raise InvalidArgument(
                 f"max request size must be 1 KiB .. 1 GiB, got {self.max_request_size!r}"
@@ -134,6 +149,7 @@ class GatewayConfig:
             http_port=int(_number(args.http_port, int, "--http-port")),
             grpc_port=int(_number(args.grpc_port, int, "--grpc-port")),
             limits=parse_limits(args.limits),
+            connections=_connection_limits(args),
             max_request_size=int(_number(args.max_request_size, int, "--max-request-size")),
             writer_timeout=_number(args.writer_timeout, float, "--writer-timeout"),
             read_wait_timeout=_number(args.read_wait_timeout, float, "--read-wait-timeout"),
@@ -166,6 +182,42 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(
         ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in infos
     )
+
+
+def _connection_limits(args: argparse.Namespace) -> ConnectionLimits:
+    values: dict[str, int | float] = {}
+    for name in ConnectionLimits.__dataclass_fields__:
+        kind = float if name in CONNECTION_TIMEOUTS else int
+        values[name] = _number(getattr(args, name), kind, "--" + name.replace("_", "-"))
+    return ConnectionLimits(**values)  # type: ignore[arg-type]
+
+
+def connection_options(p: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """The options (and HYDRA_* variables) of ``ConnectionLimits``' fields."""
+    d = DEFAULT_CONNECTION_LIMITS
+    helps = {
+        "max_header_size": "bytes of an HTTP request line + headers, or of gRPC metadata",
+        "max_headers": "header fields of an HTTP request",
+        "header_timeout": "seconds for an HTTP request's headers (and the gRPC handshake) "
+                          "to arrive",
+        "body_timeout": "seconds an HTTP request body may take, plus one per 64 KiB received",
+        "idle_timeout": "seconds a keep-alive HTTP connection may wait for its next request",
+        "grpc_keepalive_time": "seconds between the server's pings of a quiet gRPC connection",
+        "grpc_keepalive_timeout": "seconds a ping may go unanswered before the connection "
+                                  "is dropped",
+        "grpc_min_ping_interval": "least seconds between a client's pings",
+        "grpc_max_connection_idle": "seconds without calls before a gRPC connection is "
+                                    "closed (0: never)",
+        "grpc_max_connection_age": "seconds after which a gRPC connection is closed (0: never)",
+        "grpc_max_connection_age_grace": "seconds calls get to finish once a connection is "
+                                         "too old",
+    }
+    for name, text in helps.items():
+        var = "HYDRA_" + name.upper()
+        default = getattr(d, name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name,
+                       default=env.get(var, str(default)), metavar="N",
+                       help=f"{text} (default {default:g}) [{var}]")
 
 
 def _number(raw: object, kind: type[int | float], option: str) -> int | float:
@@ -252,4 +304,5 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                    help="certificate for HTTPS and gRPC over TLS [HYDRA_TLS_CERT]")
     p.add_argument("--tls-key", default=env.get("HYDRA_TLS_KEY") or None, metavar="PEM",
                    help="private key of --tls-cert [HYDRA_TLS_KEY]")
+    connection_options(p, env)
     return p

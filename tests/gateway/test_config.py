@@ -36,6 +36,14 @@ def test_defaults_and_environment(tmp_path):
     (["--data", "d", "--read-wait-timeout", "-1"], "read wait timeout"),
     (["--data", "d", "--access-log", "maybe"], "--access-log"),
     (["--data", "d", "--feed-endpoint", "http://x"], "feed endpoint"),
+    (["--data", "d", "--max-header-size", "100"], "max header size"),
+    (["--data", "d", "--max-header-size", "1e4"], "--max-header-size"),
+    (["--data", "d", "--max-headers", "0"], "max headers"),
+    (["--data", "d", "--header-timeout", "0"], "header timeout"),
+    (["--data", "d", "--body-timeout", "nan"], "body timeout"),
+    (["--data", "d", "--idle-timeout", "soon"], "--idle-timeout"),
+    (["--data", "d", "--grpc-keepalive-time", "-5"], "grpc keepalive time"),
+    (["--data", "d", "--grpc-max-connection-age", "99999999"], "grpc max connection age"),
 ])
 def test_bad_options(argv, words):
     with pytest.raises(InvalidArgument, match=words):
@@ -78,3 +86,21 @@ def test_security_options(tmp_path):
     with pytest.raises(InvalidArgument, match="not a loopback address"):
         GatewayConfig.from_args(["--feed-endpoint", "tcp://10.0.0.1:5001"], base)
     GatewayConfig.from_args(["--feed-endpoint", "tcp://10.0.0.1:5001", "--zmq-curve", "1"], base)
+
+
+def test_connection_limits_from_environment(tmp_path):
+    c = GatewayConfig.from_args(["--idle-timeout", "7"], {
+        "HYDRA_DATA": str(tmp_path), "HYDRA_MAX_HEADER_SIZE": "4096", "HYDRA_MAX_HEADERS": "20",
+        "HYDRA_HEADER_TIMEOUT": "1.5", "HYDRA_IDLE_TIMEOUT": "9",
+        "HYDRA_GRPC_MAX_CONNECTION_IDLE": "0", "HYDRA_GRPC_MAX_CONNECTION_AGE": "600",
+    })
+    limits = c.connections
+    assert (limits.max_header_size, limits.max_headers) == (4096, 20)
+    assert (limits.header_timeout, limits.idle_timeout) == (1.5, 7.0)
+    assert limits.grpc_max_connection_idle == 0 and limits.grpc_max_connection_age == 600
+    from hydra.gateway._connections import grpc_options
+    options = dict(grpc_options(limits))
+    assert options["grpc.max_metadata_size"] == 4096
+    assert options["grpc.server_handshake_timeout_ms"] == 1500
+    assert options["grpc.max_connection_age_ms"] == 600_000
+    assert "grpc.max_connection_idle_ms" not in options
