@@ -7,20 +7,20 @@ import threading
 from collections.abc import Sequence
 from typing import Literal, Self
 
-from hydra._engine import ANY, AppendResult, Engine, NewEvent
-from hydra._group_commit import GroupCommit
-from hydra._index import Index
-from hydra._lock import DirectoryLock
-from hydra._manifest import (
+from hydra.storage.engine import ANY, AppendResult, Engine, NewEvent
+from hydra.storage.group_commit import GroupCommit
+from hydra.storage.index import Index
+from hydra.storage.lock import DirectoryLock
+from hydra.storage.manifest import (
     FORMAT_VERSION,
     Manifest,
     check_segment_size,
     read_manifest,
     write_manifest,
 )
-from hydra._reads import ReadSide
-from hydra._recovery import recover
-from hydra._segments import SegmentSet
+from hydra.storage.reads import ReadSide
+from hydra.storage.recovery import recover
+from hydra.storage.segments import SegmentSet
 from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
 

@@ -12,7 +12,7 @@ import pytest
 
 import hydra
 from hydra import NewEvent
-from hydra._verify import verify
+from hydra.storage.verify import verify
 from tests.conftest import segment_path
 
 SEG = 4096

@@ -21,8 +21,8 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from hydra._engine import AppendResult, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import AppendResult, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.errors import StorageError, Unavailable
 from hydra.limits import Limits
 

@@ -23,9 +23,9 @@ import os
 from types import TracebackType
 from typing import Self
 
-from hydra._index import Index
-from hydra._reads import ReadSide
-from hydra._segments import SegmentSet, segment_name
+from hydra.storage.index import Index
+from hydra.storage.reads import ReadSide
+from hydra.storage.segments import SegmentSet, segment_name
 from hydra.errors import CorruptLog, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
 

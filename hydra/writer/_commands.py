@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from hydra._engine import ANY, Engine, NewEvent
+from hydra.storage.engine import ANY, Engine, NewEvent
 from hydra._protocol import (
     APPEND_FIELDS,
     DELETE_FIELDS,

@@ -35,9 +35,9 @@ from typing import Any
 
 import zmq
 
-from hydra._engine import Engine
-from hydra._index import Index
-from hydra._lock import DirectoryLock
+from hydra.storage.engine import Engine
+from hydra.storage.index import Index
+from hydra.storage.lock import DirectoryLock
 from hydra._protocol import (
     PROTOCOL_VERSION,
     FeedMessage,
@@ -48,8 +48,8 @@ from hydra._protocol import (
     unpackb,
     writer_socket,
 )
-from hydra._recovery import recover
-from hydra._segments import SegmentSet
+from hydra.storage.recovery import recover
+from hydra.storage.segments import SegmentSet
 from hydra.errors import StorageError, Unavailable
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply

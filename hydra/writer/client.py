@@ -25,7 +25,7 @@ from typing import Any, Self, cast
 import zmq
 import zmq.asyncio
 
-from hydra._engine import ANY, AppendResult, NewEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
     OP_APPEND,

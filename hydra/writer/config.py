@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from hydra._manifest import check_segment_size
+from hydra.storage.manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.errors import InvalidArgument
 from hydra.limits import DEFAULT_LIMITS, LIMIT_NAMES, Limits, parse_limits

@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from hydra._format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
-from hydra._index import Index, StreamState
-from hydra._log import LogWriter
-from hydra._segments import SegmentSet
+from hydra.storage.format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
+from hydra.storage.index import Index, StreamState
+from hydra.storage.log import LogWriter
+from hydra.storage.segments import SegmentSet
 from hydra.errors import (
     InvalidArgument,
     StreamExists,

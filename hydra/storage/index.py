@@ -15,7 +15,7 @@ from array import array
 from typing import NamedTuple
 from zlib import crc32
 
-from hydra._format import (
+from hydra.storage.format import (
     ENVELOPE_SIZE,
     ENVELOPE_VERSION,
     FLAG_BATCH_END,

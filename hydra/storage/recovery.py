@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import os
 
-from hydra._index import Index
-from hydra._segments import SegmentSet, list_segments, segment_name
+from hydra.storage.index import Index
+from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import CorruptLog
 
 _ZERO_CHUNK = bytes(1 << 20)

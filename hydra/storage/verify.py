@@ -19,9 +19,9 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 
-from hydra._index import Index
-from hydra._manifest import read_manifest
-from hydra._segments import SegmentSet, list_segments, segment_name
+from hydra.storage.index import Index
+from hydra.storage.manifest import read_manifest
+from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import HydraError
 
 EXIT_OK, EXIT_CORRUPT, EXIT_USAGE, EXIT_TORN_TAIL = 0, 1, 2, 3

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from zlib import crc32
 
-from hydra._format import (
+from hydra.storage.format import (
     ENVELOPE_VERSION,
     KIND_EVENT,
     RECORD_HEADER,
@@ -23,8 +23,8 @@ from hydra.errors import InvalidArgument, StoreClosed
 from hydra.limits import check_int
 
 if TYPE_CHECKING:
-    from hydra._index import Index
-    from hydra._segments import SegmentSet
+    from hydra.storage.index import Index
+    from hydra.storage.segments import SegmentSet
     from hydra.limits import Limits
 
 _MAX_POSITION = (1 << 63) - 1
