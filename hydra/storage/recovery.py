@@ -1,9 +1,17 @@
-"""Recovery: find the end of the log, discard a torn tail, build the index.
+"""Recovery: open the index, find the end of the log, discard a torn tail.
 
-Records are read forward from the start of the log. Only the last segment can
-hold a torn tail: the writer syncs a segment before it writes into the next one.
-In the last segment, everything after the last complete atomic batch is
-discarded (zeroed), so a half-written batch never becomes visible.
+The persistent index records the log position it covers; the log after it is
+read forward and indexed (the tail a crash or a stop left unindexed: at most
+one group in normal operation). An index that is missing, damaged, of another
+format, left open when the machine stopped, or that does not match the log
+(its covered position is beyond the log, or the bytes before it differ) is
+rebuilt from the whole log, with a progress line, into a new directory that
+then replaces the old one.
+
+Only the last segment can hold a torn tail: the writer syncs a segment before
+it writes into the next one. In the last segment, everything after the last
+complete atomic batch is discarded (zeroed), so a half-written batch never
+becomes visible.
 
 An invalid record in an earlier (closed) segment is damage to acknowledged
 data, never a torn write, and recovery does not drop data because of it: a
@@ -15,49 +23,148 @@ position, since nothing after it can be located.
 
 from __future__ import annotations
 
+import logging
 import os
+import time
 
-from hydra.storage.index import Index
-from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import CorruptLog
+from hydra.storage.indexer import WriterIndex, segment_crc
+from hydra.storage.manifest import fsync_dir
+from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
+from hydra.storage.segments import SegmentSet, list_segments, segment_name
+
+log = logging.getLogger("hydra.storage")
 
 _ZERO_CHUNK = bytes(1 << 20)
+# While indexing a long log, flush after this many events: memory stays bounded.
+FLUSH_EVENTS = 1 << 20
+_PROGRESS_SECONDS = 2.0
 
 
-def recover(segments: SegmentSet, index: Index, *, repair: bool) -> int:
-    """Scan every segment into ``index`` and return the end position of the log.
+def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
+    """Open (or rebuild) the index, index the log after it, and return (index, end of log).
 
-    With ``repair`` (the writer), a torn tail in the last segment is zeroed and
-    synced; without it (a read-only view) the tail is only ignored.
+    For the single writer only (it repairs the torn tail and writes the index).
     """
     directory = segments.directory
     size = segments.segment_size
-    if repair:
-        for name in os.listdir(directory):
-            if name.startswith("hydra-") and name.endswith(".log.tmp"):
-                # A segment whose creation did not finish; it never held records.
-                os.unlink(os.path.join(directory, name))
+    for name in os.listdir(directory):
+        if name.startswith("hydra-") and name.endswith(".log.tmp"):
+            # A segment whose creation did not finish; it never held records.
+            os.unlink(os.path.join(directory, name))
     numbers = list_segments(directory)
+    if numbers:
+        _restore_size(segments, numbers[-1])
+    persistent, why = PersistentIndex.open_writer(directory, size)
+    covered = crc = 0
+    if persistent is not None:
+        covered = persistent.covered()
+        crc = persistent.tail_crc()
+        why = _mismatch(segments, numbers, covered, crc)
+        if why:
+            persistent.close(clean=False)
+            persistent = None
+    rebuilding = persistent is None
+    if persistent is None:
+        covered = crc = 0
+        persistent = _fresh(directory, size)
+        if numbers and segments.map(0)[:4] != b"\0\0\0\0":
+            log.warning("index of %s: %s; rebuilding it from the log", directory, why)
+        else:
+            rebuilding = False
+    persistent.mark_open()
+    index = WriterIndex(persistent, segments, covered, crc)
+    try:
+        end = _index_log(segments, index, numbers, covered, rebuilding)
+    except BaseException:
+        index.close(clean=False)
+        raise
+    return index, end
+
+
+def _mismatch(segments: SegmentSet, numbers: list[int], covered: int, crc: int) -> str:
+    """Why an index covering the log up to ``covered`` does not fit this log ("" if it does)."""
+    size = segments.segment_size
+    if covered == 0:
+        return ""
+    number = (covered - 1) // size
+    if not numbers or number > numbers[-1]:
+        return f"it covers the log up to position {covered}, beyond the end of the log"
+    if segment_crc(segments, covered) != crc:
+        return (f"{segment_name(number)} before position {covered} is not what it "
+                "indexed (truncated, replaced or damaged)")
+    return ""
+
+
+def _fresh(directory: str, size: int) -> PersistentIndex:
+    """Create an empty index in a new directory and put it in place of the old one."""
+    new = INDEX_DIR + ".new"
+    remove_index(directory, new)
+    built = PersistentIndex.create(directory, size, new)
+    built.env.sync(True)
+    built.env.close()
+    old = os.path.join(directory, INDEX_DIR + ".old")
+    remove_index(directory, INDEX_DIR + ".old")
+    if os.path.exists(os.path.join(directory, INDEX_DIR)):
+        # Readers that still map the old index keep reading it until they notice
+        # (its data file's inode changed) and reopen.
+        os.rename(os.path.join(directory, INDEX_DIR), old)
+    os.rename(os.path.join(directory, new), os.path.join(directory, INDEX_DIR))
+    # The new index must be the one a restart finds.
+    fsync_dir(directory)
+    remove_index(directory, INDEX_DIR + ".old")
+    persistent, why = PersistentIndex.open_writer(directory, size)
+    if persistent is None:
+        raise CorruptLog(f"{directory}: the new index cannot be opened ({why})")
+    return persistent
+
+
+def _index_log(
+    segments: SegmentSet, index: WriterIndex, numbers: list[int], covered: int,
+    rebuilding: bool,
+) -> int:
+    """Index the log from ``covered``; zero the torn tail; return the end of the log."""
+    size = segments.segment_size
     if not numbers:
         return 0
     last = numbers[-1]
-    if repair:
-        _restore_size(segments, last)
-    for number in numbers:
+    first = min(covered // size, last)
+    started = time.monotonic()
+    shown = started
+    events = 0
+    for number in range(first, last + 1):
         mm = segments.map(number)
-        result = index.scan(mm, number * size, 0, size, tolerate_crc=number < last)
-        clean = result.error is None and result.end == result.stopped
+        base = number * size
+        offset = covered - base if number == first and covered > base else 0
+        pending = index.pending
+        before = len(pending.all_positions)
+        result = pending.scan(mm, base, offset, size, tolerate_crc=number < last)
+        events += len(pending.all_positions) - before
         if number < last:
+            clean = result.error is None and result.end == result.stopped
             if not clean:
                 raise CorruptLog(
                     f"{segment_name(number)}: invalid record at position "
-                    f"{number * size + result.stopped} ({result.error or 'incomplete batch'}) "
+                    f"{base + result.stopped} ({result.error or 'incomplete batch'}) "
                     "in a closed segment; run `hydra verify` for details"
                 )
+            if len(pending) >= FLUSH_EVENTS:
+                index.flush(base + result.end)
+            now = time.monotonic()
+            if rebuilding and now - shown >= _PROGRESS_SECONDS:
+                shown = now
+                log.warning("rebuilding the index: segment %d of %d (%.0f%%), %d events, "
+                            "%.0f events/s", number + 1, last + 1,
+                            100.0 * (number + 1) / (last + 1), events, events / (now - started))
             continue
-        if repair:
-            _zero_tail(mm, result.end, segments.fd(number))
-        return number * size + result.end
+        _zero_tail(mm, result.end, segments.fd(number))
+        end = base + result.end
+        index.flush(end)
+        if rebuilding:
+            took = time.monotonic() - started
+            log.warning("rebuilt the index: %d events in %.1f s (%.0f events/s)",
+                        events, took, events / took if took else 0.0)
+        return end
     raise AssertionError("unreachable")
 
 

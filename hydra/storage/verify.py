@@ -6,9 +6,15 @@ closed segments hold nothing but zeros after their last record. It takes no
 lock and changes nothing, so it can run beside a live writer (records appended
 meanwhile may show up as an unfinished tail).
 
+It then checks the persistent index against the log: every stream's event
+count, incarnation and positions, every event ID, the log-order positions and
+the counters, as of the log position the index covers (an index that covers
+less than the log is behind, which the next open of the writer catches up).
+
 Exit status: 0 clean; 1 damage to committed data (named by segment and
 position); 3 only an unrecovered torn tail in the last segment (a crash left
-it; the next open discards it); 2 usage or I/O error.
+it; the next open discards it); 4 the index disagrees with the log (delete
+``DIR/index``: the writer rebuilds it from the log on open); 2 usage or I/O error.
 """
 
 from __future__ import annotations
@@ -19,12 +25,16 @@ import os
 import sys
 from dataclasses import asdict, dataclass, field
 
+from array import array
+
 from hydra.storage.index import Index
+from hydra.storage.persistent import TOMB, U64, PersistentIndex, id_dbkey
 from hydra.storage.manifest import read_manifest
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import HydraError
 
-EXIT_OK, EXIT_CORRUPT, EXIT_USAGE, EXIT_TORN_TAIL = 0, 1, 2, 3
+EXIT_OK, EXIT_CORRUPT, EXIT_USAGE, EXIT_TORN_TAIL, EXIT_INDEX = 0, 1, 2, 3, 4
+_MAX_INDEX_PROBLEMS = 20
 _CHUNK = 1 << 20
 _ZEROS = bytes(_CHUNK)
 
@@ -40,12 +50,17 @@ class Report:
     end_position: int = 0
     problems: list[str] = field(default_factory=list)
     torn_tail: str | None = None
+    index: str = "missing"  # "ok", "missing", "behind" or "wrong"
+    index_covered: int = 0
+    index_problems: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> int:
         if self.problems:
             return EXIT_CORRUPT
-        return EXIT_TORN_TAIL if self.torn_tail else EXIT_OK
+        if self.torn_tail:
+            return EXIT_TORN_TAIL
+        return EXIT_INDEX if self.index_problems else EXIT_OK
 
 
 def verify(directory: str) -> Report:
@@ -90,10 +105,112 @@ def verify(directory: str) -> Report:
             )
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
-        report.streams = len(index.streams)
+        report.streams = index.stream_delta
+        if not report.problems:
+            check_index(report, segments, numbers, index)
     finally:
         segments.close()
     return report
+
+
+def check_index(report: Report, segments: SegmentSet, numbers: list[int], full: Index) -> None:
+    """Compare the persistent index with the log (``full``: the whole log, scanned)."""
+    pindex = PersistentIndex.open_reader(report.directory)
+    if pindex is None:
+        report.index = "missing"
+        return
+    problems = report.index_problems
+    try:
+        covered = report.index_covered = pindex.covered()
+        if covered > report.end_position:
+            problems.append(f"the index covers the log up to position {covered}, beyond "
+                            f"its end {report.end_position}")
+            return
+        log = full
+        if covered < report.end_position:
+            report.index = "behind"
+            log = _scan_to(segments, numbers, covered)
+        _compare(pindex, log, covered, problems)
+        if covered == report.end_position and not problems:
+            events, streams, tombstones = pindex.counts()
+            if (events, streams, tombstones) != (full.event_count, full.stream_delta,
+                                                 full.tombstone_count):
+                problems.append(f"the index counts {events} events, {streams} streams, "
+                                f"{tombstones} tombstones; the log has {full.event_count}, "
+                                f"{full.stream_delta}, {full.tombstone_count}")
+        if problems:
+            report.index = "wrong"
+        elif report.index != "behind":
+            report.index = "ok"
+    finally:
+        pindex.env.close()
+
+
+def _scan_to(segments: SegmentSet, numbers: list[int], limit: int) -> Index:
+    index = Index()
+    size = segments.segment_size
+    for number in numbers:
+        base = number * size
+        if base >= limit:
+            break
+        index.scan(segments.map(number), base, 0, min(size, limit - base),
+                   tolerate_crc=True)
+    return index
+
+
+def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[str]) -> None:
+    def problem(text: str) -> bool:
+        problems.append(text)
+        return len(problems) >= _MAX_INDEX_PROBLEMS
+
+    with pindex.env.begin() as txn:
+        for key, st in log.streams.items():
+            name = key.decode(errors="replace")
+            inc, count, history = pindex.stream_at(txn, key, covered)
+            if count != st.count or history != st.history:
+                if problem(f"stream {name!r}: the index has {count} events and "
+                           f"{len(history) // TOMB.size} tombstones; the log has {st.count} "
+                           f"and {len(st.history) // TOMB.size}"):
+                    return
+                continue
+            if not count:
+                continue
+            if inc != st.positions[0] or pindex.stream_positions(inc, 0, count) != st.positions:
+                if problem(f"stream {name!r}: the index has other event positions"):
+                    return
+                continue
+            version_of_id = pindex.version_of_id
+            for eid, v in st.ids.items():
+                if version_of_id(txn, inc, eid) != v:
+                    if problem(f"stream {name!r}: event ID {eid.decode(errors='replace')!r} "
+                               f"is not indexed as version {v}"):
+                        return
+            prefix = id_dbkey(inc, b"")
+            cur = txn.cursor(db=pindex.ids)
+            extra = 0
+            if cur.set_range(prefix):
+                for k, raw in cur:
+                    if not k.startswith(prefix):
+                        break
+                    if U64.unpack(raw)[0] < count:
+                        extra += 1
+            if extra != len(st.ids):
+                if problem(f"stream {name!r}: the index holds {extra} event IDs; "
+                           f"the log has {len(st.ids)}"):
+                    return
+        for dbkey, raw in txn.cursor(db=pindex.streams):
+            if dbkey[:1] == b"\0":
+                continue  # a hashed long key: checked from the log's side
+            if dbkey not in log.streams and pindex.stream_at(txn, dbkey, covered).events:
+                if problem(f"stream {dbkey.decode(errors='replace')!r} is in the index, "
+                           "not in the log"):
+                    return
+    indexed = array("q")
+    for part in pindex.all_positions(None, covered, False):
+        indexed.extend(part)
+    if indexed != log.all_positions:
+        problem(f"the index lists {len(indexed)} events in log order; the log has "
+                f"{len(log.all_positions)}")
 
 
 def _zero_after(mm: object, start: int) -> bool:
@@ -131,6 +248,17 @@ def main(argv: list[str]) -> int:
         print(f"CORRUPT {problem}")
     if report.torn_tail:
         print(f"TORN TAIL {report.torn_tail}")
+    for problem in report.index_problems:
+        print(f"INDEX {problem}")
+    if report.index == "missing":
+        print("index: none (the writer builds it from the log when it opens)")
+    elif report.index == "behind":
+        print(f"index: agrees with the log up to position {report.index_covered} "
+              "(the writer indexes the rest when it opens)")
+    elif report.index == "ok":
+        print("index: agrees with the log")
+    else:
+        print("index: WRONG; delete DIR/index and the writer rebuilds it from the log")
     if report.status == EXIT_OK:
         print("OK: every record checks out")
     return report.status
