@@ -228,7 +228,7 @@ class Store(ReadSide):
         The index is flushed lazily: by a read that needs it, when enough is
         pending, and at close (the log, not the index, makes an append durable).
         """
-        if len(self._index.pending) >= _FLUSH_EVENTS:
+        if len(self._index.pending.all_positions) >= _FLUSH_EVENTS:
             self._index.flush(self._engine.log.end)
         if not self._every_write:
             self._committed = self._engine.log.end

@@ -155,12 +155,15 @@ class Engine:
         if type(expected_version) is not int or not -2 <= expected_version <= MAX_VERSION:
             check_expected_version(expected_version)
         index = self.index
-        st = index.state(key)
+        st = index.pending.streams.get(key) or index.state(key)
+        base = st.base
         if eid:
-            v = index.find_id(st, eid)
+            v = st.ids.get(eid)
+            if v is None and base:
+                v = index.persisted_id(st.inc, eid)
             if v is not None:
                 return AppendResult(index.position_of(st, v), v, True)
-        count = st.base + len(st.positions)
+        count = base + len(st.positions)
         if expected_version != ANY:
             _check_current(stream_id, expected_version, count)
         record = encode_event(key, eid, etype, metadata, data, count, _time_ns() // 1000,

@@ -17,10 +17,20 @@ import logging
 from zlib import crc32
 
 from hydra.storage.index import Index, StreamState
-from hydra.storage.persistent import LATEST, PersistentIndex, flush
+from hydra.storage.persistent import (
+    KEY_U64,
+    LATEST,
+    MAX_KEY,
+    U64,
+    PersistentIndex,
+    flush,
+    id_dbkey,
+)
 from hydra.storage.segments import SegmentSet
 
 log = logging.getLogger("hydra.storage")
+_pack_key64 = KEY_U64.pack
+_unpack_u64 = U64.unpack
 
 
 def segment_crc(segments: SegmentSet, end: int) -> int:
@@ -49,6 +59,7 @@ class WriterIndex:
         self._crc = crc
         # A read snapshot of the last flush, renewed after every flush.
         self._txn = persistent.env.begin()
+        self._ids = persistent.ids
         self.covered = covered
         self.pending = Index(self._load)
         self.flushes = 0
@@ -74,8 +85,16 @@ class WriterIndex:
         """The version of ``event_id`` in the stream's current incarnation, or None."""
         v = st.ids.get(event_id)
         if v is None and st.base:
-            v = self.persistent.version_of_id(self._txn, st.inc, event_id)
+            return self.persisted_id(st.inc, event_id)
         return v
+
+    def persisted_id(self, inc: int, event_id: bytes) -> int | None:
+        """The version of ``event_id`` in incarnation ``inc`` of the persistent index."""
+        if len(event_id) <= MAX_KEY:
+            raw = self._txn.get(_pack_key64(inc) + event_id, db=self._ids)
+        else:
+            raw = self._txn.get(id_dbkey(inc, event_id), db=self._ids)
+        return None if raw is None else _unpack_u64(raw)[0]  # type: ignore[no-any-return]
 
     def position_of(self, st: StreamState, version: int) -> int:
         if version >= st.base:

@@ -59,7 +59,7 @@ CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # this large), and readers need not follow a resize.
 MAP_SIZE = 1 << 40
 MAX_READERS = 4096
-_MAX_KEY = 480
+MAX_KEY = 480
 LATEST = 1 << 62  # "as of" everything in the index (the writer's own view)
 
 U64 = struct.Struct("<Q")
@@ -88,13 +88,13 @@ def boot_id() -> bytes:
 
 
 def stream_dbkey(key: bytes) -> bytes:
-    if len(key) <= _MAX_KEY:
+    if len(key) <= MAX_KEY:
         return key
     return b"\0" + hashlib.sha256(key).digest()
 
 
 def id_dbkey(inc: int, event_id: bytes) -> bytes:
-    if len(event_id) > _MAX_KEY:
+    if len(event_id) > MAX_KEY:
         event_id = b"\0" + hashlib.sha256(event_id).digest()
     return _pack_key64(inc) + event_id
 
@@ -429,15 +429,18 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
 
     The covered position and counters go in the same transaction as the entries,
     so the index on disk always describes exactly the log before ``covered``.
+    Entries are sorted and written with ``putmulti`` (one C loop per table, in
+    key order: B-tree pages are filled in sequence instead of at random).
     """
     env = index.env
     with env.begin(write=True) as txn:
-        get = txn.get
-        put = txn.put
         chunks = index.chunks
-        streams_db = index.streams
-        ids_db = index.ids
+        stream_items: list[tuple[bytes, bytes]] = []
+        chunk_items: list[tuple[bytes, bytes]] = []
         id_items: list[tuple[bytes, bytes]] = []
+        add_stream = stream_items.append
+        add_id = id_items.append
+        pack_record = RECORD.pack
         for key, st in pending.streams.items():
             new = st.positions
             if not new and not st.touched:
@@ -447,19 +450,23 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
                 st.inc = new[0]
             inc = st.inc
             if new:
-                _put_chunks(get, put, chunks, inc, base, new)
-            put(stream_dbkey(key), RECORD.pack(inc, base + len(new)) + st.history, db=streams_db)
+                _chunk_items(txn, chunks, inc, base, new, chunk_items)
+            add_stream((key if len(key) <= MAX_KEY else stream_dbkey(key),
+                        pack_record(inc, base + len(new)) + st.history))
             if st.ids:
                 pk = _pack_key64(inc)
                 for eid, v in st.ids.items():
-                    id_items.append((pk + eid if len(eid) <= _MAX_KEY else id_dbkey(inc, eid),
-                                     _pack_u64(v)))
-        if id_items:
-            id_items.sort()
-            txn.cursor(db=ids_db).putmulti(id_items)
+                    add_id((pk + eid if len(eid) <= MAX_KEY else id_dbkey(inc, eid),
+                            _pack_u64(v)))
+        for db, items in ((index.streams, stream_items), (chunks, chunk_items),
+                          (index.ids, id_items)):
+            if items:
+                items.sort()
+                txn.cursor(db=db).putmulti(items)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, new_all)
+        put = txn.put
         events, streams, tombstones = COUNTS.unpack(_get(txn, b"counts", index.meta))
         put(b"counts", COUNTS.pack(events + pending.event_count, streams + pending.stream_delta,
                                    tombstones + pending.tombstone_count), db=index.meta)
@@ -467,20 +474,28 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
 
 
-def _put_chunks(get, put, db, inc: int, base: int, new: array[int]) -> None:  # type: ignore[no-untyped-def]
-    v = base
-    i = 0
+def _chunk_items(
+    txn: lmdb.Transaction, db: Any, inc: int, base: int, new: array[int],
+    out: list[tuple[bytes, bytes]],
+) -> None:
+    """The chunk entries for versions base.. of ``inc`` (a partial first chunk is extended)."""
+    r = base % CHUNK
+    c = base // CHUNK
     n = len(new)
+    if n <= CHUNK - r:
+        part = new.tobytes()
+        key = _pack_chunk_key(inc, c)
+        out.append((key, _get(txn, key, db) + part if r else part))
+        return
+    i = 0
     while i < n:
-        c, r = divmod(v, CHUNK)
         take = min(CHUNK - r, n - i)
         key = _pack_chunk_key(inc, c)
         part = new[i:i + take].tobytes()
-        if r:
-            part = get(key, db=db) + part
-        put(key, part, db=db)
-        v += take
+        out.append((key, _get(txn, key, db) + part if r else part))
         i += take
+        c += 1
+        r = 0
 
 
 def _append_all(txn: lmdb.Transaction, db: Any, new: array[int]) -> None:
