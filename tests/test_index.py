@@ -216,3 +216,19 @@ def test_as_of_a_position_the_index_has_passed(tmp_path):
         assert [e.event_id for e in view.read_stream("a")] == ["new"]
         assert [e.event_id for e in view.read_all()] == ["new", "b0"]
         view.close()
+
+
+def test_an_incarnation_begun_and_ended_between_two_flushes_stays_readable(tmp_path):
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        s.append("base", "b", b"b")
+        list(s.read_all())  # the index is flushed here
+        r = s.append_events("x", [hydra.NewEvent(b"%d" % i, f"x{i}") for i in range(3)])
+        s.delete_stream("x")
+        s.append("x", "y0", b"new")
+        # All three reach the index in one flush (at close).
+    with ReadOnlyView.open(directory) as view:
+        view._as_of = view._committed = r.position + 1  # as if told only this much
+        assert [e.event_id for e in view.read_stream("x")] == ["x0", "x1", "x2"]
+        assert view.stream_version("x") == 3
+    assert verify(directory).index == "ok"

@@ -70,13 +70,16 @@ def _empty(key: bytes) -> StreamState:
 class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
-    __slots__ = ("all_positions", "corrupt", "event_count", "load", "stream_delta",
+    __slots__ = ("all_positions", "corrupt", "ended", "event_count", "load", "stream_delta",
                  "streams", "tombstone_count", "tombstones")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
         self.streams: dict[bytes, StreamState] = {}
         self.all_positions = array("q")
+        # Incarnations ended here by a tombstone that have events here: their
+        # entries must still be written (readers as of an earlier position use them).
+        self.ended: list[StreamState] = []
         # stream key -> position of its latest tombstone here (only deleted streams).
         self.tombstones: dict[bytes, int] = {}
         self.event_count = 0  # change in the number of events in live streams
@@ -119,6 +122,8 @@ class Index:
             self.stream_delta -= 1
         if not st.base and st.positions:
             st.inc = st.positions[0]
+        if st.positions:
+            self.ended.append(st)
         new = self.streams[key] = StreamState(
             0, -1, st.history + TOMB.pack(position, st.inc, held))
         new.touched = True

@@ -50,7 +50,7 @@ import lmdb
 
 
 if TYPE_CHECKING:
-    from hydra.storage.index import Index
+    from hydra.storage.index import Index, StreamState
 
 INDEX_DIR = "index"
 FORMAT = b"hydra-index 1"
@@ -441,18 +441,17 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
         add_stream = stream_items.append
         add_id = id_items.append
         pack_record = RECORD.pack
-        for key, st in pending.streams.items():
+        for key, st in _touched(pending):
             new = st.positions
-            if not new and not st.touched:
-                continue
             base = st.base
             if base == 0 and new:
                 st.inc = new[0]
             inc = st.inc
             if new:
                 _chunk_items(txn, chunks, inc, base, new, chunk_items)
-            add_stream((key if len(key) <= MAX_KEY else stream_dbkey(key),
-                        pack_record(inc, base + len(new)) + st.history))
+            if key:
+                add_stream((key if len(key) <= MAX_KEY else stream_dbkey(key),
+                            pack_record(inc, base + len(new)) + st.history))
             if st.ids:
                 pk = _pack_key64(inc)
                 for eid, v in st.ids.items():
@@ -472,6 +471,15 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
                                    tombstones + pending.tombstone_count), db=index.meta)
         put(b"covered", _pack_u64(covered), db=index.meta)
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
+
+
+def _touched(pending: Index) -> Iterator[tuple[bytes, StreamState]]:
+    """What a flush writes: ended incarnations (entries only, key b""), then streams."""
+    for st in pending.ended:
+        yield b"", st
+    for key, st in pending.streams.items():
+        if st.positions or st.touched:
+            yield key, st
 
 
 def _chunk_items(
