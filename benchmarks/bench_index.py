@@ -173,7 +173,8 @@ def stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
 def bench_start(directory: str, runs: int, streams: int) -> dict[str, object]:
     out: dict[str, list[float]] = {k: [] for k in (
         "writer_ready_clean_s", "writer_ready_after_kill_s", "gateway_ready_s",
-        "writer_anon_rss_mib", "gateway_anon_rss_mib", "load_events")}
+        "writer_anon_rss_mib", "writer_anon_rss_under_load_mib", "gateway_anon_rss_mib",
+        "load_events")}
     for _ in range(runs):
         w, ready = start_writer(directory)
         out["writer_ready_clean_s"].append(ready)

@@ -232,3 +232,26 @@ def test_an_incarnation_begun_and_ended_between_two_flushes_stays_readable(tmp_p
         assert [e.event_id for e in view.read_stream("x")] == ["x0", "x1", "x2"]
         assert view.stream_version("x") == 3
     assert verify(directory).index == "ok"
+
+
+def test_event_id_filter_missing_or_damaged(filled):
+    directory, _ = filled
+    bloom = index_path(directory, "ids.bloom")
+    assert os.path.exists(bloom)
+    # Damaged bits would let a known ID pass for new: verify finds it.
+    with open(bloom, "r+b") as f:
+        f.seek(64)
+        f.write(bytes(os.path.getsize(bloom) - 64))
+    report = verify(directory)
+    assert report.status == 4 and "filter" in report.index_problems[0], report.index_problems
+    # A missing filter is switched off for good: every ID is then looked up.
+    os.unlink(bloom)
+    with hydra.open(directory) as s:
+        assert s.append("batch", "b7", b"again").duplicate
+        assert s._index.filter is None
+        s.append("s1", "new-after", b"n")
+    shutil.copy(__file__, bloom)  # whatever turns up there later is not trusted
+    with hydra.open(directory) as s:
+        assert s._index.filter is None
+        assert s.append("s1", "new-after", b"n").duplicate
+    assert verify(directory).index == "ok"

@@ -160,7 +160,9 @@ class Engine:
         if eid:
             v = st.ids.get(eid)
             if v is None and base:
-                v = index.persisted_id(st.inc, eid)
+                filt = index.filter
+                if filt is None or filt.might_contain(key, eid):
+                    v = index.persisted_id(st.inc, eid)
             if v is not None:
                 return AppendResult(index.position_of(st, v), v, True)
         count = base + len(st.positions)
@@ -197,7 +199,7 @@ class Engine:
         count = st.base + len(st.positions)
         if st.ids or st.base:
             find = index.find_id
-            known = [v for v in (find(st, e) for e in eids if e) if v is not None]
+            known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
             if known:
                 if len(known) == n:
                     last = known[-1]

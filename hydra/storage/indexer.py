@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from zlib import crc32
 
+from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index, StreamState
 from hydra.storage.persistent import (
     KEY_U64,
@@ -46,7 +47,8 @@ class WriterIndex:
     """The persistent index and the pending writes on top of it."""
 
     def __init__(
-        self, persistent: PersistentIndex, segments: SegmentSet, covered: int, crc: int
+        self, persistent: PersistentIndex, segments: SegmentSet, covered: int, crc: int,
+        id_filter: IdFilter | None,
     ) -> None:
         self.persistent = persistent
         self._segments = segments
@@ -63,6 +65,8 @@ class WriterIndex:
         self.covered = covered
         self.pending = Index(self._load)
         self.flushes = 0
+        # Event IDs certainly not in the index (None: look every one up).
+        self.filter = id_filter
 
     def _load(self, key: bytes) -> StreamState:
         inc, count, history = self.persistent.stream_at(self._txn, key, LATEST)
@@ -81,11 +85,13 @@ class WriterIndex:
     def version_of(self, key: bytes) -> int:
         return self.pending.state(key).count
 
-    def find_id(self, st: StreamState, event_id: bytes) -> int | None:
+    def find_id(self, key: bytes, st: StreamState, event_id: bytes) -> int | None:
         """The version of ``event_id`` in the stream's current incarnation, or None."""
         v = st.ids.get(event_id)
         if v is None and st.base:
-            return self.persisted_id(st.inc, event_id)
+            filt = self.filter
+            if filt is None or filt.might_contain(key, event_id):
+                return self.persisted_id(st.inc, event_id)
         return v
 
     def persisted_id(self, inc: int, event_id: bytes) -> int | None:
@@ -122,6 +128,13 @@ class WriterIndex:
                 # Only states loaded to validate requests that wrote nothing.
                 self.pending = Index(self._load)
             return
+        filt = self.filter
+        if filt is not None:
+            # Before the commit: an ID in the index is never missing from the filter.
+            add = filt.add
+            for key, st in pending.streams.items():
+                for eid in st.ids:
+                    add(key, eid)
         flush(self.persistent, pending, end, self._crc_to(end))
         self.covered = end
         self.flushes += 1
@@ -142,5 +155,8 @@ class WriterIndex:
         return self._crc
 
     def close(self, *, clean: bool) -> None:
+        if self.filter is not None:
+            self.filter.close(sync=clean)
+            self.filter = None
         self._txn.abort()
         self.persistent.close(clean=clean)

@@ -16,6 +16,8 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
                            before it (a changed active segment is detected on open)
              b"counts"     <qqq live events, live streams, tombstones
              b"state"      b"clean" after a clean close, else b"open " + boot ID
+             b"id"         <Q random ID of this index (its ``ids.bloom`` names it)
+             b"filter"     b"on" while ``ids.bloom`` holds every event ID here
     streams  stream key -> <qQ incarnation, event count, then per tombstone
                            <qqQ (tombstone position, incarnation it ended, events)
     chunks   >QI incarnation, chunk number -> <q positions of versions
@@ -187,6 +189,9 @@ class PersistentIndex:
             txn.put(b"tail", TAIL.pack(0), db=self.meta)
             txn.put(b"counts", COUNTS.pack(0, 0, 0), db=self.meta)
             txn.put(b"state", b"clean", db=self.meta)
+            txn.put(b"id", _pack_u64(int.from_bytes(os.urandom(8), "little") >> 1),
+                    db=self.meta)
+            txn.put(b"filter", b"on", db=self.meta)
         return self
 
     @classmethod
@@ -229,11 +234,24 @@ class PersistentIndex:
             return None, "the index was open when the machine stopped"
         return self, ""
 
-    def mark_open(self) -> None:
-        """Record that the index is being written (durably, before any unsynced commit)."""
+    def mark_open(self, *, filter_ok: bool) -> None:
+        """Record that the index is being written (durably, before any unsynced commit).
+
+        Without a usable ID filter the filter is switched off for good (until a
+        rebuild): IDs indexed from now on would be missing from it.
+        """
         with self.env.begin(write=True) as txn:
             txn.put(b"state", b"open " + boot_id(), db=self.meta)
+            if not filter_ok:
+                txn.put(b"filter", b"off", db=self.meta)
         self.env.sync(True)
+
+    def index_id(self) -> int:
+        """This index's ID, or 0 when its ID filter is switched off."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"id", db=self.meta)
+            on = txn.get(b"filter", db=self.meta) == b"on"
+        return int(_unpack_u64(raw)[0]) if raw and on else 0
 
     def close(self, *, clean: bool) -> None:
         if self.writable and clean:

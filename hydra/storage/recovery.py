@@ -28,6 +28,7 @@ import os
 import time
 
 from hydra.errors import CorruptLog
+from hydra.storage.idfilter import IdFilter, bits_for
 from hydra.storage.indexer import WriterIndex, segment_crc
 from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
@@ -67,13 +68,15 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
     rebuilding = persistent is None
     if persistent is None:
         covered = crc = 0
-        persistent = _fresh(directory, size)
+        persistent = _fresh(directory, size, len(numbers) * size)
         if numbers and segments.map(0)[:4] != b"\0\0\0\0":
             log.warning("index of %s: %s; rebuilding it from the log", directory, why)
         else:
             rebuilding = False
-    persistent.mark_open()
-    index = WriterIndex(persistent, segments, covered, crc)
+    index_id = persistent.index_id()
+    id_filter = IdFilter.open(persistent.path, index_id) if index_id else None
+    persistent.mark_open(filter_ok=id_filter is not None)
+    index = WriterIndex(persistent, segments, covered, crc, id_filter)
     try:
         end = _index_log(segments, index, numbers, covered, rebuilding)
     except BaseException:
@@ -96,11 +99,13 @@ def _mismatch(segments: SegmentSet, numbers: list[int], covered: int, crc: int) 
     return ""
 
 
-def _fresh(directory: str, size: int) -> PersistentIndex:
+def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
     """Create an empty index in a new directory and put it in place of the old one."""
     new = INDEX_DIR + ".new"
     remove_index(directory, new)
     built = PersistentIndex.create(directory, size, new)
+    # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
+    IdFilter.create(built.path, built.index_id(), bits_for(log_bytes // 200))
     built.env.sync(True)
     built.env.close()
     old = os.path.join(directory, INDEX_DIR + ".old")

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 from array import array
 
+from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index
 from hydra.storage.persistent import TOMB, U64, PersistentIndex, id_dbkey
 from hydra.storage.manifest import read_manifest
@@ -131,6 +132,7 @@ def check_index(report: Report, segments: SegmentSet, numbers: list[int], full: 
             report.index = "behind"
             log = _scan_to(segments, numbers, covered)
         _compare(pindex, log, covered, problems)
+        _check_filter(pindex, log, problems)
         if covered == report.end_position and not problems:
             events, streams, tombstones = pindex.counts()
             if (events, streams, tombstones) != (full.event_count, full.stream_delta,
@@ -144,6 +146,25 @@ def check_index(report: Report, segments: SegmentSet, numbers: list[int], full: 
             report.index = "ok"
     finally:
         pindex.env.close()
+
+
+def _check_filter(pindex: PersistentIndex, log: Index, problems: list[str]) -> None:
+    """Every event ID of the index must pass its ID filter (when the filter is on)."""
+    index_id = pindex.index_id()
+    id_filter = IdFilter.open(pindex.path, index_id, writable=False) if index_id else None
+    if id_filter is None:
+        if index_id:
+            problems.append("the event ID filter (index/ids.bloom) is missing or not this "
+                            "index's, though the index says it is in use")
+        return
+    try:
+        missing = sum(1 for key, st in log.streams.items() for eid in st.ids
+                      if not id_filter.might_contain(key, eid))
+    finally:
+        id_filter.close(sync=False)
+    if missing:
+        problems.append(f"{missing} event IDs are missing from the event ID filter "
+                        "(index/ids.bloom): appends could take them for new")
 
 
 def _scan_to(segments: SegmentSet, numbers: list[int], limit: int) -> Index:
