@@ -66,6 +66,7 @@ class ReadOnlyView(ReadSide):
         self._segments = SegmentSet(directory, manifest.segment_size, writable=False)
         self._pindex = PersistentIndex.open_reader(directory)
         self._tail = None
+        self._tail_counts = (0, 0, 0)
         self._as_of = 0
         self._committed = 0
         self._closed = False
@@ -112,7 +113,7 @@ class ReadOnlyView(ReadSide):
     def _catch_up(self, limit: int | None) -> None:
         """Read the index, and the log the index does not cover yet, up to ``limit``."""
         pindex = self._index_now()
-        covered = 0 if pindex is None else pindex.covered()
+        covered, counts = (0, (0, 0, 0)) if pindex is None else pindex.covered_and_counts()
         committed = self._committed
         if limit is not None and covered >= limit:
             # The usual case: the writer flushed the index before announcing ``limit``.
@@ -132,6 +133,7 @@ class ReadOnlyView(ReadSide):
             return
         if covered >= committed:
             # A new tail on top of the index as it is now.
+            self._tail_counts = counts
             self._tail = Index(self._loader(covered))
             self._as_of = self._committed = covered
             self._scan(covered, limit)
@@ -139,6 +141,7 @@ class ReadOnlyView(ReadSide):
         # The index covers less than this view has shown (it was rebuilt): read
         # the log from what it covers up to the committed position, then go on.
         tail = Index(self._loader(covered))
+        self._tail_counts = counts
         old = (self._tail, self._as_of, self._committed)
         self._tail, self._as_of, self._committed = tail, covered, covered
         try:
@@ -172,7 +175,7 @@ class ReadOnlyView(ReadSide):
         """The persistent index, reopened when the writer has replaced it."""
         pindex = self._pindex
         if pindex is not None and pindex.replaced():
-            pindex.env.close()
+            pindex.release()
             pindex = self._pindex = None
             self._tail = None  # based on the old index
         if pindex is None:
@@ -250,11 +253,13 @@ class ReadOnlyView(ReadSide):
 
     def stats(self) -> dict[str, int]:
         events = streams = 0
-        if self._pindex is not None:
-            events, streams, _ = self._pindex.counts()
         if self._tail is not None:
+            # The index's counters as of the tail's start, plus the tail.
+            events, streams, _ = self._tail_counts
             events += self._tail.event_count
             streams += self._tail.stream_delta
+        elif self._pindex is not None:
+            events, streams, _ = self._pindex.counts()
         return {"committed_position": self._committed, "events": events, "streams": streams}
 
     def close(self) -> None:
@@ -266,7 +271,7 @@ class ReadOnlyView(ReadSide):
     def _close_files(self) -> None:
         self._segments.close()
         if self._pindex is not None:
-            self._pindex.env.close()
+            self._pindex.release()
             self._pindex = None
 
     def __enter__(self) -> Self:

@@ -43,6 +43,7 @@ import hashlib
 import os
 import shutil
 import struct
+import threading
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterator
@@ -120,6 +121,59 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
     return bytes(raw)
 
 
+# One Environment per index file per process: LMDB forbids opening the same
+# environment twice in one process (closing one copy drops the other's locks),
+# and an embedded Store and a read-only view of the same directory may share one.
+_ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
+_ENVS_LOCK = threading.Lock()
+_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all")
+
+
+def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
+    """The process's Environment of the index in ``path`` (opened if needed) and its tables."""
+    data = os.path.join(path, "data.mdb")
+    with _ENVS_LOCK:
+        if not create:
+            try:
+                st = os.stat(data)
+            except FileNotFoundError:
+                raise lmdb.Error(f"{data} does not exist") from None
+            entry = _ENVS.get((st.st_dev, st.st_ino))
+            if entry is not None:
+                entry[1] += 1
+                return entry[0], entry[2]
+        readonly = not create and not os.access(data, os.W_OK)
+        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True,
+                        create=create, readonly=readonly,
+                        # Commits are not synced: the covered position is checked
+                        # against the log on open, and an index left open across a
+                        # machine crash is rebuilt (see ``open_writer``).
+                        sync=False, metasync=False, readahead=False,
+                        max_readers=MAX_READERS)
+        try:
+            if _short_file(env, path):
+                raise lmdb.Error("the data file is shorter than its pages (truncated)")
+            dbs = {name: env.open_db(name, create=create) for name in _DB_NAMES}
+        except BaseException:
+            env.close()
+            raise
+        st = os.stat(data)
+        _ENVS[(st.st_dev, st.st_ino)] = [env, 1, dbs]
+        return env, dbs
+
+
+def _release(env: lmdb.Environment) -> None:
+    with _ENVS_LOCK:
+        for key, entry in _ENVS.items():
+            if entry[0] is env:
+                entry[1] -= 1
+                if entry[1]:
+                    return
+                del _ENVS[key]
+                break
+        env.close()
+
+
 def _short_file(env: lmdb.Environment, path: str) -> bool:
     """Is the data file shorter than its pages in use? (Reading past its end: SIGBUS.)"""
     used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
@@ -133,16 +187,22 @@ def tombstones_of(history: bytes) -> list[tuple[int, int, int]]:
 class PersistentIndex:
     """One open LMDB environment of the index: the writer's (``writable``) or a reader's."""
 
-    def __init__(self, env: lmdb.Environment, path: str, writable: bool) -> None:
+    def __init__(
+        self, env: lmdb.Environment, dbs: dict[bytes, Any], path: str, writable: bool
+    ) -> None:
         self.env = env
         self.path = path
         self.writable = writable
-        self.meta = env.open_db(b"meta", create=writable)
-        self.streams = env.open_db(b"streams", create=writable)
-        self.chunks = env.open_db(b"chunks", create=writable)
-        self.ids = env.open_db(b"ids", create=writable)
-        self.all = env.open_db(b"all", create=writable)
+        self.meta = dbs[b"meta"]
+        self.streams = dbs[b"streams"]
+        self.chunks = dbs[b"chunks"]
+        self.ids = dbs[b"ids"]
+        self.all = dbs[b"all"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
+
+    def release(self) -> None:
+        """Done with this index (the environment closes when its last user is done)."""
+        _release(self.env)
 
     # -- opening -------------------------------------------------------------------
 
@@ -153,21 +213,18 @@ class PersistentIndex:
         if not os.path.exists(os.path.join(path, "data.mdb")):
             return None
         try:
-            env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, readonly=True, lock=True,
-                            readahead=False, max_readers=MAX_READERS, create=False)
+            env, dbs = _acquire(path, create=False)
         except lmdb.Error:
+            # Missing sub-databases (a writer is creating it) or damaged: the
+            # reader falls back to the log until the writer has built it.
             return None
+        self = cls(env, dbs, path, writable=False)
         try:
-            if _short_file(env, path):
-                raise lmdb.Error("the data file is shorter than its pages")
-            self = cls(env, path, writable=False)
             with env.begin() as txn:
                 if txn.get(b"format", db=self.meta) != FORMAT:
                     raise lmdb.Error("not a Hydra index of this format")
         except lmdb.Error:
-            # Missing sub-databases (a writer is creating it) or another format:
-            # the reader falls back to the log until the writer has built it.
-            env.close()
+            self.release()
             return None
         return self
 
@@ -175,13 +232,8 @@ class PersistentIndex:
     def create(cls, directory: str, segment_size: int, name: str = INDEX_DIR) -> PersistentIndex:
         """Create an empty index in ``DIR/name`` (which must not exist)."""
         path = os.path.join(directory, name)
-        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True,
-                        # Commits are not synced: the covered position is checked
-                        # against the log on open, and an index left open across a
-                        # machine crash is rebuilt (see ``open_writer``).
-                        sync=False, metasync=False, readahead=False,
-                        max_readers=MAX_READERS)
-        self = cls(env, path, writable=True)
+        env, dbs = _acquire(path, create=True)
+        self = cls(env, dbs, path, writable=True)
         with env.begin(write=True) as txn:
             txn.put(b"format", FORMAT, db=self.meta)
             txn.put(b"segment", _pack_u64(segment_size), db=self.meta)
@@ -201,17 +253,13 @@ class PersistentIndex:
         if not os.path.exists(os.path.join(path, "data.mdb")):
             return None, "there is no index"
         try:
-            env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True,
-                            create=False, sync=False, metasync=False, readahead=False,
-                            max_readers=MAX_READERS)
+            env, dbs = _acquire(path, create=False)
         except lmdb.Error as exc:
             return None, f"the index cannot be opened ({exc})"
+        self = cls(env, dbs, path, writable=True)
         try:
-            if _short_file(env, path):
-                raise lmdb.Error("the data file is shorter than its pages (truncated)")
             # Reader slots of processes that died (kill -9) would pin old pages.
             env.reader_check()
-            self = cls(env, path, writable=True)
             with env.begin() as txn:
                 fmt = txn.get(b"format", db=self.meta)
                 seg = txn.get(b"segment", db=self.meta)
@@ -219,19 +267,20 @@ class PersistentIndex:
                 ok = all(txn.get(k, db=self.meta) is not None
                          for k in (b"covered", b"tail", b"counts"))
         except lmdb.Error as exc:
-            env.close()
+            self.release()
             return None, f"the index is damaged ({exc})"
+        why = ""
         if fmt != FORMAT or not ok:
-            env.close()
-            return None, f"the index has another format ({fmt!r})"
-        if seg is None or _unpack_u64(seg)[0] != segment_size:
-            env.close()
-            return None, "the index belongs to a log of another segment size"
-        if state != b"clean" and state != b"open " + boot_id():
+            why = f"the index has another format ({fmt!r})"
+        elif seg is None or _unpack_u64(seg)[0] != segment_size:
+            why = "the index belongs to a log of another segment size"
+        elif state != b"clean" and state != b"open " + boot_id():
             # Open for writing when the machine went down: unsynced LMDB pages may
             # have reached the disk in any order, so nothing in it can be trusted.
-            env.close()
-            return None, "the index was open when the machine stopped"
+            why = "the index was open when the machine stopped"
+        if why:
+            self.release()
+            return None, why
         return self, ""
 
     def mark_open(self, *, filter_ok: bool) -> None:
@@ -259,7 +308,7 @@ class PersistentIndex:
                 txn.put(b"state", b"clean", db=self.meta)
             # The whole index reaches the disk before it is marked clean on disk.
             self.env.sync(True)
-        self.env.close()
+        self.release()
 
     def replaced(self) -> bool:
         """Has the writer re-created the index since this environment was opened?"""
@@ -275,6 +324,11 @@ class PersistentIndex:
             with self.env.begin() as t:
                 return int(_unpack_u64(_get(t, b"covered", self.meta))[0])
         return int(_unpack_u64(_get(txn, b"covered", self.meta))[0])
+
+    def covered_and_counts(self) -> tuple[int, tuple[int, int, int]]:
+        """The covered position and the counters at it (one snapshot)."""
+        with self.env.begin() as txn:
+            return self.covered(txn), self.counts(txn)
 
     def tail_crc(self) -> int:
         with self.env.begin() as txn:

@@ -107,7 +107,7 @@ def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
     # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
     IdFilter.create(built.path, built.index_id(), bits_for(log_bytes // 200))
     built.env.sync(True)
-    built.env.close()
+    built.release()
     old = os.path.join(directory, INDEX_DIR + ".old")
     remove_index(directory, INDEX_DIR + ".old")
     if os.path.exists(os.path.join(directory, INDEX_DIR)):

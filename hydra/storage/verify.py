@@ -145,7 +145,7 @@ def check_index(report: Report, segments: SegmentSet, numbers: list[int], full: 
         elif report.index != "behind":
             report.index = "ok"
     finally:
-        pindex.env.close()
+        pindex.release()
 
 
 def _check_filter(pindex: PersistentIndex, log: Index, problems: list[str]) -> None:
