@@ -193,6 +193,7 @@ def bench_start(directory: str, runs: int, streams: int) -> dict[str, object]:
             load(f"ipc://{directory}/run/cmd.sock", 3.0, streams)))
         t.start()
         time.sleep(2.0)
+        out["writer_anon_rss_under_load_mib"].append(anon_rss_mib(w.pid))
         stop(w, signal.SIGKILL)
         t.join()
         w, ready = start_writer(directory)

@@ -131,10 +131,10 @@ class WriterIndex:
         filt = self.filter
         if filt is not None:
             # Before the commit: an ID in the index is never missing from the filter.
-            add = filt.add
+            add_all = filt.add_all
             for key, st in pending.streams.items():
-                for eid in st.ids:
-                    add(key, eid)
+                if st.ids:
+                    add_all(key, st.ids)
         flush(self.persistent, pending, end, self._crc_to(end))
         self.covered = end
         self.flushes += 1
