@@ -255,3 +255,23 @@ def test_event_id_filter_missing_or_damaged(filled):
         assert s._index.filter is None
         assert s.append("s1", "new-after", b"n").duplicate
     assert verify(directory).index == "ok"
+
+
+def test_reader_with_a_tail_follows_a_rebuilt_index(tmp_path):
+    directory = str(tmp_path / "data")
+    fill(directory, 50)
+    with hydra.open(directory, segment_size=SEG) as s:
+        for i in range(30):
+            s.append("t", f"t{i}", b"t")
+        s.flush()  # in the log, not yet in the index: a view reads it as its tail
+        with ReadOnlyView.open(directory) as view:
+            assert view._tail is not None and view.stream_version("t") == 30
+            expected = list(s.read_all())
+    shutil.rmtree(os.path.join(directory, INDEX_DIR))
+    with ReadOnlyView.open(directory) as view:
+        with hydra.open(directory) as s:  # rebuilds the index
+            s.append("t", "t30", b"t")
+            end = s.committed_position
+        assert view.advance(end) == end
+        assert list(view.read_all())[:-1] == expected
+        assert view.stream_version("t") == 31

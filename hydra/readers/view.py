@@ -112,7 +112,7 @@ class ReadOnlyView(ReadSide):
 
     def _catch_up(self, limit: int | None) -> None:
         """Read the index, and the log the index does not cover yet, up to ``limit``."""
-        pindex = self._index_now()
+        pindex, replaced = self._index_now()
         covered, counts = (0, (0, 0, 0)) if pindex is None else pindex.covered_and_counts()
         committed = self._committed
         if limit is not None and covered >= limit:
@@ -127,7 +127,7 @@ class ReadOnlyView(ReadSide):
             self._tail = None
             self._as_of = self._committed = limit
             return
-        if self._tail is not None and covered < committed:
+        if self._tail is not None and covered < committed and not replaced:
             # The index has not caught up with this view's tail: extend the tail.
             self._scan(committed, limit)
             return
@@ -138,8 +138,9 @@ class ReadOnlyView(ReadSide):
             self._as_of = self._committed = covered
             self._scan(covered, limit)
             return
-        # The index covers less than this view has shown (it was rebuilt): read
-        # the log from what it covers up to the committed position, then go on.
+        # The index covers less than this view has shown (it was rebuilt, or is
+        # being rebuilt): read the log from what it covers up to the committed
+        # position, then go on.
         tail = Index(self._loader(covered))
         self._tail_counts = counts
         old = (self._tail, self._as_of, self._committed)
@@ -171,16 +172,19 @@ class ReadOnlyView(ReadSide):
             pos += 8 + length
         return pos == limit
 
-    def _index_now(self) -> PersistentIndex | None:
-        """The persistent index, reopened when the writer has replaced it."""
+    def _index_now(self) -> tuple[PersistentIndex | None, bool]:
+        """The persistent index (reopened when the writer has replaced it), and
+        whether it was replaced (a tail built on the old one must be rebuilt)."""
         pindex = self._pindex
+        replaced = False
         if pindex is not None and pindex.replaced():
             pindex.release()
             pindex = self._pindex = None
-            self._tail = None  # based on the old index
+            replaced = True
         if pindex is None:
             pindex = self._pindex = PersistentIndex.open_reader(self.directory)
-        return pindex
+            replaced = replaced or (pindex is not None and self._tail is not None)
+        return pindex, replaced
 
     def _loader(self, as_of: int):  # type: ignore[no-untyped-def]
         pindex = self._pindex
