@@ -11,8 +11,8 @@ Embedded use::
 
 from __future__ import annotations
 
-from hydra._engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.errors import (
     CorruptLog,
     HydraError,

@@ -11,7 +11,7 @@ import sys
 from typing import NoReturn
 
 _COMMANDS = {
-    "verify": ("hydra._verify", "check every record of a data directory"),
+    "verify": ("hydra.storage.verify", "check every record of a data directory"),
     "writer": ("hydra.writer.__main__", "run the writer process (owns the log)"),
     "gateway": ("hydra.gateway.__main__", "run a gateway worker (HTTP + gRPC)"),
     "stress": ("hydra.stress", "load-test a running server"),

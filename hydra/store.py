@@ -7,26 +7,28 @@ import threading
 from collections.abc import Sequence
 from typing import Literal, Self
 
-from hydra._engine import ANY, AppendResult, Engine, NewEvent
-from hydra._group_commit import GroupCommit
-from hydra._index import Index
-from hydra._lock import DirectoryLock
-from hydra._manifest import (
+from hydra.storage.engine import ANY, AppendResult, Engine, NewEvent
+from hydra.storage.group_commit import GroupCommit
+from hydra.storage.lock import DirectoryLock
+from hydra.storage.manifest import (
     FORMAT_VERSION,
     Manifest,
     check_segment_size,
     read_manifest,
     write_manifest,
 )
-from hydra._reads import ReadSide
-from hydra._recovery import recover
-from hydra._segments import SegmentSet
+from hydra.storage.reads import ReadSide
+from hydra.storage.recovery import recover
+from hydra.storage.segments import SegmentSet
 from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
 
 SyncMode = Literal["every-write", "async", "every-second"]
 SYNC_MODES: tuple[str, ...] = ("every-write", "async", "every-second")
 DEFAULT_SEGMENT_SIZE = 64 * 2**20
+# The index is flushed at least every this many events, so a restart after a
+# crash indexes a short tail.
+_FLUSH_EVENTS = 1 << 14
 
 
 def check_sync_options(sync: object, interval: object, batch: object) -> None:
@@ -120,15 +122,18 @@ class Store(ReadSide):
         self._lock_file = DirectoryLock(directory)
         try:
             self._segments = SegmentSet(directory, manifest.segment_size, writable=True)
-            self._index = Index()
-            end = recover(self._segments, self._index, repair=True)
+            self._index, end = recover(self._segments)
             self._engine = Engine(self._segments, self._index, limits, end)
         except BaseException:
+            if hasattr(self, "_index"):
+                self._index.close(clean=False)
             if hasattr(self, "_segments"):
                 self._segments.close()
             self._lock_file.release()
             raise
         self._committed = end
+        self._pindex = self._index.persistent
+        self._tail = None
         self._every_write = sync == "every-write"
         # Serialises the engine (validation + write + index update).
         self._lock = threading.Lock()
@@ -220,7 +225,11 @@ class Store(ReadSide):
 
         In the async modes a write is committed (visible) at once; in
         ``every-write`` (or when ``sync`` is asked) only after the fsync covering it.
+        The index is flushed lazily: by a read that needs it, when enough is
+        pending, and at close (the log, not the index, makes an append durable).
         """
+        if len(self._index.pending.all_positions) >= _FLUSH_EVENTS:
+            self._index.flush(self._engine.log.end)
         if not self._every_write:
             self._committed = self._engine.log.end
             if not sync:
@@ -297,14 +306,30 @@ class Store(ReadSide):
     def _before_read(self) -> None:
         if self._closed:
             raise StoreClosed(f"store {self.directory} is closed")
+        if self._index.covered < self._committed:
+            # Reads use the persistent index only: bring it up to what is committed.
+            with self._lock:
+                if self._closed:
+                    raise StoreClosed(f"store {self.directory} is closed")
+                self._index.flush(self._engine.log.end)
+
+    def _bounds(self) -> tuple[int, int]:
+        # Committed and covered by the index (a concurrent append may have moved
+        # the committed position past the flush this read made).
+        c = min(self._committed, self._index.covered)
+        return c, c
 
     def stats(self) -> dict[str, int]:
         """Counters for health checks and tools."""
+        with self._lock:
+            if self._closed:
+                raise StoreClosed(f"store {self.directory} is closed")
+            events, streams = self._index.counts()
         return {
             "committed_position": self._committed,
             "synced_position": self._group.synced,
-            "events": self._index.event_count,
-            "streams": len(self._index.streams),
+            "events": events,
+            "streams": streams,
             "fsyncs": self._group.fsyncs,
         }
 
@@ -315,14 +340,18 @@ class Store(ReadSide):
         with self._lock:
             if self._closed:
                 return
+            clean = False
             try:
                 if self._group.failure is None:
                     self._sync_locked()
+                    self._index.flush(self._engine.log.end)
+                    clean = True
             finally:
                 self._closed = True
                 self._wake.set()
         if self._flusher is not None:
             self._flusher.join()
         self._group.close()
+        self._index.close(clean=clean)
         self._segments.close()
         self._lock_file.release()

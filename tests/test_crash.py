@@ -82,6 +82,6 @@ def test_sigkill_never_loses_acknowledged_appends(tmp_path):
             assert len(seen_ids) == sum(1 for _ in store.read_all())
     assert total_acks > ROUNDS, "the child barely ran; the test proves nothing"
     # the log is healthy afterwards
-    from hydra._verify import verify
+    from hydra.storage.verify import verify
 
     assert verify(directory).status == 0

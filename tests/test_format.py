@@ -7,8 +7,8 @@ import zlib
 
 import pytest
 
-from hydra import _format as fmt
-from hydra._index import Index
+from hydra.storage import format as fmt
+from hydra.storage.index import Index
 from hydra.errors import CorruptLog
 
 

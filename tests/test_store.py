@@ -298,7 +298,7 @@ def test_failed_fsync_poisons_the_store(data_dir, monkeypatch):
     import errno
     import os
 
-    from hydra import _log
+    from hydra.storage import log as _log
     from hydra.errors import StorageError
 
     s = hydra.open(data_dir)
@@ -325,7 +325,7 @@ def test_failed_fsync_releases_every_waiting_thread(data_dir, monkeypatch):
     import errno
     import time
 
-    from hydra import _log
+    from hydra.storage import log as _log
     from hydra.errors import StorageError
 
     s = hydra.open(data_dir)

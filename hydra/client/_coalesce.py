@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 from hydra._proto import eventstore_pb2 as pb
 import grpc
 
-from hydra._engine import AppendResult
+from hydra.storage.engine import AppendResult
 from hydra.client._errors import DeadlineExceeded, ServerError, from_status, status_code
 from hydra.errors import HydraError, Unavailable
 

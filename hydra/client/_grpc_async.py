@@ -10,8 +10,8 @@ from typing import Any, Self
 import grpc
 import grpc.aio
 
-from hydra._engine import ANY, AppendResult, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hydra._engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra.client._model import (
     ReadCursor,

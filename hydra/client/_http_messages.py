@@ -11,8 +11,8 @@ from urllib.parse import quote
 
 import orjson
 
-from hydra._engine import ANY, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.client._errors import from_http
 from hydra.client._model import ReadCursor, check_filter, check_stream_id, event_from_json
 from hydra.client._sse import SseParser

@@ -12,8 +12,8 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from hydra._engine import ANY, AppendResult, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
 from hydra.client._gate import FairGate

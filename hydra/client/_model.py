@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from hydra._engine import MAX_VERSION, STREAM_EXISTS, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Protocol, Self
 
-from hydra._format import RecordedEvent
+from hydra.storage.format import RecordedEvent
 from hydra.client._model import SubscriptionCursor
 from hydra.client._retry import Retry
 from hydra.errors import Unavailable

@@ -21,10 +21,10 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from hydra._engine import AppendResult, NewEvent
-from hydra._format import RecordedEvent
 from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
+from hydra.storage.engine import AppendResult, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.limits import Limits
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 
 import orjson
 
-from hydra._format import RecordedEvent
+from hydra.storage.format import RecordedEvent
 from hydra._proto.eventstore_pb2 import Event
 
 _dumps = orjson.dumps

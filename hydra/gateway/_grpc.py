@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2_grpc,
 )
 
-from hydra._engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.errors import InvalidArgument, StreamNotFound, Unavailable

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc  # type: ignore[import-untyped]
 
-from hydra._format import RecordedEvent
+from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument, StreamExists, StreamNotFound, WrongExpectedVersion
 from hydra.gateway._backend import Appended, AppendItem

@@ -30,7 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from hydra._engine import ANY
+from hydra.storage.engine import ANY
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import ndjson_chunks

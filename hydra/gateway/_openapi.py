@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hydra._engine import MAX_VERSION
+from hydra.storage.engine import MAX_VERSION
 from hydra.gateway._requests import MAX_POSITION
 from hydra.limits import DEFAULT_LIMITS, Limits
 

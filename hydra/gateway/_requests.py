@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from hydra._engine import ANY, MAX_VERSION, NO_STREAM, STREAM_EXISTS, NewEvent
+from hydra.storage.engine import ANY, MAX_VERSION, NO_STREAM, STREAM_EXISTS, NewEvent
 from hydra.errors import InvalidArgument
 from hydra.limits import Limits
 

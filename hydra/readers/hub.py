@@ -43,7 +43,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from hydra._format import RecordedEvent
+from hydra.storage.format import RecordedEvent
 
 # Bytes a queued event costs beyond its data and metadata (the tuple, its strings
 # and ints): used to bound queues and chunks by memory, not only by count.

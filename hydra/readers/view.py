@@ -1,9 +1,14 @@
 """A read-only view of a data directory that another process writes.
 
 The view maps segments read-only (picking up segments created after it
-opened), builds its index by reading the log forward, and never reads past the
-committed position it knows. It takes no lock: any number of views, in any
-number of processes, can follow one writer.
+opened), reads the writer's persistent index in place (``hydra.storage.persistent``:
+nothing per event of its own), and never reads past the committed position it
+knows. It takes no lock: any number of views, in any number of processes, can
+follow one writer. When it is told of a committed position that the index does
+not cover (no writer keeps the index current, or the writer is rebuilding it),
+it reads that tail of the log into a small index of its own, dropped as soon as
+the persistent index catches up; when the writer replaces the index (a
+rebuild), the view notices and reopens it.
 
 Two ways to move the view forward:
 
@@ -23,11 +28,12 @@ import os
 from types import TracebackType
 from typing import Self
 
-from hydra._index import Index
-from hydra._reads import ReadSide
-from hydra._segments import SegmentSet, segment_name
 from hydra.errors import CorruptLog, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
+from hydra.storage.index import Index, StreamState
+from hydra.storage.persistent import PersistentIndex
+from hydra.storage.reads import ReadSide
+from hydra.storage.segments import SegmentSet, segment_name
 
 
 class ReadOnlyView(ReadSide):
@@ -58,20 +64,23 @@ class ReadOnlyView(ReadSide):
         self.segment_size = manifest.segment_size
         self._limits = limits or DEFAULT_LIMITS
         self._segments = SegmentSet(directory, manifest.segment_size, writable=False)
-        self._index = Index()
+        self._pindex = PersistentIndex.open_reader(directory)
+        self._tail = None
+        self._tail_counts = (0, 0, 0)
+        self._as_of = 0
         self._committed = 0
         self._closed = False
         try:
             self.refresh()
         except BaseException:
-            self._segments.close()
+            self._close_files()
             raise
         return self
 
     # -- following the log -------------------------------------------------------
 
     def advance(self, position: int) -> int:
-        """Read the log up to the committed ``position`` and return the new committed position.
+        """Move up to the committed ``position`` and return the new committed position.
 
         A position at or below the current one changes nothing (positions only grow;
         a late or repeated announcement is harmless). Raises StorageError when the
@@ -82,21 +91,121 @@ class ReadOnlyView(ReadSide):
         if self._closed:
             raise StoreClosed(f"view of {self.directory} is closed")
         if position > self._committed:
-            self._scan(position)
+            try:
+                self._catch_up(position)
+            finally:
+                self._drop_empty_tail()
         return self._committed
 
     def refresh(self) -> int:
-        """Catch up with the last complete atomic batch on disk; return the committed position."""
+        """Catch up with the index and the last complete atomic batch on disk after it.
+
+        Returns the committed position.
+        """
         if self._closed:
             raise StoreClosed(f"view of {self.directory} is closed")
-        self._scan(None)
+        try:
+            self._catch_up(None)
+        finally:
+            self._drop_empty_tail()
         return self._committed
 
-    def _scan(self, limit: int | None) -> None:
+    def _catch_up(self, limit: int | None) -> None:
+        """Read the index, and the log the index does not cover yet, up to ``limit``."""
+        pindex, replaced = self._index_now()
+        covered, counts = (0, (0, 0, 0)) if pindex is None else pindex.covered_and_counts()
+        committed = self._committed
+        if limit is not None and covered >= limit:
+            # The usual case: the writer flushed the index before announcing ``limit``.
+            assert pindex is not None
+            if not self._ends_a_record(pindex, limit):
+                raise StorageError(
+                    f"{self.directory}: the log is valid only up to position "
+                    f"{self._committed}, before the committed position {limit} "
+                    "(no record ends there)"
+                )
+            self._tail = None
+            self._as_of = self._committed = limit
+            return
+        if self._tail is not None and covered < committed and not replaced:
+            # The index has not caught up with this view's tail: extend the tail.
+            self._scan(committed, limit)
+            return
+        if covered >= committed:
+            # A new tail on top of the index as it is now.
+            self._tail_counts = counts
+            self._tail = Index(self._loader(covered))
+            self._as_of = self._committed = covered
+            self._scan(covered, limit)
+            return
+        # The index covers less than this view has shown (it was rebuilt, or is
+        # being rebuilt): read the log from what it covers up to the committed
+        # position, then go on.
+        tail = Index(self._loader(covered))
+        self._tail_counts = counts
+        old = (self._tail, self._as_of, self._committed)
+        self._tail, self._as_of, self._committed = tail, covered, covered
+        try:
+            self._scan(covered, committed)
+        except StorageError:
+            self._tail, self._as_of, self._committed = old
+            raise
+        if limit is None or limit > committed:
+            self._scan(committed, limit)
+
+    def _drop_empty_tail(self) -> None:
+        tail = self._tail
+        if tail is not None and not len(tail) and self._as_of == self._committed:
+            self._tail = None
+
+    def _ends_a_record(self, pindex: PersistentIndex, limit: int) -> bool:
+        """Does a record end exactly at ``limit``? (A committed position always does.)"""
+        size = self.segment_size
+        number = (limit - 1) // size
+        base = number * size
+        pos = max(base, pindex.last_position_before(limit))
+        mm = self._segments.map(number)
+        while pos < limit:
+            length = int.from_bytes(mm[pos - base:pos - base + 4], "little")
+            if length == 0:
+                return False
+            pos += 8 + length
+        return pos == limit
+
+    def _index_now(self) -> tuple[PersistentIndex | None, bool]:
+        """The persistent index (reopened when the writer has replaced it), and
+        whether it was replaced (a tail built on the old one must be rebuilt)."""
+        pindex = self._pindex
+        replaced = False
+        if pindex is not None and pindex.replaced():
+            pindex.release()
+            pindex = self._pindex = None
+            replaced = True
+        if pindex is None:
+            pindex = self._pindex = PersistentIndex.open_reader(self.directory)
+            replaced = replaced or (pindex is not None and self._tail is not None)
+        return pindex, replaced
+
+    def _loader(self, as_of: int):  # type: ignore[no-untyped-def]
+        pindex = self._pindex
+        if pindex is None:
+            return None
+        env = pindex.env
+
+        def load(key: bytes) -> StreamState:
+            with env.begin() as txn:
+                inc, count, history = pindex.stream_at(txn, key, as_of)
+            return StreamState(count, inc, history)
+
+        return load
+
+    def _scan(self, start: int, limit: int | None) -> None:
+        """Index the log from ``start`` (this view's committed position) into the tail."""
         size = self.segment_size
         segments = self._segments
-        index = self._index
-        pos = self._committed
+        index = self._tail
+        assert index is not None and start == self._committed
+        pos = start
         while limit is None or pos < limit:
             number, offset = divmod(pos, size)
             base = number * size
@@ -147,17 +256,27 @@ class ReadOnlyView(ReadSide):
             raise StoreClosed(f"view of {self.directory} is closed")
 
     def stats(self) -> dict[str, int]:
-        return {
-            "committed_position": self._committed,
-            "events": self._index.event_count,
-            "streams": len(self._index.streams),
-        }
+        events = streams = 0
+        if self._tail is not None:
+            # The index's counters as of the tail's start, plus the tail.
+            events, streams, _ = self._tail_counts
+            events += self._tail.event_count
+            streams += self._tail.stream_delta
+        elif self._pindex is not None:
+            events, streams, _ = self._pindex.counts()
+        return {"committed_position": self._committed, "events": events, "streams": streams}
 
     def close(self) -> None:
-        """Unmap the segments. Reads after close raise StoreClosed."""
+        """Unmap the segments and close the index. Reads after close raise StoreClosed."""
         if not self._closed:
             self._closed = True
-            self._segments.close()
+            self._close_files()
+
+    def _close_files(self) -> None:
+        self._segments.close()
+        if self._pindex is not None:
+            self._pindex.release()
+            self._pindex = None
 
     def __enter__(self) -> Self:
         return self

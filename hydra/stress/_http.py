@@ -23,8 +23,8 @@ from urllib.parse import quote, urlsplit
 import httptools
 import orjson
 
-from hydra._engine import ANY, NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.client._errors import DeadlineExceeded, from_http
 from hydra.client._model import event_from_json
 from hydra.client._security import check_token, http_options

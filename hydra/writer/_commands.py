@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from hydra._engine import ANY, Engine, NewEvent
+from hydra.storage.engine import ANY, Engine, NewEvent
 from hydra._protocol import (
     APPEND_FIELDS,
     DELETE_FIELDS,
@@ -145,8 +145,9 @@ class CommandHandler:
             position = engine.delete_stream(stream, expected)  # type: ignore[arg-type]
         except OSError as exc:
             self._fail(exc)
-        # The writer's index serves validation only, so the deletion applies at
-        # once: later requests of this group already see the stream as gone.
+        # The deletion applies at once, so later requests of this group already
+        # see the stream as gone; readers filter the index by the committed
+        # position, so none of them sees it before its group is committed.
         engine.index.delete_stream(engine.stream_key(stream), position)
         self.written += 1
         return {"id": rid, "ok": True, "position": position}

@@ -36,9 +36,8 @@ from typing import Any
 import zmq
 
 from hydra import _curve
-from hydra._engine import Engine
-from hydra._index import Index
-from hydra._lock import DirectoryLock
+from hydra.storage.engine import Engine
+from hydra.storage.lock import DirectoryLock
 from hydra._protocol import (
     PROTOCOL_VERSION,
     FeedMessage,
@@ -49,8 +48,9 @@ from hydra._protocol import (
     unpackb,
     writer_socket,
 )
-from hydra._recovery import recover
-from hydra._segments import SegmentSet
+from hydra.storage.recovery import recover
+from hydra.storage.indexer import WriterIndex
+from hydra.storage.segments import SegmentSet
 from hydra.errors import StorageError, Unavailable
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
@@ -79,6 +79,8 @@ class WriterServer:
         self._bound: list[str] = []
         self._syncer: Syncer | None = None
         self._auth: Any = None  # the CURVE authenticator thread, if any
+        self._index: WriterIndex | None = None
+        self._clean = False
         try:
             self._open(manifest.segment_size)
         except BaseException:
@@ -89,9 +91,8 @@ class WriterServer:
         config = self.config
         started = time.monotonic()
         self._segments = SegmentSet(self.directory, segment_size, writable=True)
-        index = Index()
-        end = recover(self._segments, index, repair=True)
-        self.engine = Engine(self._segments, index, config.limits, end)
+        self._index, end = recover(self._segments)
+        self.engine = Engine(self._segments, self._index, config.limits, end)
         self.recovery_seconds = time.monotonic() - started
         self.committed = end
         self.synced = end
@@ -142,8 +143,7 @@ class WriterServer:
             "writer ready: data=%s committed=%d sync=%s command=%s feed=%s "
             "(recovery %.3f s, %d events in %d streams)",
             self.directory, self.committed, self.config.sync, self.config.command_endpoint,
-            self.config.feed_endpoint, self.recovery_seconds, self.engine.index.event_count,
-            len(self.engine.index.streams),
+            self.config.feed_endpoint, self.recovery_seconds, *self._index_counts(),
         )
         self._publish(heartbeat=True)
         policy = self.policy
@@ -200,6 +200,11 @@ class WriterServer:
         self.groups += 1
         policy = self.policy
         end = self.engine.end
+        # The index covers the group before any reader can be told it is
+        # committed (readers filter by the committed position, so an index
+        # ahead of the fsync is safe; one behind it is not).
+        assert self._index is not None
+        self._index.flush(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
             if not policy.every_write:
@@ -273,20 +278,28 @@ class WriterServer:
             self._start_sync()
 
     def _publish(self, *, heartbeat: bool) -> None:
+        if heartbeat and self._index is not None:
+            # Free the reader slots of reader processes that died (kill -9):
+            # a dead reader's snapshot would keep the index from reusing pages.
+            self._index.persistent.env.reader_check()
         self._seq += 1
         committed = self.committed
         self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
         self._published = committed
         self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
 
+    def _index_counts(self) -> tuple[int, int]:
+        assert self._index is not None
+        return self._index.counts()
+
     def health(self) -> dict[str, Any]:
-        index = self.engine.index
+        events, streams = self._index_counts()
         return {
             "status": "ok" if self.handler.failure is None else "failing",
             "committed_position": self.committed,
             "synced_position": self.synced,
-            "events": index.event_count,
-            "streams": len(index.streams),
+            "events": events,
+            "streams": streams,
             "uptime": round(time.monotonic() - self.started, 3),
             "sync_mode": self.config.sync,
             "requests": self.handler.requests,
@@ -331,6 +344,9 @@ class WriterServer:
         self._waiting.clear()
         failed = failure is not None
         if not failed:
+            assert self._index is not None
+            self._index.flush(self.engine.end)
+            self._clean = True
             self._publish(heartbeat=False)
         log.info("writer stopped: committed=%d synced=%d", self.committed, self.synced)
         return 1 if failed else 0
@@ -359,6 +375,9 @@ class WriterServer:
         if self._syncer is not None:
             self._syncer.close()
             self._syncer = None
+        if self._index is not None:
+            self._index.close(clean=self._clean)
+            self._index = None
         if self._segments is not None:
             self._segments.close()
             self._segments = None

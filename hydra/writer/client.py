@@ -26,7 +26,7 @@ import zmq
 import zmq.asyncio
 
 from hydra._curve import ClientKeys, secure_client
-from hydra._engine import ANY, AppendResult, NewEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
     OP_APPEND,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hydra._curve import check_tcp_endpoint
-from hydra._manifest import check_segment_size
+from hydra.storage.manifest import check_segment_size
 from hydra._protocol import check_endpoint, default_endpoints
 from hydra.cli import ArgumentParser, parse_flag
 from hydra.errors import InvalidArgument

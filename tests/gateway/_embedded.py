@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterator
 
 import hydra
-from hydra._engine import NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.errors import Unavailable
 from hydra.gateway._backend import Appended, Deleted, Health
 from hydra.gateway.config import GatewayConfig

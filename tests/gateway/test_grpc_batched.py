@@ -9,7 +9,7 @@ import uuid
 import grpc
 import pytest
 
-from hydra._format import RecordedEvent
+from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra.gateway._encoding import event_message
 from hydra.gateway._grpc_batched import BATCH_EVENTS, _event_batches, varint

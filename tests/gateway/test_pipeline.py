@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from hydra._engine import AppendResult, NewEvent
+from hydra.storage.engine import AppendResult, NewEvent
 from hydra.errors import Unavailable, WrongExpectedVersion
 from hydra.gateway._backend import _Pipeline
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hydra._engine import NewEvent
+from hydra.storage.engine import NewEvent
 from hydra.errors import InvalidArgument
 from hydra.gateway._requests import parse_append, parse_read_query
 from hydra.limits import Limits

@@ -144,7 +144,7 @@ def test_hand_driven_feed_garbage_and_out_of_order_positions(data_dir):
         pub.bind(endpoint)
         view = ReadOnlyView.open(data_dir)
         view._committed = 0  # as if it had opened before the writes
-        view._index = type(view._index)()
+        view._as_of = 0
         tailer = Tailer(view, endpoint)
         await tailer.start()
         try:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 import hydra
-from hydra._format import FLAG_BATCH_END, encode_event
+from hydra.storage.format import FLAG_BATCH_END, encode_event
 from hydra.errors import CorruptLog, StorageError, StoreClosed
 from hydra.readers import ReadOnlyView
 

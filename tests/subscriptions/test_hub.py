@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hydra
-from hydra._engine import NewEvent
-from hydra._format import RecordedEvent
+from hydra.storage.engine import NewEvent
+from hydra.storage.format import RecordedEvent
 from hydra.readers.hub import Filter, Hub, Subscriber
 
 

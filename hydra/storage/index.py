@@ -1,21 +1,25 @@
-"""The in-memory stream index, and the log scan that builds it.
+"""The in-memory index of the log not yet in the persistent index, and the log scan.
 
-For each stream: the positions of its events in version order (so reading a
-stream costs O(events read)), and its event IDs (for idempotent appends). For
-the whole log: the positions of all events in log order (so ``read_all`` can
-start at any position by bisection and read backward).
+For each stream touched since the last flush: its events there (positions in
+version order, event IDs), on top of what the persistent index
+(``hydra.storage.persistent``) already holds for it (``base`` events of
+incarnation ``inc``); for the whole log: the positions of those events in log
+order. The writer validates appends against it (and the persistent index below
+it) and flushes it into the persistent index once per group commit; a reader
+that is told of a committed position the persistent index does not cover yet
+scans just that tail into one of its own.
 
-The index is one interface (``Index``); a persistent on-disk index can replace
-this one without touching callers.
+Without a loader (``hydra verify``) it indexes a whole log in memory.
 """
 
 from __future__ import annotations
 
 from array import array
+from collections.abc import Callable
 from typing import NamedTuple
 from zlib import crc32
 
-from hydra._format import (
+from hydra.storage.format import (
     ENVELOPE_SIZE,
     ENVELOPE_VERSION,
     FLAG_BATCH_END,
@@ -26,16 +30,28 @@ from hydra._format import (
     RECORD_HEADER_SIZE,
     Buffer,
 )
+from hydra.storage.persistent import TOMB
 
 
 class StreamState:
-    """One incarnation of a stream: created by its first event, ended by a tombstone."""
+    """One stream's current incarnation: what the persistent index holds, and what is new."""
 
-    __slots__ = ("ids", "positions")
+    __slots__ = ("base", "history", "ids", "inc", "positions", "touched")
 
-    def __init__(self) -> None:
-        self.positions = array("q")  # position of version i at index i
-        self.ids: dict[bytes, int] = {}  # event ID -> version (non-empty IDs only)
+    def __init__(self, base: int = 0, inc: int = -1, history: bytes = b"") -> None:
+        self.base = base  # events of the incarnation already in the persistent index
+        self.inc = inc  # its first event's position (-1: set by the first new event)
+        self.history = history  # packed tombstones of the stream (persistent.TOMB each)
+        self.positions = array("q")  # position of version base + i at index i
+        self.ids: dict[bytes, int] = {}  # new event IDs -> version (non-empty IDs only)
+        self.touched = False  # a tombstone changed it: the flush must write it
+
+    @property
+    def count(self) -> int:
+        return self.base + len(self.positions)
+
+
+Loader = Callable[[bytes], StreamState]
 
 
 class ScanResult(NamedTuple):
@@ -47,39 +63,72 @@ class ScanResult(NamedTuple):
     events: int  # events added to the index
 
 
+def _empty(key: bytes) -> StreamState:
+    return StreamState()
+
+
 class Index:
-    """Streams, event IDs and the log-order position list."""
+    """Streams touched, their new events and event IDs, and the log-order positions."""
 
-    __slots__ = ("all_positions", "corrupt", "event_count", "streams", "tombstones")
+    __slots__ = ("all_positions", "corrupt", "ended", "event_count", "load", "stream_delta",
+                 "streams", "tombstone_count", "tombstones")
 
-    def __init__(self) -> None:
+    def __init__(self, load: Loader | None = None) -> None:
+        self.load: Loader = load or _empty
         self.streams: dict[bytes, StreamState] = {}
         self.all_positions = array("q")
-        # stream key -> position of its latest tombstone (only deleted streams).
+        # Incarnations ended here by a tombstone that have events here: their
+        # entries must still be written (readers as of an earlier position use them).
+        self.ended: list[StreamState] = []
+        # stream key -> position of its latest tombstone here (only deleted streams).
         self.tombstones: dict[bytes, int] = {}
-        self.event_count = 0  # events in live streams
+        self.event_count = 0  # change in the number of events in live streams
+        self.stream_delta = 0  # change in the number of live streams
+        self.tombstone_count = 0
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
 
+    def __len__(self) -> int:
+        """Events and tombstones indexed here (what a flush would write)."""
+        return len(self.all_positions) + self.tombstone_count
+
+    def state(self, key: bytes) -> StreamState:
+        """The stream's state, loaded from the persistent index on first use."""
+        st = self.streams.get(key)
+        if st is None:
+            st = self.streams[key] = self.load(key)
+        return st
+
     # -- mutation (the single writer, or a reader following the log) -------------
 
     def add_event(self, key: bytes, event_id: bytes, position: int) -> None:
-        st = self.streams.get(key)
-        if st is None:
-            st = self.streams[key] = StreamState()
+        st = self.state(key)
+        v = st.base + len(st.positions)
+        if not v:
+            self.stream_delta += 1
         if event_id:
-            st.ids[event_id] = len(st.positions)
+            st.ids[event_id] = v
         st.positions.append(position)
         self.all_positions.append(position)
         self.event_count += 1
 
     def delete_stream(self, key: bytes, position: int) -> None:
         """Apply a tombstone at ``position``: the stream starts over, empty."""
-        st = self.streams.pop(key, None)
-        if st is not None:
-            self.event_count -= len(st.positions)
+        st = self.state(key)
+        held = st.count
+        if held:
+            self.event_count -= held
+            self.stream_delta -= 1
+        if not st.base and st.positions:
+            st.inc = st.positions[0]
+        if st.positions:
+            self.ended.append(st)
+        new = self.streams[key] = StreamState(
+            0, -1, st.history + TOMB.pack(position, st.inc, held))
+        new.touched = True
         self.tombstones[key] = position
+        self.tombstone_count += 1
 
     def _rollback(self, key: bytes, count: int) -> None:
         """Forget the last ``count`` events of stream ``key`` (an incomplete batch)."""
@@ -87,19 +136,20 @@ class Index:
         for _ in range(count):
             st.positions.pop()
             self.all_positions.pop()
-        version_floor = len(st.positions)
+        version_floor = st.count
         for eid in [e for e, v in st.ids.items() if v >= version_floor]:
             del st.ids[eid]
-        if not st.positions:
-            del self.streams[key]
+        if not version_floor:
+            self.stream_delta -= 1
+            if not st.touched and not st.positions and not st.base:
+                del self.streams[key]
         self.event_count -= count
 
     # -- queries -----------------------------------------------------------------
 
     def version_of(self, key: bytes) -> int:
         """Events in the stream's current incarnation, committed or not."""
-        st = self.streams.get(key)
-        return 0 if st is None else len(st.positions)
+        return self.state(key).count
 
     # -- building from the log --------------------------------------------------
 
@@ -120,10 +170,11 @@ class Index:
         """
         unpack = RECORD_HEADER.unpack_from
         streams = self.streams
+        load = self.load
         all_append = self.all_positions.append
-        tombstones = self.tombstones
         end = offset
         error: str | None = None
+        net_before = self.event_count
         added = 0
         pending_key = b""
         pending = 0
@@ -160,15 +211,17 @@ class Index:
             if kind == KIND_EVENT:
                 st = streams.get(key)
                 if st is None:
-                    st = streams[key] = StreamState()
+                    st = streams[key] = load(key)
                 positions = st.positions
-                if version != len(positions):
+                if version != st.base + len(positions):
                     error = (f"stream version {version} where the stream holds "
-                             f"{len(positions)} events")
+                             f"{st.base + len(positions)} events")
                     break
                 if pending and key != pending_key:
                     error = "an atomic batch mixes streams"
                     break
+                if not version:
+                    self.stream_delta += 1
                 if eid_len:
                     st.ids[payload[a:a + eid_len]] = version
                 positions.append(position)
@@ -184,22 +237,19 @@ class Index:
                 if pending or not flags:
                     error = "a tombstone inside an atomic batch"
                     break
-                st = streams.pop(key, None)
-                held = 0 if st is None else len(st.positions)
+                held = self.state(key).count
                 if version != held:
                     error = f"tombstone says {version} events where the stream holds {held}"
                     break
-                added -= held
-                tombstones[key] = position
+                self.event_count += added
+                added = 0
+                self.delete_stream(key, position)
                 end = nxt
             else:
                 error = f"unknown record kind {kind}"
                 break
             offset = nxt
+        self.event_count += added
         if pending:
-            self.event_count += added
             self._rollback(pending_key, pending)
-            added -= pending
-        else:
-            self.event_count += added
-        return ScanResult(end, offset, error, added)
+        return ScanResult(end, offset, error, self.event_count - net_before)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from hydra._segments import SegmentSet
+from hydra.storage.segments import SegmentSet
 from hydra.errors import StorageError
 
 # Writes of at least this many bytes go through pwrite, smaller ones through the

@@ -19,7 +19,7 @@ import threading
 from _thread import LockType, allocate_lock
 from collections.abc import Callable
 
-from hydra._log import LogWriter
+from hydra.storage.log import LogWriter
 from hydra.errors import StorageError
 
 

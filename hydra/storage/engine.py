@@ -10,10 +10,10 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from hydra._format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
-from hydra._index import Index, StreamState
-from hydra._log import LogWriter
-from hydra._segments import SegmentSet
+from hydra.storage.format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
+from hydra.storage.indexer import WriterIndex
+from hydra.storage.log import LogWriter
+from hydra.storage.segments import SegmentSet
 from hydra.errors import (
     InvalidArgument,
     StreamExists,
@@ -92,7 +92,7 @@ def _as_bytes(value: object, what: str) -> bytes:
 class Engine:
     """Validates appends and deletes against the index and writes their records."""
 
-    def __init__(self, segments: SegmentSet, index: Index, limits: Limits, end: int) -> None:
+    def __init__(self, segments: SegmentSet, index: WriterIndex, limits: Limits, end: int) -> None:
         self.log = LogWriter(segments, end)
         self.index = index
         self.limits = limits
@@ -155,15 +155,17 @@ class Engine:
         if type(expected_version) is not int or not -2 <= expected_version <= MAX_VERSION:
             check_expected_version(expected_version)
         index = self.index
-        st = index.streams.get(key)
-        if st is None:
-            count = 0
-        else:
-            if eid:
-                v = st.ids.get(eid)
-                if v is not None:
-                    return AppendResult(st.positions[v], v, True)
-            count = len(st.positions)
+        st = index.pending.streams.get(key) or index.state(key)
+        base = st.base
+        if eid:
+            v = st.ids.get(eid)
+            if v is None and base:
+                filt = index.filter
+                if filt is None or filt.might_contain(key, eid):
+                    v = index.persisted_id(st.inc, eid)
+            if v is not None:
+                return AppendResult(index.position_of(st, v), v, True)
+        count = base + len(st.positions)
         if expected_version != ANY:
             _check_current(stream_id, expected_version, count)
         record = encode_event(key, eid, etype, metadata, data, count, _time_ns() // 1000,
@@ -174,13 +176,14 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         position = self.log.write(record)
-        if st is None:
-            st = index.streams[key] = StreamState()
+        pending = index.pending
         if eid:
             st.ids[eid] = count
+        if not count:
+            pending.stream_delta += 1
         st.positions.append(position)
-        index.all_positions.append(position)
-        index.event_count += 1
+        pending.all_positions.append(position)
+        pending.event_count += 1
         return AppendResult(position, count, False)
 
     def append_events(
@@ -192,15 +195,15 @@ class Engine:
         eids, etypes, metas, datas = self._prepare_batch(events)
         n = len(datas)
         index = self.index
-        st = index.streams.get(key)
-        count = 0 if st is None else len(st.positions)
-        if st is not None and st.ids:
-            get = st.ids.get
-            known = [v for v in map(get, eids) if v is not None]
+        st = index.state(key)
+        count = st.base + len(st.positions)
+        if st.ids or st.base:
+            find = index.find_id
+            known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
             if known:
                 if len(known) == n:
                     last = known[-1]
-                    return AppendResult(st.positions[last], last, True)
+                    return AppendResult(index.position_of(st, last), last, True)
                 raise InvalidArgument(
                     f"{len(known)} of the {n} event IDs in this batch already "
                     f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
@@ -215,8 +218,7 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         position = self.log.write(records)
-        if st is None:
-            st = index.streams[key] = StreamState()
+        pending = index.pending
         # Positions follow from the record sizes: frame (8 bytes) + body, in order.
         offsets = [position]
         p = position
@@ -224,12 +226,14 @@ class Engine:
             p += 8 + body_len
             offsets.append(p)
         st.positions.extend(offsets)
-        index.all_positions.extend(offsets)
+        pending.all_positions.extend(offsets)
         ids = st.ids
         for v, eid in enumerate(eids, count):
             if eid:
                 ids[eid] = v
-        index.event_count += n
+        if not count:
+            pending.stream_delta += 1
+        pending.event_count += n
         return AppendResult(offsets[-1], count + n - 1, False)
 
     def _prepare_batch(

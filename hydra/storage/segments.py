@@ -13,7 +13,7 @@ import mmap
 import os
 import re
 
-from hydra._manifest import fsync_dir
+from hydra.storage.manifest import fsync_dir
 from hydra.errors import CorruptLog, StorageError
 
 _NAME = re.compile(r"^hydra-(\d{5,})\.log$")

@@ -1,0 +1,162 @@
+"""The writer's index: the persistent index, plus what was written since its last flush.
+
+The engine validates every append against it (expected versions, idempotent
+event IDs) and records what it wrote in ``pending`` (an in-memory ``Index``
+whose streams load their persistent state on first use). ``flush`` writes
+``pending`` into the persistent index in one LMDB transaction that also
+records the log position it covers; the writer calls it once per group
+commit, before it publishes the new committed position, so readers in other
+processes find in the index everything they are told is committed.
+
+Not thread-safe: the single writer serialises calls (the Store's engine lock).
+"""
+
+from __future__ import annotations
+
+import logging
+from zlib import crc32
+
+from hydra.storage.idfilter import IdFilter
+from hydra.storage.index import Index, StreamState
+from hydra.storage.persistent import (
+    KEY_U64,
+    LATEST,
+    MAX_KEY,
+    U64,
+    PersistentIndex,
+    flush,
+    id_dbkey,
+)
+from hydra.storage.segments import SegmentSet
+
+log = logging.getLogger("hydra.storage")
+_pack_key64 = KEY_U64.pack
+_unpack_u64 = U64.unpack
+
+
+def segment_crc(segments: SegmentSet, end: int) -> int:
+    """CRC-32 of the bytes of ``end``'s segment before ``end`` (0 for an empty log)."""
+    if end <= 0:
+        return 0
+    size = segments.segment_size
+    number = (end - 1) // size
+    return crc32(segments.map(number)[:end - number * size])
+
+
+class WriterIndex:
+    """The persistent index and the pending writes on top of it."""
+
+    def __init__(
+        self, persistent: PersistentIndex, segments: SegmentSet, covered: int, crc: int,
+        id_filter: IdFilter | None,
+    ) -> None:
+        self.persistent = persistent
+        self._segments = segments
+        # CRC-32 of the covered part of the segment holding ``covered``, kept
+        # current at each flush (a C call over the bytes written since the last):
+        # on open it tells whether the active segment is still the one indexed.
+        size = segments.segment_size
+        self._crc_segment = (covered - 1) // size if covered else -1
+        self._crc_offset = covered - self._crc_segment * size if covered else 0
+        self._crc = crc
+        # A read snapshot of the last flush, renewed after every flush.
+        self._txn = persistent.env.begin()
+        self._ids = persistent.ids
+        self.covered = covered
+        self.pending = Index(self._load)
+        self.flushes = 0
+        # Event IDs certainly not in the index (None: look every one up).
+        self.filter = id_filter
+
+    def _load(self, key: bytes) -> StreamState:
+        inc, count, history = self.persistent.stream_at(self._txn, key, LATEST)
+        return StreamState(count, inc, history)
+
+    # -- what the engine asks --------------------------------------------------------
+
+    @property
+    def streams(self) -> dict[bytes, StreamState]:
+        """Streams touched since the last flush (the engine's fast path for known keys)."""
+        return self.pending.streams
+
+    def state(self, key: bytes) -> StreamState:
+        return self.pending.state(key)
+
+    def version_of(self, key: bytes) -> int:
+        return self.pending.state(key).count
+
+    def find_id(self, key: bytes, st: StreamState, event_id: bytes) -> int | None:
+        """The version of ``event_id`` in the stream's current incarnation, or None."""
+        v = st.ids.get(event_id)
+        if v is None and st.base:
+            filt = self.filter
+            if filt is None or filt.might_contain(key, event_id):
+                return self.persisted_id(st.inc, event_id)
+        return v
+
+    def persisted_id(self, inc: int, event_id: bytes) -> int | None:
+        """The version of ``event_id`` in incarnation ``inc`` of the persistent index."""
+        if len(event_id) <= MAX_KEY:
+            raw = self._txn.get(_pack_key64(inc) + event_id, db=self._ids)
+        else:
+            raw = self._txn.get(id_dbkey(inc, event_id), db=self._ids)
+        return None if raw is None else _unpack_u64(raw)[0]  # type: ignore[no-any-return]
+
+    def position_of(self, st: StreamState, version: int) -> int:
+        if version >= st.base:
+            return st.positions[version - st.base]
+        return self.persistent.position_of(self._txn, st.inc, version)
+
+    def delete_stream(self, key: bytes, position: int) -> None:
+        self.pending.delete_stream(key, position)
+
+    def counts(self) -> tuple[int, int]:
+        """(live events, live streams), written or not."""
+        events, streams, _ = self.persistent.counts(self._txn)
+        return events + self.pending.event_count, streams + self.pending.stream_delta
+
+    # -- flushing --------------------------------------------------------------------
+
+    def flush(self, end: int) -> None:
+        """Write everything pending into the persistent index, covering the log up to ``end``.
+
+        ``end`` must be the end of the last complete write (everything pending is before it).
+        """
+        pending = self.pending
+        if end == self.covered and not len(pending):
+            if pending.streams:
+                # Only states loaded to validate requests that wrote nothing.
+                self.pending = Index(self._load)
+            return
+        filt = self.filter
+        if filt is not None:
+            # Before the commit: an ID in the index is never missing from the filter.
+            add_all = filt.add_all
+            for key, st in pending.streams.items():
+                if st.ids:
+                    add_all(key, st.ids)
+        flush(self.persistent, pending, end, self._crc_to(end))
+        self.covered = end
+        self.flushes += 1
+        self._txn.abort()
+        self._txn = self.persistent.env.begin()
+        self.pending = Index(self._load)
+
+    def _crc_to(self, end: int) -> int:
+        size = self._segments.segment_size
+        number = (end - 1) // size
+        offset = end - number * size
+        mm = self._segments.map(number)
+        if number != self._crc_segment:
+            self._crc = crc32(mm[:offset])
+        elif offset > self._crc_offset:
+            self._crc = crc32(mm[self._crc_offset:offset], self._crc)
+        self._crc_segment, self._crc_offset = number, offset
+        return self._crc
+
+    def close(self, *, clean: bool) -> None:
+        if self.filter is not None:
+            self.filter.close(sync=clean)
+            self.filter = None
+        self._txn.abort()
+        self.persistent.close(clean=clean)

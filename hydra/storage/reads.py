@@ -1,0 +1,315 @@
+"""Read semantics shared by the embedded Store and the read-only view.
+
+Both read the persistent index (``hydra.storage.persistent``) as of a
+position ``C`` it covers, plus, for a view that was told of a committed
+position the index does not reach yet, an in-memory index of the log between
+``C`` and the committed position ``P`` (the tail). A read never returns
+anything at or past ``P``, so readers see an event only once it is committed.
+Positions are taken from the index in batches, each in a short read
+transaction: a slow consumer pins no LMDB snapshot.
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
+from zlib import crc32
+
+import lmdb
+
+from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
+from hydra.limits import check_int
+from hydra.storage.format import (
+    ENVELOPE_VERSION,
+    KIND_EVENT,
+    RECORD_HEADER,
+    RecordedEvent,
+    decode_event,
+)
+from hydra.storage.persistent import TOMB, stream_dbkey
+
+if TYPE_CHECKING:
+    from hydra.limits import Limits
+    from hydra.storage.index import Index
+    from hydra.storage.persistent import PersistentIndex
+    from hydra.storage.segments import SegmentSet
+
+_MAX_POSITION = (1 << 63) - 1
+_BATCH = 1024  # versions fetched from the index per read transaction
+_EMPTY = array("q")
+
+
+class ReadSide:
+    """``read_stream``, ``read_all`` and ``stream_version`` over the index.
+
+    Subclasses set ``_pindex`` (None while there is no persistent index),
+    ``_tail`` (None, or the index of the log in [``_as_of``, ``_committed``)),
+    ``_segments``, ``_limits``, and keep ``_as_of`` and ``_committed`` current;
+    they may override ``_before_read`` (to catch up, or to refuse after close).
+    """
+
+    _pindex: PersistentIndex | None
+    _tail: Index | None
+    _as_of: int
+    _segments: SegmentSet
+    _limits: Limits
+    _committed: int
+
+    def _before_read(self) -> None:
+        """Hook run before each read."""
+
+    def _bounds(self) -> tuple[int, int]:
+        """(C, P): read the persistent index as of C and the tail up to P."""
+        return self._as_of, self._committed
+
+    @property
+    def committed_position(self) -> int:
+        """Everything before this log position is committed and readable."""
+        return self._committed
+
+    def _key(self, stream_id: object) -> bytes:
+        return self._limits.check_stream_id(stream_id)
+
+    def _stream(self, key: bytes, as_of: int) -> tuple[int, int, Sequence[int]]:
+        """(incarnation, its events in the persistent index, its events in the tail)."""
+        tail = self._tail
+        if tail is not None:
+            st = tail.streams.get(key)
+            if st is not None:
+                return st.inc, st.base, st.positions
+        pindex = self._pindex
+        if pindex is None:
+            return -1, 0, _EMPTY
+        try:
+            with pindex.env.begin() as txn:
+                inc, count, _ = pindex.stream_at(txn, key, as_of)
+        except lmdb.Error as exc:
+            raise _index_error(self, exc) from None
+        return inc, count, _EMPTY
+
+    def stream_version(self, stream_id: str) -> int:
+        """Number of committed events in the stream (0 when absent or deleted)."""
+        key = self._key(stream_id)
+        self._before_read()
+        _, count, new = self._stream(key, self._bounds()[0])
+        return count + len(new)
+
+    def read_stream(
+        self,
+        stream_id: str,
+        from_version: int | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        """Events of one stream in version order (or reverse with ``backward``).
+
+        ``from_version`` is inclusive; None means the first event (forward) or the
+        last (backward). A missing or deleted stream yields nothing.
+        """
+        key = self._key(stream_id)
+        start, limit = self._check_range(from_version, limit, backward, "from_version")
+        self._before_read()
+        inc, count, new = self._stream(key, self._bounds()[0])
+        top = count + len(new)
+        if not top:
+            return iter(())
+        if not backward:
+            lo = 0 if start is None else start
+            hi = top if limit is None else min(top, lo + limit)
+            if lo >= hi:
+                return iter(())
+            return self._events(self._versions(inc, count, new, lo, hi), None)
+        hi = top - 1 if start is None else min(top - 1, start)
+        lo = -1 if limit is None else max(-1, hi - limit)
+        if hi <= lo:
+            return iter(())
+        return self._events(self._versions_backward(inc, count, new, lo + 1, hi + 1), None)
+
+    def _versions(
+        self, inc: int, count: int, new: Sequence[int], lo: int, hi: int
+    ) -> Iterator[Sequence[int]]:
+        v = lo
+        pindex = self._pindex
+        while v < hi and v < count:
+            assert pindex is not None
+            upto = min(hi, count, v + _BATCH)
+            yield pindex.stream_positions(inc, v, upto)
+            v = upto
+        if v < hi:
+            yield new[v - count:hi - count]
+
+    def _versions_backward(
+        self, inc: int, count: int, new: Sequence[int], lo: int, hi: int
+    ) -> Iterator[Sequence[int]]:
+        """Positions of versions [lo, hi), last first."""
+        v = hi
+        if v > count:
+            part = new[max(lo, count) - count:v - count]
+            yield part[::-1]
+            v = max(lo, count)
+        pindex = self._pindex
+        while v > lo:
+            assert pindex is not None
+            down = max(lo, v - _BATCH)
+            part = pindex.stream_positions(inc, down, v)
+            part.reverse()
+            yield part
+            v = down
+
+    def read_all(
+        self,
+        from_position: int | None = None,
+        limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        """All committed events in log order (or reverse with ``backward``).
+
+        ``from_position`` is inclusive: reading starts at the first event at or
+        after it (at or before it, backward), so any position a read returned, or
+        that position + 1, is a valid resume point. None means the start (forward)
+        or the end (backward). Events of deleted streams are skipped.
+        """
+        start, limit = self._check_range(from_position, limit, backward, "from_position")
+        self._before_read()
+        pindex = self._pindex
+        tail = self._tail
+        as_of, committed = self._bounds()
+        tail_all: Sequence[int] = _EMPTY if tail is None else tail.all_positions
+        batches: Iterable[Sequence[int]]
+        if not backward:
+            lo = 0 if start is None else bisect_left(tail_all, start)
+            rest = [tail_all[lo:]] if lo < len(tail_all) else []
+            if pindex is not None and (start is None or start < as_of):
+                batches = _chain(pindex.all_positions(start, as_of, False), rest)
+            else:
+                batches = rest
+        else:
+            hi = len(tail_all) if start is None else bisect_right(tail_all, start)
+            first = [tail_all[:hi][::-1]] if hi else []
+            if pindex is not None:
+                batches = _chain(first, pindex.all_positions(start, as_of, True))
+            else:
+                batches = first
+        hidden = self._hidden(committed)
+        return self._events(batches, limit, hidden)
+
+    def _hidden(self, committed: int) -> Callable[[bytes, int], bool] | None:
+        """A test for "this event's stream was deleted after it", or None when none was."""
+        pindex = self._pindex
+        tail = self._tail
+        any_tombstones = tail is not None and tail.tombstone_count > 0
+        if pindex is not None and not any_tombstones:
+            any_tombstones = pindex.counts()[2] > 0
+        if not any_tombstones:
+            return None
+        cache: dict[bytes, list[int]] = {}
+
+        def hidden(sid: bytes, p: int) -> bool:
+            ts = cache.get(sid)
+            if ts is None:
+                history = b""
+                st = None if tail is None else tail.streams.get(sid)
+                if st is not None:
+                    history = st.history
+                elif pindex is not None:
+                    with pindex.env.begin() as txn:
+                        raw = txn.get(stream_dbkey(sid), db=pindex.streams)
+                    history = raw[16:] if raw else b""
+                ts = cache[sid] = [
+                    t for (t,) in (TOMB.unpack_from(history, i)[:1]
+                                   for i in range(0, len(history), TOMB.size))
+                    if t < committed
+                ]
+            if not ts:
+                return False
+            # Hidden when a committed tombstone of its stream follows it.
+            return ts[-1] > p
+
+        return hidden
+
+    def _check_range(
+        self, start: int | None, limit: int | None, backward: bool, what: str
+    ) -> tuple[int | None, int | None]:
+        if start is not None:
+            check_int(start, what, minimum=0, maximum=_MAX_POSITION)
+        if limit is not None:
+            check_int(limit, "limit", minimum=0, maximum=self._limits.max_read_limit)
+        if type(backward) is not bool:
+            raise InvalidArgument(f"backward must be a bool, got {type(backward).__name__}")
+        return start, limit
+
+    def _events(
+        self,
+        batches: Iterable[Sequence[int]],
+        limit: int | None,
+        hidden: Callable[[bytes, int], bool] | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """Decode the events at the positions of ``batches``, in order.
+
+        The decoding of ``decode_event`` is inlined: this loop is the read hot
+        path, and a call per event costs more than the rest of the work.
+        """
+        size = self._segments.segment_size
+        segments = self._segments
+        maps = segments.maps
+        unpack = RECORD_HEADER.unpack_from
+        new = tuple.__new__
+        cls = RecordedEvent
+        left = -1 if limit is None else limit
+        try:
+            for positions in batches:
+                for p in positions:
+                    if left == 0:
+                        return
+                    s = p // size
+                    buf = maps[s] if s < len(maps) else segments.map(s)
+                    off = p - s * size
+                    (length, crc, env_version, kind, _flags, _r0, version, ts,
+                     sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, off)
+                    payload = buf[off + 8:off + 8 + length]
+                    a = 32 + sid_len
+                    b = a + eid_len
+                    c = b + type_len
+                    d = c + meta_len
+                    if (crc32(payload) != crc or kind != KIND_EVENT
+                            or env_version != ENVELOPE_VERSION or d > length or length == 0):
+                        decode_event(buf, off, p)  # raises CorruptLog with the reason
+                        raise AssertionError("unreachable")
+                    sid = payload[32:a]
+                    if hidden is not None and hidden(sid, p):
+                        continue
+                    try:
+                        ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
+                                       payload[b:c].decode(), payload[d:], payload[c:d],
+                                       ts / 1e6))
+                    except UnicodeDecodeError:
+                        decode_event(buf, off, p)
+                        raise
+                    if left > 0:
+                        left -= 1
+                    yield ev
+        except (ValueError, IndexError, lmdb.Error) as exc:
+            # Store.close() unmaps the segments (and closes the index) under a read
+            # still iterating.
+            if getattr(self, "_closed", False):
+                raise StoreClosed("the store was closed during this read") from None
+            if isinstance(exc, lmdb.Error):
+                raise _index_error(self, exc) from None
+            raise
+
+
+def _index_error(reader: object, exc: lmdb.Error) -> HydraError:
+    if getattr(reader, "_closed", False):
+        return StoreClosed("the store was closed during this read")
+    return StorageError(
+        f"the index of {getattr(reader, 'directory', '?')} is damaged ({exc}); "
+        "`hydra verify` compares it with the log; delete DIR/index and the writer "
+        "rebuilds it"
+    )
+
+
+def _chain(*parts: Iterable[Sequence[int]]) -> Iterator[Sequence[int]]:
+    for part in parts:
+        yield from part

@@ -1,0 +1,211 @@
+"""Recovery: open the index, find the end of the log, discard a torn tail.
+
+The persistent index records the log position it covers; the log after it is
+read forward and indexed (the tail a crash or a stop left unindexed: at most
+one group in normal operation). An index that is missing, damaged, of another
+format, left open when the machine stopped, or that does not match the log
+(its covered position is beyond the log, or the bytes before it differ) is
+rebuilt from the whole log, with a progress line, into a new directory that
+then replaces the old one.
+
+Only the last segment can hold a torn tail: the writer syncs a segment before
+it writes into the next one. In the last segment, everything after the last
+complete atomic batch is discarded (zeroed), so a half-written batch never
+becomes visible.
+
+An invalid record in an earlier (closed) segment is damage to acknowledged
+data, never a torn write, and recovery does not drop data because of it: a
+record whose header is consistent but whose CRC fails is indexed from its header
+(reads of it raise CorruptLog; ``hydra verify`` reports it); a record whose
+framing or envelope is broken makes recovery refuse to open, naming segment and
+position, since nothing after it can be located.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from hydra.errors import CorruptLog
+from hydra.storage.idfilter import IdFilter, bits_for
+from hydra.storage.indexer import WriterIndex, segment_crc
+from hydra.storage.manifest import fsync_dir
+from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
+from hydra.storage.segments import SegmentSet, list_segments, segment_name
+
+log = logging.getLogger("hydra.storage")
+
+_ZERO_CHUNK = bytes(1 << 20)
+# While indexing a long log, flush after this many events: memory stays bounded.
+FLUSH_EVENTS = 1 << 20
+_PROGRESS_SECONDS = 2.0
+
+
+def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
+    """Open (or rebuild) the index, index the log after it, and return (index, end of log).
+
+    For the single writer only (it repairs the torn tail and writes the index).
+    """
+    directory = segments.directory
+    size = segments.segment_size
+    for name in os.listdir(directory):
+        if name.startswith("hydra-") and name.endswith(".log.tmp"):
+            # A segment whose creation did not finish; it never held records.
+            os.unlink(os.path.join(directory, name))
+    numbers = list_segments(directory)
+    if numbers:
+        _restore_size(segments, numbers[-1])
+    persistent, why = PersistentIndex.open_writer(directory, size)
+    covered = crc = 0
+    if persistent is not None:
+        covered = persistent.covered()
+        crc = persistent.tail_crc()
+        why = _mismatch(segments, numbers, covered, crc)
+        if why:
+            persistent.close(clean=False)
+            persistent = None
+    rebuilding = persistent is None
+    if persistent is None:
+        covered = crc = 0
+        persistent = _fresh(directory, size, len(numbers) * size)
+        if numbers and segments.map(0)[:4] != b"\0\0\0\0":
+            log.warning("index of %s: %s; rebuilding it from the log", directory, why)
+        else:
+            rebuilding = False
+    index_id = persistent.index_id()
+    id_filter = IdFilter.open(persistent.path, index_id) if index_id else None
+    persistent.mark_open(filter_ok=id_filter is not None)
+    index = WriterIndex(persistent, segments, covered, crc, id_filter)
+    try:
+        end = _index_log(segments, index, numbers, covered, rebuilding)
+    except BaseException:
+        index.close(clean=False)
+        raise
+    return index, end
+
+
+def _mismatch(segments: SegmentSet, numbers: list[int], covered: int, crc: int) -> str:
+    """Why an index covering the log up to ``covered`` does not fit this log ("" if it does)."""
+    size = segments.segment_size
+    if covered == 0:
+        return ""
+    number = (covered - 1) // size
+    if not numbers or number > numbers[-1]:
+        return f"it covers the log up to position {covered}, beyond the end of the log"
+    if segment_crc(segments, covered) != crc:
+        return (f"{segment_name(number)} before position {covered} is not what it "
+                "indexed (truncated, replaced or damaged)")
+    return ""
+
+
+def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
+    """Create an empty index in a new directory and put it in place of the old one."""
+    new = INDEX_DIR + ".new"
+    remove_index(directory, new)
+    built = PersistentIndex.create(directory, size, new)
+    # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
+    IdFilter.create(built.path, built.index_id(), bits_for(log_bytes // 200))
+    built.env.sync(True)
+    built.release()
+    old = os.path.join(directory, INDEX_DIR + ".old")
+    remove_index(directory, INDEX_DIR + ".old")
+    if os.path.exists(os.path.join(directory, INDEX_DIR)):
+        # Readers that still map the old index keep reading it until they notice
+        # (its data file's inode changed) and reopen.
+        os.rename(os.path.join(directory, INDEX_DIR), old)
+    os.rename(os.path.join(directory, new), os.path.join(directory, INDEX_DIR))
+    # The new index must be the one a restart finds.
+    fsync_dir(directory)
+    remove_index(directory, INDEX_DIR + ".old")
+    persistent, why = PersistentIndex.open_writer(directory, size)
+    if persistent is None:
+        raise CorruptLog(f"{directory}: the new index cannot be opened ({why})")
+    return persistent
+
+
+def _index_log(
+    segments: SegmentSet, index: WriterIndex, numbers: list[int], covered: int,
+    rebuilding: bool,
+) -> int:
+    """Index the log from ``covered``; zero the torn tail; return the end of the log."""
+    size = segments.segment_size
+    if not numbers:
+        return 0
+    last = numbers[-1]
+    first = min(covered // size, last)
+    started = time.monotonic()
+    shown = started
+    events = 0
+    for number in range(first, last + 1):
+        mm = segments.map(number)
+        base = number * size
+        offset = covered - base if number == first and covered > base else 0
+        pending = index.pending
+        before = len(pending.all_positions)
+        result = pending.scan(mm, base, offset, size, tolerate_crc=number < last)
+        events += len(pending.all_positions) - before
+        if number < last:
+            clean = result.error is None and result.end == result.stopped
+            if not clean:
+                raise CorruptLog(
+                    f"{segment_name(number)}: invalid record at position "
+                    f"{base + result.stopped} ({result.error or 'incomplete batch'}) "
+                    "in a closed segment; run `hydra verify` for details"
+                )
+            if len(pending) >= FLUSH_EVENTS:
+                index.flush(base + result.end)
+            now = time.monotonic()
+            if rebuilding and now - shown >= _PROGRESS_SECONDS:
+                shown = now
+                log.warning("rebuilding the index: segment %d of %d (%.0f%%), %d events, "
+                            "%.0f events/s", number + 1, last + 1,
+                            100.0 * (number + 1) / (last + 1), events, events / (now - started))
+            continue
+        _zero_tail(mm, result.end, segments.fd(number))
+        end = base + result.end
+        index.flush(end)
+        if rebuilding:
+            took = time.monotonic() - started
+            log.warning("rebuilt the index: %d events in %.1f s (%.0f events/s)",
+                        events, took, events / took if took else 0.0)
+        return end
+    raise AssertionError("unreachable")
+
+
+def _restore_size(segments: SegmentSet, number: int) -> None:
+    """Give a truncated last segment back its full, zero-filled size.
+
+    Only the active segment can have been cut short (by a crash during its
+    creation or by a careless copy); what remains of it is recovered as usual.
+    """
+    path = segments.path(number)
+    if os.path.getsize(path) < segments.segment_size:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            os.posix_fallocate(fd, 0, segments.segment_size)
+            # The restored size must be durable before records are appended to it.
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _zero_tail(mm: object, start: int, fd: int) -> None:
+    """Zero every non-zero byte of the segment after ``start``.
+
+    Bytes there belong to writes that never completed (a torn batch, or pages
+    written out of order); left in place, a later append that ends just before
+    them could make them parse as records.
+    """
+    size = len(mm)  # type: ignore[arg-type]
+    dirty = False
+    pos = start
+    while pos < size:
+        end = min(size, (pos // len(_ZERO_CHUNK) + 1) * len(_ZERO_CHUNK))
+        if mm[pos:end] != _ZERO_CHUNK[: end - pos]:  # type: ignore[index]
+            mm[pos:end] = _ZERO_CHUNK[: end - pos]  # type: ignore[index]
+            dirty = True
+        pos = end
+    if dirty:
+        # The discarded tail must be gone on disk before new records follow it.
+        os.fdatasync(fd)

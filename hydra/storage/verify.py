@@ -1,0 +1,285 @@
+"""``hydra verify DIR``: check every record of a data directory, read-only.
+
+Checks framing, CRC, envelope, that every event's version follows its stream's
+previous one, that tombstones match their stream's event count, and that
+closed segments hold nothing but zeros after their last record. It takes no
+lock and changes nothing, so it can run beside a live writer (records appended
+meanwhile may show up as an unfinished tail).
+
+It then checks the persistent index against the log: every stream's event
+count, incarnation and positions, every event ID, the log-order positions and
+the counters, as of the log position the index covers (an index that covers
+less than the log is behind, which the next open of the writer catches up).
+
+Exit status: 0 clean; 1 damage to committed data (named by segment and
+position); 3 only an unrecovered torn tail in the last segment (a crash left
+it; the next open discards it); 4 the index disagrees with the log (delete
+``DIR/index``: the writer rebuilds it from the log on open); 2 usage or I/O error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+
+from array import array
+
+from hydra.storage.idfilter import IdFilter
+from hydra.storage.index import Index
+from hydra.storage.persistent import TOMB, U64, PersistentIndex, id_dbkey
+from hydra.storage.manifest import read_manifest
+from hydra.storage.segments import SegmentSet, list_segments, segment_name
+from hydra.errors import HydraError
+
+EXIT_OK, EXIT_CORRUPT, EXIT_USAGE, EXIT_TORN_TAIL, EXIT_INDEX = 0, 1, 2, 3, 4
+_MAX_INDEX_PROBLEMS = 20
+_CHUNK = 1 << 20
+_ZEROS = bytes(_CHUNK)
+
+
+@dataclass
+class Report:
+    directory: str
+    segment_size: int = 0
+    segments: int = 0
+    events: int = 0
+    tombstones: int = 0
+    streams: int = 0
+    end_position: int = 0
+    problems: list[str] = field(default_factory=list)
+    torn_tail: str | None = None
+    index: str = "missing"  # "ok", "missing", "behind" or "wrong"
+    index_covered: int = 0
+    index_problems: list[str] = field(default_factory=list)
+
+    @property
+    def status(self) -> int:
+        if self.problems:
+            return EXIT_CORRUPT
+        if self.torn_tail:
+            return EXIT_TORN_TAIL
+        return EXIT_INDEX if self.index_problems else EXIT_OK
+
+
+def verify(directory: str) -> Report:
+    """Check the data directory and return what was found."""
+    report = Report(os.path.abspath(directory))
+    manifest = read_manifest(directory)
+    if manifest is None:
+        raise HydraError(f"{directory} is not a Hydra data directory (no manifest)")
+    size = report.segment_size = manifest.segment_size
+    numbers = list_segments(directory)
+    report.segments = len(numbers)
+    segments = SegmentSet(directory, size, writable=False)
+    index = Index()
+    try:
+        for number in numbers:
+            mm = segments.map(number)
+            last = number == numbers[-1]
+            base = number * size
+            result = index.scan(mm, base, 0, size, tolerate_crc=not last)
+            name = segment_name(number)
+            report.end_position = base + result.end
+            if result.error is not None or result.stopped != result.end:
+                why = result.error or "an atomic batch without its last record"
+                where = f"{name} position {base + result.stopped}: {why}"
+                if last:
+                    report.torn_tail = (
+                        f"{where} (unfinished tail after position {base + result.end}; "
+                        "the next open discards it)"
+                    )
+                else:
+                    report.problems.append(f"{where}; nothing after it can be located")
+                    break
+            elif not last and not _zero_after(mm, result.stopped):
+                report.problems.append(
+                    f"{name} position {base + result.stopped}: non-zero bytes after the "
+                    "last record of a closed segment"
+                )
+        for position in index.corrupt:
+            report.problems.append(
+                f"{segment_name(position // size)} position {position}: CRC mismatch "
+                "(reading this record fails)"
+            )
+        report.events = index.event_count
+        report.tombstones = len(index.tombstones)
+        report.streams = index.stream_delta
+        if not report.problems:
+            check_index(report, segments, numbers, index)
+    finally:
+        segments.close()
+    return report
+
+
+def check_index(report: Report, segments: SegmentSet, numbers: list[int], full: Index) -> None:
+    """Compare the persistent index with the log (``full``: the whole log, scanned)."""
+    pindex = PersistentIndex.open_reader(report.directory)
+    if pindex is None:
+        report.index = "missing"
+        return
+    problems = report.index_problems
+    try:
+        covered = report.index_covered = pindex.covered()
+        if covered > report.end_position:
+            problems.append(f"the index covers the log up to position {covered}, beyond "
+                            f"its end {report.end_position}")
+            return
+        log = full
+        if covered < report.end_position:
+            report.index = "behind"
+            log = _scan_to(segments, numbers, covered)
+        _compare(pindex, log, covered, problems)
+        _check_filter(pindex, log, problems)
+        if covered == report.end_position and not problems:
+            events, streams, tombstones = pindex.counts()
+            if (events, streams, tombstones) != (full.event_count, full.stream_delta,
+                                                 full.tombstone_count):
+                problems.append(f"the index counts {events} events, {streams} streams, "
+                                f"{tombstones} tombstones; the log has {full.event_count}, "
+                                f"{full.stream_delta}, {full.tombstone_count}")
+        if problems:
+            report.index = "wrong"
+        elif report.index != "behind":
+            report.index = "ok"
+    finally:
+        pindex.release()
+
+
+def _check_filter(pindex: PersistentIndex, log: Index, problems: list[str]) -> None:
+    """Every event ID of the index must pass its ID filter (when the filter is on)."""
+    index_id = pindex.index_id()
+    id_filter = IdFilter.open(pindex.path, index_id, writable=False) if index_id else None
+    if id_filter is None:
+        if index_id:
+            problems.append("the event ID filter (index/ids.bloom) is missing or not this "
+                            "index's, though the index says it is in use")
+        return
+    try:
+        missing = sum(1 for key, st in log.streams.items() for eid in st.ids
+                      if not id_filter.might_contain(key, eid))
+    finally:
+        id_filter.close(sync=False)
+    if missing:
+        problems.append(f"{missing} event IDs are missing from the event ID filter "
+                        "(index/ids.bloom): appends could take them for new")
+
+
+def _scan_to(segments: SegmentSet, numbers: list[int], limit: int) -> Index:
+    index = Index()
+    size = segments.segment_size
+    for number in numbers:
+        base = number * size
+        if base >= limit:
+            break
+        index.scan(segments.map(number), base, 0, min(size, limit - base),
+                   tolerate_crc=True)
+    return index
+
+
+def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[str]) -> None:
+    def problem(text: str) -> bool:
+        problems.append(text)
+        return len(problems) >= _MAX_INDEX_PROBLEMS
+
+    with pindex.env.begin() as txn:
+        for key, st in log.streams.items():
+            name = key.decode(errors="replace")
+            inc, count, history = pindex.stream_at(txn, key, covered)
+            if count != st.count or history != st.history:
+                if problem(f"stream {name!r}: the index has {count} events and "
+                           f"{len(history) // TOMB.size} tombstones; the log has {st.count} "
+                           f"and {len(st.history) // TOMB.size}"):
+                    return
+                continue
+            if not count:
+                continue
+            if inc != st.positions[0] or pindex.stream_positions(inc, 0, count) != st.positions:
+                if problem(f"stream {name!r}: the index has other event positions"):
+                    return
+                continue
+            version_of_id = pindex.version_of_id
+            for eid, v in st.ids.items():
+                if version_of_id(txn, inc, eid) != v:
+                    if problem(f"stream {name!r}: event ID {eid.decode(errors='replace')!r} "
+                               f"is not indexed as version {v}"):
+                        return
+            prefix = id_dbkey(inc, b"")
+            cur = txn.cursor(db=pindex.ids)
+            extra = 0
+            if cur.set_range(prefix):
+                for k, raw in cur:
+                    if not k.startswith(prefix):
+                        break
+                    if U64.unpack(raw)[0] < count:
+                        extra += 1
+            if extra != len(st.ids):
+                if problem(f"stream {name!r}: the index holds {extra} event IDs; "
+                           f"the log has {len(st.ids)}"):
+                    return
+        for dbkey, raw in txn.cursor(db=pindex.streams):
+            if dbkey[:1] == b"\0":
+                continue  # a hashed long key: checked from the log's side
+            if dbkey not in log.streams and pindex.stream_at(txn, dbkey, covered).events:
+                if problem(f"stream {dbkey.decode(errors='replace')!r} is in the index, "
+                           "not in the log"):
+                    return
+    indexed = array("q")
+    for part in pindex.all_positions(None, covered, False):
+        indexed.extend(part)
+    if indexed != log.all_positions:
+        problem(f"the index lists {len(indexed)} events in log order; the log has "
+                f"{len(log.all_positions)}")
+
+
+def _zero_after(mm: object, start: int) -> bool:
+    size = len(mm)  # type: ignore[arg-type]
+    pos = start
+    while pos < size:
+        end = min(size, pos + _CHUNK)
+        if mm[pos:end] != _ZEROS[: end - pos]:  # type: ignore[index]
+            return False
+        pos = end
+    return True
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="hydra verify", description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", help="the data directory")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    try:
+        report = verify(args.directory)
+    except (HydraError, OSError) as exc:
+        print(f"hydra verify: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        doc = asdict(report)
+        doc["status"] = report.status
+        print(json.dumps(doc, indent=2))
+        return report.status
+    print(
+        f"{report.directory}: {report.segments} segments of {report.segment_size} bytes, "
+        f"{report.events} events in {report.streams} live streams, "
+        f"{report.tombstones} deleted streams, end position {report.end_position}"
+    )
+    for problem in report.problems:
+        print(f"CORRUPT {problem}")
+    if report.torn_tail:
+        print(f"TORN TAIL {report.torn_tail}")
+    for problem in report.index_problems:
+        print(f"INDEX {problem}")
+    if report.index == "missing":
+        print("index: none (the writer builds it from the log when it opens)")
+    elif report.index == "behind":
+        print(f"index: agrees with the log up to position {report.index_covered} "
+              "(the writer indexes the rest when it opens)")
+    elif report.index == "ok":
+        print("index: agrees with the log")
+    else:
+        print("index: WRONG; delete DIR/index and the writer rebuilds it from the log")
+    if report.status == EXIT_OK:
+        print("OK: every record checks out")
+    return report.status
