@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
-from hydra._engine import AppendResult, NewEvent
+from hydra._engine import NewEvent
 from hydra._format import RecordedEvent
 from hydra.errors import StorageError, Unavailable
 from hydra.limits import Limits
@@ -92,61 +92,15 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
-# Appends go to the writer in groups, one group in flight at a time: appends that
-# arrive while a group is out wait, then all leave together as one message (the
-# writer client coalesces the calls made in one loop turn). A ZeroMQ send and
-# receive on the event loop cost more than the rest of an append's work in the
-# gateway, so under load fewer, larger messages leave the CPU to the APIs: with
-# one group in flight a gateway served about a quarter more gRPC appends than with
-# two, at less CPU per append. The price is latency: an append arriving while a
-# group is out waits for that group's acknowledgement (one group commit).
-
-
-class _Pipeline:
-    """Lets the callers of ``append`` reach the writer one group at a time."""
-
-    def __init__(self, client: WriterClient) -> None:
-        self._client = client
-        self._busy = 0  # calls of the group in flight
-        self._queue: list[asyncio.Future[None]] = []  # callers waiting for the next group
-
-    async def append(
-        self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
-    ) -> AppendResult:
-        if self._busy or self._queue:
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._queue.append(turn)
-            try:
-                await turn
-            except asyncio.CancelledError:
-                if turn.done() and not turn.cancelled():
-                    self._done()  # released, then cancelled before its call
-                raise
-        else:
-            self._busy = 1
-        try:
-            return await self._client.append(stream_id, events, expected_version, sync=sync)
-        except Unavailable as exc:
-            # The writer did not answer in time: callers queued behind would only
-            # wait as long again. Fail them now; they may retry.
-            queue, self._queue = self._queue, []
-            for turn in queue:
-                if not turn.done():
-                    turn.set_exception(Unavailable(str(exc)))
-            raise
-        finally:
-            self._done()
-
-    def _done(self) -> None:
-        self._busy -= 1
-        if self._busy == 0 and self._queue:
-            group = [turn for turn in self._queue if not turn.done()]
-            self._queue = []
-            self._busy = len(group)
-            # Every caller of the group resumes in the same loop turn, so their
-            # calls leave in one message.
-            for turn in group:
-                turn.set_result(None)
+# Appends go to the writer in groups, one group in flight at a time
+# (``WriterClient(groups_in_flight=1)``): appends that arrive while a group is out
+# wait, then all leave together as one message. A ZeroMQ send and receive cost
+# both processes more than the rest of an append's work in the gateway, so under
+# load fewer, larger messages leave the CPU to the APIs: with one group in flight
+# a gateway served about a quarter more gRPC appends than with two, at less CPU
+# per append. The price is latency: an append arriving while a group is out
+# waits for that group's acknowledgement (one group commit).
+GROUPS_IN_FLIGHT = 1
 
 
 class ServerBackend:
@@ -155,7 +109,6 @@ class ServerBackend:
     _view: ReadOnlyView
     _tailer: Tailer
     _client: WriterClient
-    _pipeline: _Pipeline
     _advanced: asyncio.Event
 
     def __init__(self, config: GatewayConfig) -> None:
@@ -189,8 +142,8 @@ class ServerBackend:
         self._advanced = asyncio.Event()
         self._tailer.add_listener(self._on_advance)
         await self._tailer.start()
-        self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout)
-        self._pipeline = _Pipeline(self._client)
+        self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout,
+                                    groups_in_flight=GROUPS_IN_FLIGHT)
         return self
 
     # -- writes ------------------------------------------------------------------
@@ -198,7 +151,7 @@ class ServerBackend:
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> Appended:
-        result = await self._pipeline.append(stream_id, events, expected_version, sync)
+        result = await self._client.append(stream_id, events, expected_version, sync)
         committed = self._after_write(result.position)
         return Appended(result.position, result.version, result.duplicate, committed)
 

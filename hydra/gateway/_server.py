@@ -57,10 +57,11 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
     return sock
 
 
-def grpc_options(config: GatewayConfig) -> list[tuple[str, int]]:
+def grpc_options(max_request_size: int) -> list[tuple[str, int]]:
+    """The gRPC server's options (also used by the benchmark's bare floor server)."""
     return [
         ("grpc.so_reuseport", 1),
-        ("grpc.max_receive_message_length", config.max_request_size),
+        ("grpc.max_receive_message_length", max_request_size),
         ("grpc.max_send_message_length", -1),
         # Appends are small and many: let one connection carry many at once.
         ("grpc.max_concurrent_streams", 1024),
@@ -87,7 +88,7 @@ async def serve(
     subscriptions = Subscriptions(backend, heartbeat=config.sse_heartbeat,
                                   buffer=config.subscriber_buffer)
     http_sock = bind_reuseport(config.host, config.http_port)
-    grpc_server = grpc.aio.server(options=grpc_options(config))
+    grpc_server = grpc.aio.server(options=grpc_options(config.max_request_size))
     health = add_services(grpc_server, backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
