@@ -69,7 +69,7 @@ class Server:
 
     def __init__(self, workers: int, sync: str, loop: str) -> None:
         self.root = tempfile.mkdtemp(prefix="hyb-", dir="/tmp")
-        data = os.path.join(self.root, "data")
+        data = self.data = os.path.join(self.root, "data")
         self.logs = os.path.join(data, "logs")
         os.makedirs(self.logs)
         self.http_port, self.grpc_port = free_port(), free_port()
@@ -228,12 +228,27 @@ def _cpu_per_op(before: dict[int, float], pids: dict[int, str], ops: int) -> dic
 def run_scenario(name: str, server: Server, stub: pb_grpc.EventStoreStub, run: int,
                  args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     pids = _server_pids(server)
+    stats = _writer_stats(server)
     before = {pid: cpu_seconds(pid) for pid in pids}
     r = _run_load(name, server, stub, run, args, workdir)
     ops = r["requests"] * r.get("per_request", 1)
     r["server_cpu"] = _cpu_per_op(before, pids, ops)
     r["server_cpu"]["cores"] = round(r["server_cpu"]["cores"] / args.duration, 2)
+    after = _writer_stats(server)
+    groups = after["groups"] - stats["groups"]
+    r["writer"] = {"requests_per_group": round((after["requests"] - stats["requests"])
+                                               / max(groups, 1), 1),
+                   "groups_per_s": round(groups / args.duration),
+                   "fsyncs_per_s": round((after["fsyncs"] - stats["fsyncs"]) / args.duration)}
     return r
+
+
+def _writer_stats(server: Server) -> dict[str, int]:
+    """The writer's request, group and fsync counters (its own health op)."""
+    from hydra._protocol import default_endpoints
+    from hydra.writer.process import request_health
+
+    return request_health(default_endpoints(server.data)[0], timeout=5.0)
 
 
 def _run_load(name: str, server: Server, stub: pb_grpc.EventStoreStub, run: int,
@@ -512,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                           f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms, server CPU "
                           f"{r['server_cpu']['total_us']} us/{r['unit'][:-1]} "
                           f"(writer {r['server_cpu']['writer_us']}, gateways "
-                          f"{r['server_cpu']['gateway_us']}; {r['server_cpu']['cores']} cores)"
+                          f"{r['server_cpu']['gateway_us']}; {r['server_cpu']['cores']} cores; "
+                          f"{r['writer']['requests_per_group']} requests/group)"
                           f"{'' if r['verified'] else '  (NOT VERIFIED)'}", file=sys.stderr)
             for job, _ in jobs:
                 report["results"][job] = {"runs": runs[job], "median": _median(runs[job])}

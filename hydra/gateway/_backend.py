@@ -101,6 +101,14 @@ class Backend(Protocol):
 # per append. The price is latency: an append arriving while a group is out
 # waits for that group's acknowledgement (one group commit).
 GROUPS_IN_FLIGHT = 1
+# Under load, the least time between two groups (appends that had to wait for the
+# group before them; a lone append never waits). The writer answers an async-mode
+# group within a fraction of a millisecond, and grpc answers a burst of calls far
+# more cheaply per call than the same calls one by one (an A/B with a bare
+# grpc.aio server: ~195 vs ~270 µs of CPU per call): without it, async appends
+# came in small groups and cost more than every-write ones, whose fsync makes the
+# groups large.
+GROUP_LINGER = 0.001
 
 
 class ServerBackend:
@@ -143,7 +151,7 @@ class ServerBackend:
         self._tailer.add_listener(self._on_advance)
         await self._tailer.start()
         self._client = WriterClient(config.command_endpoint, timeout=config.writer_timeout,
-                                    groups_in_flight=GROUPS_IN_FLIGHT)
+                                    groups_in_flight=GROUPS_IN_FLIGHT, linger=GROUP_LINGER)
         return self
 
     # -- writes ------------------------------------------------------------------

@@ -11,6 +11,10 @@ time: requests made meanwhile queue up and leave together, in one message, as
 soon as a group is answered. Under load that makes for fewer, larger messages
 (each one costs both processes a send, a receive and a wake-up whatever it
 holds); the price is that a request arriving while a group is out waits for it.
+With ``linger`` the queue that waited leaves at the earliest ``linger`` seconds
+after the group before it: under load, groups (and so the bursts of replies the
+callers answer) stay large even when the writer answers fast (async durability);
+a lone caller, whose requests never wait for a group, never lingers.
 
 The socket is a plain ZeroMQ socket watched with ``loop.add_reader`` on its
 file descriptor, not pyzmq's ``zmq.asyncio`` layer: a wake-up reads every reply
@@ -73,7 +77,8 @@ class WriterClient:
 
     ``timeout`` bounds every call: a writer that does not answer within it makes
     the call raise ``Unavailable`` (never a hang). ``groups_in_flight`` (None: no
-    bound) is the most messages that wait for replies at a time (module doc).
+    bound) is the most messages that wait for replies at a time, and ``linger``
+    the least time between two groups when requests had to wait (module doc).
 
     ``last_committed`` is the largest committed position any reply reported; it
     is at least the committed position right after each op this client has
@@ -87,6 +92,7 @@ class WriterClient:
         *,
         timeout: float = 5.0,
         groups_in_flight: int | None = None,
+        linger: float = 0.0,
         context: zmq.Context[Any] | None = None,
     ) -> None:
         if type(timeout) not in (int, float) or not timeout > 0:
@@ -95,9 +101,14 @@ class WriterClient:
                                              or groups_in_flight < 1):
             raise InvalidArgument(
                 f"groups_in_flight must be a positive integer or None, got {groups_in_flight!r}")
+        if type(linger) not in (int, float) or not 0 <= linger < timeout:
+            raise InvalidArgument(
+                f"linger must be a number of seconds from 0 to the timeout, got {linger!r}")
         self.command_endpoint = command_endpoint
         self.timeout = float(timeout)
         self.groups_in_flight = groups_in_flight
+        self.linger = float(linger)
+        self._last_sent = 0.0
         self.last_committed = 0
         self.messages_sent = 0
         self._context = context
@@ -231,7 +242,13 @@ class WriterClient:
         if not group:
             self._groups.remove(group)
             if self._queue and self._flush_handle is None and not self._closed:
-                self._flush()
+                loop = self._loop
+                assert loop is not None
+                wait = self._last_sent + self.linger - loop.time()
+                if wait > 0:
+                    self._flush_handle = loop.call_later(wait, self._flush)
+                else:
+                    self._flush()
 
     def _sweep(self) -> None:
         """Fail the requests whose deadline passed (one timer for all of them).
@@ -335,6 +352,7 @@ class WriterClient:
             start = end
         if group:
             self._groups.append(group)
+            self._last_sent = now
         watcher = self._watcher
         if watcher is not None:
             watcher.check()  # a send can take the socket's read edge: look again
