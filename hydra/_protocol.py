@@ -234,6 +234,16 @@ def peer_socket(context: zmq.Context[Any], role: str) -> zmq.Socket[Any]:
     return sock
 
 
+def plain_context(context: zmq.Context[Any] | None) -> zmq.Context[Any]:
+    """The context to make plain (not ``zmq.asyncio``) sockets from: the process's
+    shared one, or ``context``'s underlying one when it is a ``zmq.asyncio`` context."""
+    if context is None:
+        return zmq.Context.instance()
+    if type(context) is not zmq.Context:
+        return zmq.Context.shadow(context.underlying)
+    return context
+
+
 class SocketWatcher:
     """Hands every message a plain ZeroMQ socket receives to ``on_message(body)``,
     on an asyncio loop, without ``zmq.asyncio``.

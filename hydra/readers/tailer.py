@@ -30,7 +30,7 @@ from typing import Any, Self
 
 import zmq
 
-from hydra._protocol import SocketWatcher, decode_feed, peer_socket
+from hydra._protocol import SocketWatcher, decode_feed, peer_socket, plain_context
 from hydra.errors import HydraError
 from hydra.readers.view import ReadOnlyView
 
@@ -74,13 +74,7 @@ class Tailer:
         """Connect to the feed and start following it."""
         if self._watcher is not None:
             return
-        context = self._context
-        if context is None:
-            context = zmq.Context.instance()
-        elif type(context) is not zmq.Context:
-            # (A zmq.asyncio.Context: use its underlying context with plain sockets.)
-            context = zmq.Context.shadow(context.underlying)
-        sock = peer_socket(context, "feed")
+        sock = peer_socket(plain_context(self._context), "feed")
         sock.connect(self.feed_endpoint)
         self._socket = sock
         self._watcher = SocketWatcher(asyncio.get_running_loop(), sock, self._on_message)

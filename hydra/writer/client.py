@@ -51,6 +51,7 @@ from hydra._protocol import (
     exception_from_reply,
     packb,
     peer_socket,
+    plain_context,
     unpackb,
 )
 from hydra.errors import InvalidArgument, Unavailable
@@ -286,13 +287,7 @@ class WriterClient:
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        context = self._context
-        if context is None:
-            context = zmq.Context.instance()
-        elif type(context) is not zmq.Context:
-            # (A zmq.asyncio.Context: use its underlying context with plain sockets.)
-            context = zmq.Context.shadow(context.underlying)
-        sock = peer_socket(context, "command")
+        sock = peer_socket(plain_context(self._context), "command")
         sock.connect(self.command_endpoint)
         self._socket = sock
         self._loop = loop
