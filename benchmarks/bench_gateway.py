@@ -25,8 +25,10 @@ Usage: python benchmarks/bench_gateway.py [--runs 3] [--duration 10] [--out FILE
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -36,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -48,7 +51,8 @@ from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 
 BIN = Path(sys.executable).parent
-SCENARIOS = ("grpc-append", "http-append", "grpc-read-stream", "http-read-all")
+SCENARIOS = ("grpc-append", "http-append", "grpc-read-stream", "grpc-read-all", "http-read-all")
+SYNC_MODES = ("every-write", "async", "every-second")
 PAYLOAD = b'{"account":"acc-0001","amount":125,"currency":"EUR","note":"benchmark event"}' * 1
 READ_STREAM_EVENTS = 1000
 READ_ALL_LIMIT = 10_000
@@ -66,7 +70,7 @@ class Server:
     def __init__(self, workers: int, sync: str, loop: str,
                  extra_env: dict[str, str] | None = None, verify: Any = True) -> None:
         self.root = tempfile.mkdtemp(prefix="hyb-", dir="/tmp")
-        data = os.path.join(self.root, "data")
+        data = self.data = os.path.join(self.root, "data")
         self.logs = os.path.join(data, "logs")
         os.makedirs(self.logs)
         self.http_port, self.grpc_port = free_port(), free_port()
@@ -137,8 +141,12 @@ def h2load(url: str, body: Path, clients: int, streams: int, duration: float,
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     done = [line.split("\t") for line in log.read_text().splitlines() if line]
     ok = [float(d[2]) for d in done if d[1] == "200"]
+    traffic = re.search(r"\((\d+)\) data", out)
+    data = int(traffic.group(1)) if traffic else 0
     return {"requests": len(ok), "failed": len(done) - len(ok),
-            "per_second": len(ok) / duration, **percentiles(ok), "h2load": out.splitlines()[-12:]}
+            "per_second": len(ok) / duration, **percentiles(ok),
+            "bytes_per_request": round(data / max(len(done), 1)),
+            "h2load": out.splitlines()[-12:]}
 
 
 WRK_SCRIPT = """
@@ -186,8 +194,73 @@ def _appends_verified(r: dict[str, Any], concurrency: int) -> bool:
     return r["failed"] == 0 and r["requests"] <= r["appended"] <= r["requests"] + concurrency
 
 
+def _server_pids(server: Server) -> dict[int, str]:
+    """The writer and gateway processes of a server: pid -> "writer" / "gateway"."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == server.proc.pid:
+            out[int(entry)] = "writer" if b"writer" in argv else "gateway"
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(") ", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_per_op(before: dict[int, float], pids: dict[int, str], ops: int) -> dict[str, float]:
+    """Server CPU per operation (µs), per process kind, from /proc times."""
+    used: dict[str, float] = {"writer": 0.0, "gateway": 0.0}
+    for pid, kind in pids.items():
+        used[kind] += cpu_seconds(pid) - before[pid]
+    per = {f"{k}_us": round(v / max(ops, 1) * 1e6, 1) for k, v in used.items()}
+    per["total_us"] = round(sum(used.values()) / max(ops, 1) * 1e6, 1)
+    per["cores"] = round(sum(used.values()), 2)
+    return per
+
+
 def run_scenario(name: str, server: Server, stub: pb_grpc.EventStoreStub, run: int,
                  args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    pids = _server_pids(server)
+    stats = _writer_stats(server)
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    r = _run_load(name, server, stub, run, args, workdir)
+    ops = r["requests"] * r.get("per_request", 1)
+    r["server_cpu"] = _cpu_per_op(before, pids, ops)
+    r["server_cpu"]["cores"] = round(r["server_cpu"]["cores"] / args.duration, 2)
+    after = _writer_stats(server)
+    groups = after["groups"] - stats["groups"]
+    r["writer"] = {"requests_per_group": round((after["requests"] - stats["requests"])
+                                               / max(groups, 1), 1),
+                   "groups_per_s": round(groups / args.duration),
+                   "fsyncs_per_s": round((after["fsyncs"] - stats["fsyncs"]) / args.duration)}
+    return r
+
+
+def _writer_stats(server: Server) -> dict[str, int]:
+    """The writer's request, group and fsync counters (its own health op)."""
+    from hydra._protocol import default_endpoints
+    from hydra.writer.process import request_health
+
+    return request_health(default_endpoints(server.data)[0], timeout=5.0)
+
+
+def _run_load(name: str, server: Server, stub: pb_grpc.EventStoreStub, run: int,
+              args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     if name == "grpc-append":
         body = workdir / "append.bin"
         body.write_bytes(grpc_frame(pb.AppendRequest(
@@ -209,19 +282,30 @@ def run_scenario(name: str, server: Server, stub: pb_grpc.EventStoreStub, run: i
         r["verified"] = _appends_verified(r, args.http_append_connections)
         r["unit"] = "appends"
         return r
-    if name == "grpc-read-stream":
+    if name in ("grpc-read-stream", "grpc-read-all"):
         body = workdir / "read.bin"
-        body.write_bytes(grpc_frame(pb.ReadStreamRequest(stream_id=f"bench-read-{run % 4}")))
-        r = h2load(f"http://{server.grpc}/eventstore.EventStore/ReadStream", body,
+        if name == "grpc-read-stream":
+            method = "ReadStream"
+            body.write_bytes(grpc_frame(pb.ReadStreamRequest(stream_id=f"bench-read-{run % 4}")))
+        else:
+            # The Go system's ReadAll reads to the end; field 2 (limit, an
+            # extension) keeps every response at READ_STREAM_EVENTS events.
+            method = "ReadAll"
+            body.write_bytes(grpc_frame(pb.ReadAllRequest(
+                from_position=1 + run * 7919, limit=READ_STREAM_EVENTS)))
+        r = h2load(f"http://{server.grpc}/eventstore.EventStore/{method}", body,
                    args.grpc_read_clients, args.grpc_read_streams, args.duration, workdir)
         r["per_second"] *= READ_STREAM_EVENTS
+        r["per_request"] = READ_STREAM_EVENTS
         r["unit"] = "events"
-        r["verified"] = r["failed"] == 0
+        # Every response carried all its events (h2load counts the bytes).
+        r["verified"] = r["failed"] == 0 and r["bytes_per_request"] >= READ_STREAM_EVENTS * len(PAYLOAD)
         return r
     if name == "http-read-all":
         r = wrk(f"{server.http}/all?limit={READ_ALL_LIMIT}", "GET", None, args.wrk_threads,
                 args.http_read_connections, args.duration, workdir)
         r["per_second"] *= READ_ALL_LIMIT
+        r["per_request"] = READ_ALL_LIMIT
         r["unit"] = "events"
         r["verified"] = r["failed"] == 0
         return r
@@ -242,10 +326,14 @@ def populate(stub: pb_grpc.EventStoreStub) -> None:
 
 
 def serve_floor(port: int) -> None:
-    """A bare grpc.aio server: the per-call and per-message cost of gRPC alone."""
+    """A bare grpc.aio server: the per-call and per-message cost of gRPC alone,
+    with the gateway's own server options."""
     import asyncio
 
     import uvloop
+
+    from hydra.gateway._server import grpc_options
+    from hydra.gateway.config import GatewayConfig
 
     event = pb.Event(position=123456, stream_id="bench-read-0", version=1, data=PAYLOAD,
                      event_type="Bench", event_id="e1",
@@ -260,12 +348,14 @@ def serve_floor(port: int) -> None:
             yield event
 
     async def main() -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 1),
-                                          ("grpc.max_concurrent_streams", 1024)])
+        # A gateway's default configuration (the data directory is never opened).
+        config = GatewayConfig.from_args([], {"HYDRA_DATA": "/nonexistent"})
+        server = grpc.aio.server(options=grpc_options(config))
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
             "eventstore.EventStore", {
                 "Append": grpc.unary_unary_rpc_method_handler(append),
                 "ReadStream": grpc.unary_stream_rpc_method_handler(read_stream),
+                "ReadAll": grpc.unary_stream_rpc_method_handler(read_stream),
             }),))
         server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
@@ -273,6 +363,18 @@ def serve_floor(port: int) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(main())
+
+
+FLOOR_OF = {"grpc-append": "grpc-floor-append", "grpc-read-stream": "grpc-floor-stream",
+            "grpc-read-all": "grpc-floor-stream"}
+
+
+def _floor_load(method: str, body: Path, clients: int, streams: int, per_call: int,
+                port: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    r = h2load(f"http://127.0.0.1:{port}/eventstore.EventStore/{method}", body,
+               clients, streams, args.duration, work)
+    r["per_request"] = per_call
+    return r
 
 
 def run_floor(args: argparse.Namespace, report: dict[str, Any]) -> None:
@@ -287,7 +389,7 @@ def run_floor(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 "grpc-floor-append": (
                     "Append", pb.AppendRequest(stream_id="x", data=PAYLOAD, expected_version=-1),
                     args.grpc_append_clients, args.grpc_append_streams, 1),
-                "grpc-floor-read-stream": (
+                "grpc-floor-stream": (
                     "ReadStream", pb.ReadStreamRequest(stream_id="bench-read-0"),
                     args.grpc_read_clients, args.grpc_read_streams, READ_STREAM_EVENTS),
             }
@@ -296,22 +398,70 @@ def run_floor(args: argparse.Namespace, report: dict[str, Any]) -> None:
                 body.write_bytes(grpc_frame(request))
                 runs = []
                 for _ in range(args.runs):
-                    r = h2load(f"http://127.0.0.1:{port}/eventstore.EventStore/{method}", body,
-                               clients, streams, args.duration, work)
+                    before = {p.pid: cpu_seconds(p.pid) for p in procs}
+                    r = _floor_load(method, body, clients, streams, per_call, port, args, work)
+                    used = sum(cpu_seconds(p.pid) - before[p.pid] for p in procs)
+                    r["server_cpu"] = {"total_us": round(used / max(r["requests"] * per_call, 1)
+                                                         * 1e6, 1),
+                                       "cores": round(used / args.duration, 2)}
                     r.pop("h2load", None)
                     r["per_second"] *= per_call
                     runs.append(r)
                     print(f"{name}: {r['per_second']:,.0f}/s p50 {r['p50_ms']} ms "
-                          f"p99 {r['p99_ms']} ms", file=sys.stderr)
-                report["results"][name] = {"runs": runs, "median": {
-                    "per_second": round(statistics.median(r["per_second"] for r in runs)),
-                    "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                    "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                }}
+                          f"p99 {r['p99_ms']} ms cpu {r['server_cpu']['total_us']} us/op",
+                          file=sys.stderr)
+                report["results"][name] = {"runs": runs, "median": _median(runs)}
+                if args.profile:
+                    profile(name, {p.pid: "gateway" for p in procs}, functools.partial(
+                        _floor_load, method, body, clients, streams, per_call, port, args,
+                        work), args)
     finally:
         for p in procs:
             p.terminate()
             p.wait(10)
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    med: dict[str, Any] = {
+        "per_second": round(statistics.median(r["per_second"] for r in runs)),
+        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "server_cpu_us": statistics.median(r["server_cpu"]["total_us"] for r in runs),
+    }
+    if "unit" in runs[0]:
+        med["unit"] = runs[0]["unit"]
+        med["all_verified"] = all(r["verified"] for r in runs)
+    if "writer_us" in runs[0]["server_cpu"]:
+        med["writer_cpu_us"] = statistics.median(r["server_cpu"]["writer_us"] for r in runs)
+        med["gateway_cpu_us"] = statistics.median(r["server_cpu"]["gateway_us"] for r in runs)
+    return med
+
+
+def profile(job: str, pids: dict[int, str], load: Callable[[], dict[str, Any]],
+            args: argparse.Namespace) -> None:
+    """One extra run of ``load`` (not counted) under perf (every thread, native
+    frames: which shared object spends the CPU) and py-spy (which Python code);
+    ``benchmarks/profile_breakdown.py DIR JOB`` sums them up."""
+    out = args.profile
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{job}.pids.json").write_text(json.dumps({str(k): v for k, v in pids.items()}))
+    seconds = max(2, round(args.duration) - 2)
+    spies = [subprocess.Popen(
+        [str(BIN / "py-spy"), "record", "--nonblocking", "-r", "500", "-d", str(seconds),
+         "-f", "raw", "-o", str(out / f"{job}-{kind}-{pid}.pyspy"), "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for pid, kind in sorted(pids.items())]
+    perf = subprocess.Popen(
+        ["perf", "record", "-q", "-F", "999", "-o", str(out / f"{job}.perf.data"),
+         "-p", ",".join(map(str, pids)), "--", "sleep", str(seconds)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    r = load()
+    cpu = _cpu_per_op(before, pids, r["requests"] * r.get("per_request", 1))
+    (out / f"{job}.cpu.json").write_text(json.dumps(cpu))
+    for p in [*spies, perf]:
+        p.wait(60)
+    print(f"{job}: profiles in {out}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,11 +472,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
     p.add_argument("--workers", type=int, default=2, help="gateway workers")
-    p.add_argument("--sync", default="every-write")
+    p.add_argument("--sync", action="append", choices=SYNC_MODES,
+                   help="durability modes for grpc-append, each on a server of its own "
+                        "(repeatable; default all three; other scenarios use the first)")
     p.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
     p.add_argument("--grpc-append-clients", type=int, default=8)
-    p.add_argument("--grpc-append-streams", type=int, default=32,
-                   help="streams per connection (clients x streams = concurrency, 256)")
+    p.add_argument("--grpc-append-streams", type=int, default=8,
+                   help="streams per connection (clients x streams = concurrency, 64)")
     p.add_argument("--http-append-connections", type=int, default=64)
     p.add_argument("--grpc-read-clients", type=int, default=4)
     p.add_argument("--grpc-read-streams", type=int, default=2)
@@ -334,51 +486,90 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wrk-threads", type=int, default=2)
     p.add_argument("--floor", action="store_true",
                    help="also measure bare grpc.aio servers with the same gRPC loads")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="one extra run per scenario under py-spy --native and perf, "
+                        "profiles written to DIR")
     p.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help="write the JSON report here (default stdout)")
     args = p.parse_args(argv)
     if args.serve_floor:
         serve_floor(args.serve_floor)
         return 0
-    for tool in ("h2load", "wrk"):
+    for tool in ("h2load", "wrk") + (("perf",) if args.profile else ()):
         if shutil.which(tool) is None:
-            print(f"{tool} not found: apt-get install -y nghttp2-client wrk", file=sys.stderr)
+            print(f"{tool} not found: apt-get install -y nghttp2-client wrk linux-perf",
+                  file=sys.stderr)
             return 2
     scenarios = args.scenario or list(SCENARIOS)
+    modes = args.sync or list(SYNC_MODES)
     report: dict[str, Any] = {
         "machine": {"cores": os.cpu_count(), "loadavg_before": os.getloadavg()},
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "results": {},
     }
-    server = Server(args.workers, args.sync, args.loop)
+    jobs: list[tuple[str, str]] = []  # (result name, sync mode)
+    for name in scenarios:
+        if name == "grpc-append":
+            jobs += [(name if m == "every-write" else f"{name}-{m}", m) for m in modes]
+        else:
+            jobs.append((name, modes[0]))
+    servers: dict[str, Server] = {}
+    stubs: dict[str, pb_grpc.EventStoreStub] = {}
+    channels = []
     try:
-        with grpc.insecure_channel(server.grpc) as channel, \
-                tempfile.TemporaryDirectory() as tmp:
-            stub = pb_grpc.EventStoreStub(channel)
-            populate(stub)
-            for name in scenarios:
-                runs = []
-                for run in range(args.runs):
-                    r = run_scenario(name, server, stub, run, args, Path(tmp))
+        for mode in dict.fromkeys(m for _, m in jobs):
+            servers[mode] = Server(args.workers, mode, args.loop)
+            channels.append(grpc.insecure_channel(servers[mode].grpc))
+            stubs[mode] = pb_grpc.EventStoreStub(channels[-1])
+            populate(stubs[mode])
+        with tempfile.TemporaryDirectory() as tmp:
+            runs: dict[str, list[dict[str, Any]]] = {job: [] for job, _ in jobs}
+            # Runs interleave across scenarios and modes, so that a change in the
+            # machine's other load affects them alike.
+            for run in range(args.runs):
+                for job, mode in jobs:
+                    name = "grpc-append" if job.startswith("grpc-append") else job
+                    r = run_scenario(name, servers[mode], stubs[mode], run, args, Path(tmp))
                     r.pop("h2load", None)
-                    runs.append(r)
-                    print(f"{name} run {run + 1}: {r['per_second']:,.0f} {r['unit']}/s "
-                          f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms"
+                    r["sync"] = mode
+                    runs[job].append(r)
+                    print(f"{job} run {run + 1}: {r['per_second']:,.0f} {r['unit']}/s "
+                          f"p50 {r['p50_ms']} ms p99 {r['p99_ms']} ms, server CPU "
+                          f"{r['server_cpu']['total_us']} us/{r['unit'][:-1]} "
+                          f"(writer {r['server_cpu']['writer_us']}, gateways "
+                          f"{r['server_cpu']['gateway_us']}; {r['server_cpu']['cores']} cores; "
+                          f"{r['writer']['requests_per_group']} requests/group)"
                           f"{'' if r['verified'] else '  (NOT VERIFIED)'}", file=sys.stderr)
-                report["results"][name] = {
-                    "runs": runs,
-                    "median": {
-                        "per_second": round(statistics.median(r["per_second"] for r in runs)),
-                        "unit": runs[0]["unit"],
-                        "p50_ms": statistics.median(r["p50_ms"] for r in runs),
-                        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
-                        "all_verified": all(r["verified"] for r in runs),
-                    },
-                }
+            for job, _ in jobs:
+                report["results"][job] = {"runs": runs[job], "median": _median(runs[job])}
+            if args.profile:
+                for job, mode in jobs:
+                    name = "grpc-append" if job.startswith("grpc-append") else job
+                    profile(job, _server_pids(servers[mode]), functools.partial(
+                        _run_load, name, servers[mode], stubs[mode], 99, args, Path(tmp)), args)
     finally:
-        server.stop()
+        for channel in channels:
+            channel.close()
+        for server in servers.values():
+            server.stop()
     if args.floor:
         run_floor(args, report)
+    results = report["results"]
+    ratios = {}
+    for job, _ in jobs:
+        base = job if job in FLOOR_OF else job.rsplit("-", 1)[0]
+        floor = results.get(FLOOR_OF.get(base, ""))
+        if floor and job in FLOOR_OF:
+            ratios[f"{job} / floor"] = round(
+                results[job]["median"]["per_second"] / floor["median"]["per_second"], 3)
+    for job, mode in jobs:
+        if job.startswith("grpc-append-") and "grpc-append" in results:
+            ratios[f"{job} / grpc-append"] = round(
+                results[job]["median"]["per_second"]
+                / results["grpc-append"]["median"]["per_second"], 3)
+    report["ratios"] = ratios
+    for key, value in ratios.items():
+        print(f"{key}: {value}", file=sys.stderr)
     report["machine"]["loadavg_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
     if args.out:

@@ -23,7 +23,9 @@ nothing (the next, or the heartbeat that repeats the latest, covers it).
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 from typing import Any, Final, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]
@@ -230,6 +232,76 @@ def peer_socket(context: zmq.Context[Any], role: str) -> zmq.Socket[Any]:
         sock.setsockopt(zmq.CONFLATE, 1)
         sock.setsockopt(zmq.SUBSCRIBE, b"")
     return sock
+
+
+def plain_context(context: zmq.Context[Any] | None) -> zmq.Context[Any]:
+    """The context to make plain (not ``zmq.asyncio``) sockets from: the process's
+    shared one, or ``context``'s underlying one when it is a ``zmq.asyncio`` context."""
+    if context is None:
+        return zmq.Context.instance()
+    if type(context) is not zmq.Context:
+        return zmq.Context.shadow(context.underlying)
+    return context
+
+
+class SocketWatcher:
+    """Hands every message a plain ZeroMQ socket receives to ``on_message(body)``,
+    on an asyncio loop, without ``zmq.asyncio``.
+
+    The loop watches the socket's ``ZMQ_FD``, which is edge-triggered: readable
+    means "look at the socket". Each look reads every waiting message with a
+    non-blocking ``recv`` (at most ``batch`` before giving the loop back), and only
+    the ``EAGAIN`` that ends it re-arms the edge. A send on the same socket can
+    consume the edge too, so whoever sends calls ``check()`` afterwards.
+    """
+
+    __slots__ = ("_batch", "_fd", "_loop", "_on_message", "_scheduled", "_sock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[Any],
+                 on_message: Callable[[bytes], None], batch: int = 1000) -> None:
+        self._loop = loop
+        self._sock = sock
+        self._on_message = on_message
+        self._batch = batch
+        self._scheduled = False
+        fd = int(sock.getsockopt(zmq.FD))
+        self._fd: int | None = fd
+        loop.add_reader(fd, self._ready)
+        # Messages may have arrived before the reader was added.
+        self.check()
+
+    def check(self) -> None:
+        """Look at the socket soon if a message is waiting (call after a send)."""
+        if (not self._scheduled and self._fd is not None
+                and int(self._sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN):
+            self._scheduled = True
+            self._loop.call_soon(self._ready)
+
+    def _ready(self) -> None:
+        self._scheduled = False
+        if self._fd is None:
+            return
+        recv = self._sock.recv
+        on_message = self._on_message
+        for _ in range(self._batch):
+            try:
+                body = recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            except zmq.ZMQError:
+                return  # the socket was closed under us; close() cleans up
+            on_message(body)
+            if self._fd is None:
+                return  # on_message closed the watcher
+        # More may be waiting: go on in a later turn, after everyone else's.
+        self._scheduled = True
+        self._loop.call_soon(self._ready)
+
+    def close(self) -> None:
+        """Stop watching (before the socket is closed)."""
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+            self._fd = None
 
 
 # -- endpoints -----------------------------------------------------------------

@@ -75,6 +75,7 @@ def bind_reuseport(host: str, port: int) -> socket.socket:
 
 
 def grpc_options(config: GatewayConfig) -> list[tuple[str, int]]:
+    """The gRPC server's options (also used by the benchmark's bare floor server)."""
     return [
         ("grpc.so_reuseport", 1),
         ("grpc.max_receive_message_length", config.max_request_size),

@@ -11,6 +11,10 @@ every missed one, and ``advance`` reads the log up to it. The socket keeps only
 the newest message (ZMQ_CONFLATE), so a busy loop never works through a backlog
 of stale positions. When the writer restarts, the socket reconnects by itself
 and committed positions continue from the recovered end of the log.
+
+The socket is a plain ZeroMQ socket watched by the event loop
+(``hydra._protocol.SocketWatcher``): a feed message costs one callback and one
+``recv``, not pyzmq's asyncio machinery.
 """
 
 from __future__ import annotations
@@ -22,13 +26,12 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import zmq
-import zmq.asyncio
 
 from hydra._curve import ClientKeys, secure_client
-from hydra._protocol import decode_feed, peer_socket
+from hydra._protocol import SocketWatcher, decode_feed, peer_socket, plain_context
 from hydra.errors import HydraError
 from hydra.readers.view import ReadOnlyView
 
@@ -51,15 +54,15 @@ class Tailer:
         view: ReadOnlyView,
         feed_endpoint: str,
         *,
-        context: zmq.asyncio.Context | None = None,
+        context: zmq.Context[Any] | None = None,
         curve: ClientKeys | None = None,
     ) -> None:
         self.view = view
         self._curve = curve  # CURVE keys when the writer's sockets use CURVE
         self.feed_endpoint = feed_endpoint
         self._context = context
-        self._socket: zmq.asyncio.Socket | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._watcher: SocketWatcher | None = None
         self._listeners: list[Listener] = []
         self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self._tie = itertools.count()
@@ -72,26 +75,19 @@ class Tailer:
 
     async def start(self) -> None:
         """Connect to the feed and start following it."""
-        if self._task is not None:
+        if self._watcher is not None:
             return
-        context = self._context or zmq.asyncio.Context.instance()
-        sock = cast(zmq.asyncio.Socket, peer_socket(context, "feed"))
+        sock = peer_socket(plain_context(self._context), "feed")
         secure_client(sock, self._curve)
         sock.connect(self.feed_endpoint)
         self._socket = sock
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"hydra-tailer {self.feed_endpoint}"
-        )
+        self._watcher = SocketWatcher(asyncio.get_running_loop(), sock, self._on_message)
 
     async def close(self) -> None:
         """Stop following; pending ``wait_for`` calls return False."""
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
@@ -118,21 +114,17 @@ class Tailer:
     def committed_position(self) -> int:
         return self.view.committed_position
 
-    async def _run(self) -> None:
-        sock = self._socket
-        assert sock is not None
-        while True:
-            body = await sock.recv()
-            try:
-                msg = decode_feed(body)
-            except HydraError as exc:
-                self._log_error("ignoring a malformed feed message: %s", exc)
-                continue
-            self.messages += 1
-            self.last_message = time.monotonic()
-            self.writer_id = msg.writer
-            if msg.committed > self.view.committed_position:
-                self.advance(msg.committed)
+    def _on_message(self, body: bytes) -> None:
+        try:
+            msg = decode_feed(body)
+        except HydraError as exc:
+            self._log_error("ignoring a malformed feed message: %s", exc)
+            return
+        self.messages += 1
+        self.last_message = time.monotonic()
+        self.writer_id = msg.writer
+        if msg.committed > self.view.committed_position:
+            self.advance(msg.committed)
 
     def advance(self, position: int) -> None:
         """Advance the view to ``position`` and notify waiters and listeners.
@@ -182,7 +174,7 @@ class Tailer:
         """
         if self.view.committed_position >= position:
             return True
-        if self._task is None:
+        if self._watcher is None:
             return False
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (position, next(self._tie), fut)

@@ -6,6 +6,22 @@ event-loop turn are coalesced into one message (an array of requests, see
 docs/PROTOCOL.md), which is what lets a gateway with hundreds of requests in
 flight cost the writer a handful of socket operations per group commit.
 
+With ``groups_in_flight=N`` at most N such messages wait for their replies at a
+time: requests made meanwhile queue up and leave together, in one message, as
+soon as a group is answered. Under load that makes for fewer, larger messages
+(each one costs both processes a send, a receive and a wake-up whatever it
+holds); the price is that a request arriving while a group is out waits for it.
+With ``linger`` the queue that waited leaves at the earliest ``linger`` seconds
+after the group before it: under load, groups (and so the bursts of replies the
+callers answer) stay large even when the writer answers fast (async durability);
+a lone caller, whose requests never wait for a group, never lingers.
+
+The socket is a plain ZeroMQ socket watched with ``loop.add_reader`` on its
+file descriptor, not pyzmq's ``zmq.asyncio`` layer: a wake-up reads every reply
+waiting, each with one non-blocking ``recv`` (C), and a send is one call, where
+``zmq.asyncio`` costs a future, callbacks and several Python frames per
+message on both paths.
+
 Failures surface as ``hydra.errors`` exceptions. ``Unavailable`` means the
 writer did not answer in time (down, restarting, overloaded) or is shutting
 down. A request that timed out before it could be sent was not sent; one that
@@ -20,10 +36,9 @@ import asyncio
 import itertools
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Self
 
 import zmq
-import zmq.asyncio
 
 from hydra._curve import ClientKeys, secure_client
 from hydra.storage.engine import ANY, AppendResult, NewEvent
@@ -32,10 +47,12 @@ from hydra._protocol import (
     OP_APPEND,
     OP_DELETE,
     OP_HEALTH,
+    SocketWatcher,
     array_header,
     exception_from_reply,
     packb,
     peer_socket,
+    plain_context,
     unpackb,
 )
 from hydra.errors import InvalidArgument, Unavailable
@@ -49,19 +66,21 @@ _RETRY_SECONDS = 0.01
 
 
 class _Pending:
-    __slots__ = ("deadline", "future", "sent")
+    __slots__ = ("deadline", "future", "group")
 
     def __init__(self, future: asyncio.Future[dict[str, Any]], deadline: float) -> None:
         self.future = future
         self.deadline = deadline
-        self.sent = False
+        self.group: set[int] | None = None  # the in-flight group it was sent in
 
 
 class WriterClient:
     """Sends commands to the writer at ``command_endpoint``; use within one event loop.
 
     ``timeout`` bounds every call: a writer that does not answer within it makes
-    the call raise ``Unavailable`` (never a hang).
+    the call raise ``Unavailable`` (never a hang). ``groups_in_flight`` (None: no
+    bound) is the most messages that wait for replies at a time, and ``linger``
+    the least time between two groups when requests had to wait (module doc).
 
     ``last_committed`` is the largest committed position any reply reported; it
     is at least the committed position right after each op this client has
@@ -74,22 +93,36 @@ class WriterClient:
         command_endpoint: str,
         *,
         timeout: float = 5.0,
-        context: zmq.asyncio.Context | None = None,
+        groups_in_flight: int | None = None,
+        linger: float = 0.0,
+        context: zmq.Context[Any] | None = None,
         curve: ClientKeys | None = None,
     ) -> None:
         if type(timeout) not in (int, float) or not timeout > 0:
             raise InvalidArgument(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if groups_in_flight is not None and (type(groups_in_flight) is not int
+                                             or groups_in_flight < 1):
+            raise InvalidArgument(
+                f"groups_in_flight must be a positive integer or None, got {groups_in_flight!r}")
+        if type(linger) not in (int, float) or not 0 <= linger < timeout:
+            raise InvalidArgument(
+                f"linger must be a number of seconds from 0 to the timeout, got {linger!r}")
         self.command_endpoint = command_endpoint
         self.timeout = float(timeout)
+        self.groups_in_flight = groups_in_flight
+        self.linger = float(linger)
+        self._last_sent = 0.0
         self.last_committed = 0
+        self.messages_sent = 0
         self._context = context
         self._curve = curve  # CURVE keys when the writer's sockets use CURVE
-        self._socket: zmq.asyncio.Socket | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._watcher: SocketWatcher | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._receiver: asyncio.Task[None] | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
         self._queue: list[tuple[int, bytes]] = []
+        self._groups: list[set[int]] = []  # request IDs of each group awaiting replies
         self._flush_handle: asyncio.Handle | asyncio.TimerHandle | None = None
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._sweep_interval = min(0.25, self.timeout / 5)
@@ -140,17 +173,14 @@ class WriterClient:
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._sweep_handle = None
-        if self._receiver is not None:
-            self._receiver.cancel()
-            try:
-                await self._receiver
-            except asyncio.CancelledError:
-                pass
-            self._receiver = None
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
         self._queue.clear()
+        self._groups.clear()
         err = Unavailable("the writer client was closed")
         for p in self._pending.values():
             if not p.future.done():
@@ -187,8 +217,7 @@ class WriterClient:
                 f"request is {len(body)} bytes; the writer accepts at most {MAX_MESSAGE_SIZE}"
             )
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
-        pending = _Pending(future, loop.time() + self.timeout)
-        self._pending[rid] = pending
+        self._pending[rid] = _Pending(future, loop.time() + self.timeout)
         self._queue.append((rid, body))
         if self._flush_handle is None:
             self._flush_handle = loop.call_soon(self._flush)
@@ -198,7 +227,9 @@ class WriterClient:
             # The sweeper fails this future with Unavailable once its deadline passes.
             reply = await future
         finally:
-            self._pending.pop(rid, None)
+            p = self._pending.pop(rid, None)
+            if p is not None:  # cancelled (or closed) while waiting
+                self._forget(rid, p)
         committed = reply.get("committed")
         if type(committed) is int and committed > self.last_committed:
             self.last_committed = committed
@@ -206,35 +237,65 @@ class WriterClient:
             raise exception_from_reply(reply)
         return reply
 
+    def _forget(self, rid: int, p: _Pending) -> None:
+        """A sent request is settled: when its group is all settled, the next may leave."""
+        group = p.group
+        if group is None:
+            return
+        group.discard(rid)
+        if not group:
+            self._groups.remove(group)
+            if self._queue and self._flush_handle is None and not self._closed:
+                loop = self._loop
+                assert loop is not None
+                wait = self._last_sent + self.linger - loop.time()
+                if wait > 0:
+                    self._flush_handle = loop.call_later(wait, self._flush)
+                else:
+                    self._flush()
+
     def _sweep(self) -> None:
         """Fail the requests whose deadline passed (one timer for all of them).
 
         Cheaper than a timer per request; a call fails at most a fifth of the
-        timeout (and never more than 0.25 s) after its deadline.
+        timeout (and never more than 0.25 s) after its deadline. When a request
+        that was sent timed out, the requests queued behind it would only wait as
+        long again: they fail at once (they were not sent; callers may retry).
         """
         self._sweep_handle = None
         loop = self._loop
         if loop is None or self._closed:
             return
         now = loop.time()
-        for p in list(self._pending.values()):
-            if p.deadline <= now and not p.future.done():
+        expired = [(rid, p) for rid, p in self._pending.items() if p.deadline <= now]
+        if self.groups_in_flight is not None and any(p.group is not None for _, p in expired):
+            # (Before the expired group is forgotten, which would send the queue.)
+            queue, self._queue = self._queue, []
+            for rid, _ in queue:
+                q = self._pending.pop(rid, None)
+                if q is not None and not q.future.done():
+                    q.future.set_exception(Unavailable(
+                        f"the writer at {self.command_endpoint} did not answer the requests "
+                        "sent before this one in time (request not sent)"))
+        for rid, p in expired:
+            del self._pending[rid]
+            if not p.future.done():
                 p.future.set_exception(Unavailable(
                     f"the writer at {self.command_endpoint} did not answer within "
-                    f"{self.timeout:g} s" + ("" if p.sent else " (request not sent)")
+                    f"{self.timeout:g} s" + ("" if p.group is not None else " (request not sent)")
                 ))
+            self._forget(rid, p)
         if self._pending:
             self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
 
     def _start(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        context = self._context or zmq.asyncio.Context.instance()
-        sock = cast(zmq.asyncio.Socket, peer_socket(context, "command"))
+        sock = peer_socket(plain_context(self._context), "command")
         secure_client(sock, self._curve)
         sock.connect(self.command_endpoint)
         self._socket = sock
         self._loop = loop
-        self._receiver = loop.create_task(self._receive(), name="hydra-writer-client")
+        self._watcher = SocketWatcher(loop, sock, self._on_message)
         return loop
 
     def _flush(self) -> None:
@@ -243,6 +304,9 @@ class WriterClient:
         sock = self._socket
         if sock is None:
             return
+        limit = self.groups_in_flight
+        if limit is not None and len(self._groups) >= limit:
+            return  # the next reply that settles a group sends the queue
         loop = self._loop
         assert loop is not None
         pending = self._pending
@@ -251,6 +315,7 @@ class WriterClient:
         queue = [(rid, body) for rid, body in self._queue if rid in pending
                  and pending[rid].deadline > now]
         self._queue = []
+        group: set[int] = set()
         start = 0
         while start < len(queue):
             end = start + 1
@@ -263,43 +328,47 @@ class WriterClient:
                 message = chunk[0][1]
             else:
                 message = array_header(len(chunk)) + b"".join(b for _, b in chunk)
-            # With DONTWAIT the send is attempted at once; the future is already done.
-            sent = cast("asyncio.Future[Any]", sock.send(message, zmq.DONTWAIT))
-            if sent.done() and sent.exception() is not None:
-                exc = sent.exception()
-                if not isinstance(exc, zmq.Again):
-                    for rid, _ in chunk:
-                        p = pending.get(rid)
-                        if p is not None and not p.future.done():
-                            p.future.set_exception(Unavailable(f"cannot send to the writer: {exc}"))
-                    start = end
-                    continue
+            try:
+                sock.send(message, zmq.DONTWAIT)
+            except zmq.Again:
                 # No writer connected (or its queue is full): retry shortly.
                 self._queue = queue[start:]
                 self._flush_handle = loop.call_later(_RETRY_SECONDS, self._flush)
-                return
+                break
+            except zmq.ZMQError as exc:
+                for rid, _ in chunk:
+                    p = pending.get(rid)
+                    if p is not None and not p.future.done():
+                        p.future.set_exception(Unavailable(f"cannot send to the writer: {exc}"))
+                start = end
+                continue
+            self.messages_sent += 1
             for rid, _ in chunk:
                 p = pending.get(rid)
                 if p is not None:
-                    p.sent = True
+                    p.group = group
+                    group.add(rid)
             start = end
+        if group:
+            self._groups.append(group)
+            self._last_sent = now
+        watcher = self._watcher
+        if watcher is not None:
+            watcher.check()  # a send can take the socket's read edge: look again
 
-    async def _receive(self) -> None:
-        sock = self._socket
-        assert sock is not None
+    def _on_message(self, body: bytes) -> None:
+        try:
+            doc = unpackb(body)
+        except Exception:  # noqa: BLE001 - not a writer's reply: nothing waits for it
+            return
         pending = self._pending
-        while True:
-            try:
-                body = await sock.recv()
-            except zmq.ZMQError:
-                return  # the socket or its context is gone; close() fails what waits
-            try:
-                doc = unpackb(body)
-            except Exception:  # noqa: BLE001 - not a writer's reply: nothing waits for it
+        for reply in (doc if type(doc) is tuple else (doc,)):
+            if type(reply) is not dict:
                 continue
-            for reply in (doc if type(doc) is tuple else (doc,)):
-                if type(reply) is not dict:
-                    continue
-                p = pending.get(reply.get("id"))  # type: ignore[arg-type]
-                if p is not None and not p.future.done():
-                    p.future.set_result(reply)
+            rid = reply.get("id")
+            p = pending.pop(rid, None)  # type: ignore[arg-type]
+            if p is None:
+                continue
+            if not p.future.done():
+                p.future.set_result(reply)
+            self._forget(rid, p)  # type: ignore[arg-type]
