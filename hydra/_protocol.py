@@ -1,4 +1,4 @@
-"""The wire protocol between the writer and every other process (DESIGN §6).
+"""The wire protocol between the writer and every other process (docs/ARCHITECTURE.md §6).
 
 This module owns the message format, the socket roles and their options.
 docs/PROTOCOL.md is the reference for external consumers; keep them in step.

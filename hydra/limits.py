@@ -1,4 +1,4 @@
-"""Explicit, configurable limits enforced at every entry point (DESIGN §9)."""
+"""Explicit, configurable limits enforced at every entry point (docs/ARCHITECTURE.md §9)."""
 
 from __future__ import annotations
 

@@ -172,7 +172,7 @@ class Store(ReadSide):
         event_type: str = "",
         metadata: bytes = b"",
     ) -> AppendResult:
-        """Append one event; see DESIGN §4 for expected versions and idempotency."""
+        """Append one event; see docs/ARCHITECTURE.md §4 for expected versions and idempotency."""
         with self._lock:
             if self._closed or self._group.failure is not None:
                 self._raise_unusable()

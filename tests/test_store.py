@@ -1,4 +1,4 @@
-"""The embedded Store: semantics of DESIGN §4 through the public API."""
+"""The embedded Store: semantics of docs/ARCHITECTURE.md §4 through the public API."""
 
 from __future__ import annotations
 

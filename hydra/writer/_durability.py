@@ -1,4 +1,4 @@
-"""When the writer fsyncs, per durability mode (DESIGN §5).
+"""When the writer fsyncs, per durability mode (docs/ARCHITECTURE.md §5).
 
 - every-write: before acknowledging any group that wrote something (one fsync
   per group: group commit).

@@ -10,7 +10,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-# The Go system's messages, exactly as DESIGN §8 tables them (number, name, type).
+# The Go system's messages, exactly as docs/ARCHITECTURE.md §8 tables them (number, name, type).
 GO_TABLE = {
     "AppendRequest": [(1, "stream_id", "string"), (2, "event_id", "string"),
                       (3, "data", "bytes"), (4, "expected_version", "int64")],

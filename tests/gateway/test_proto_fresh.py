@@ -43,7 +43,7 @@ def test_service_module_imports_as_part_of_the_package() -> None:
 
 
 def test_go_system_fields_keep_their_numbers() -> None:
-    """Fields 1-4 of the Go system's messages (DESIGN §8) are wire-compatible."""
+    """Fields 1-4 of the Go system's messages (docs/ARCHITECTURE.md §8) are wire-compatible."""
     from hydra._proto import eventstore_pb2 as pb
 
     table = {
