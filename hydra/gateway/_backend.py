@@ -181,7 +181,7 @@ class ServerBackend:
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> Appended:
         result = await self._client.append(stream_id, events, expected_version, sync)
-        committed = self._after_write(result.position)
+        committed = self._after_write()
         return Appended(result.position, result.version, result.duplicate, committed)
 
     async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
@@ -196,20 +196,16 @@ class ServerBackend:
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, HydraError):
                 raise r
-        top = 0
-        for r in results:
-            if isinstance(r, AppendResult):
-                top = max(top, r.position)
-        committed = self._after_write(top)
+        committed = self._after_write()
         return [Appended(r.position, r.version, r.duplicate, committed)
                 if isinstance(r, AppendResult) else r  # type: ignore[misc]
                 for r in results]
 
     async def delete(self, stream_id: str, expected_version: int) -> Deleted:
         position = await self._client.delete_stream(stream_id, expected_version)
-        return Deleted(position, self._after_write(position))
+        return Deleted(position, self._after_write())
 
-    def _after_write(self, position: int) -> int:
+    def _after_write(self) -> int:
         # The writer acknowledges only committed records, so everything up to its
         # reported committed position is readable now: apply it to this gateway's
         # view, so that this gateway reads its own writes at once.
