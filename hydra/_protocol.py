@@ -35,6 +35,8 @@ from hydra.errors import (
     HydraError,
     InvalidArgument,
     StorageError,
+    StorageFailed,
+    StorageFull,
     StreamExists,
     StreamNotFound,
     Unavailable,
@@ -73,6 +75,8 @@ ERROR_CODES: Final[tuple[tuple[str, type[HydraError]], ...]] = (
     ("stream_not_found", StreamNotFound),
     ("invalid_argument", InvalidArgument),
     ("unavailable", Unavailable),
+    ("storage_full", StorageFull),
+    ("storage_failed", StorageFailed),
     ("storage_error", StorageError),
 )
 BAD_REQUEST: Final = "bad_request"  # the message itself is malformed
@@ -119,6 +123,10 @@ def exception_from_reply(reply: dict[str, Any]) -> HydraError:
         return InvalidArgument(message)
     if code == "unavailable":
         return Unavailable(message)
+    if code == "storage_full":
+        return StorageFull(message)
+    if code == "storage_failed":
+        return StorageFailed(message)
     if code == "storage_error":
         return StorageError(message)
     return StorageError(f"writer error {code!r}: {message}")

@@ -64,6 +64,30 @@ class StorageError(HydraError):
     """The data directory cannot be used (I/O failure, bad manifest)."""
 
 
+class InsufficientStorage(StorageError):
+    """The log cannot take writes now; reads go on (HTTP 507).
+
+    Raised before anything of the refused request reached the log.
+    """
+
+
+class StorageFull(InsufficientStorage):
+    """Out of space (ENOSPC, EDQUOT, EFBIG) where a new segment must go.
+
+    The writer tries again on a later write: appends succeed once space is back
+    (gRPC RESOURCE_EXHAUSTED).
+    """
+
+
+class StorageFailed(InsufficientStorage):
+    """The data directory refused a write (read-only, permission, I/O error).
+
+    When the failure came before anything was written (creating a segment) the
+    writer tries again on a later write; after a failed write or fsync of the
+    log it refuses every write until it is restarted (gRPC UNAVAILABLE).
+    """
+
+
 class CorruptLog(StorageError):
     """A record on disk fails its checks (framing, CRC, envelope, versions)."""
 

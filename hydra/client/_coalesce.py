@@ -34,7 +34,13 @@ from hydra._proto import eventstore_pb2 as pb
 import grpc
 
 from hydra.storage.engine import AppendResult
-from hydra.client._errors import DeadlineExceeded, ServerError, from_status, status_code
+from hydra.client._errors import (
+    STORAGE_FULL_PREFIX,
+    DeadlineExceeded,
+    ServerError,
+    from_status,
+    status_code,
+)
 from hydra.errors import HydraError, Unavailable
 
 # AppendMany calls out at once. One is best: measured with 64 threads appending
@@ -111,6 +117,8 @@ def _too_big(error: BaseException | None, batch: list[Any]) -> int | None:
         return None
     if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:  # type: ignore[attr-defined]
         return None
+    if (error.details() or "").startswith(STORAGE_FULL_PREFIX):  # type: ignore[attr-defined]
+        return None  # the server is out of space: smaller calls would not help
     return max(1, sum(i.size for i in batch) // 2)
 
 

@@ -19,6 +19,8 @@ from hydra.errors import (
     InvalidArgument,
     PermissionDenied,
     StorageError,
+    StorageFailed,
+    StorageFull,
     StreamExists,
     StreamNotFound,
     Unauthenticated,
@@ -84,6 +86,11 @@ def status_code(number: int) -> grpc.StatusCode:
     return _CODES.get(number, grpc.StatusCode.UNKNOWN)
 
 
+# How the writer's StorageFull messages begin: the one RESOURCE_EXHAUSTED that
+# is not a size limit.
+STORAGE_FULL_PREFIX = "out of space"
+
+
 def from_status(
     code: grpc.StatusCode, details: str, current_version: int = 0, stream_id: str = "",
     expected_version: int = 0,
@@ -96,6 +103,8 @@ def from_status(
         return StreamExists(stream_id, current_version)
     if code == grpc.StatusCode.NOT_FOUND:
         return StreamNotFound(stream_id)
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED and details.startswith(STORAGE_FULL_PREFIX):
+        return StorageFull(details)
     if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.OUT_OF_RANGE,
                 # A message over the server's size limit (HTTP says 413).
                 grpc.StatusCode.RESOURCE_EXHAUSTED):
@@ -145,6 +154,10 @@ def from_http(
         return PermissionDenied(message)
     if kind == "unavailable" or status in (502, 503, 504):
         return Unavailable(message)
+    if kind == "storage_full":
+        return StorageFull(message)
+    if kind == "storage_failed" or status == 507:
+        return StorageFailed(message)
     if kind == "storage_error":
         return StorageError(message)
     return ServerError(f"HTTP {status}: {message}")

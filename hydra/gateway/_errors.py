@@ -18,6 +18,8 @@ from hydra.errors import (
     InvalidArgument,
     PermissionDenied,
     StorageError,
+    StorageFailed,
+    StorageFull,
     StreamExists,
     StreamNotFound,
     Unauthenticated,
@@ -49,6 +51,8 @@ _TABLE: tuple[tuple[type[BaseException], Mapping], ...] = (
     (Unauthenticated, Mapping(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")),
     (PermissionDenied, Mapping(403, grpc.StatusCode.PERMISSION_DENIED, "permission_denied")),
     (Unavailable, Mapping(503, grpc.StatusCode.UNAVAILABLE, "unavailable")),
+    (StorageFull, Mapping(507, grpc.StatusCode.RESOURCE_EXHAUSTED, "storage_full")),
+    (StorageFailed, Mapping(507, grpc.StatusCode.UNAVAILABLE, "storage_failed")),
     (StorageError, Mapping(500, grpc.StatusCode.INTERNAL, "storage_error")),
     (HydraError, Mapping(500, grpc.StatusCode.INTERNAL, "internal")),
 )

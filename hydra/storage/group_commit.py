@@ -20,7 +20,7 @@ from _thread import LockType, allocate_lock
 from collections.abc import Callable
 
 from hydra.storage.log import LogWriter
-from hydra.errors import StorageError
+from hydra.errors import StorageError, StorageFailed
 
 
 class GroupCommit:
@@ -102,7 +102,7 @@ class GroupCommit:
         except OSError as exc:
             # After a failed fsync the kernel may have dropped the dirty pages:
             # nothing since the last good sync can be trusted; refuse all writes.
-            failure = StorageError(f"fsync failed: {exc}; the store must be reopened")
+            failure = StorageFailed(f"fsync failed: {exc}; the store must be reopened")
             with self._state:
                 self.failure = failure
                 self._syncing = False

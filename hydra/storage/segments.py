@@ -90,11 +90,20 @@ class SegmentSet:
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
-            os.posix_fallocate(fd, 0, self.segment_size)
-            # The preallocated size must be durable before records rely on it.
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            try:
+                os.posix_fallocate(fd, 0, self.segment_size)
+                # The preallocated size must be durable before records rely on it.
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            # Out of space (or any other failure): give back what it took; the
+            # half-made file never held a record and is not a segment.
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
         # Rename so a reader never maps a segment that is shorter than its final size.
         os.rename(tmp, path)
         # The new directory entry must survive a crash before any record in it is acknowledged.

@@ -29,7 +29,7 @@ from hydra._protocol import (
     error_reply,
     unpackb,
 )
-from hydra.errors import HydraError, InvalidArgument, StorageError
+from hydra.errors import HydraError, InsufficientStorage, InvalidArgument, StorageFailed
 
 log = logging.getLogger("hydra.writer")
 
@@ -45,7 +45,11 @@ class CommandHandler:
         # Per group: records written and whether a request asked for a sync.
         self.written = 0
         self.sync_requested = False
-        self.failure: OSError | None = None
+        # The log's failure (a failed write or fsync): no write is taken again
+        # until the writer restarts. The writer itself stays up (health answers).
+        self.failure: StorageFailed | None = None
+        # What the last write was refused with (None: writes go through).
+        self._refusal: InsufficientStorage | None = None
         self.requests = 0
         self.errors = 0
         self._last_warning = 0.0
@@ -109,7 +113,6 @@ class CommandHandler:
                 f"events must be an array, got {type(events).__name__}"
                 if events is not None else "events is required"
             )
-        self._check_usable()
         engine = self.engine
         try:
             if len(events) == 1:
@@ -126,8 +129,9 @@ class CommandHandler:
                     events = tuple(_event(ev, n) for n, ev in enumerate(events))
                 result = engine.append_events(stream, events, expected)  # type: ignore[arg-type]
                 count = len(events)
-        except OSError as exc:
-            self._fail(exc)
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
+        self._storage_ok()
         if not result.duplicate:
             self.written += count
         if sync:
@@ -139,31 +143,46 @@ class CommandHandler:
         _check_fields(req, DELETE_FIELDS)
         stream = req.get("stream")
         expected = req.get("expected_version", ANY)
-        self._check_usable()
         engine = self.engine
         try:
             position = engine.delete_stream(stream, expected)  # type: ignore[arg-type]
-        except OSError as exc:
-            self._fail(exc)
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
         # The deletion applies at once, so later requests of this group already
         # see the stream as gone; readers filter the index by the committed
         # position, so none of them sees it before its group is committed.
+        self._storage_ok()
         engine.index.delete_stream(engine.stream_key(stream), position)
         self.written += 1
         return {"id": rid, "ok": True, "position": position}
 
-    def _check_usable(self) -> None:
-        if self.failure is not None:
-            raise StorageError(
-                f"writing the log failed ({self.failure}); the writer is stopping"
-            )
+    @property
+    def storage(self) -> str:
+        """"ok", or why the log takes no writes now (for health)."""
+        return "ok" if self._refusal is None else str(self._refusal)
 
-    def _fail(self, exc: OSError) -> NoReturn:
-        # After an I/O error the engine's state cannot be trusted: refuse every
-        # later write; the server stops once this group is answered.
+    def _storage_refused(self, exc: InsufficientStorage) -> NoReturn:
+        # Logged once per change of state, not once per refused request.
+        if self._refusal is None or str(self._refusal) != str(exc):
+            log.error("appends refused: %s", exc)
+        self._refusal = exc
+        if self.engine.log.failure is not None:
+            self.failure = self.engine.log.failure
+        raise exc
+
+    def _storage_ok(self) -> None:
+        if self._refusal is not None:
+            log.warning("appends accepted again: the log could be written (%s is over)",
+                        type(self._refusal).__name__)
+            self._refusal = None
+
+    def fail(self, exc: StorageFailed) -> None:
+        """The log failed outside a request (an fsync): refuse every later write."""
+        self.engine.log.failure = exc
         self.failure = exc
-        log.error("writing the log failed: %s", exc)
-        raise StorageError(f"writing the log failed ({exc}); the writer is stopping") from exc
+        if self._refusal is None or str(self._refusal) != str(exc):
+            log.error("appends refused: %s", exc)
+        self._refusal = exc
 
     def _malformed(self, rid: int | None, message: str) -> Reply:
         self.errors += 1

@@ -33,6 +33,7 @@ import time
 from types import FrameType
 from typing import Any
 
+import lmdb
 import zmq
 
 from hydra import _curve
@@ -51,7 +52,7 @@ from hydra._protocol import (
 from hydra.storage.recovery import recover
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.segments import SegmentSet
-from hydra.errors import StorageError, Unavailable
+from hydra.errors import StorageError, StorageFailed, Unavailable
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
 from hydra.writer._durability import SyncPolicy
@@ -106,6 +107,7 @@ class WriterServer:
         self._published = -1
         self._next_heartbeat = 0.0
         self._stop = False
+        self._index_failing = False
         # Groups whose replies wait for an fsync: (log end it must cover, frames, replies).
         self._waiting: list[tuple[int, list[list[bytes]], list[Reply | list[Reply]]]] = []
         self._syncer = Syncer()
@@ -148,7 +150,7 @@ class WriterServer:
         self._publish(heartbeat=True)
         policy = self.policy
         try:
-            while not self._stop and self.handler.failure is None:
+            while not self._stop:
                 now = time.monotonic()
                 wait = self._next_heartbeat - now
                 if policy.deadline is not None and not syncer.busy:
@@ -203,14 +205,18 @@ class WriterServer:
         # The index covers the group before any reader can be told it is
         # committed (readers filter by the committed position, so an index
         # ahead of the fsync is safe; one behind it is not).
-        assert self._index is not None
-        self._index.flush(end)
+        self._flush_index(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
             if not policy.every_write:
                 # Async modes: readers see a write once it is written.
                 self.committed = end
-        if policy.sync_before_reply(handler.sync_requested) and end > self.synced:
+        if handler.failure is not None and end > self.synced:
+            # The log failed in this group (or before it) with writes not yet
+            # synced: nothing will sync them, so their outcome is unknown.
+            self._waiting.append((end, messages, replies))
+            self._fail_waiting()
+        elif policy.sync_before_reply(handler.sync_requested) and end > self.synced:
             # Replies wait for the fsync that covers this group (and everything
             # before it); the next group is handled while it runs.
             self._waiting.append((end, messages, replies))
@@ -219,6 +225,24 @@ class WriterServer:
             self._send(messages, replies)
         if self.committed > self._published:
             self._publish(heartbeat=False)
+
+    def _flush_index(self, end: int) -> None:
+        assert self._index is not None
+        try:
+            self._index.flush(end)
+        except (OSError, lmdb.Error) as exc:
+            # Out of space (or another failure) in the index, not the log: the
+            # log holds the group and is the truth (readers read past the
+            # index's covered position from the log; recovery indexes it). What
+            # is pending stays and goes in with the next flush that works.
+            if not self._index_failing:
+                log.error("the index cannot be written (%s); retrying with each group, "
+                          "reads fall back to the log meanwhile", exc)
+            self._index_failing = True
+        else:
+            if self._index_failing:
+                log.warning("the index is written again")
+            self._index_failing = False
 
     def _send(self, messages: list[list[bytes]], replies: list[Reply | list[Reply]]) -> None:
         committed = self.committed
@@ -251,12 +275,19 @@ class WriterServer:
         end, error = result or syncer.finish()
         waiting = self._waiting
         if error is not None:
-            log.error("fsync failed: %s; the writer stops (recovery decides what survived)",
-                      error)
-            self.handler.failure = error
-            for _, messages, replies in waiting:
-                self._send(messages, [_failed(r, error) for r in replies])
-            waiting.clear()
+            # After a failed fsync the kernel may have dropped (or kept, marked
+            # clean) the pages it could not write: what is on disk after the last
+            # good fsync is unknown, and a retry that succeeds would prove nothing.
+            # The writer stays up for health and the groups' answers, refuses
+            # every later write, and leaves what survived to the recovery of the
+            # next start.
+            failure = StorageFailed(
+                f"fsync of the log failed ({error.strerror or error}); the log takes no "
+                "more writes until the writer is restarted (what was acknowledged "
+                "before is safe)"
+            )
+            self.handler.fail(failure)
+            self._fail_waiting()
             return
         self.fsyncs += 1
         self.synced = end
@@ -274,8 +305,17 @@ class WriterServer:
         del waiting[:done]
         if self.committed > self._published:
             self._publish(heartbeat=False)
-        if waiting or (policy.every_write and self.engine.end > self.synced):
+        if self.handler.failure is not None:
+            self._fail_waiting()
+        elif waiting or (policy.every_write and self.engine.end > self.synced):
             self._start_sync()
+
+    def _fail_waiting(self) -> None:
+        """Answer every group still waiting for an fsync that will not come."""
+        failure = self.handler.failure
+        for _, messages, replies in self._waiting:
+            self._send(messages, [_failed(r, failure) for r in replies])
+        self._waiting.clear()
 
     def _publish(self, *, heartbeat: bool) -> None:
         if heartbeat and self._index is not None:
@@ -296,6 +336,8 @@ class WriterServer:
         events, streams = self._index_counts()
         return {
             "status": "ok" if self.handler.failure is None else "failing",
+            # "ok", or why appends are refused now (out of space, failed log).
+            "storage": self.handler.storage,
             "committed_position": self.committed,
             "synced_position": self.synced,
             "events": events,
@@ -337,16 +379,12 @@ class WriterServer:
                 self._start_sync()
             else:
                 break
-        failure = self.handler.failure
-        for _, messages, replies in self._waiting:
-            # Left waiting only when the log failed: their outcome is unknown.
-            self._send(messages, [_failed(r, failure) for r in replies])
-        self._waiting.clear()
-        failed = failure is not None
+        # Left waiting only when the log failed: their outcome is unknown.
+        self._fail_waiting()
+        failed = self.handler.failure is not None
         if not failed:
-            assert self._index is not None
-            self._index.flush(self.engine.end)
-            self._clean = True
+            self._flush_index(self.engine.end)
+            self._clean = not self._index_failing
             self._publish(heartbeat=False)
         log.info("writer stopped: committed=%d synced=%d", self.committed, self.synced)
         return 1 if failed else 0
@@ -392,9 +430,9 @@ def _drain_pipe(fd: int) -> None:
         pass
 
 
-def _failed(reply: Reply | list[Reply], failure: OSError | None) -> Reply | list[Reply]:
+def _failed(reply: Reply | list[Reply], failure: Exception | None) -> Reply | list[Reply]:
     """The reply of a request whose group could not be synced."""
-    err = StorageError(f"fsync failed ({failure}); the write may or may not survive")
+    err = StorageFailed(f"{failure}; this write may or may not survive a restart")
     if isinstance(reply, list):
         return [error_reply(r["id"], err) for r in reply]
     return error_reply(reply["id"], err)

@@ -1,0 +1,132 @@
+"""Storage faults on the real server: a data directory on a small real tmpfs.
+
+The test mounts a tmpfs of a few MiB (root only; skipped otherwise), runs
+supervisord, the writer and a gateway on it, and appends until the disk is
+full. Appends must then answer 507 / RESOURCE_EXHAUSTED with a message naming
+the cause while the writer stays up and reads go on; once the tmpfs is made
+bigger, appends succeed again by themselves and every acknowledged event is
+there, in order.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+import uuid
+
+import grpc
+import httpx
+import pytest
+
+from hydra._proto import eventstore_pb2 as pb
+from hydra._proto import eventstore_pb2_grpc as pb_grpc
+
+from ._cluster import Cluster
+
+SEGMENT = 256 * 1024
+EVENT = b"x" * 8000
+DATA_B64 = base64.b64encode(EVENT).decode()
+
+
+def _mount_tmpfs(path: str, size: str) -> None:
+    os.makedirs(path, exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", path],
+                   check=True, capture_output=True)
+
+
+@pytest.fixture
+def small_disk_cluster() -> object:
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("mounting a tmpfs needs root")
+    c = Cluster(workers=1, HYDRA_SEGMENT_SIZE=str(SEGMENT))
+    # Logs live outside the small filesystem (they must not be what fills it).
+    c.logs = os.path.join(c.root, "logs")
+    c.env["HYDRA_LOG_DIR"] = c.logs
+    try:
+        _mount_tmpfs(c.data, "2m")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(c.root, ignore_errors=True)
+        pytest.skip(f"cannot mount a tmpfs here: {exc.stderr.decode().strip()}")
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+        subprocess.run(["umount", "-l", c.data], check=False, capture_output=True)
+        shutil.rmtree(c.root, ignore_errors=True)
+
+
+def _append(http: httpx.Client, stream: str, event_id: str) -> httpx.Response:
+    return http.post(f"/streams/{stream}", json={"eventId": event_id, "data": DATA_B64,
+                                                 "expectedVersion": -1})
+
+
+def test_full_disk_answers_507_keeps_the_writer_up_and_recovers(small_disk_cluster: Cluster) -> None:
+    c = small_disk_cluster
+    stream = f"full-{uuid.uuid4().hex[:8]}"
+    writer_pid = c.pid_of("writer")
+    acked: list[int] = []
+    refusal = None
+    with httpx.Client(base_url=c.http_url, timeout=10) as http:
+        for n in range(2000):
+            r = _append(http, stream, f"e{n}")
+            if r.status_code == 507:
+                refusal = r
+                break
+            assert r.status_code in (200, 201), r.text
+            acked.append(n)
+        assert refusal is not None, "a 2 MiB filesystem never filled"
+        body = refusal.json()
+        assert body["type"] == "storage_full", body
+        assert "out of space" in body["error"] and "No space left" in body["error"], body
+        assert len(acked) > 10
+
+        # Further appends keep being refused (clearly), gRPC says RESOURCE_EXHAUSTED.
+        r = _append(http, stream, "again")
+        assert r.status_code == 507
+        with grpc.insecure_channel(c.grpc_target) as channel:
+            stub = pb_grpc.EventStoreStub(channel)
+            with pytest.raises(grpc.RpcError) as err:
+                stub.Append(pb.AppendRequest(stream_id=stream, expected_version=-1,
+                                             event_id="g1", data=EVENT), timeout=10)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "out of space" in err.value.details()
+
+        # Reads go on; the writer never restarted.
+        r = http.get(f"/streams/{stream}", params={"limit": 10000})
+        assert r.status_code == 200
+        assert c.pid_of("writer") == writer_pid
+        assert c.status()["writer"] == "RUNNING"
+
+        # Space comes back: appends succeed again without any restart.
+        subprocess.run(["mount", "-o", "remount,size=16m", c.data], check=True)
+        deadline = time.monotonic() + 10
+        while True:
+            r = _append(http, stream, "after")
+            if r.status_code in (200, 201) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert r.status_code in (200, 201), r.text
+        assert c.pid_of("writer") == writer_pid
+
+        # Everything acknowledged is there, in order, and nothing refused is.
+        events = _read_ndjson(http, stream)
+        ids = [e["eventId"] for e in events]
+        assert ids == [f"e{n}" for n in acked] + ["after"]
+        assert [e["version"] for e in events] == list(range(len(ids)))
+
+    log = open(os.path.join(c.logs, "writer.log"), errors="replace").read()
+    # Logged once per change of state, not once per refused request.
+    assert log.count("appends refused") == 1, log[-3000:]
+    assert log.count("appends accepted again") == 1, log[-3000:]
+    assert "Traceback" not in log
+
+
+def _read_ndjson(http: httpx.Client, stream: str) -> list[dict[str, object]]:
+    import orjson
+
+    r = http.get(f"/streams/{stream}", params={"limit": 10000})
+    assert r.status_code == 200, r.text
+    return [orjson.loads(line) for line in r.content.splitlines() if line.strip()]
