@@ -227,7 +227,8 @@ def peer_socket(context: zmq.Context[Any], role: str) -> zmq.Socket[Any]:
     sock = context.socket(spec.peer_type)
     sock.setsockopt(zmq.LINGER, spec.peer_linger_ms)
     sock.setsockopt(zmq.RECONNECT_IVL, 50)
-    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 500)
+    # A restarted writer is found within 100 ms (an ipc connect attempt is cheap).
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, 100)
     if spec.peer_type == zmq.DEALER:
         # Queue requests only on a live connection: while the writer is down a
         # send fails at once (the client reports Unavailable) instead of being

@@ -28,12 +28,19 @@ down. A request that timed out before it could be sent was not sent; one that
 was sent may or may not have been applied, so retry appends with the same event
 IDs (idempotency makes the retry safe). When the writer comes back, the socket
 reconnects by itself and later requests succeed: no action is needed.
+
+When the connection to the writer drops (the writer stopped or was killed), the
+requests it had been sent and had not answered fail at once with a retryable
+``Unavailable`` (their outcome is unknown: the dead writer may have written
+them), instead of waiting for their timeout: a ZeroMQ socket monitor reports
+the disconnection. Requests not yet sent stay queued and go to the next writer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import struct
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -118,6 +125,9 @@ class WriterClient:
         self._curve = curve  # CURVE keys when the writer's sockets use CURVE
         self._socket: zmq.Socket[Any] | None = None
         self._watcher: SocketWatcher | None = None
+        self._monitor: zmq.Socket[Any] | None = None
+        self._monitor_watcher: SocketWatcher | None = None
+        self.disconnects = 0  # how often the connection to a writer dropped
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -173,12 +183,23 @@ class WriterClient:
             if handle is not None:
                 handle.cancel()
         self._flush_handle = self._sweep_handle = None
+        if self._monitor_watcher is not None:
+            self._monitor_watcher.close()
+            self._monitor_watcher = None
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
         if self._socket is not None:
+            if self._monitor is not None:
+                try:
+                    self._socket.disable_monitor()
+                except zmq.ZMQError:
+                    pass
             self._socket.close(linger=0)
             self._socket = None
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
         self._queue.clear()
         self._groups.clear()
         err = Unavailable("the writer client was closed")
@@ -296,7 +317,34 @@ class WriterClient:
         self._socket = sock
         self._loop = loop
         self._watcher = SocketWatcher(loop, sock, self._on_message)
+        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._monitor_watcher = SocketWatcher(loop, self._monitor, self._on_monitor)
         return loop
+
+    def _on_monitor(self, frame: bytes) -> None:
+        """A socket monitor event (two frames: event and value, then the endpoint)."""
+        if len(frame) != 6 or struct.unpack_from("<H", frame)[0] != zmq.EVENT_DISCONNECTED:
+            return
+        self.disconnects += 1
+        # Replies that arrived before the connection dropped are still answers.
+        if self._socket is not None:
+            while True:
+                try:
+                    body = self._socket.recv(zmq.NOBLOCK)
+                except zmq.ZMQError:
+                    break
+                self._on_message(body)
+        sent = [rid for group in self._groups for rid in group]
+        if not sent:
+            return
+        err = Unavailable(
+            f"the writer at {self.command_endpoint} went away before answering this "
+            "request; it may or may not have been written: retry (appends with the same "
+            "event IDs are safe to repeat)")
+        for rid in sent:
+            p = self._pending.get(rid)
+            if p is not None and not p.future.done():
+                p.future.set_exception(err)
 
     def _flush(self) -> None:
         """Send every queued request, coalesced; keep the rest for a retry."""
