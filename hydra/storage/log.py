@@ -7,7 +7,7 @@ import os
 import time
 
 from hydra.storage.segments import SegmentSet, segment_name
-from hydra.errors import InsufficientStorage, StorageError, StorageFailed, StorageFull
+from hydra.errors import InsufficientStorage, StorageFailed, StorageFull
 
 # Writes of at least this many bytes go through pwrite, smaller ones through the
 # map. Both land in the same page cache; copying into the map costs a page fault

@@ -195,6 +195,7 @@ class WriterServer:
         if not messages:
             return
         handler = self.handler
+        started = self.engine.end
         handler.written = 0
         handler.sync_requested = False
         handle = handler.handle_body
@@ -211,11 +212,15 @@ class WriterServer:
             if not policy.every_write:
                 # Async modes: readers see a write once it is written.
                 self.committed = end
-        if handler.failure is not None and end > self.synced:
-            # The log failed in this group (or before it) with writes not yet
-            # synced: nothing will sync them, so their outcome is unknown.
-            self._waiting.append((end, messages, replies))
-            self._fail_waiting()
+        if handler.failure is not None:
+            if end > started:
+                # The log failed in this group after some of it was written:
+                # nothing will sync that, so the outcome of its writes is unknown.
+                self._waiting.append((end, messages, replies))
+                self._fail_waiting()
+            else:
+                # Refusals and health answers: nothing of the group is in the log.
+                self._send(messages, replies)
         elif policy.sync_before_reply(handler.sync_requested) and end > self.synced:
             # Replies wait for the fsync that covers this group (and everything
             # before it); the next group is handled while it runs.
