@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from hydra.storage.manifest import (
 )
 from hydra.storage.reads import ReadSide
 from hydra.storage.recovery import recover
-from hydra.storage.segments import SegmentSet
+from hydra.storage.segments import SegmentSet, manifest_from_segments
 from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
 
@@ -58,7 +59,14 @@ def open_data_dir(
     if manifest is None:
         if not create:
             raise StorageError(f"{directory} is not a Hydra data directory (no manifest)")
-        manifest = Manifest(FORMAT_VERSION, segment_size or DEFAULT_SEGMENT_SIZE)
+        # A directory that holds segments but lost its manifest gets it back from
+        # them (or a clear refusal), never a default that would not fit them.
+        rebuilt = manifest_from_segments(directory, segment_size)
+        if rebuilt is not None:
+            logging.getLogger("hydra.storage").warning(
+                "%s: the manifest was missing; rebuilt it from the segments "
+                "(segment size %d bytes)", directory, rebuilt.segment_size)
+        manifest = rebuilt or Manifest(FORMAT_VERSION, segment_size or DEFAULT_SEGMENT_SIZE)
         write_manifest(directory, manifest)
     elif segment_size is not None and segment_size != manifest.segment_size:
         raise InvalidArgument(

@@ -13,7 +13,13 @@ import mmap
 import os
 import re
 
-from hydra.storage.manifest import fsync_dir
+from hydra.storage.manifest import (
+    FORMAT_VERSION,
+    MAX_SEGMENT_SIZE,
+    MIN_SEGMENT_SIZE,
+    Manifest,
+    fsync_dir,
+)
 from hydra.errors import CorruptLog, StorageError
 
 _NAME = re.compile(r"^hydra-(\d{5,})\.log$")
@@ -33,6 +39,47 @@ def list_segments(directory: str) -> list[int]:
                 f"(found {segment_name(number)})"
             )
     return numbers
+
+
+def manifest_from_segments(directory: str, segment_size: int | None) -> Manifest | None:
+    """The manifest of a data directory that lost it, read off its segments.
+
+    None when there is no segment (a new data directory). Segments are
+    preallocated to the segment size, so every closed segment has it; the last
+    one may be shorter (cut short), never longer. Anything else, or a
+    ``segment_size`` asked for that differs, is refused with StorageError: a
+    guessed size would make recovery extend or misread a segment.
+    """
+    numbers = list_segments(directory)
+    if not numbers:
+        return None
+    sizes = [os.path.getsize(os.path.join(directory, segment_name(n))) for n in numbers]
+    closed = set(sizes[:-1])
+    if len(closed) > 1:
+        raise StorageError(
+            f"{directory}: the manifest is missing and the closed segments differ in "
+            f"size ({', '.join(map(str, sorted(closed)))} bytes); restore the manifest "
+            "from a backup"
+        )
+    size = next(iter(closed)) if closed else sizes[-1]
+    if sizes[-1] > size or not MIN_SEGMENT_SIZE <= size <= MAX_SEGMENT_SIZE:
+        raise StorageError(
+            f"{directory}: the manifest is missing and the segment sizes "
+            f"({sizes[0]} ... {sizes[-1]} bytes) do not tell the segment size; restore "
+            "the manifest from a backup"
+        )
+    if not closed and segment_size is not None and segment_size != size:
+        raise StorageError(
+            f"{directory}: the manifest is missing; its one segment is {size} bytes but "
+            f"segment_size {segment_size} was asked for; restore the manifest or ask "
+            f"for {size}"
+        )
+    if segment_size is not None and segment_size != size:
+        raise StorageError(
+            f"{directory}: the manifest is missing; its segments are {size} bytes, not "
+            f"the segment_size {segment_size} asked for"
+        )
+    return Manifest(FORMAT_VERSION, size)
 
 
 class SegmentSet:
