@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from hydra.errors import (
+    CorruptLog,
     HydraError,
     InvalidArgument,
     PermissionDenied,
@@ -152,6 +153,8 @@ def from_http(
         return Unauthenticated(message)
     if kind == "permission_denied" or status == 403:
         return PermissionDenied(message)
+    if kind == "damaged_log":
+        return CorruptLog(message)
     if kind == "unavailable" or status in (502, 503, 504):
         return Unavailable(message)
     if kind == "storage_full":

@@ -14,6 +14,7 @@ import grpc  # type: ignore[import-untyped]
 import orjson
 
 from hydra.errors import (
+    CorruptLog,
     HydraError,
     InvalidArgument,
     PermissionDenied,
@@ -51,6 +52,8 @@ _TABLE: tuple[tuple[type[BaseException], Mapping], ...] = (
     (Unauthenticated, Mapping(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated")),
     (PermissionDenied, Mapping(403, grpc.StatusCode.PERMISSION_DENIED, "permission_denied")),
     (Unavailable, Mapping(503, grpc.StatusCode.UNAVAILABLE, "unavailable")),
+    # A damaged or vanished part of the log: what is left stays readable.
+    (CorruptLog, Mapping(503, grpc.StatusCode.UNAVAILABLE, "damaged_log")),
     (StorageFull, Mapping(507, grpc.StatusCode.RESOURCE_EXHAUSTED, "storage_full")),
     (StorageFailed, Mapping(507, grpc.StatusCode.UNAVAILABLE, "storage_failed")),
     (StorageError, Mapping(500, grpc.StatusCode.INTERNAL, "storage_error")),

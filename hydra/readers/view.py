@@ -91,6 +91,7 @@ class ReadOnlyView(ReadSide):
         if self._closed:
             raise StoreClosed(f"view of {self.directory} is closed")
         if position > self._committed:
+            self._segments.check()  # a segment cut short would SIGBUS the scan
             try:
                 self._catch_up(position)
             finally:
@@ -104,6 +105,7 @@ class ReadOnlyView(ReadSide):
         """
         if self._closed:
             raise StoreClosed(f"view of {self.directory} is closed")
+        self._segments.check()
         try:
             self._catch_up(None)
         finally:

@@ -55,6 +55,11 @@ class LogWriter:
         self.end = end
 
     @property
+    def segment(self) -> int:
+        """The number of the segment being written."""
+        return self._number
+
+    @property
     def segment_size(self) -> int:
         return self._size
 

@@ -260,6 +260,7 @@ class ReadSide:
         left = -1 if limit is None else limit
         try:
             for positions in batches:
+                segments.check()  # a segment cut short would SIGBUS below
                 for p in positions:
                     if left == 0:
                         return

@@ -12,6 +12,7 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import time
 
 from hydra.storage.manifest import (
     FORMAT_VERSION,
@@ -23,6 +24,8 @@ from hydra.storage.manifest import (
 from hydra.errors import CorruptLog, StorageError
 
 _NAME = re.compile(r"^hydra-(\d{5,})\.log$")
+# How often ``SegmentSet.check`` looks at the sizes of every mapped segment.
+CHECK_SECONDS = 0.05
 
 
 def segment_name(number: int) -> str:
@@ -95,6 +98,9 @@ class SegmentSet:
         self.writable = writable
         self.maps: list[mmap.mmap] = []
         self._fds: list[int] = []
+        # A segment found cut short under its map: every later check raises it.
+        self.damage: CorruptLog | None = None
+        self._next_check = 0.0
 
     def path(self, number: int) -> str:
         return os.path.join(self.directory, segment_name(number))
@@ -129,6 +135,37 @@ class SegmentSet:
             mm.madvise(mmap.MADV_SEQUENTIAL)
         self.maps.append(mm)
         self._fds.append(fd)
+
+    def check(self) -> None:
+        """Raise CorruptLog if a mapped segment file was cut short.
+
+        Touching a map past the end of its file kills the process with SIGBUS,
+        so readers and the writer look before they read: the sizes of all mapped
+        segments at most every CHECK_SECONDS (a truncation in between can still
+        fault; a segment is never shortened by Hydra itself). Once found, the
+        damage is remembered: every later check raises it at once.
+        """
+        if self.damage is not None:
+            raise self.damage
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + CHECK_SECONDS
+        for number in range(len(self._fds)):
+            self.check_one(number)
+
+    def check_one(self, number: int) -> None:
+        """Raise CorruptLog if mapped segment ``number`` was cut short (one fstat)."""
+        if self.damage is not None:
+            raise self.damage
+        size = os.fstat(self._fds[number]).st_size
+        if size < self.segment_size:
+            self.damage = CorruptLog(
+                f"segment {self.path(number)} was cut to {size} bytes under a running "
+                f"process (it must be {self.segment_size}); its data cannot be read until "
+                "it is restored from a backup and the processes are restarted"
+            )
+            raise self.damage
 
     def create(self, number: int) -> mmap.mmap:
         """Create segment ``number`` preallocated to full size and map it."""

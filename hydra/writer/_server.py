@@ -52,7 +52,7 @@ from hydra._protocol import (
 from hydra.storage.recovery import recover
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.segments import SegmentSet
-from hydra.errors import StorageError, StorageFailed, Unavailable
+from hydra.errors import CorruptLog, StorageError, StorageFailed, Unavailable
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
 from hydra.writer._durability import SyncPolicy
@@ -196,6 +196,8 @@ class WriterServer:
             return
         handler = self.handler
         started = self.engine.end
+        if handler.failure is None:
+            self._check_active_segment()
         handler.written = 0
         handler.sync_requested = False
         handle = handler.handle_body
@@ -230,6 +232,15 @@ class WriterServer:
             self._send(messages, replies)
         if self.committed > self._published:
             self._publish(heartbeat=False)
+
+    def _check_active_segment(self) -> None:
+        """Refuse writes if the segment being written was cut short under the
+        writer (writing or reading its map past the end would be a SIGBUS)."""
+        assert self._segments is not None
+        try:
+            self._segments.check_one(self.engine.log.segment)
+        except CorruptLog as exc:
+            self.handler.fail(StorageFailed(f"{exc}; the log takes no more writes"))
 
     def _flush_index(self, end: int) -> None:
         assert self._index is not None

@@ -29,7 +29,7 @@ C = grpc.StatusCode
     (PayloadTooLarge("big"), 413, C.INVALID_ARGUMENT, "payload_too_large"),
     (Unavailable("down"), 503, C.UNAVAILABLE, "unavailable"),
     (StorageError("disk"), 500, C.INTERNAL, "storage_error"),
-    (CorruptLog("crc"), 500, C.INTERNAL, "storage_error"),
+    (CorruptLog("crc"), 503, C.UNAVAILABLE, "damaged_log"),
     (StoreClosed("closed"), 500, C.INTERNAL, "internal"),
     (RuntimeError("bug"), 500, C.INTERNAL, "internal"),
 ])

@@ -130,3 +130,44 @@ def _read_ndjson(http: httpx.Client, stream: str) -> list[dict[str, object]]:
     r = http.get(f"/streams/{stream}", params={"limit": 10000})
     assert r.status_code == 200, r.text
     return [orjson.loads(line) for line in r.content.splitlines() if line.strip()]
+
+
+def test_segment_cut_short_under_the_server_gives_clear_errors_not_sigbus() -> None:
+    """A segment truncated under running processes: 503 for reads that would touch
+    it and 507 for appends, instead of a SIGBUS that kills the gateway or writer."""
+    c = Cluster(workers=1, HYDRA_SEGMENT_SIZE=str(SEGMENT)).start()
+    try:
+        stream = f"cut-{uuid.uuid4().hex[:8]}"
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            for n in range(80):  # about 2.5 segments
+                assert _append(http, stream, f"e{n}").status_code == 201
+            assert len(_read_ndjson(http, stream)) == 80
+            writer_pid = c.pid_of("writer")
+            gateway_pid = http.get("/health").json()["pid"]
+            segments = sorted(n for n in os.listdir(c.data) if n.endswith(".log")
+                              and n.startswith("hydra-"))
+            assert len(segments) >= 3
+            os.truncate(os.path.join(c.data, segments[0]), SEGMENT // 2)
+            time.sleep(0.2)  # the processes look at the sizes every 50 ms
+            r = http.get(f"/streams/{stream}")
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "damaged_log"
+            assert f"{segments[0]} was cut to {SEGMENT // 2} bytes" in r.json()["error"]
+            r = http.get("/all")
+            assert r.status_code == 503
+            assert http.get("/health").status_code == 200
+
+            # The segment being written, cut short: the writer refuses appends.
+            os.truncate(os.path.join(c.data, segments[-1]), 4096)
+            r = _append(http, stream, "late")
+            assert r.status_code == 507, r.text
+            assert r.json()["type"] == "storage_failed"
+            assert f"{segments[-1]} was cut to 4096 bytes" in r.json()["error"]
+            assert _append(http, stream, "later").status_code == 507
+            # Nobody died of SIGBUS.
+            assert c.pid_of("writer") == writer_pid
+            assert http.get("/health").json()["pid"] == gateway_pid
+        log = open(os.path.join(c.logs, "writer.log"), errors="replace").read()
+        assert "Traceback" not in log
+    finally:
+        c.stop()
