@@ -140,7 +140,14 @@ _DIRECTION = _query("direction", "Read order.",
                     {"type": "string", "enum": ["forward", "backward"], "default": "forward"})
 
 _INVALID = _error_response("Invalid argument: a value outside the contract or over a limit.")
-_UNAVAILABLE = _error_response("The writer cannot be reached, or a min_position wait timed out.")
+_UNAVAILABLE = _error_response(
+    "The writer cannot be reached or went away before answering, a min_position wait "
+    "timed out, or a read touched a damaged part of the log (type damaged_log).")
+_INSUFFICIENT_STORAGE = _error_response(
+    "The log cannot take writes: out of space (type storage_full; succeeds again once "
+    "space is freed) or a read-only directory, an I/O error or a failed fsync (type "
+    "storage_failed). Nothing of the refused request was written, except after a "
+    "failed fsync, when its outcome is unknown.")
 
 
 def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
@@ -205,6 +212,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         ),
                         "413": _error_response("The request body is over the size limit."),
                         "503": _UNAVAILABLE,
+                        "507": _INSUFFICIENT_STORAGE,
                     },
                 },
                 "get": {
@@ -243,6 +251,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         "404": _error_response("The stream has no events."),
                         "409": _error_response("Wrong expected version."),
                         "503": _UNAVAILABLE,
+                        "507": _INSUFFICIENT_STORAGE,
                     },
                 },
             },
