@@ -77,6 +77,11 @@ class IdFilter:
                     or not MIN_BITS_LOG2 <= bits_log2 <= MAX_BITS_LOG2
                     or os.fstat(fd).st_size != HEADER_SIZE + (1 << bits_log2) // 8):
                 raise ValueError("not this index's filter")
+            if writable:
+                # The file is made sparse; its blocks are allocated now, so that
+                # setting bits through the map never meets a full disk (SIGBUS).
+                # Out of space: no filter (every lookup then asks the index).
+                os.posix_fallocate(fd, 0, HEADER_SIZE + (1 << bits_log2) // 8)
             mm = mmap.mmap(fd, 0, prot=mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
         except (ValueError, OSError):
             os.close(fd)

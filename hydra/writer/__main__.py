@@ -35,9 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     from hydra.writer._server import WriterServer
 
+    import lmdb
+
     try:
         server = WriterServer(config)
-    except (HydraError, OSError) as exc:
+    except (HydraError, OSError, lmdb.Error) as exc:
         # One line, no traceback: this is the operator's to fix (supervisord's
         # watchdog shows it on the console).
         print(f"hydra writer: cannot start: {_describe(exc)}", file=sys.stderr, flush=True)
