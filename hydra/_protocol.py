@@ -32,6 +32,7 @@ import msgpack  # type: ignore[import-untyped]
 import zmq
 
 from hydra.errors import (
+    CorruptLog,
     HydraError,
     InvalidArgument,
     StorageError,
@@ -75,6 +76,7 @@ ERROR_CODES: Final[tuple[tuple[str, type[HydraError]], ...]] = (
     ("stream_not_found", StreamNotFound),
     ("invalid_argument", InvalidArgument),
     ("unavailable", Unavailable),
+    ("damaged_log", CorruptLog),
     ("storage_full", StorageFull),
     ("storage_failed", StorageFailed),
     ("storage_error", StorageError),
@@ -123,6 +125,8 @@ def exception_from_reply(reply: dict[str, Any]) -> HydraError:
         return InvalidArgument(message)
     if code == "unavailable":
         return Unavailable(message)
+    if code == "damaged_log":
+        return CorruptLog(message)
     if code == "storage_full":
         return StorageFull(message)
     if code == "storage_failed":

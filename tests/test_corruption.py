@@ -161,6 +161,36 @@ def test_flipped_byte_in_closed_segment(tmp_path):
         assert s.append("s0", "new", b"x").version > 0
 
 
+def test_damaged_record_found_by_a_rebuild_refuses_appends_to_its_stream(tmp_path):
+    """A rebuild cannot read the damaged record's event ID: appends to its stream
+    are refused (a retry of that event would otherwise be stored twice), also after
+    a restart; every other stream goes on."""
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    victim = events[3]
+    offset = events[4].position - 10
+    with open(segment_path(directory, 0), "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    shutil.rmtree(os.path.join(directory, "index"))
+    for i in range(2):  # the rebuild, then a plain restart
+        with hydra.open(directory) as s:
+            with pytest.raises(hydra.CorruptLog,
+                               match=f"{victim.stream_id!r} holds a damaged record at "
+                                     f"position {victim.position}"):
+                s.append(victim.stream_id, victim.event_id, victim.data)
+            with pytest.raises(hydra.CorruptLog, match="damaged record"):
+                s.append_events(victim.stream_id, [NewEvent(b"x", "other")])
+            other = next(e.stream_id for e in events if e.stream_id != victim.stream_id)
+            assert s.append(other, f"fresh{i}", b"x").duplicate is False
+            assert s.append(other, f"fresh{i}", b"x").duplicate
+            with pytest.raises(hydra.CorruptLog, match=str(victim.position)):
+                list(s.read_stream(victim.stream_id))
+    assert verify(directory).status == 1
+
+
 def test_broken_framing_in_closed_segment_refuses_to_open(tmp_path):
     directory = str(tmp_path / "data")
     events = two_segment_store(directory)

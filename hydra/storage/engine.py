@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from hydra.storage.format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
 from hydra.storage.segments import SegmentSet
 from hydra.errors import (
+    CorruptLog,
     InvalidArgument,
     StreamExists,
     StreamNotFound,
@@ -155,6 +156,8 @@ class Engine:
         if type(expected_version) is not int or not -2 <= expected_version <= MAX_VERSION:
             check_expected_version(expected_version)
         index = self.index
+        if index.damaged and key in index.damaged:
+            self._refuse_damaged(stream_id, key)
         st = index.pending.streams.get(key) or index.state(key)
         base = st.base
         if eid:
@@ -195,6 +198,8 @@ class Engine:
         eids, etypes, metas, datas = self._prepare_batch(events)
         n = len(datas)
         index = self.index
+        if index.damaged and key in index.damaged:
+            self._refuse_damaged(stream_id, key)
         st = index.state(key)
         count = st.base + len(st.positions)
         if st.ids or st.base:
@@ -235,6 +240,15 @@ class Engine:
             pending.stream_delta += 1
         pending.event_count += n
         return AppendResult(offsets[-1], count + n - 1, False)
+
+    def _refuse_damaged(self, stream_id: str, key: bytes) -> NoReturn:
+        raise CorruptLog(
+            f"stream {stream_id!r} holds a damaged record at position "
+            f"{self.index.damaged[key]} (its CRC fails, so its event ID cannot be read); "
+            "appends to it are refused, so that a retry of that event is never stored "
+            "twice: restore the segment from a backup and remove the index directory "
+            "to rebuild it (`hydra verify` lists the damage)"
+        )
 
     def _prepare_batch(
         self, events: object

@@ -70,7 +70,7 @@ def _empty(key: bytes) -> StreamState:
 class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
-    __slots__ = ("all_positions", "corrupt", "ended", "event_count", "load", "stream_delta",
+    __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load", "stream_delta",
                  "streams", "tombstone_count", "tombstones")
 
     def __init__(self, load: Loader | None = None) -> None:
@@ -88,6 +88,10 @@ class Index:
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
+        # stream key -> position of such a record: its event ID cannot be trusted,
+        # so the writer refuses appends to the stream (a retry of that event
+        # could otherwise be stored a second time).
+        self.damaged: dict[bytes, int] = {}
 
     def __len__(self) -> int:
         """Events and tombstones indexed here (what a flush would write)."""
@@ -207,6 +211,7 @@ class Index:
             position = base + offset
             if not crc_ok:
                 self.corrupt.append(position)
+                self.damaged[key] = position
                 eid_len = 0  # an ID that cannot be trusted must not dedupe appends
             if kind == KIND_EVENT:
                 st = streams.get(key)

@@ -24,6 +24,7 @@ from hydra.storage.persistent import (
     MAX_KEY,
     U64,
     PersistentIndex,
+    encode_damaged,
     flush,
     id_dbkey,
 )
@@ -67,6 +68,9 @@ class WriterIndex:
         self.flushes = 0
         # Event IDs certainly not in the index (None: look every one up).
         self.filter = id_filter
+        # Streams holding a record whose CRC failed (key -> its position): the
+        # engine refuses appends to them.
+        self.damaged = persistent.damaged()
 
     def _load(self, key: bytes) -> StreamState:
         inc, count, history = self.persistent.stream_at(self._txn, key, LATEST)
@@ -135,7 +139,11 @@ class WriterIndex:
             for key, st in pending.streams.items():
                 if st.ids:
                     add_all(key, st.ids)
-        flush(self.persistent, pending, end, self._crc_to(end))
+        damaged = None
+        if pending.damaged:
+            self.damaged.update(pending.damaged)
+            damaged = encode_damaged(self.damaged)
+        flush(self.persistent, pending, end, self._crc_to(end), damaged)
         self.covered = end
         self.flushes += 1
         self._txn.abort()

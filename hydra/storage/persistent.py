@@ -330,6 +330,22 @@ class PersistentIndex:
         with self.env.begin() as txn:
             return self.covered(txn), self.counts(txn)
 
+    def damaged(self) -> dict[bytes, int]:
+        """Streams with a record indexed although its CRC failed: key -> position."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"damaged", db=self.meta)
+        out: dict[bytes, int] = {}
+        if raw is None:
+            return out
+        raw = bytes(raw)
+        i = 0
+        while i + 10 <= len(raw):
+            (n,) = struct.unpack_from("<H", raw, i)
+            key = raw[i + 2:i + 2 + n]
+            (out[key],) = struct.unpack_from("<Q", raw, i + 2 + n)
+            i += 10 + n
+        return out
+
     def tail_crc(self) -> int:
         with self.env.begin() as txn:
             return int(TAIL.unpack(_get(txn, b"tail", self.meta))[0])
@@ -496,7 +512,14 @@ def remove_index(directory: str, name: str = INDEX_DIR) -> None:
     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 
-def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -> None:
+def encode_damaged(damaged: dict[bytes, int]) -> bytes:
+    """The ``damaged`` meta entry: [u16 key length][key][u64 position] each."""
+    return b"".join(struct.pack("<H", len(k)) + k + struct.pack("<Q", p)
+                    for k, p in sorted(damaged.items()))
+
+
+def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
+          damaged: bytes | None = None) -> None:
     """Write ``pending`` (everything indexed since the last flush) in one transaction.
 
     The covered position and counters go in the same transaction as the entries,
@@ -543,6 +566,8 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int) -
                                    tombstones + pending.tombstone_count), db=index.meta)
         put(b"covered", _pack_u64(covered), db=index.meta)
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
+        if damaged is not None:
+            put(b"damaged", damaged, db=index.meta)
 
 
 def _touched(pending: Index) -> Iterator[tuple[bytes, StreamState]]:
