@@ -130,17 +130,21 @@ def two_segment_store(directory):
         return list(s.read_all())
 
 
+def flip_byte(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
 def test_flipped_byte_in_closed_segment(tmp_path):
     directory = str(tmp_path / "data")
     events = two_segment_store(directory)
     victim = events[3]
     # flip a byte in the victim's data (the last bytes of its record)
     offset = events[4].position - 10
-    with open(segment_path(directory, 0), "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(segment_path(directory, 0), offset)
     report = verify(directory)
     assert report.status == 1
     assert report.problems == [
@@ -169,11 +173,7 @@ def test_damaged_record_found_by_a_rebuild_refuses_appends_to_its_stream(tmp_pat
     events = two_segment_store(directory)
     victim = events[3]
     offset = events[4].position - 10
-    with open(segment_path(directory, 0), "r+b") as f:
-        f.seek(offset)
-        byte = f.read(1)
-        f.seek(offset)
-        f.write(bytes([byte[0] ^ 0xFF]))
+    flip_byte(segment_path(directory, 0), offset)
     shutil.rmtree(os.path.join(directory, "index"))
     for i in range(2):  # the rebuild, then a plain restart
         with hydra.open(directory) as s:
