@@ -74,9 +74,13 @@ def check_recovered(directory, want):
 
 
 def copy(pristine_dir, tmp_path, name):
+    """A copy of the pristine directory as an OS crash leaves it: the log may be
+    torn anywhere after its last sync, and the lazily synced index is not one to
+    trust (without it, nothing says how far the log was acknowledged)."""
     target = str(tmp_path / name)
     shutil.copytree(pristine_dir, target)
     os.remove(os.path.join(target, "hydra.lock"))
+    shutil.rmtree(os.path.join(target, "index"))
     return target
 
 
@@ -237,6 +241,47 @@ def test_verify_reports_torn_tail_separately(tmp_path):
     report = verify(directory)
     assert report.status == 3 and not report.problems
     assert f"position {last.position}" in report.torn_tail
+    # As after an OS crash, no index vouches for the end of the log (with the
+    # index that covers it, recovery refuses: see the test below).
+    shutil.rmtree(os.path.join(directory, "index"))
     with hydra.open(directory) as s:
         assert len(list(s.read_all())) == len(events) - 1
     assert verify(directory).status == 0
+
+
+def test_damage_before_the_acknowledged_end_of_the_active_segment_is_refused(tmp_path):
+    """A damaged record in the middle of the active segment, with the index that
+    says the log was written past it: recovery refuses, naming segment and
+    position, instead of dropping every later acknowledged event and handing out
+    their positions again; removing the index is the operator's explicit choice
+    to keep the prefix."""
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(30):
+            s.append("s", f"e{n}", bytes([n]) * 40)
+        events = list(s.read_all())
+        end = s.committed_position
+    assert end < SEG  # one (active) segment
+    victim = events[15]
+    flip_byte(segment_path(directory, 0), events[16].position - 5)
+    with pytest.raises(hydra.CorruptLog) as err:
+        hydra.open(directory)
+    message = str(err.value)
+    assert f"hydra-00000.log: invalid record at position {victim.position}" in message
+    assert f"before position {end}" in message and "hydra verify" in message
+    assert verify(directory).status != 0
+    cli = subprocess.run([sys.executable, "-m", "hydra", "writer", "--data", directory,
+                          "--command-endpoint", f"ipc://{tmp_path}/c.sock",
+                          "--feed-endpoint", f"ipc://{tmp_path}/f.sock"],
+                         capture_output=True, text=True, timeout=60)
+    assert cli.returncode != 0
+    assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    assert f"position {victim.position}" in cli.stderr
+    # Nothing was dropped by the refused opens.
+    with open(segment_path(directory, 0), "rb") as f:
+        f.seek(events[-1].position)
+        assert f.read(4) != b"\0\0\0\0"
+    # The operator's choice: keep the prefix.
+    shutil.rmtree(os.path.join(directory, "index"))
+    with hydra.open(directory) as s:
+        assert [e.event_id for e in s.read_all()] == [f"e{n}" for n in range(15)]

@@ -11,7 +11,11 @@ then replaces the old one.
 Only the last segment can hold a torn tail: the writer syncs a segment before
 it writes into the next one. In the last segment, everything after the last
 complete atomic batch is discarded (zeroed), so a half-written batch never
-becomes visible.
+becomes visible. That is only ever done after the index's covered position:
+when an index of this boot (or closed clean) does not match the log because a
+record before its covered position is invalid, that is damage to acknowledged
+data, and recovery refuses to open, naming segment and position, rather than
+drop the events after it and hand their positions out again.
 
 An invalid record in an earlier (closed) segment is damage to acknowledged
 data, never a torn write, and recovery does not drop data because of it: a
@@ -27,7 +31,10 @@ import logging
 import os
 import time
 
+from zlib import crc32
+
 from hydra.errors import CorruptLog
+from hydra.storage.format import ENVELOPE_SIZE, FRAME, FRAME_SIZE
 from hydra.storage.idfilter import IdFilter, bits_for
 from hydra.storage.indexer import WriterIndex, segment_crc
 from hydra.storage.manifest import fsync_dir
@@ -63,6 +70,16 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
         crc = persistent.tail_crc()
         why = _mismatch(segments, numbers, covered, crc)
         if why:
+            # The bytes before ``covered`` were written completely (the index of
+            # this boot, or closed clean, says so): an invalid record there is
+            # damage, and rebuilding would drop everything after it as a torn tail
+            # and hand those positions out again. A log that is just another one
+            # (or an older copy, ending in zeros) is rebuilt as before.
+            try:
+                _refuse_damage_before(segments, numbers, covered)
+            except CorruptLog:
+                persistent.close(clean=False)
+                raise
             persistent.close(clean=False)
             persistent = None
     rebuilding = persistent is None
@@ -97,6 +114,34 @@ def _mismatch(segments: SegmentSet, numbers: list[int], covered: int, crc: int) 
         return (f"{segment_name(number)} before position {covered} is not what it "
                 "indexed (truncated, replaced or damaged)")
     return ""
+
+
+def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: int) -> None:
+    """Raise CorruptLog if the segment holding ``checkpoint`` has an invalid
+    record (not unwritten zeros) before it: the framing and CRC of each record."""
+    size = segments.segment_size
+    number = (checkpoint - 1) // size
+    if not numbers or number > numbers[-1]:
+        return
+    mm = segments.map(number)
+    stop = checkpoint - number * size
+    offset = 0
+    while offset < stop:
+        length, crc = FRAME.unpack_from(mm, offset)
+        if length == 0 and mm[offset:offset + FRAME_SIZE] == b"\0" * FRAME_SIZE:
+            return  # the log ends here: another (older) log, not damage
+        nxt = offset + FRAME_SIZE + length
+        if length < ENVELOPE_SIZE or nxt > size or crc32(mm[offset + FRAME_SIZE:nxt]) != crc:
+            raise CorruptLog(
+                f"{segment_name(number)}: invalid record at position {number * size + offset} "
+                f"({'impossible length' if nxt > size or length < ENVELOPE_SIZE else 'CRC mismatch'}), "
+                f"before position {checkpoint} up to which the index says the log was "
+                "written and acknowledged; recovery does not drop acknowledged events or "
+                "reuse their positions. Run `hydra verify`, then restore the data "
+                "directory from a backup, or remove its index directory to keep only "
+                "the log before the damage"
+            )
+        offset = nxt
 
 
 def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
