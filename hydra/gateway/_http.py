@@ -185,7 +185,8 @@ class HttpApi:
         saved = await self.backend.save_snapshot(stream_id, cmd.version, cmd.state,
                                                  cmd.snapshot_type)
         return _json(200, {"position": saved.position, "version": saved.version,
-                           "written": saved.written})
+                           "written": saved.written,
+                           "committedPosition": self.backend.committed_position})
 
     async def load_snapshot(self, request: Request) -> Response:
         stream_id = _stream_id(request, self.limits)

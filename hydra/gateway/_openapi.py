@@ -454,6 +454,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "version": {"type": "integer", "description": "Of the stored snapshot."},
                     "written": {"type": "boolean",
                                 "description": "false: a newer version was stored already."},
+                    "committedPosition": {"type": "integer"},
                 },
             },
             "Snapshot": {
