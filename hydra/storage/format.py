@@ -166,19 +166,30 @@ def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> b
     return _pack_frame(len(body), crc32(body)) + body
 
 
-def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
-    """Decode and verify the event record at ``offset`` of ``buf``.
-
-    Raises CorruptLog when the record is damaged or is not an event.
-    """
+def _verified(
+    buf: Buffer, offset: int, position: int, want: int, what: str
+) -> tuple[bytes, int, int, int, int, int, int]:
+    """(payload, version, timestamp, S, I, T, M) of the record at ``offset``, once its
+    CRC and kind check out; raises CorruptLog otherwise."""
     (length, crc, env_version, kind, _flags, _r0, version, ts,
      sid_len, eid_len, type_len, _r1, meta_len) = RECORD_HEADER.unpack_from(buf, offset)
     start = offset + FRAME_SIZE
     payload = buf[start:start + length]
     if crc32(payload) != crc or len(payload) != length or length == 0:
         raise CorruptLog(f"record at position {position} fails its CRC check")
-    if kind != KIND_EVENT or env_version != ENVELOPE_VERSION:
-        raise CorruptLog(f"record at position {position} is not an event record")
+    if kind != want or env_version != ENVELOPE_VERSION:
+        raise CorruptLog(f"record at position {position} is not {what} record")
+    return payload, version, ts, sid_len, eid_len, type_len, meta_len
+
+
+def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
+    """Decode and verify the event record at ``offset`` of ``buf``.
+
+    Raises CorruptLog when the record is damaged or is not an event.
+    """
+    (payload, version, ts, sid_len, eid_len, type_len,
+     meta_len) = _verified(buf, offset, position, KIND_EVENT, "an event")
+    length = len(payload)
     a = ENVELOPE_SIZE + sid_len
     b = a + eid_len
     c = b + type_len
@@ -218,14 +229,9 @@ def decode_snapshot(buf: Buffer, offset: int, position: int) -> Snapshot:
 
     Raises CorruptLog when the record is damaged or is not a snapshot.
     """
-    (length, crc, env_version, kind, _flags, _r0, version, ts,
-     sid_len, eid_len, type_len, _r1, meta_len) = RECORD_HEADER.unpack_from(buf, offset)
-    start = offset + FRAME_SIZE
-    payload = buf[start:start + length]
-    if crc32(payload) != crc or len(payload) != length or length == 0:
-        raise CorruptLog(f"record at position {position} fails its CRC check")
-    if kind != KIND_SNAPSHOT or env_version != ENVELOPE_VERSION:
-        raise CorruptLog(f"record at position {position} is not a snapshot record")
+    (payload, version, ts, sid_len, eid_len, type_len,
+     meta_len) = _verified(buf, offset, position, KIND_SNAPSHOT, "a snapshot")
+    length = len(payload)
     a = ENVELOPE_SIZE + sid_len
     c = a + eid_len + type_len
     d = c + meta_len

@@ -127,11 +127,7 @@ class ReadSide:
             s = p // size
             return decode_snapshot(self._segments.map(s), p - s * size, p)
         except (ValueError, IndexError, lmdb.Error) as exc:
-            if getattr(self, "_closed", False):
-                raise StoreClosed("the store was closed during this read") from None
-            if isinstance(exc, lmdb.Error):
-                raise _index_error(self, exc) from None
-            raise
+            raise _read_error(self, exc) from None
 
     def read_stream(
         self,
@@ -328,13 +324,18 @@ class ReadSide:
                         left -= 1
                     yield ev
         except (ValueError, IndexError, lmdb.Error) as exc:
-            # Store.close() unmaps the segments (and closes the index) under a read
-            # still iterating.
-            if getattr(self, "_closed", False):
-                raise StoreClosed("the store was closed during this read") from None
-            if isinstance(exc, lmdb.Error):
-                raise _index_error(self, exc) from None
-            raise
+            raise _read_error(self, exc) from None
+
+
+def _read_error(reader: object, exc: Exception) -> Exception:
+    """What a read that failed with ``exc`` raises: Store.close() unmaps the
+    segments (and closes the index) under a read still going, which is StoreClosed;
+    an index error is a StorageError; anything else is re-raised as it is."""
+    if getattr(reader, "_closed", False):
+        return StoreClosed("the store was closed during this read")
+    if isinstance(exc, lmdb.Error):
+        return _index_error(reader, exc)
+    return exc
 
 
 def _index_error(reader: object, exc: lmdb.Error) -> HydraError:
