@@ -230,3 +230,21 @@ def test_sigkill_never_loses_an_acknowledged_snapshot(data_dir: str) -> None:
             assert snap is not None and snap.version >= acked
             assert snap.state == b"state-%d" % snap.version
             assert snap.version < store.stream_version("acc")
+
+
+def test_a_view_behind_the_newest_snapshot_sees_the_one_before(data_dir: str) -> None:
+    with hydra.open(data_dir) as store:
+        _fill(store, "a", 5)
+        store.save_snapshot("a", 1, b"one")
+        assert store.load_snapshot("a").state == b"one"  # type: ignore[union-attr]  # flushes
+        view = hydra.open(data_dir, read_only=True)
+        try:
+            behind = view.committed_position
+            store.save_snapshot("a", 3, b"three")
+            store.load_snapshot("a")  # the index now holds the newer one first
+            assert view.committed_position == behind
+            assert view.load_snapshot("a").state == b"one"  # type: ignore[union-attr]
+            view.refresh()
+            assert view.load_snapshot("a").state == b"three"  # type: ignore[union-attr]
+        finally:
+            view.close()
