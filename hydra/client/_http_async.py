@@ -254,6 +254,7 @@ class AsyncHttpClient:
         path = msg.snapshot_path(stream_id)
         doc = await self._request("DELETE", path, False, self._timeout(timeout), stream_id,
                             absent=True)
+        self._saw(doc)
         return doc.get("found") is not False
 
     # -- reads -------------------------------------------------------------------

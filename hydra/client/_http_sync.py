@@ -255,6 +255,7 @@ class HttpClient:
         path = msg.snapshot_path(stream_id)
         doc = self._request("DELETE", path, False, self._timeout(timeout), stream_id,
                             absent=True)
+        self._saw(doc)
         return doc.get("found") is not False
 
     # -- reads -------------------------------------------------------------------

@@ -7,7 +7,7 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
     PUT    /streams/{id}/snapshot   save the stream's snapshot      -> 200 | 400
     GET    /streams/{id}/snapshot   its newest snapshot, JSON       -> 200 | 404
-    DELETE /streams/{id}/snapshot   remove it                       -> 204 | 404
+    DELETE /streams/{id}/snapshot   remove it                       -> 200 | 404
     GET    /all             read all streams in log order, NDJSON   -> 200
     GET    /subscribe/all           catch-up + live, SSE            -> 200
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
@@ -212,7 +212,8 @@ class HttpApi:
         if not await self.backend.delete_snapshot(stream_id):
             return _json(404, {"error": f"stream {stream_id!r} has no snapshot",
                                "type": "snapshot_not_found", "streamId": stream_id})
-        return Response(b"", 204)
+        return _json(200, {"deleted": True,
+                           "committedPosition": self.backend.committed_position})
 
     # -- subscriptions -----------------------------------------------------------
 

@@ -300,7 +300,14 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "operationId": "deleteSnapshot",
                     "summary": "Remove the stream's snapshot (its events stay)",
                     "responses": {
-                        "204": {"description": "Removed."},
+                        "200": {
+                            "description": "Removed.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "properties": {"deleted": {"type": "boolean"},
+                                               "committedPosition": {"type": "integer"}},
+                            }}},
+                        },
                         "400": _INVALID,
                         "404": _error_response("The stream has no snapshot."),
                         "503": _UNAVAILABLE,
