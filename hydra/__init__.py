@@ -11,8 +11,15 @@ Embedded use::
 
 from __future__ import annotations
 
-from hydra.storage.engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
-from hydra.storage.format import RecordedEvent
+from hydra.storage.engine import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    NewEvent,
+    SnapshotSaved,
+)
+from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.errors import (
     CorruptLog,
     HydraError,
@@ -37,6 +44,8 @@ __all__ = [
     "InvalidArgument",
     "NewEvent",
     "RecordedEvent",
+    "Snapshot",
+    "SnapshotSaved",
     "Store",
     "StoreLocked",
     "StreamExists",

@@ -52,6 +52,13 @@ OP_APPEND: Final = "append"
 OP_DELETE: Final = "delete"
 OP_HEALTH: Final = "health"
 OPS: Final = (OP_APPEND, OP_DELETE, OP_HEALTH)
+# Snapshots (docs/PROTOCOL.md, "Snapshots").
+OP_SAVE_SNAPSHOT: Final = "save_snapshot"
+OP_DELETE_SNAPSHOT: Final = "delete_snapshot"
+SNAPSHOT_OPS: Final = (OP_SAVE_SNAPSHOT, OP_DELETE_SNAPSHOT)
+SAVE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream", "version", "state",
+                                         "snapshot_type"))
+DELETE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream"))
 
 # Fields each op accepts besides "id" and "op"; anything else is refused, so a
 # misspelt "expected_version" can never silently mean "any version".

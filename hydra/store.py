@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Literal, Self
 
-from hydra.storage.engine import ANY, AppendResult, Engine, NewEvent
+from hydra.storage.engine import ANY, AppendResult, Engine, NewEvent, SnapshotSaved
 from hydra.storage.group_commit import GroupCommit
 from hydra.storage.lock import DirectoryLock
 from hydra.storage.manifest import (
@@ -186,7 +186,7 @@ class Store(ReadSide):
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
-            target = self._written(result, 1, False)
+            target = self._written(result.position, 1, False)
         if target:
             self._sync_to(target)
         return result
@@ -206,7 +206,7 @@ class Store(ReadSide):
                 self._raise_unusable()
             result = self._engine.append(stream_id, event_id, data, expected_version,
                                          event_type, metadata)
-            target = self._written(result, 1, True)
+            target = self._written(result.position, 1, True)
         self._sync_to(target)
         return result
 
@@ -223,12 +223,12 @@ class Store(ReadSide):
             if self._closed or self._group.failure is not None:
                 self._raise_unusable()
             result = self._engine.append_events(stream_id, events, expected_version)
-            target = self._written(result, len(events), sync)
+            target = self._written(result.position, len(events), sync)
         if target:
             self._sync_to(target)
         return result
 
-    def _written(self, result: AppendResult, events: int, sync: bool) -> int:
+    def _written(self, position: int, events: int, sync: bool) -> int:
         """Account for an append (engine lock held); return the position to sync to, or 0.
 
         In the async modes a write is committed (visible) at once; in
@@ -246,7 +246,7 @@ class Store(ReadSide):
                     self._unsynced = 0
                     self._wake.set()
                 return 0
-        return result.position + 1
+        return position + 1
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY) -> int:
         """Soft-delete a stream: it reads as empty and a new append starts it at 0.
@@ -266,6 +266,37 @@ class Store(ReadSide):
                 self._committed = self._engine.log.end
             self._index.delete_stream(self._engine.stream_key(stream_id), position)
         return position
+
+    def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str = ""
+    ) -> SnapshotSaved:
+        """Save ``state`` as the stream's snapshot as of ``version`` (durable like an append).
+
+        ``version`` must be an existing version of the stream's current incarnation.
+        Newest version wins: a version older than the stored snapshot's writes nothing
+        and returns the stored one's position (``written`` False).
+        """
+        with self._lock:
+            if self._closed or self._group.failure is not None:
+                self._raise_unusable()
+            saved = self._engine.save_snapshot(stream_id, version, state, snapshot_type)
+            target = self._written(saved.position, 0, False)
+        if target:
+            self._sync_to(target)
+        return saved
+
+    def delete_snapshot(self, stream_id: str) -> bool:
+        """Remove the stream's snapshot; False when it had none."""
+        with self._lock:
+            if self._closed or self._group.failure is not None:
+                self._raise_unusable()
+            position = self._engine.delete_snapshot(stream_id)
+            if position is None:
+                return False
+            target = self._written(position, 0, False)
+        if target:
+            self._sync_to(target)
+        return True
 
     def flush(self) -> None:
         """Make every append so far durable, whatever the mode."""

@@ -23,6 +23,7 @@ class Model:
     def __init__(self):
         self.log = []  # [stream, version, event_id, data, alive]
         self.streams = {}  # stream -> list of log indexes (current incarnation)
+        self.snapshots = {}  # stream -> (version, state, type) of its incarnation
 
     def count(self, s):
         return len(self.streams.get(s, []))
@@ -50,6 +51,7 @@ class Model:
     def delete(self, s):
         for i in self.streams.pop(s, []):
             self.log[i][4] = False
+        self.snapshots.pop(s, None)  # a delete ends the incarnation and its snapshot
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -124,6 +126,28 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.model.count(s) > 0
         self.model.delete(s)
 
+    @rule(s=STREAMS, version=st.integers(-1, 8), state=st.binary(max_size=200),
+          kind=st.sampled_from(["", "T"]))
+    def save_snapshot(self, s, version, state, kind):
+        count = self.model.count(s)
+        try:
+            saved = self.store.save_snapshot(s, version, state, kind)
+        except hydra.InvalidArgument:
+            assert not 0 <= version < count
+            return
+        assert 0 <= version < count
+        stored = self.model.snapshots.get(s)
+        if stored is not None and stored[0] > version:
+            assert not saved.written and saved.version == stored[0]  # newest version wins
+            return
+        assert saved.written and saved.version == version
+        self.model.snapshots[s] = (version, state, kind)
+
+    @rule(s=STREAMS)
+    def delete_snapshot(self, s):
+        assert self.store.delete_snapshot(s) == (s in self.model.snapshots)
+        self.model.snapshots.pop(s, None)
+
     @precondition(lambda self: True)
     @rule()
     def reopen(self):
@@ -142,6 +166,9 @@ class StoreMachine(RuleBasedStateMachine):
             evs = list(self.store.read_stream(s))
             assert [(e.version, e.data) for e in evs] == [
                 (self.model.log[i][1], self.model.log[i][3]) for i in self.model.streams.get(s, [])]
+            snap = self.store.load_snapshot(s)
+            want = self.model.snapshots.get(s)
+            assert (None if snap is None else (snap.version, snap.state, snap.snapshot_type)) == want
 
 
 StoreMachine.TestCase.settings = settings(

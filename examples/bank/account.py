@@ -112,12 +112,32 @@ def apply(account: Account, event_type: str, body: dict[str, object]) -> Account
     return Account(account.account_id, account.owner, balance, account.opened, version)
 
 
-def replay(account_id: str, events: list[tuple[str, bytes]]) -> Account:
-    """The account from its events, (type, JSON data) in version order."""
-    account = Account(account_id)
+def replay(account_id: str, events: list[tuple[str, bytes]],
+           start: Account | None = None) -> Account:
+    """The account from its events, (type, JSON data) in version order, replayed
+    on ``start`` (a snapshot's state) when given."""
+    account = start or Account(account_id)
     for event_type, data in events:
         account = apply(account, event_type, json.loads(data))
     return account
+
+
+# -- snapshots ---------------------------------------------------------------------
+
+SNAPSHOT_TYPE = "AccountState/1"  # a new state layout gets a new type
+
+
+def snapshot_state(account: Account) -> bytes:
+    """The account's state as a snapshot (JSON)."""
+    return json.dumps({"owner": account.owner, "balance_cents": account.balance_cents,
+                       "opened": account.opened}, sort_keys=True).encode()
+
+
+def from_snapshot(account_id: str, version: int, state: bytes) -> Account:
+    """The account a snapshot of ``version`` holds (``version + 1`` events replayed)."""
+    body = json.loads(state)
+    return Account(account_id, str(body["owner"]), int(body["balance_cents"]),
+                   bool(body["opened"]), version + 1)
 
 
 # -- decisions -------------------------------------------------------------------

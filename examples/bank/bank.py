@@ -3,7 +3,7 @@
     python bank.py open acc-001 "Alice"
     python bank.py deposit acc-001 100 "Opening deposit"
     python bank.py withdraw acc-001 30 "ATM withdrawal"
-    python bank.py balance acc-001          # replays the account's events
+    python bank.py balance acc-001          # its latest snapshot + the events after it
     python bank.py history acc-001
     python bank.py all                      # every event in the log
 
@@ -15,6 +15,11 @@ Every command reads the account's events, decides, and appends with the
 version it read as the expected version. If another writer got there first,
 the append fails with WrongExpectedVersion and the command starts over from
 the new state, so two withdrawals racing for the same money cannot both win.
+
+Every 100th event of an account (``--snapshot-every N``; 0: never) the command
+also saves a snapshot of the account's state (``hydra.snapshots.EveryNEvents``),
+and loading an account reads its latest snapshot plus only the events after it.
+``history`` still shows every event.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ if __package__ in (None, ""):  # run as a script: find account.py beside this fi
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from account import (
+    SNAPSHOT_TYPE,
     Account,
     BadInput,
     BankError,
@@ -43,32 +49,57 @@ from account import (
     decide_deposit,
     decide_open,
     decide_withdraw,
+    from_snapshot,
     money,
     parse_amount,
     replay,
+    snapshot_state,
     stream_of,
 )
 
 import hydra
+from hydra.snapshots import EveryNEvents, Never, Strategy
 
 # How often a command starts over after losing a race, and how long the embedded
 # store is waited for while another bank process holds it.
 MAX_ATTEMPTS = 20
 LOCK_WAIT = 10.0
+SNAPSHOT_EVERY = 100
 
 
 class Bank:
     """Commands and queries over anything with the embedded Store's methods:
     a ``hydra.Store`` or a ``hydra.client`` client."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Any, snapshots: Strategy | None = None) -> None:
         self.store = store
+        self.snapshots = snapshots or EveryNEvents(SNAPSHOT_EVERY)
         self.conflicts = 0  # appends that lost a race and were decided again
+        self.replayed = 0  # events replayed by the last load
+        self.from_version: int | None = None  # the snapshot it started from
 
     def account(self, account_id: str) -> Account:
-        """Replay the account's events."""
-        events = self.store.read_stream(stream_of(account_id))
-        return replay(account_id, [(e.event_type, e.data) for e in events])
+        """The account: its latest snapshot, plus the events after it replayed."""
+        stream = stream_of(account_id)
+        snap = self.store.load_snapshot(stream)
+        start = None
+        if snap is not None and snap.snapshot_type == SNAPSHOT_TYPE:
+            start = from_snapshot(account_id, snap.version, snap.state)
+        events = list(self.store.read_stream(
+            stream, from_version=None if start is None else start.version))
+        self.replayed = len(events)
+        self.from_version = None if start is None else start.version - 1
+        return replay(account_id, [(e.event_type, e.data) for e in events], start)
+
+    def _snapshot(self, account: Account, event_type: str) -> None:
+        version = account.version - 1  # of the event just appended
+        stream = stream_of(account.account_id)
+        if self.snapshots.should_snapshot(stream, version, event_type):
+            try:
+                self.store.save_snapshot(stream, version, snapshot_state(account),
+                                         SNAPSHOT_TYPE)
+            except hydra.HydraError:
+                pass  # a snapshot only saves time: the events are what count
 
     def _execute(self, account_id: str, decide: Callable[[Account], Change],
                  command: str) -> Account:
@@ -88,7 +119,9 @@ class Bank:
                 self.conflicts += 1
                 time.sleep(random.uniform(0, 0.005 * (attempt + 1)))
                 continue
-            return apply(account, change.event_type, change.body)
+            after = apply(account, change.event_type, change.body)
+            self._snapshot(after, change.event_type)
+            return after
         raise BankError(f"account {account_id} is too busy; try again")
 
     def open(self, account_id: str, owner: str) -> Account:
@@ -135,6 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="embedded store directory (default: ./bank-data)")
     where.add_argument("--server", default=None,
                        help="a Hydra server: host:port (gRPC) or http://host:port")
+    p.add_argument("--snapshot-every", type=int, default=SNAPSHOT_EVERY, metavar="N",
+                   help=f"save a snapshot every N events of an account (default "
+                        f"{SNAPSHOT_EVERY}; 0: never)")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("open", help="open an account")
     c.add_argument("id")
@@ -144,7 +180,7 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("id")
         c.add_argument("amount")
         c.add_argument("note", nargs="?", default="")
-    for name, text in (("balance", "replay an account's events"),
+    for name, text in (("balance", "an account's balance (snapshot + later events)"),
                        ("history", "an account's events")):
         c = sub.add_parser(name, help=text)
         c.add_argument("id")
@@ -169,8 +205,11 @@ def _open_store(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
+    if args.snapshot_every < 0:
+        raise BadInput(f"--snapshot-every must be 0 or more, got {args.snapshot_every}")
     with _open_store(args) as store:
-        bank = Bank(store)
+        bank = Bank(store, EveryNEvents(args.snapshot_every) if args.snapshot_every
+                    else Never())
         if args.command == "open":
             a = bank.open(args.id, args.name)
             out(f"opened {a.account_id} for {a.owner}")
@@ -184,8 +223,12 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
             a = bank.account(check_account_id(args.id))
             if not a.opened:
                 raise BankError(f"account {a.account_id} does not exist")
-            out(f"{a.account_id} ({a.owner}): {money(a.balance_cents)} "
-                f"after replaying {a.version} events")
+            if bank.from_version is None:
+                how = f"after replaying {a.version} events"
+            else:
+                how = (f"from the snapshot at v{bank.from_version} and "
+                       f"{bank.replayed} later events")
+            out(f"{a.account_id} ({a.owner}): {money(a.balance_cents)} {how}")
         elif args.command == "history":
             check_account_id(args.id)
             found = False

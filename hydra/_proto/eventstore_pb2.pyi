@@ -201,3 +201,67 @@ class AppendManyResponse(_message.Message):
     results: _containers.RepeatedCompositeFieldContainer[AppendOutcome]
     committed_position: int
     def __init__(self, results: _Optional[_Iterable[_Union[AppendOutcome, _Mapping]]] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class SaveSnapshotRequest(_message.Message):
+    __slots__ = ("stream_id", "version", "state", "snapshot_type")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    version: int
+    state: bytes
+    snapshot_type: str
+    def __init__(self, stream_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[bytes] = ..., snapshot_type: _Optional[str] = ...) -> None: ...
+
+class SaveSnapshotResponse(_message.Message):
+    __slots__ = ("position", "version", "written", "committed_position")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WRITTEN_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    version: int
+    written: bool
+    committed_position: int
+    def __init__(self, position: _Optional[int] = ..., version: _Optional[int] = ..., written: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class LoadSnapshotRequest(_message.Message):
+    __slots__ = ("stream_id", "min_position")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    min_position: int
+    def __init__(self, stream_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class LoadSnapshotResponse(_message.Message):
+    __slots__ = ("found", "stream_id", "version", "state", "snapshot_type", "position", "timestamp_us")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_US_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    stream_id: str
+    version: int
+    state: bytes
+    snapshot_type: str
+    position: int
+    timestamp_us: int
+    def __init__(self, found: _Optional[bool] = ..., stream_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[bytes] = ..., snapshot_type: _Optional[str] = ..., position: _Optional[int] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
+
+class DeleteSnapshotRequest(_message.Message):
+    __slots__ = ("stream_id",)
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    def __init__(self, stream_id: _Optional[str] = ...) -> None: ...
+
+class DeleteSnapshotResponse(_message.Message):
+    __slots__ = ("deleted", "committed_position")
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    committed_position: int
+    def __init__(self, deleted: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...

@@ -99,6 +99,21 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.AppendManyRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.AppendManyResponse.FromString,
                 _registered_method=True)
+        self.SaveSnapshot = channel.unary_unary(
+                '/eventstore.EventStore/SaveSnapshot',
+                request_serializer=eventstore__pb2.SaveSnapshotRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.SaveSnapshotResponse.FromString,
+                _registered_method=True)
+        self.LoadSnapshot = channel.unary_unary(
+                '/eventstore.EventStore/LoadSnapshot',
+                request_serializer=eventstore__pb2.LoadSnapshotRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.LoadSnapshotResponse.FromString,
+                _registered_method=True)
+        self.DeleteSnapshot = channel.unary_unary(
+                '/eventstore.EventStore/DeleteSnapshot',
+                request_serializer=eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.DeleteSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -204,6 +219,30 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SaveSnapshot(self, request, context):
+        """Snapshots: one per stream incarnation, the newest version wins. Saved through
+        the writer like an append (durable when acknowledged); never returned by reads
+        or subscriptions. INVALID_ARGUMENT when the version is not an existing version
+        of the stream's current incarnation, or the state is over the event-size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LoadSnapshot(self, request, context):
+        """The newest snapshot of the stream's current incarnation (`found` false: none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteSnapshot(self, request, context):
+        """Remove the stream's snapshot (`deleted` false: it had none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -271,6 +310,21 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.AppendMany,
                     request_deserializer=eventstore__pb2.AppendManyRequest.FromString,
                     response_serializer=eventstore__pb2.AppendManyResponse.SerializeToString,
+            ),
+            'SaveSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.SaveSnapshot,
+                    request_deserializer=eventstore__pb2.SaveSnapshotRequest.FromString,
+                    response_serializer=eventstore__pb2.SaveSnapshotResponse.SerializeToString,
+            ),
+            'LoadSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadSnapshot,
+                    request_deserializer=eventstore__pb2.LoadSnapshotRequest.FromString,
+                    response_serializer=eventstore__pb2.LoadSnapshotResponse.SerializeToString,
+            ),
+            'DeleteSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteSnapshot,
+                    request_deserializer=eventstore__pb2.DeleteSnapshotRequest.FromString,
+                    response_serializer=eventstore__pb2.DeleteSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +678,87 @@ class EventStore:
             '/eventstore.EventStore/AppendMany',
             eventstore__pb2.AppendManyRequest.SerializeToString,
             eventstore__pb2.AppendManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SaveSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/SaveSnapshot',
+            eventstore__pb2.SaveSnapshotRequest.SerializeToString,
+            eventstore__pb2.SaveSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LoadSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/LoadSnapshot',
+            eventstore__pb2.LoadSnapshotRequest.SerializeToString,
+            eventstore__pb2.LoadSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/DeleteSnapshot',
+            eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
+            eventstore__pb2.DeleteSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -12,6 +12,7 @@ from hydra.client._model import (
     ReadCursor,
     check_bytes,
     check_expected_version,
+    check_snapshot,
     check_stream_id,
     check_text,
 )
@@ -124,6 +125,13 @@ def delete_request(stream_id: str, expected_version: int) -> pb.DeleteStreamRequ
     if check_expected_version(expected_version) != ANY:
         request.expected_version = expected_version
     return request
+
+
+def save_snapshot_request(stream_id: str, version: object, state: object,
+                          snapshot_type: object) -> pb.SaveSnapshotRequest:
+    v, data, kind = check_snapshot(version, state, snapshot_type)
+    return pb.SaveSnapshotRequest(stream_id=check_stream_id(stream_id), version=v, state=data,
+                                  snapshot_type=kind)
 
 
 def read_stream_request(stream_id: str, cursor: ReadCursor, min_position: int) -> pb.ReadStreamRequest:

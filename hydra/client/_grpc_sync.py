@@ -10,8 +10,8 @@ from typing import Any, Self
 
 import grpc
 
-from hydra.storage.engine import ANY, AppendResult, NewEvent
-from hydra.storage.format import RecordedEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.format import RecordedEvent, Snapshot
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
@@ -30,6 +30,7 @@ from hydra.client._model import (
     events_from_batch,
     health_from_message,
     idempotent,
+    snapshot_from_message,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, grpc_channel
@@ -279,6 +280,35 @@ class HydraClient:
                        stream_id, expected_version)
         self._saw(r.committed_position)
         return int(r.position)
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def save_snapshot(self, stream_id: str, version: int, state: bytes,
+                      snapshot_type: str = "", *,
+                      timeout: float | None = None) -> SnapshotSaved:
+        """Save the stream's snapshot as of ``version``; see ``hydra.Store.save_snapshot``.
+
+        Retried like an idempotent append: saving the same version again is harmless.
+        """
+        request = msg.save_snapshot_request(stream_id, version, state, snapshot_type)
+        r = self._call("SaveSnapshot", request, True, self._timeout(timeout), stream_id)
+        self._saw(r.committed_position)
+        return SnapshotSaved(r.position, r.version, r.written)
+
+    def load_snapshot(self, stream_id: str, *,
+                      timeout: float | None = None) -> Snapshot | None:
+        """The newest snapshot of the stream's current incarnation, or None."""
+        request = pb.LoadSnapshotRequest(stream_id=check_stream_id(stream_id),
+                                         min_position=self._min_position())
+        r = self._call("LoadSnapshot", request, True, self._timeout(timeout), stream_id)
+        return snapshot_from_message(r)
+
+    def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
+        """Remove the stream's snapshot; False when it had none (not retried)."""
+        request = pb.DeleteSnapshotRequest(stream_id=check_stream_id(stream_id))
+        r = self._call("DeleteSnapshot", request, False, self._timeout(timeout), stream_id)
+        self._saw(r.committed_position)
+        return bool(r.deleted)
 
     # -- reads -------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from hydra.storage.engine import ANY, AppendResult, NewEvent
-from hydra.storage.format import RecordedEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
 from hydra.client._gate import AsyncFairGate
@@ -24,11 +24,13 @@ from hydra.client._model import (
     check_events,
     check_expected_version,
     check_limit,
+    check_snapshot,
     check_start,
     check_stream_id,
     check_text,
     health_from_json,
     idempotent,
+    snapshot_from_json,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, http_options
@@ -136,7 +138,8 @@ class AsyncHttpClient:
             gate.release()
 
     async def _request(self, method: str, path: str, retry: bool, timeout: float | None,
-                       stream_id: str = "", expected: int = 0, **kwargs: Any) -> dict[str, Any]:
+                       stream_id: str = "", expected: int = 0, absent: bool = False,
+                       **kwargs: Any) -> dict[str, Any]:
         if self._closed:
             raise StoreClosed("the client is closed")
         delays = self._retry.delays() if retry else iter(())
@@ -149,8 +152,10 @@ class AsyncHttpClient:
                 error = from_transport(exc)
             else:
                 if r.status_code < 300:
-                    doc: dict[str, Any] = orjson.loads(r.content)
+                    doc: dict[str, Any] = orjson.loads(r.content) if r.content else {}
                     return doc
+                if absent and r.status_code == 404 and b'"snapshot_not_found"' in r.content:
+                    return {"found": False}
                 error = from_http(r.status_code, r.content, stream_id, expected)
             if retryable(error):
                 delay = next(delays, None)
@@ -221,6 +226,36 @@ class AsyncHttpClient:
                                   expected_version, params=params)
         self._saw(doc)
         return int(doc["position"])
+
+    # -- snapshots ---------------------------------------------------------------
+
+    async def save_snapshot(self, stream_id: str, version: int, state: bytes,
+                      snapshot_type: str = "", *,
+                      timeout: float | None = None) -> SnapshotSaved:
+        """Save the stream's snapshot as of ``version``; see ``hydra.Store.save_snapshot``."""
+        path = msg.snapshot_path(stream_id)
+        body = msg.snapshot_body(*check_snapshot(version, state, snapshot_type))
+        doc = await self._request("PUT", path, True, self._timeout(timeout), stream_id,
+                            content=body, headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return SnapshotSaved(doc["position"], doc["version"], bool(doc["written"]))
+
+    async def load_snapshot(self, stream_id: str, *,
+                      timeout: float | None = None) -> Snapshot | None:
+        """The newest snapshot of the stream's current incarnation, or None."""
+        path = msg.snapshot_path(stream_id)
+        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        doc = await self._request("GET", path, True, self._timeout(timeout), stream_id,
+                            absent=True, params=params)
+        return None if doc.get("found") is False else snapshot_from_json(doc)
+
+    async def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
+        """Remove the stream's snapshot; False when it had none (not retried)."""
+        path = msg.snapshot_path(stream_id)
+        doc = await self._request("DELETE", path, False, self._timeout(timeout), stream_id,
+                            absent=True)
+        self._saw(doc)
+        return doc.get("found") is not False
 
     # -- reads -------------------------------------------------------------------
 

@@ -67,6 +67,17 @@ def batch_body(events: list[NewEvent], expected_version: int, sync: bool) -> byt
     return orjson.dumps(doc)
 
 
+def snapshot_path(stream_id: str) -> str:
+    return stream_path(stream_id) + "/snapshot"
+
+
+def snapshot_body(version: int, state: bytes, snapshot_type: str) -> bytes:
+    doc: dict[str, Any] = {"version": version, "state": _b64(state)}
+    if snapshot_type:
+        doc["snapshotType"] = snapshot_type
+    return orjson.dumps(doc)
+
+
 def delete_params(expected_version: int) -> dict[str, int]:
     return {} if expected_version == ANY else {"expected_version": expected_version}
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent
-from hydra.storage.format import RecordedEvent
+from hydra.storage.format import RecordedEvent, Snapshot
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument
 
@@ -169,6 +169,25 @@ def event_from_json(doc: dict[str, Any]) -> RecordedEvent:
         base64.b64decode(doc.get("metadata") or ""),
         datetime.fromisoformat(stamp).timestamp() if stamp else 0.0,
     )
+
+
+def check_snapshot(version: object, state: object, snapshot_type: object) -> tuple[int, bytes, str]:
+    """The arguments of ``save_snapshot`` (the server checks the version against the stream)."""
+    if type(version) is not int or not 0 <= version <= _MAX_POSITION:
+        raise InvalidArgument(f"version must be an integer from 0, got {version!r}")
+    return version, check_bytes(state, "state"), check_text(snapshot_type, "snapshot_type")
+
+
+def snapshot_from_message(m: pb.LoadSnapshotResponse) -> Snapshot | None:
+    if not m.found:
+        return None
+    return Snapshot(m.stream_id, m.version, m.state, m.snapshot_type, m.position,
+                    m.timestamp_us / 1_000_000)
+
+
+def snapshot_from_json(doc: dict[str, Any]) -> Snapshot:
+    return Snapshot(doc["streamId"], doc["version"], base64.b64decode(doc.get("state") or ""),
+                    doc.get("snapshotType") or "", doc["position"], float(doc["timestamp"]))
 
 
 def health_from_message(m: pb.HealthResponse) -> Health:

@@ -47,6 +47,9 @@ GRPC_ROLES: dict[str, Role | None] = {
     _SERVICE + "AppendBatch": "write",
     _SERVICE + "AppendMany": "write",
     _SERVICE + "DeleteStream": "admin",
+    _SERVICE + "SaveSnapshot": "write",
+    _SERVICE + "LoadSnapshot": "read",
+    _SERVICE + "DeleteSnapshot": "write",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -54,8 +57,12 @@ GRPC_ROLES: dict[str, Role | None] = {
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": "read",
 }
 
-# (method, path prefix or exact path) -> role; first match wins.
+# (method, path prefix, "=exact path" or "*suffix") -> role; first match wins.
 HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
+    # Snapshots: a cache of state the stream's events already hold; a writer may
+    # save and remove them.
+    ("PUT", "*/snapshot", "write"),
+    ("DELETE", "*/snapshot", "write"),
     ("GET", "=/health", OPEN),
     ("GET", "=/openapi.json", OPEN),
     ("GET", "/streams/", "read"),
@@ -78,7 +85,10 @@ def http_role(method: str, path: str) -> Role | None:
             continue
         if pattern.startswith("=") and path == pattern[1:]:
             return role
-        if not pattern.startswith("=") and path.startswith(pattern):
+        if pattern.startswith("*"):
+            if path.startswith("/streams/") and path.endswith(pattern[1:]):
+                return role
+        elif not pattern.startswith("=") and path.startswith(pattern):
             return role
     return "admin"
 

@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
-from hydra.storage.engine import AppendResult, NewEvent
-from hydra.storage.format import RecordedEvent
+from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -91,6 +91,15 @@ class Backend(Protocol):
     async def health(self) -> Health: ...
 
     async def close(self) -> None: ...
+
+    # Snapshots: saved through the writer, loaded from this process's read side.
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str
+    ) -> SnapshotSaved: ...
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
+
+    async def delete_snapshot(self, stream_id: str) -> bool: ...
 
 
 # Appends go to the writer in groups, one group in flight at a time
@@ -266,6 +275,23 @@ class ServerBackend:
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]:
         return self._view.read_all(from_position, limit, backward)
+
+    # -- snapshots ---------------------------------------------------------------
+
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str
+    ) -> SnapshotSaved:
+        saved = await self._client.save_snapshot(stream_id, version, state, snapshot_type)
+        self._after_write()
+        return saved
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        return self._view.load_snapshot(stream_id)
+
+    async def delete_snapshot(self, stream_id: str) -> bool:
+        deleted = await self._client.delete_snapshot(stream_id)
+        self._after_write()
+        return deleted
 
     # -- health and lifetime -----------------------------------------------------
 

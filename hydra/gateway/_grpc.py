@@ -155,6 +155,48 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         r = await self.backend.delete(stream_id, expected)
         return pb.DeleteStreamResponse(position=r.position, committed_position=r.committed)
 
+    # -- snapshots ---------------------------------------------------------------
+
+    @_unary
+    async def SaveSnapshot(
+        self, request: pb.SaveSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SaveSnapshotResponse:
+        limits = self.limits
+        stream_id = check_stream_id(request.stream_id, limits)
+        check_position(request.version, "version")
+        if len(request.state) > limits.max_event_size:
+            raise InvalidArgument(f"state is {len(request.state)} bytes; the limit is "
+                                  f"{limits.max_event_size} (the event-size limit)")
+        limits.check_text(request.snapshot_type, "snapshot_type", limits.max_event_type)
+        saved = await self.backend.save_snapshot(stream_id, request.version, request.state,
+                                                 request.snapshot_type)
+        return pb.SaveSnapshotResponse(position=saved.position, version=saved.version,
+                                       written=saved.written,
+                                       committed_position=self.backend.committed_position)
+
+    @_unary
+    async def LoadSnapshot(
+        self, request: pb.LoadSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LoadSnapshotResponse:
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        await self._wait(check_position(request.min_position, "min_position"))
+        snap = self.backend.load_snapshot(stream_id)
+        if snap is None:
+            return pb.LoadSnapshotResponse(found=False, stream_id=stream_id)
+        return pb.LoadSnapshotResponse(
+            found=True, stream_id=snap.stream_id, version=snap.version, state=snap.state,
+            snapshot_type=snap.snapshot_type, position=snap.position,
+            timestamp_us=round(snap.timestamp * 1e6))
+
+    @_unary
+    async def DeleteSnapshot(
+        self, request: pb.DeleteSnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DeleteSnapshotResponse:
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        deleted = await self.backend.delete_snapshot(stream_id)
+        return pb.DeleteSnapshotResponse(deleted=deleted,
+                                         committed_position=self.backend.committed_position)
+
     # -- reads -------------------------------------------------------------------
 
     # Reads write each Event already serialized with ``context.write`` from a

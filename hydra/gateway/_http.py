@@ -5,6 +5,9 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     POST   /streams/{id}    append one event or an atomic batch    -> 201
     GET    /streams/{id}    read a stream, NDJSON                   -> 200 | 404
     DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
+    PUT    /streams/{id}/snapshot   save the stream's snapshot      -> 200 | 400
+    GET    /streams/{id}/snapshot   its newest snapshot, JSON       -> 200 | 404
+    DELETE /streams/{id}/snapshot   remove it                       -> 200 | 404
     GET    /all             read all streams in log order, NDJSON   -> 200
     GET    /subscribe/all           catch-up + live, SSE            -> 200
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
@@ -23,12 +26,15 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from urllib.parse import unquote_to_bytes
 
+import base64
+
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Match, Route
+from starlette.types import Scope
 
 from hydra.storage.engine import ANY
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
@@ -42,6 +48,7 @@ from hydra.gateway._requests import (
     check_stream_id,
     parse_append,
     parse_read_query,
+    parse_snapshot,
     query_int,
 )
 from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
@@ -170,6 +177,44 @@ class HttpApi:
         if q.min_position:
             await self.backend.wait_for(q.min_position)
 
+    # -- snapshots ---------------------------------------------------------------
+
+    async def save_snapshot(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        cmd = parse_snapshot(await self._body(request), self.limits)
+        saved = await self.backend.save_snapshot(stream_id, cmd.version, cmd.state,
+                                                 cmd.snapshot_type)
+        return _json(200, {"position": saved.position, "version": saved.version,
+                           "written": saved.written,
+                           "committedPosition": self.backend.committed_position})
+
+    async def load_snapshot(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
+        if q.start is not None or q.limit is not None or q.backward:
+            raise InvalidArgument("a snapshot read accepts only min_position")
+        await self._wait(q)
+        snap = self.backend.load_snapshot(stream_id)
+        if snap is None:
+            return _json(404, {"error": f"stream {stream_id!r} has no snapshot",
+                               "type": "snapshot_not_found", "streamId": stream_id})
+        return _json(200, {
+            "streamId": snap.stream_id,
+            "version": snap.version,
+            "state": base64.b64encode(snap.state).decode(),
+            "snapshotType": snap.snapshot_type,
+            "position": snap.position,
+            "timestamp": snap.timestamp,
+        })
+
+    async def delete_snapshot(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        if not await self.backend.delete_snapshot(stream_id):
+            return _json(404, {"error": f"stream {stream_id!r} has no snapshot",
+                               "type": "snapshot_not_found", "streamId": stream_id})
+        return _json(200, {"deleted": True,
+                           "committedPosition": self.backend.committed_position})
+
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe_all(self, request: Request) -> Response:
@@ -256,12 +301,23 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
     return Response(b"", 400)
 
 
-def _methods(path: str, **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
+def _methods(path: str, route: type[Route] = Route,
+             **handlers: Callable[[Request], Awaitable[Response]]) -> Route:
     async def dispatch(request: Request) -> Response:
         method = "GET" if request.method == "HEAD" else request.method
         return await handlers[method](request)
 
-    return Route(path, dispatch, methods=list(handlers))
+    return route(path, dispatch, methods=list(handlers))
+
+
+class _OwnPath(Route):
+    """A route that answers every method on its path (405 for the others) instead of
+    letting a later, wider route take them: ``POST /streams/x/snapshot`` is not an
+    append to a stream ``x/snapshot``."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        match, child = super().matches(scope)
+        return (Match.FULL if match is Match.PARTIAL else match), child
 
 
 def build_app(
@@ -271,6 +327,10 @@ def build_app(
     """The Starlette app of the HTTP API over ``backend``."""
     api = HttpApi(backend, max_request_size, name, subscriptions)
     routes = [
+        # Before the stream route, whose path would swallow ".../snapshot"
+        # (stream IDs cannot contain "/", so no stream is hidden by it).
+        _methods("/streams/{stream_id:path}/snapshot", GET=api.load_snapshot,
+                 PUT=api.save_snapshot, DELETE=api.delete_snapshot, route=_OwnPath),
         # One route for the three methods: with three, a 405 would list only the
         # first one's method in its Allow header.
         _methods("/streams/{stream_id:path}", GET=api.read_stream, POST=api.append,

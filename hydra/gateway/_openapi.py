@@ -255,6 +255,74 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     },
                 },
             },
+            "/streams/{streamId}/snapshot": {
+                "parameters": [_stream_id(limits)],
+                "put": {
+                    "operationId": "saveSnapshot",
+                    "summary": "Save the stream's snapshot as of one of its versions",
+                    "description": (
+                        "One snapshot per stream incarnation: a delete of the stream ends "
+                        "it. Newest version wins: saving a version older than the stored "
+                        "snapshot's writes nothing (`written` false). Durable when answered, "
+                        "like an append; never returned by reads or subscriptions."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/SaveSnapshot"},
+                            "example": {"version": 41, "state": "eyJiYWxhbmNlIjo1fQ==",
+                                        "snapshotType": "Account"},
+                        }},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Saved (or a newer version is stored).",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/SnapshotSaved"},
+                            }},
+                        },
+                        "400": _error_response(
+                            "Invalid argument: a value outside the contract or over a limit, "
+                            "or a version that is not one of the stream's current "
+                            "incarnation (including a stream with no events)."),
+                        "413": _error_response("The request body is over the size limit."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "get": {
+                    "operationId": "loadSnapshot",
+                    "summary": "The newest snapshot of the stream's current incarnation",
+                    "parameters": [_MIN_POSITION],
+                    "responses": {
+                        "200": {
+                            "description": "The snapshot.",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/Snapshot"},
+                            }},
+                        },
+                        "400": _INVALID,
+                        "404": _error_response("The stream has no snapshot."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteSnapshot",
+                    "summary": "Remove the stream's snapshot (its events stay)",
+                    "responses": {
+                        "200": {
+                            "description": "Removed.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "properties": {"deleted": {"type": "boolean"},
+                                               "committedPosition": {"type": "integer"}},
+                            }}},
+                        },
+                        "400": _INVALID,
+                        "404": _error_response("The stream has no snapshot."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
             "/all": {
                 "get": {
                     "operationId": "readAll",
@@ -379,6 +447,42 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                 "properties": {
                     "position": {"type": "integer", "description": "Of the tombstone."},
                     "committedPosition": {"type": "integer"},
+                },
+            },
+            "SaveSnapshot": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["version", "state"],
+                "properties": {
+                    "version": _POSITION | {
+                        "description": "The stream version of the last event the state "
+                                       "includes: an existing version of the stream."},
+                    "state": _B64 | {"description": "The state, at most "
+                                                    f"{limits.max_event_size} bytes."},
+                    "snapshotType": _text(limits.max_event_type, "Snapshot type."),
+                },
+            },
+            "SnapshotSaved": {
+                "type": "object",
+                "properties": {
+                    "position": {"type": "integer",
+                                 "description": "Of the stored snapshot's record."},
+                    "version": {"type": "integer", "description": "Of the stored snapshot."},
+                    "written": {"type": "boolean",
+                                "description": "false: a newer version was stored already."},
+                    "committedPosition": {"type": "integer"},
+                },
+            },
+            "Snapshot": {
+                "type": "object",
+                "properties": {
+                    "streamId": {"type": "string"},
+                    "version": {"type": "integer"},
+                    "state": _B64,
+                    "snapshotType": {"type": "string"},
+                    "position": {"type": "integer"},
+                    "timestamp": {"type": "number",
+                                  "description": "Commit time, seconds since the Unix epoch."},
                 },
             },
             "Event": {

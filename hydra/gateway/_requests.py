@@ -208,6 +208,47 @@ def check_events(events: list[NewEvent], limits: Limits) -> None:
             seen.add(ev.event_id)
 
 
+# -- snapshots -----------------------------------------------------------------
+
+_SNAPSHOT_KEYS = {"version": "version", "state": "state", "snapshottype": "snapshotType"}
+
+
+class SnapshotCommand(NamedTuple):
+    """A validated ``PUT /streams/{id}/snapshot``."""
+
+    version: int
+    state: bytes
+    snapshot_type: str
+
+
+def parse_snapshot(body: bytes, limits: Limits) -> SnapshotCommand:
+    """Parse the JSON body ``{"version", "state" (base64), "snapshotType"}`` of a snapshot save."""
+    if not body:
+        raise InvalidArgument("the request body is empty; send a JSON object")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    check_unique_keys(body, doc)
+    fields = _normalise(doc, _SNAPSHOT_KEYS, "a snapshot")
+    if "version" not in fields:
+        raise InvalidArgument("version is required: the stream version the state includes")
+    version = check_position(fields["version"], "version")
+    if "state" not in fields or fields["state"] is None:
+        raise InvalidArgument("state is required (base64)")
+    state = decode_base64(fields["state"], "state")
+    if len(state) > limits.max_event_size:
+        raise InvalidArgument(
+            f"state is {len(state)} bytes; the limit is {limits.max_event_size} "
+            "(the event-size limit)"
+        )
+    snapshot_type = fields.get("snapshotType") or ""
+    limits.check_text(snapshot_type, "snapshotType", limits.max_event_type)
+    return SnapshotCommand(version, state, snapshot_type)
+
+
 def check_position(value: object, what: str) -> int:
     """A log position or version given by a client: an integer in [0, 2**63)."""
     if type(value) is not int:

@@ -10,7 +10,14 @@ import time
 from collections.abc import Sequence
 from typing import NamedTuple, NoReturn
 
-from hydra.storage.format import FLAG_BATCH_END, encode_batch, encode_event, encode_tombstone
+from hydra.storage.format import (
+    FLAG_BATCH_END,
+    SNAPSHOT_REMOVED,
+    encode_batch,
+    encode_event,
+    encode_snapshot,
+    encode_tombstone,
+)
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
 from hydra.storage.segments import SegmentSet
@@ -38,6 +45,18 @@ class AppendResult(NamedTuple):
     position: int
     version: int
     duplicate: bool = False
+
+
+class SnapshotSaved(NamedTuple):
+    """Where a snapshot landed.
+
+    Newest version wins: saving a version older than the stored snapshot's writes
+    nothing (``written`` False) and returns the stored snapshot's position and version.
+    """
+
+    position: int
+    version: int
+    written: bool = True
 
 
 class NewEvent(NamedTuple):
@@ -336,3 +355,70 @@ class Engine:
             raise StreamNotFound(stream_id)
         _check_current(stream_id, expected_version, count)
         return self.log.write(encode_tombstone(key, count, _time_ns() // 1000))
+
+    # -- snapshots ---------------------------------------------------------------
+
+    def _incarnation(self, key: bytes) -> tuple[int, int]:
+        """(incarnation, event count) of the stream's current incarnation (-1, 0: none)."""
+        st = self.index.state(key)
+        count = st.count
+        if not count:
+            return -1, 0
+        return (st.inc if st.base else st.positions[0]), count
+
+    def _live_snapshot(self, key: bytes, inc: int) -> tuple[int, int, int] | None:
+        entry = self.index.snapshot(key)
+        if entry is None or entry[2] == SNAPSHOT_REMOVED or entry[1] != inc or inc < 0:
+            return None
+        return entry
+
+    def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str = ""
+    ) -> SnapshotSaved:
+        """Write a snapshot record of the stream's current incarnation as of ``version``."""
+        key = self.stream_key(stream_id)
+        if type(version) is not int:
+            raise InvalidArgument(f"version must be an integer, got {type(version).__name__}")
+        if type(state) is not bytes:
+            state = _as_bytes(state, "state")
+        limits = self.limits
+        stype = self._text(snapshot_type, "snapshot type", limits.max_event_type)
+        if len(state) > limits.max_event_size:
+            raise InvalidArgument(
+                f"snapshot state is {len(state)} bytes; the limit is {limits.max_event_size} "
+                "(the event-size limit)"
+            )
+        inc, count = self._incarnation(key)
+        if not count:
+            raise InvalidArgument(
+                f"stream {stream_id!r} has no events (it does not exist or was deleted); "
+                "a snapshot must name an existing version"
+            )
+        if not 0 <= version < count:
+            raise InvalidArgument(
+                f"version {version} is not a version of stream {stream_id!r}, "
+                f"which holds versions 0 to {count - 1}"
+            )
+        current = self._live_snapshot(key, inc)
+        if current is not None and current[2] > version:
+            return SnapshotSaved(current[0], current[2], False)
+        record = encode_snapshot(key, version, inc, stype, state, _time_ns() // 1000)
+        if len(record) > self._segment_size:
+            raise InvalidArgument(
+                f"snapshot record is {len(record)} bytes; it does not fit a segment "
+                f"of {self._segment_size} bytes"
+            )
+        position = self.log.write(record)
+        self.index.pending.add_snapshot(key, position, inc, version)
+        return SnapshotSaved(position, version, True)
+
+    def delete_snapshot(self, stream_id: str) -> int | None:
+        """Write a removal record for the stream's snapshot; its position, or None if none."""
+        key = self.stream_key(stream_id)
+        inc, _ = self._incarnation(key)
+        if self._live_snapshot(key, inc) is None:
+            return None
+        position = self.log.write(encode_snapshot(key, SNAPSHOT_REMOVED, inc, b"", b"",
+                                                  _time_ns() // 1000))
+        self.index.pending.add_snapshot(key, position, inc, SNAPSHOT_REMOVED)
+        return position

@@ -13,7 +13,7 @@ Envelope, version 1 (the payload)::
 
     offset  size  field
     0       1     u8  envelope version (1)
-    1       1     u8  record kind: 1 = event, 2 = stream tombstone
+    1       1     u8  record kind: 1 = event, 2 = stream tombstone, 3 = snapshot
     2       1     u8  flags: bit 0 = BATCH_END (last record of an atomic append)
     3       1     u8  reserved, 0
     4       8     i64 stream version: event -> its 0-based version in the stream;
@@ -31,6 +31,12 @@ Envelope, version 1 (the payload)::
     ...     rest  data bytes (payload length - 32 - S - I - T - M)
 
 A tombstone carries only the stream ID (I = T = M = 0, no data).
+
+A snapshot (kind 3, always BATCH_END, never inside a batch) reuses the fields:
+stream version = the version of the last event its state includes, or -1 for a
+removal record (``delete_snapshot``); I = 0; event type = snapshot type;
+metadata = ``<q`` incarnation (position of the first event of the stream
+incarnation it belongs to, M = 8); data = the state.
 See docs/FORMAT.md for the whole data directory.
 """
 
@@ -59,6 +65,7 @@ assert RECORD_HEADER_SIZE == FRAME_SIZE + ENVELOPE_SIZE == 40
 ENVELOPE_VERSION = 1
 KIND_EVENT = 1
 KIND_TOMBSTONE = 2
+KIND_SNAPSHOT = 3
 FLAG_BATCH_END = 1
 
 # Largest payload a u32 length can describe.
@@ -66,6 +73,10 @@ MAX_PAYLOAD = 0xFFFF_FFFF
 
 # What records are read from: a segment map or bytes (slicing either gives bytes).
 Buffer = bytes | mmap
+
+INCARNATION = struct.Struct("<q")
+assert INCARNATION.size == 8
+SNAPSHOT_REMOVED = -1  # stream version of a removal record
 
 _pack_env = ENVELOPE.pack
 _pack_frame = FRAME.pack
@@ -82,6 +93,17 @@ class RecordedEvent(NamedTuple):
     event_type: str
     data: bytes
     metadata: bytes
+    timestamp: float  # commit time, POSIX seconds
+
+
+class Snapshot(NamedTuple):
+    """The newest snapshot of a stream: its state as of ``version``."""
+
+    stream_id: str
+    version: int  # version of the last event the state includes
+    state: bytes
+    snapshot_type: str
+    position: int  # log position of the snapshot record
     timestamp: float  # commit time, POSIX seconds
 
 
@@ -144,19 +166,30 @@ def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> b
     return _pack_frame(len(body), crc32(body)) + body
 
 
-def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
-    """Decode and verify the event record at ``offset`` of ``buf``.
-
-    Raises CorruptLog when the record is damaged or is not an event.
-    """
+def _verified(
+    buf: Buffer, offset: int, position: int, want: int, what: str
+) -> tuple[bytes, int, int, int, int, int, int]:
+    """(payload, version, timestamp, S, I, T, M) of the record at ``offset``, once its
+    CRC and kind check out; raises CorruptLog otherwise."""
     (length, crc, env_version, kind, _flags, _r0, version, ts,
      sid_len, eid_len, type_len, _r1, meta_len) = RECORD_HEADER.unpack_from(buf, offset)
     start = offset + FRAME_SIZE
     payload = buf[start:start + length]
     if crc32(payload) != crc or len(payload) != length or length == 0:
         raise CorruptLog(f"record at position {position} fails its CRC check")
-    if kind != KIND_EVENT or env_version != ENVELOPE_VERSION:
-        raise CorruptLog(f"record at position {position} is not an event record")
+    if kind != want or env_version != ENVELOPE_VERSION:
+        raise CorruptLog(f"record at position {position} is not {what} record")
+    return payload, version, ts, sid_len, eid_len, type_len, meta_len
+
+
+def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
+    """Decode and verify the event record at ``offset`` of ``buf``.
+
+    Raises CorruptLog when the record is damaged or is not an event.
+    """
+    (payload, version, ts, sid_len, eid_len, type_len,
+     meta_len) = _verified(buf, offset, position, KIND_EVENT, "an event")
+    length = len(payload)
     a = ENVELOPE_SIZE + sid_len
     b = a + eid_len
     c = b + type_len
@@ -174,5 +207,38 @@ def decode_event(buf: Buffer, offset: int, position: int) -> RecordedEvent:
             payload[c:d],
             ts / 1e6,
         )
+    except UnicodeDecodeError:
+        raise CorruptLog(f"record at position {position} has text that is not UTF-8") from None
+
+
+def encode_snapshot(
+    stream_id: bytes, version: int, incarnation: int, snapshot_type: bytes, state: bytes,
+    timestamp_us: int,
+) -> bytes:
+    """Return the framed snapshot record (``version`` -1: a removal record)."""
+    body = _join((
+        _pack_env(ENVELOPE_VERSION, KIND_SNAPSHOT, FLAG_BATCH_END, 0, version, timestamp_us,
+                  len(stream_id), 0, len(snapshot_type), 0, INCARNATION.size),
+        stream_id, snapshot_type, INCARNATION.pack(incarnation), state,
+    ))
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def decode_snapshot(buf: Buffer, offset: int, position: int) -> Snapshot:
+    """Decode and verify the snapshot record at ``offset`` of ``buf``.
+
+    Raises CorruptLog when the record is damaged or is not a snapshot.
+    """
+    (payload, version, ts, sid_len, eid_len, type_len,
+     meta_len) = _verified(buf, offset, position, KIND_SNAPSHOT, "a snapshot")
+    length = len(payload)
+    a = ENVELOPE_SIZE + sid_len
+    c = a + eid_len + type_len
+    d = c + meta_len
+    if d > length or meta_len != INCARNATION.size:
+        raise CorruptLog(f"record at position {position} has field lengths beyond its payload")
+    try:
+        return Snapshot(payload[ENVELOPE_SIZE:a].decode(), version, payload[d:],
+                        payload[a + eid_len:c].decode(), position, ts / 1e6)
     except UnicodeDecodeError:
         raise CorruptLog(f"record at position {position} has text that is not UTF-8") from None

@@ -24,7 +24,9 @@ from hydra.storage.format import (
     ENVELOPE_VERSION,
     FLAG_BATCH_END,
     FRAME_SIZE,
+    INCARNATION,
     KIND_EVENT,
+    KIND_SNAPSHOT,
     KIND_TOMBSTONE,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
@@ -70,8 +72,9 @@ def _empty(key: bytes) -> StreamState:
 class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
-    __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load", "stream_delta",
-                 "streams", "tombstone_count", "tombstones")
+    __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load",
+                 "snapshot_count", "snapshots", "stream_delta", "streams", "tombstone_count",
+                 "tombstones")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
@@ -85,6 +88,10 @@ class Index:
         self.event_count = 0  # change in the number of events in live streams
         self.stream_delta = 0  # change in the number of live streams
         self.tombstone_count = 0
+        # stream key -> (position, incarnation, version) of its newest snapshot
+        # record here (version -1: a removal record).
+        self.snapshots: dict[bytes, tuple[int, int, int]] = {}
+        self.snapshot_count = 0
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
@@ -94,8 +101,8 @@ class Index:
         self.damaged: dict[bytes, int] = {}
 
     def __len__(self) -> int:
-        """Events and tombstones indexed here (what a flush would write)."""
-        return len(self.all_positions) + self.tombstone_count
+        """Events, tombstones and snapshots indexed here (what a flush would write)."""
+        return len(self.all_positions) + self.tombstone_count + self.snapshot_count
 
     def state(self, key: bytes) -> StreamState:
         """The stream's state, loaded from the persistent index on first use."""
@@ -133,6 +140,11 @@ class Index:
         new.touched = True
         self.tombstones[key] = position
         self.tombstone_count += 1
+
+    def add_snapshot(self, key: bytes, position: int, incarnation: int, version: int) -> None:
+        """Record a snapshot (or removal) record of stream ``key`` at ``position``."""
+        self.snapshots[key] = (position, incarnation, version)
+        self.snapshot_count += 1
 
     def _rollback(self, key: bytes, count: int) -> None:
         """Forget the last ``count`` events of stream ``key`` (an incomplete batch)."""
@@ -249,6 +261,16 @@ class Index:
                 self.event_count += added
                 added = 0
                 self.delete_stream(key, position)
+                end = nxt
+            elif kind == KIND_SNAPSHOT:
+                if pending or not flags:
+                    error = "a snapshot inside an atomic batch"
+                    break
+                c = a + eid_len + type_len
+                if meta_len != INCARNATION.size:
+                    error = "a snapshot record without its incarnation"
+                    break
+                self.add_snapshot(key, position, INCARNATION.unpack_from(payload, c)[0], version)
                 end = nxt
             else:
                 error = f"unknown record kind {kind}"

@@ -114,6 +114,13 @@ class WriterIndex:
     def delete_stream(self, key: bytes, position: int) -> None:
         self.pending.delete_stream(key, position)
 
+    def snapshot(self, key: bytes) -> tuple[int, int, int] | None:
+        """(position, incarnation, version) of the stream's newest snapshot record, or None."""
+        entry = self.pending.snapshots.get(key)
+        if entry is None:
+            entry = self.persistent.snapshot_at(self._txn, key, LATEST)
+        return entry
+
     def counts(self) -> tuple[int, int]:
         """(live events, live streams), written or not."""
         events, streams, _ = self.persistent.counts(self._txn)

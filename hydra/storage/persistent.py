@@ -25,6 +25,10 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
     ids      >Q incarnation + event ID -> <Q version
     all      >Q position of the chunk's first event -> <q positions of up to 64
                            events in log order
+    snaps    stream key -> <qqq (position, incarnation, version) of the stream's
+                           newest snapshot record, then of the one before it
+                           (version -1: a removal record); a reader as of a
+                           position before the newest uses the one before
 
 An incarnation is named by the position of its first event (positions are
 unique), so the entries of a deleted incarnation stay valid for readers that
@@ -56,7 +60,7 @@ if TYPE_CHECKING:
     from hydra.storage.index import Index, StreamState
 
 INDEX_DIR = "index"
-FORMAT = b"hydra-index 1"
+FORMAT = b"hydra-index 2"
 CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # Virtual size of the map; LMDB grows the file as it fills (the file is never
 # this large), and readers need not follow a resize.
@@ -71,6 +75,7 @@ CHUNK_KEY = struct.Struct(">QI")
 RECORD = struct.Struct("<qQ")
 TOMB = struct.Struct("<qqQ")
 COUNTS = struct.Struct("<qqq")
+SNAP = struct.Struct("<qqq")
 TAIL = struct.Struct("<I")
 assert RECORD.size == 16 and TOMB.size == 24 and CHUNK_KEY.size == 12 and COUNTS.size == 24
 
@@ -126,7 +131,7 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
 # and an embedded Store and a read-only view of the same directory may share one.
 _ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
 _ENVS_LOCK = threading.Lock()
-_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all")
+_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps")
 
 
 def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -198,6 +203,7 @@ class PersistentIndex:
         self.chunks = dbs[b"chunks"]
         self.ids = dbs[b"ids"]
         self.all = dbs[b"all"]
+        self.snaps = dbs[b"snaps"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
 
     def release(self) -> None:
@@ -378,6 +384,20 @@ class PersistentIndex:
             count = self._count_before(txn, inc, count, as_of)
         return Incarnation(inc, count, bytes(history))
 
+    def snapshot_at(
+        self, txn: lmdb.Transaction, key: bytes, as_of: int
+    ) -> tuple[int, int, int] | None:
+        """(position, incarnation, version) of the stream's newest snapshot record before ``as_of``."""
+        raw = txn.get(stream_dbkey(key), db=self.snaps)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        for i in range(0, len(raw), SNAP.size):
+            entry: tuple[int, int, int] = SNAP.unpack_from(raw, i)
+            if entry[0] < as_of:
+                return entry
+        return None
+
     def _count_before(self, txn: lmdb.Transaction, inc: int, count: int, as_of: int) -> int:
         """Events of incarnation ``inc`` (``count`` in all) at positions before ``as_of``."""
         chunks = self.chunks
@@ -557,6 +577,14 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if items:
                 items.sort()
                 txn.cursor(db=db).putmulti(items)
+        if pending.snapshots:
+            snaps = index.snaps
+            for key, entry in sorted(pending.snapshots.items()):
+                dbkey = stream_dbkey(key)
+                old = txn.get(dbkey, db=snaps)
+                # Keep the previous entry too, for readers as of a position before it.
+                txn.put(dbkey, SNAP.pack(*entry) + (bytes(old[:SNAP.size]) if old else b""),
+                        db=snaps)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, new_all)

@@ -25,8 +25,11 @@ from hydra.storage.format import (
     ENVELOPE_VERSION,
     KIND_EVENT,
     RECORD_HEADER,
+    SNAPSHOT_REMOVED,
     RecordedEvent,
+    Snapshot,
     decode_event,
+    decode_snapshot,
 )
 from hydra.storage.persistent import TOMB, stream_dbkey
 
@@ -95,6 +98,36 @@ class ReadSide:
         self._before_read()
         _, count, new = self._stream(key, self._bounds()[0])
         return count + len(new)
+
+    def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The newest committed snapshot of the stream's current incarnation, or None.
+
+        None when the stream has none, or was deleted since (a snapshot belongs to
+        one incarnation of its stream).
+        """
+        key = self._key(stream_id)
+        self._before_read()
+        as_of = self._bounds()[0]
+        inc, count, new = self._stream(key, as_of)
+        if not count:
+            if not new:
+                return None
+            inc = new[0]  # an incarnation that began in the tail
+        tail = self._tail
+        entry = None if tail is None else tail.snapshots.get(key)
+        pindex = self._pindex
+        try:
+            if entry is None and pindex is not None:
+                with pindex.env.begin() as txn:
+                    entry = pindex.snapshot_at(txn, key, as_of)
+            if entry is None or entry[2] == SNAPSHOT_REMOVED or entry[1] != inc:
+                return None
+            p = entry[0]
+            size = self._segments.segment_size
+            s = p // size
+            return decode_snapshot(self._segments.map(s), p - s * size, p)
+        except (ValueError, IndexError, lmdb.Error) as exc:
+            raise _read_error(self, exc) from None
 
     def read_stream(
         self,
@@ -292,13 +325,18 @@ class ReadSide:
                         left -= 1
                     yield ev
         except (ValueError, IndexError, lmdb.Error) as exc:
-            # Store.close() unmaps the segments (and closes the index) under a read
-            # still iterating.
-            if getattr(self, "_closed", False):
-                raise StoreClosed("the store was closed during this read") from None
-            if isinstance(exc, lmdb.Error):
-                raise _index_error(self, exc) from None
-            raise
+            raise _read_error(self, exc) from None
+
+
+def _read_error(reader: object, exc: Exception) -> Exception:
+    """What a read that failed with ``exc`` raises: Store.close() unmaps the
+    segments (and closes the index) under a read still going, which is StoreClosed;
+    an index error is a StorageError; anything else is re-raised as it is."""
+    if getattr(reader, "_closed", False):
+        return StoreClosed("the store was closed during this read")
+    if isinstance(exc, lmdb.Error):
+        return _index_error(reader, exc)
+    return exc
 
 
 def _index_error(reader: object, exc: lmdb.Error) -> HydraError:

@@ -47,6 +47,7 @@ class Report:
     segments: int = 0
     events: int = 0
     tombstones: int = 0
+    snapshots: int = 0  # snapshot records (saves and removals)
     streams: int = 0
     end_position: int = 0
     problems: list[str] = field(default_factory=list)
@@ -106,6 +107,7 @@ def verify(directory: str) -> Report:
             )
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
+        report.snapshots = index.snapshot_count
         report.streams = index.stream_delta
         if not report.problems:
             check_index(report, segments, numbers, index)
@@ -218,6 +220,12 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
             if extra != len(st.ids):
                 if problem(f"stream {name!r}: the index holds {extra} event IDs; "
                            f"the log has {len(st.ids)}"):
+                    return
+        for key, entry in log.snapshots.items():
+            found = pindex.snapshot_at(txn, key, covered)
+            if found != entry:
+                if problem(f"stream {key.decode(errors='replace')!r}: the index's newest "
+                           f"snapshot record is {found}; the log's is {entry}"):
                     return
         for dbkey, raw in txn.cursor(db=pindex.streams):
             if dbkey[:1] == b"\0":

@@ -19,12 +19,16 @@ from hydra.storage.engine import ANY, Engine, NewEvent
 from hydra._protocol import (
     APPEND_FIELDS,
     DELETE_FIELDS,
+    DELETE_SNAPSHOT_FIELDS,
     EVENT_FIELDS,
     HEALTH_FIELDS,
     MAX_MESSAGE_SIZE,
     OP_APPEND,
     OP_DELETE,
+    OP_DELETE_SNAPSHOT,
     OP_HEALTH,
+    OP_SAVE_SNAPSHOT,
+    SAVE_SNAPSHOT_FIELDS,
     bad_request,
     error_reply,
     unpackb,
@@ -86,6 +90,10 @@ class CommandHandler:
                 return self._append(rid, req)
             if op == OP_DELETE:
                 return self._delete(rid, req)
+            if op == OP_SAVE_SNAPSHOT:
+                return self._save_snapshot(rid, req)
+            if op == OP_DELETE_SNAPSHOT:
+                return self._delete_snapshot(rid, req)
             if op == OP_HEALTH:
                 _check_fields(req, HEALTH_FIELDS)
                 return {"id": rid, "ok": True, "health": self._health()}
@@ -155,6 +163,35 @@ class CommandHandler:
         engine.index.delete_stream(engine.stream_key(stream), position)
         self.written += 1
         return {"id": rid, "ok": True, "position": position}
+
+    # -- snapshots -------------------------------------------------------------------
+
+    def _save_snapshot(self, rid: int, req: dict[str, Any]) -> Reply:
+        _check_fields(req, SAVE_SNAPSHOT_FIELDS)
+        if "version" not in req or "state" not in req:
+            raise InvalidArgument("save_snapshot needs version and state")
+        try:
+            saved = self.engine.save_snapshot(req.get("stream"),  # type: ignore[arg-type]
+                                              req["version"], req["state"],
+                                              req.get("snapshot_type", ""))
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
+        self._storage_ok()
+        if saved.written:
+            self.written += 1
+        return {"id": rid, "ok": True, "position": saved.position, "version": saved.version,
+                "written": saved.written}
+
+    def _delete_snapshot(self, rid: int, req: dict[str, Any]) -> Reply:
+        _check_fields(req, DELETE_SNAPSHOT_FIELDS)
+        try:
+            position = self.engine.delete_snapshot(req.get("stream"))  # type: ignore[arg-type]
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
+        self._storage_ok()
+        if position is not None:
+            self.written += 1
+        return {"id": rid, "ok": True, "deleted": position is not None}
 
     @property
     def storage(self) -> str:

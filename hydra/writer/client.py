@@ -48,12 +48,14 @@ from typing import Any, Self
 import zmq
 
 from hydra._curve import ClientKeys, secure_client
-from hydra.storage.engine import ANY, AppendResult, NewEvent
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
     OP_APPEND,
     OP_DELETE,
+    OP_DELETE_SNAPSHOT,
     OP_HEALTH,
+    OP_SAVE_SNAPSHOT,
     SocketWatcher,
     array_header,
     exception_from_reply,
@@ -167,6 +169,20 @@ class WriterClient:
         reply = await self._call({"op": OP_DELETE, "stream": stream_id,
                                   "expected_version": expected_version})
         return reply["position"]  # type: ignore[no-any-return]
+
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str = ""
+    ) -> SnapshotSaved:
+        """Save the stream's snapshot as of ``version`` (see ``hydra.Store.save_snapshot``)."""
+        reply = await self._call({"op": OP_SAVE_SNAPSHOT, "stream": stream_id,
+                                  "version": version, "state": state,
+                                  "snapshot_type": snapshot_type})
+        return SnapshotSaved(reply["position"], reply["version"], reply["written"])
+
+    async def delete_snapshot(self, stream_id: str) -> bool:
+        """Remove the stream's snapshot; False when it had none."""
+        reply = await self._call({"op": OP_DELETE_SNAPSHOT, "stream": stream_id})
+        return bool(reply["deleted"])
 
     async def health(self) -> dict[str, Any]:
         """The writer's health and counters (committed_position, events, streams,

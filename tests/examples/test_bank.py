@@ -240,3 +240,35 @@ def test_two_processes_race(request, tmp_path, kind):
     assert codes == [0, 1], outs
     assert any("cannot withdraw 70.00" in err for _, err in outs)
     assert cli(*at, "balance", acct)[1] == [f"{acct} (Two): 30.00 after replaying 3 events"]
+
+
+# -- snapshots -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["embedded", "grpc", "http"])
+def test_balance_loads_the_snapshot_and_the_tail(request, tmp_path, kind):
+    at = [*where(request, tmp_path, kind), "--snapshot-every", "5"]
+    acct = f"snap-{uuid.uuid4().hex[:8]}"
+    assert cli(*at, "open", acct, "Sam")[0] == 0
+    for _ in range(11):
+        assert cli(*at, "deposit", acct, "1")[0] == 0
+    # 12 events: snapshots at v4 and v9; the balance reads v9's and 2 events.
+    assert cli(*at, "balance", acct) == (
+        0, [f"{acct} (Sam): 11.00 from the snapshot at v9 and 2 later events"])
+    status, lines = cli(*at, "history", acct)
+    assert status == 0 and len(lines) == 12
+    # Without snapshots the same balance comes from every event.
+    assert cli(*at[:-2], "--snapshot-every", "0", "withdraw", acct, "2")[0] == 0
+    assert cli(*at, "balance", acct)[1] == [
+        f"{acct} (Sam): 9.00 from the snapshot at v9 and 3 later events"]
+    assert cli(*at, "--snapshot-every", "-1", "balance", acct)[0] == 2
+
+
+def test_a_snapshot_of_another_type_is_ignored(tmp_path):
+    at = ["--data", str(tmp_path / "b"), "--snapshot-every", "2"]
+    assert cli(*at, "open", "a-1", "Ann")[0] == 0
+    assert cli(*at, "deposit", "a-1", "3")[0] == 0
+    with hydra.open(str(tmp_path / "b")) as store:
+        assert store.load_snapshot("account-a-1").version == 1
+        store.save_snapshot("account-a-1", 1, b"not json", "Legacy")
+    assert cli(*at, "balance", "a-1") == (0, ["a-1 (Ann): 3.00 after replaying 2 events"])

@@ -75,6 +75,17 @@ class StoreBackend:
     async def close(self) -> None:
         pass
 
+    async def save_snapshot(
+        self, stream_id: str, version: int, state: bytes, snapshot_type: str
+    ) -> hydra.SnapshotSaved:
+        return self.store.save_snapshot(stream_id, version, state, snapshot_type)
+
+    def load_snapshot(self, stream_id: str) -> hydra.Snapshot | None:
+        return self.store.load_snapshot(stream_id)
+
+    async def delete_snapshot(self, stream_id: str) -> bool:
+        return self.store.delete_snapshot(stream_id)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -56,6 +56,9 @@ HTTP_CASES = [
     ("GET", "/subscribe/streams/{s}", None, "read"),
     ("POST", "/streams/{s}", b'{"data": "eA==", "expectedVersion": -1}', "write"),
     ("DELETE", "/streams/{s}", None, "admin"),
+    ("GET", "/streams/{s}/snapshot", None, "read"),
+    ("PUT", "/streams/{s}/snapshot", b'{"version": 0, "state": "eA=="}', "write"),
+    ("DELETE", "/streams/{s}/snapshot", None, "write"),
 ]
 
 
@@ -72,7 +75,8 @@ def test_every_route_and_rpc_has_a_role() -> None:
                 continue
             path = route.path.replace("{stream_id:path}", "s")  # type: ignore[attr-defined]
             assert any(m == method and (p == "=" + path or
-                                        (not p.startswith("=") and path.startswith(p)))
+                                        (p.startswith("*") and path.endswith(p[1:])) or
+                                        (p[:1] not in "=*" and path.startswith(p)))
                        for m, p, _ in _auth.HTTP_ROLES), f"{method} {path} has no role"
     service = pb.DESCRIPTOR.services_by_name["EventStore"]
     for method in service.methods:

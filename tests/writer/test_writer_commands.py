@@ -268,3 +268,38 @@ def test_sigterm_when_idle_exits_zero_and_syncs(start_writer, data_dir):
     with hydra.open(data_dir) as store:  # the lock is free
         assert store.stream_version("z") == 2
     assert not os.path.exists(os.path.join(data_dir, "run", "cmd.sock"))
+
+
+# -- snapshots ---------------------------------------------------------------------
+
+
+def test_snapshot_requests(raw, data_dir):
+    raw.call(append(1, "snap", [b"a"], [b"b"], [b"c"]))
+    r = raw.call({"id": 2, "op": "save_snapshot", "stream": "snap", "version": 2,
+                  "state": b"st", "snapshot_type": "T"})
+    assert (r["ok"], r["version"], r["written"]) == (True, 2, True)
+    assert r["committed"] > r["position"]
+    older = raw.call({"id": 3, "op": "save_snapshot", "stream": "snap", "version": 1,
+                      "state": b"old"})
+    assert (older["position"], older["written"]) == (r["position"], False)
+    with hydra.open(data_dir, read_only=True) as view:
+        snap = view.load_snapshot("snap")
+        assert snap is not None and (snap.state, snap.snapshot_type) == (b"st", "T")
+    assert raw.call({"id": 4, "op": "delete_snapshot", "stream": "snap"})["deleted"] is True
+    assert raw.call({"id": 5, "op": "delete_snapshot", "stream": "snap"})["deleted"] is False
+
+
+@pytest.mark.parametrize("request_, fragment", [
+    ({"stream": "snap2", "version": 0}, "needs version and state"),
+    ({"stream": "snap2", "state": b""}, "needs version and state"),
+    ({"stream": "snap2", "version": 0, "state": b"", "extra": 1}, "unknown field"),
+    ({"stream": "snap2", "version": "0", "state": b""}, "version must be an integer"),
+    ({"stream": "snap2", "version": 5, "state": b""}, "is not a version"),
+    ({"stream": "snap2", "version": 0, "state": "text"}, "state must be bytes"),
+    ({"stream": "", "version": 0, "state": b""}, "must not be empty"),
+])
+def test_bad_snapshot_requests(raw, request_, fragment):
+    raw.call(append(1, "snap2", [b"a"]))
+    r = raw.call({"id": 2, "op": "save_snapshot", **request_})
+    assert r["ok"] is False and r["error"] == "invalid_argument", r
+    assert fragment in r["message"]
