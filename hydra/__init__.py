@@ -11,7 +11,14 @@ Embedded use::
 
 from __future__ import annotations
 
-from hydra.storage.engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
+from hydra.storage.engine import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    NewEvent,
+    StreamAppend,
+)
 from hydra.storage.format import RecordedEvent
 from hydra.errors import (
     CorruptLog,
@@ -20,6 +27,7 @@ from hydra.errors import (
     StoreLocked,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -40,7 +48,9 @@ __all__ = [
     "Store",
     "StoreLocked",
     "StreamExists",
+    "StreamAppend",
     "StreamNotFound",
+    "TrackingConflict",
     "Unavailable",
     "WrongExpectedVersion",
     "open",
