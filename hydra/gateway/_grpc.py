@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2_grpc,
 )
 
-from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
@@ -154,6 +154,37 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             expected = check_expected_version(request.expected_version, "expected_version")
         r = await self.backend.delete(stream_id, expected)
         return pb.DeleteStreamResponse(position=r.position, committed_position=r.committed)
+
+    # -- multi-stream appends and tracking records -------------------------------
+
+    @_unary
+    async def AppendMulti(
+        self, request: pb.AppendMultiRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppendMultiResponse:
+        limits = self.limits
+        parts = [StreamAppend(check_stream_id(a.stream_id, limits), _events(a, limits),
+                              check_expected_version(a.expected_version,
+                                                     f"appends[{n}].expected_version"))
+                 for n, a in enumerate(request.appends)]
+        tracking = None
+        if request.HasField("tracking"):
+            tracking = (request.tracking.application_name, request.tracking.notification_id)
+        results, committed = await self.backend.append_multi(parts, tracking, request.sync)
+        return pb.AppendMultiResponse(
+            results=[pb.AppendResponse(position=r.position, version=r.version,
+                                       duplicate=r.duplicate, committed_position=committed)
+                     for r in results],
+            committed_position=committed)
+
+    @_unary
+    async def GetTracking(
+        self, request: pb.GetTrackingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTrackingResponse:
+        await self._wait(request.min_position)
+        found = self.backend.max_tracking_id(request.application_name)
+        if found is None:
+            return pb.GetTrackingResponse(found=False)
+        return pb.GetTrackingResponse(found=True, notification_id=found)
 
     # -- reads -------------------------------------------------------------------
 
