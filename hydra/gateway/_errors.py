@@ -90,6 +90,7 @@ def http_error(exc: BaseException) -> tuple[int, bytes]:
         body["streamId"] = stream_id
     if isinstance(exc, TrackingConflict):
         body["applicationName"] = exc.name
+        body["notificationId"] = exc.notification_id
         body["currentNotificationId"] = exc.current
     return mapping.http_status, orjson.dumps(body)
 

@@ -157,10 +157,23 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
 
     # -- multi-stream appends and tracking records -------------------------------
 
-    @_unary
     async def AppendMulti(
         self, request: pb.AppendMultiRequest, context: grpc.aio.ServicerContext
     ) -> pb.AppendMultiResponse:
+        try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
+            return await self._append_multi(request)
+        except Exception as exc:
+            code, message, trailers = grpc_error(exc)
+            stream_id = getattr(exc, "stream_id", None)
+            if stream_id:
+                # Which of the call's streams failed, for the client to name it.
+                trailers = (*trailers, ("stream-id-bin", stream_id.encode()))
+            await context.abort(code, message, trailers)
+            raise  # not reached: abort raises
+
+    async def _append_multi(self, request: pb.AppendMultiRequest) -> pb.AppendMultiResponse:
         limits = self.limits
         parts = [StreamAppend(check_stream_id(a.stream_id, limits), _events(a, limits),
                               check_expected_version(a.expected_version,

@@ -11,7 +11,7 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /health          gateway and writer state                -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
     POST   /append          atomic append to several streams        -> 201
-    GET    /tracking/{name} an application's highest tracked ID     -> 200 | 404
+    GET    /tracking/{name} an application's highest tracked ID     -> 200
 
 Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
 status chosen in ``_errors.py``.
@@ -177,9 +177,6 @@ class HttpApi:
         if min_position:
             await self.backend.wait_for(min_position)
         found = self.backend.max_tracking_id(name)
-        if found is None:
-            return _json(404, {"error": f"no tracking record for application {name!r}",
-                               "type": "tracking_not_found"})
         return _json(200, {"applicationName": name, "notificationId": found})
 
     # -- reads -------------------------------------------------------------------

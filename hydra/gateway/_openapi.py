@@ -391,13 +391,14 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "parameters": [_MIN_POSITION],
                     "responses": {
                         "200": {
-                            "description": "The highest committed notification ID.",
+                            "description": "The highest committed notification ID "
+                                           "(null when no append has tracked the "
+                                           "application).",
                             "content": {"application/json": {
-                                "schema": {"$ref": "#/components/schemas/Tracking"},
+                                "schema": {"$ref": "#/components/schemas/TrackingResult"},
                             }},
                         },
                         "400": _INVALID,
-                        "404": _error_response("No append has tracked this application."),
                         "503": _UNAVAILABLE,
                     },
                 },
@@ -475,6 +476,13 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "sync": {"type": "boolean", "default": False},
                 },
             },
+            "TrackingResult": {
+                "type": "object",
+                "properties": {
+                    "applicationName": {"type": "string"},
+                    "notificationId": {"type": ["integer", "null"]},
+                },
+            },
             "Tracking": {
                 "type": "object",
                 "additionalProperties": False,
@@ -540,6 +548,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "expectedVersion": {"type": "integer"},
                     "streamId": {"type": "string"},
                     "applicationName": {"type": "string"},
+                    "notificationId": {"type": "integer"},
                     "currentNotificationId": {"type": "integer"},
                 },
             },
