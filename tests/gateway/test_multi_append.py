@@ -116,3 +116,50 @@ def test_grpc_append_multi_and_tracking(stub, stream, app):
         stub.AppendMulti(pb.AppendMultiRequest(
             appends=[pb.StreamAppend(stream_id="", events=[pb.NewEvent(data=b"x")])]))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_subscribers_see_a_multi_stream_append_contiguously(stub, http, stream):
+    """Single appends race with multi-stream appends; no event lands inside a batch."""
+    import threading
+
+    start = http.get("/health").json()["committedPosition"]
+    call = stub.SubscribeToAll(pb.SubscribeToAllRequest(from_position=start,
+                                                        stream_prefix=stream), timeout=60)
+    stop = threading.Event()
+    noise: list[int] = []
+
+    def racer() -> None:
+        while not stop.is_set():
+            r = stub.AppendBatch(pb.AppendBatchRequest(
+                stream_id=stream + "-noise", events=[pb.NewEvent(data=b"n")],
+                expected_version=-1))
+            noise.append(r.position)
+
+    thread = threading.Thread(target=racer)
+    thread.start()
+    batches = 15
+    try:
+        for n in range(batches):
+            stub.AppendMulti(pb.AppendMultiRequest(appends=[
+                pb.StreamAppend(stream_id=f"{stream}-{k}", expected_version=-1,
+                                events=[pb.NewEvent(data=b"%d" % n) for _ in range(2)])
+                for k in range(3)]))
+    finally:
+        stop.set()
+        thread.join()
+    try:
+        got = []
+        while sum(1 for e in got if not e.stream_id.endswith("-noise")) < batches * 6:
+            got.append(next(call))
+    finally:
+        call.cancel()
+    assert noise, "the racing appender never ran"
+    runs = []
+    for e in got:
+        key = None if e.stream_id.endswith("-noise") else e.data
+        if runs and runs[-1][0] == key:
+            runs[-1][1] += 1
+        else:
+            runs.append([key, 1])
+    batch_runs = [r for r in runs if r[0] is not None]
+    assert [r[1] for r in batch_runs] == [6] * batches, batch_runs
