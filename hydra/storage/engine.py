@@ -17,6 +17,7 @@ from hydra.storage.format import (
     encode_tombstone,
     encode_tracking,
 )
+from hydra.storage.index import StreamState
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
 from hydra.storage.segments import SegmentSet
@@ -217,16 +218,9 @@ class Engine:
         st = index.state(key)
         count = st.base + len(st.positions)
         if st.ids or st.base:
-            find = index.find_id
-            known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
-            if known:
-                if len(known) == n:
-                    last = known[-1]
-                    return AppendResult(index.position_of(st, last), last, True)
-                raise InvalidArgument(
-                    f"{len(known)} of the {n} event IDs in this batch already "
-                    f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
-                )
+            repeat = self._repeat(stream_id, key, st, eids)
+            if repeat is not None:
+                return repeat
         if expected_version != ANY:
             _check_current(stream_id, expected_version, count)
         parts = encode_batch(key, eids, etypes, metas, datas, count, _time_ns() // 1000)
@@ -237,13 +231,36 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         position = self.log.write(records)
-        pending = index.pending
+        self._index_batch(st, eids, count, parts, position)
+        return AppendResult(position + len(records) - len(parts[-1]) - 8, count + n - 1, False)
+
+    def _repeat(
+        self, stream_id: str, key: bytes, st: StreamState, eids: list[bytes]
+    ) -> AppendResult | None:
+        """The result of a batch all of whose event IDs are in the stream (an
+        idempotent repeat: nothing is written), or None when none is."""
+        find = self.index.find_id
+        known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
+        if not known:
+            return None
+        if len(known) != len(eids):
+            raise InvalidArgument(
+                f"{len(known)} of the {len(eids)} event IDs in this batch already "
+                f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
+            )
+        return AppendResult(self.index.position_of(st, known[-1]), known[-1], True)
+
+    def _index_batch(
+        self, st: StreamState, eids: list[bytes], count: int, parts: list[bytes], position: int
+    ) -> int:
+        """Index a batch's records written at ``position``; return the position after them."""
+        pending = self.index.pending
         # Positions follow from the record sizes: frame (8 bytes) + body, in order.
-        offsets = [position]
+        offsets = []
         p = position
-        for body_len in map(len, parts[1:-1:2]):
-            p += 8 + body_len
+        for body_len in map(len, parts[1::2]):
             offsets.append(p)
+            p += 8 + body_len
         st.positions.extend(offsets)
         pending.all_positions.extend(offsets)
         ids = st.ids
@@ -252,8 +269,8 @@ class Engine:
                 ids[eid] = v
         if not count:
             pending.stream_delta += 1
-        pending.event_count += n
-        return AppendResult(offsets[-1], count + n - 1, False)
+        pending.event_count += len(offsets)
+        return p
 
     def check_tracking(self, tracking: object) -> tuple[bytes, int]:
         """Validate ``(application name, notification ID)``; return (name bytes, ID)."""
@@ -341,18 +358,7 @@ class Engine:
             st = index.state(key)
             count = st.base + len(st.positions)
             counts.append(count)
-            result = None
-            if st.ids or st.base:
-                find = index.find_id
-                known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
-                if known:
-                    if len(known) != len(datas):
-                        raise InvalidArgument(
-                            f"{len(known)} of the {len(datas)} event IDs for stream "
-                            f"{part.stream_id!r} already exist in it; a stream's part is "
-                            "idempotent only as a whole"
-                        )
-                    result = AppendResult(index.position_of(st, known[-1]), known[-1], True)
+            result = self._repeat(part.stream_id, key, st, eids) if st.ids or st.base else None
             if result is None and part.expected_version != ANY:
                 _check_current(part.stream_id, part.expected_version, count)
             results.append(result)
@@ -377,27 +383,14 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         p = self.log.write(records)
-        pending = index.pending
         for i, parts in zip(writing, chunks):
             key, _p, eids, _t, _m, datas = plans[i]
-            count = counts[i]
-            offsets = []
-            for body_len in map(len, parts[1::2]):
-                offsets.append(p)
-                p += 8 + body_len
-            st = index.state(key)
-            st.positions.extend(offsets)
-            pending.all_positions.extend(offsets)
-            ids = st.ids
-            for v, eid in enumerate(eids, count):
-                if eid:
-                    ids[eid] = v
-            if not count:
-                pending.stream_delta += 1
-            pending.event_count += len(datas)
-            results[i] = AppendResult(offsets[-1], count + len(datas) - 1, False)
+            end = self._index_batch(index.state(key), eids, counts[i], parts, p)
+            results[i] = AppendResult(end - 8 - len(parts[-1]), counts[i] + len(datas) - 1,
+                                      False)
+            p = end
         if track is not None:
-            pending.tracking[track[0]] = (track[1], p)
+            index.pending.tracking[track[0]] = (track[1], p)
         return results  # type: ignore[return-value]
 
     def _prepare_batch(
