@@ -18,6 +18,7 @@ from hydra.storage.engine import (
     AppendResult,
     NewEvent,
     SnapshotSaved,
+    StreamAppend,
 )
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.errors import (
@@ -27,6 +28,7 @@ from hydra.errors import (
     StoreLocked,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -49,7 +51,9 @@ __all__ = [
     "Store",
     "StoreLocked",
     "StreamExists",
+    "StreamAppend",
     "StreamNotFound",
+    "TrackingConflict",
     "Unavailable",
     "WrongExpectedVersion",
     "open",

@@ -40,6 +40,7 @@ from hydra.errors import (
     StorageFull,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     Unavailable,
     WrongExpectedVersion,
 )
@@ -51,7 +52,8 @@ PROTOCOL_VERSION: Final = 1
 OP_APPEND: Final = "append"
 OP_DELETE: Final = "delete"
 OP_HEALTH: Final = "health"
-OPS: Final = (OP_APPEND, OP_DELETE, OP_HEALTH)
+OP_APPEND_MULTI: Final = "append_multi"
+OPS: Final = (OP_APPEND, OP_DELETE, OP_HEALTH, OP_APPEND_MULTI)
 # Snapshots (docs/PROTOCOL.md, "Snapshots").
 OP_SAVE_SNAPSHOT: Final = "save_snapshot"
 OP_DELETE_SNAPSHOT: Final = "delete_snapshot"
@@ -66,6 +68,11 @@ APPEND_FIELDS: Final = frozenset(("id", "op", "stream", "events", "expected_vers
 DELETE_FIELDS: Final = frozenset(("id", "op", "stream", "expected_version"))
 HEALTH_FIELDS: Final = frozenset(("id", "op"))
 EVENT_FIELDS: Final = frozenset(("data", "event_id", "event_type", "metadata"))
+# Multi-stream appends: "appends" is an array of maps with PART_FIELDS;
+# "tracking" is an array [application name, notification ID]. The reply's
+# "results" is an array of [position, version, duplicate], in request order.
+APPEND_MULTI_FIELDS: Final = frozenset(("id", "op", "appends", "tracking", "sync"))
+PART_FIELDS: Final = frozenset(("stream", "events", "expected_version"))
 
 # Largest command message body the writer reads. Bigger ones are refused with
 # an error reply; past HARD_MESSAGE_LIMIT the transport drops the connection
@@ -79,6 +86,7 @@ HARD_MESSAGE_LIMIT: Final = 2 * MAX_MESSAGE_SIZE
 # encoding, so subclasses come before their bases.
 ERROR_CODES: Final[tuple[tuple[str, type[HydraError]], ...]] = (
     ("wrong_expected_version", WrongExpectedVersion),
+    ("tracking_conflict", TrackingConflict),
     ("stream_exists", StreamExists),
     ("stream_not_found", StreamNotFound),
     ("invalid_argument", InvalidArgument),
@@ -107,6 +115,8 @@ def error_reply(request_id: int | None, exc: BaseException) -> dict[str, Any]:
         reply["current_version"] = exc.current_version
     if isinstance(exc, WrongExpectedVersion):
         reply["expected_version"] = exc.expected_version
+    if isinstance(exc, TrackingConflict):
+        reply["tracking"] = [exc.name, exc.notification_id, exc.current]
     return reply
 
 
@@ -126,6 +136,12 @@ def exception_from_reply(reply: dict[str, Any]) -> HydraError:
         return WrongExpectedVersion(stream, expected if type(expected) is int else -1, current)
     if code == "stream_exists":
         return StreamExists(stream, current)
+    if code == "tracking_conflict":
+        t: Any = reply.get("tracking")
+        if (type(t) in (list, tuple) and len(t) == 3 and type(t[0]) is str
+                and type(t[1]) is int and type(t[2]) is int):
+            return TrackingConflict(t[0], t[1], t[2])
+        return TrackingConflict("?", -1, -1)
     if code == "stream_not_found":
         return StreamNotFound(stream)
     if code in ("invalid_argument", BAD_REQUEST):

@@ -49,6 +49,22 @@ class StreamExists(ConcurrencyError):
         return (type(self), (self.stream_id, self.current_version))
 
 
+class TrackingConflict(ConcurrencyError):
+    """An append's tracking record does not follow the application's highest one."""
+
+    def __init__(self, name: str, notification_id: int, current: int) -> None:
+        self.name = name
+        self.notification_id = notification_id
+        self.current = current
+        super().__init__(
+            f"tracking conflict for application {name!r}: notification ID "
+            f"{notification_id} is not above the highest already recorded, {current}"
+        )
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.name, self.notification_id, self.current))
+
+
 class StreamNotFound(HydraError):
     """The stream does not exist (or was deleted) where it must exist."""
 

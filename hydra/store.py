@@ -8,7 +8,9 @@ import threading
 from collections.abc import Sequence
 from typing import Literal, Self
 
-from hydra.storage.engine import ANY, AppendResult, Engine, NewEvent, SnapshotSaved
+from hydra.storage.engine import (
+    ANY, AppendResult, Engine, NewEvent, SnapshotSaved, StreamAppend, Tracking,
+)
 from hydra.storage.group_commit import GroupCommit
 from hydra.storage.lock import DirectoryLock
 from hydra.storage.manifest import (
@@ -217,8 +219,16 @@ class Store(ReadSide):
         expected_version: int = ANY,
         *,
         sync: bool = False,
+        tracking: Tracking | None = None,
     ) -> AppendResult:
-        """Append a batch atomically (all or nothing, on disk and to readers)."""
+        """Append a batch atomically (all or nothing, on disk and to readers).
+
+        With ``tracking=(application name, notification ID)`` a tracking record is
+        stored in the same atomic batch (see ``append_multi``).
+        """
+        if tracking is not None:
+            return self.append_multi([StreamAppend(stream_id, events, expected_version)],
+                                     tracking=tracking, sync=sync)[0]
         with self._lock:
             if self._closed or self._group.failure is not None:
                 self._raise_unusable()
@@ -227,6 +237,41 @@ class Store(ReadSide):
         if target:
             self._sync_to(target)
         return result
+
+    def append_multi(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        tracking: Tracking | None = None,
+        sync: bool = False,
+    ) -> list[AppendResult]:
+        """Append to several streams in one atomic batch; results in request order.
+
+        All or nothing: when any stream's expected version fails, nothing is
+        written and the error (``WrongExpectedVersion``, ``StreamExists``,
+        ``StreamNotFound``) names that stream. Event IDs are idempotent per stream
+        as for ``append_events``. ``tracking=(application name, notification ID)``
+        stores a tracking record atomically with the events; an ID not above the
+        application's highest (``max_tracking_id``) raises ``TrackingConflict`` and
+        writes nothing.
+        """
+        with self._lock:
+            if self._closed or self._group.failure is not None:
+                self._raise_unusable()
+            before = self._engine.log.end
+            results = self._engine.append_multi(appends, tracking)
+            end = self._engine.log.end
+            if end == before:
+                target = 0  # idempotent repeats only: nothing was written
+            else:
+                events = sum(1 for r in results if not r.duplicate)
+                target = self._written(end - 1, events, sync)
+        if target:
+            self._sync_to(target)
+        elif end == before and self._every_write:
+            # A repeat returns once what it repeats is durable.
+            self._sync_to(end)
+        return results
 
     def _written(self, position: int, events: int, sync: bool) -> int:
         """Account for an append (engine lock held); return the position to sync to, or 0.

@@ -7,7 +7,8 @@ def test_public_names_are_deliberate():
         "ANY", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "CorruptLog", "HydraError",
         "InvalidArgument", "NewEvent", "RecordedEvent", "Snapshot", "SnapshotSaved", "Store",
         "StoreLocked",
-        "StreamExists", "StreamNotFound", "Unavailable", "WrongExpectedVersion", "open",
+        "StreamAppend", "StreamExists", "StreamNotFound", "TrackingConflict", "Unavailable",
+        "WrongExpectedVersion", "open",
     ])
     for name in hydra.__all__:
         assert hasattr(hydra, name)
@@ -31,6 +32,6 @@ def test_errors_pickle():
     import pickle
 
     for e in (errors.WrongExpectedVersion("s", 3, 5), errors.StreamExists("s", 2),
-              errors.StreamNotFound("s")):
+              errors.StreamNotFound("s"), errors.TrackingConflict("app", 3, 5)):
         again = pickle.loads(pickle.dumps(e))
         assert type(again) is type(e) and str(again) == str(e)

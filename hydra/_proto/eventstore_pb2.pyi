@@ -265,3 +265,55 @@ class DeleteSnapshotResponse(_message.Message):
     deleted: bool
     committed_position: int
     def __init__(self, deleted: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class StreamAppend(_message.Message):
+    __slots__ = ("stream_id", "events", "expected_version")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    events: _containers.RepeatedCompositeFieldContainer[NewEvent]
+    expected_version: int
+    def __init__(self, stream_id: _Optional[str] = ..., events: _Optional[_Iterable[_Union[NewEvent, _Mapping]]] = ..., expected_version: _Optional[int] = ...) -> None: ...
+
+class Tracking(_message.Message):
+    __slots__ = ("application_name", "notification_id")
+    APPLICATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    application_name: str
+    notification_id: int
+    def __init__(self, application_name: _Optional[str] = ..., notification_id: _Optional[int] = ...) -> None: ...
+
+class AppendMultiRequest(_message.Message):
+    __slots__ = ("appends", "tracking", "sync")
+    APPENDS_FIELD_NUMBER: _ClassVar[int]
+    TRACKING_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    appends: _containers.RepeatedCompositeFieldContainer[StreamAppend]
+    tracking: Tracking
+    sync: bool
+    def __init__(self, appends: _Optional[_Iterable[_Union[StreamAppend, _Mapping]]] = ..., tracking: _Optional[_Union[Tracking, _Mapping]] = ..., sync: _Optional[bool] = ...) -> None: ...
+
+class AppendMultiResponse(_message.Message):
+    __slots__ = ("results", "committed_position")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendResponse]
+    committed_position: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class GetTrackingRequest(_message.Message):
+    __slots__ = ("application_name", "min_position")
+    APPLICATION_NAME_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    application_name: str
+    min_position: int
+    def __init__(self, application_name: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class GetTrackingResponse(_message.Message):
+    __slots__ = ("found", "notification_id")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    NOTIFICATION_ID_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    notification_id: int
+    def __init__(self, found: _Optional[bool] = ..., notification_id: _Optional[int] = ...) -> None: ...

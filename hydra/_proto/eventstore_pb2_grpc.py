@@ -114,6 +114,16 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.DeleteSnapshotResponse.FromString,
                 _registered_method=True)
+        self.AppendMulti = channel.unary_unary(
+                '/eventstore.EventStore/AppendMulti',
+                request_serializer=eventstore__pb2.AppendMultiRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.AppendMultiResponse.FromString,
+                _registered_method=True)
+        self.GetTracking = channel.unary_unary(
+                '/eventstore.EventStore/GetTracking',
+                request_serializer=eventstore__pb2.GetTrackingRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.GetTrackingResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -243,6 +253,26 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendMulti(self, request, context):
+        """Multi-stream appends and tracking records.
+        One atomic append to several streams, optionally with a tracking record
+        (application name, notification ID): all or nothing. When any stream's
+        expected version fails nothing is written and the status (as for
+        AppendBatch) names that stream; a tracking notification ID not above the
+        application's highest fails with ABORTED and writes nothing. Event IDs are
+        idempotent per stream. Subscribers see the events contiguously.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTracking(self, request, context):
+        """The highest notification ID tracked for an application (found = false: none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -325,6 +355,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.DeleteSnapshot,
                     request_deserializer=eventstore__pb2.DeleteSnapshotRequest.FromString,
                     response_serializer=eventstore__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
+            'AppendMulti': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendMulti,
+                    request_deserializer=eventstore__pb2.AppendMultiRequest.FromString,
+                    response_serializer=eventstore__pb2.AppendMultiResponse.SerializeToString,
+            ),
+            'GetTracking': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTracking,
+                    request_deserializer=eventstore__pb2.GetTrackingRequest.FromString,
+                    response_serializer=eventstore__pb2.GetTrackingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -759,6 +799,60 @@ class EventStore:
             '/eventstore.EventStore/DeleteSnapshot',
             eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
             eventstore__pb2.DeleteSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AppendMulti(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/AppendMulti',
+            eventstore__pb2.AppendMultiRequest.SerializeToString,
+            eventstore__pb2.AppendMultiResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTracking(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/GetTracking',
+            eventstore__pb2.GetTrackingRequest.SerializeToString,
+            eventstore__pb2.GetTrackingResponse.FromString,
             options,
             channel_credentials,
             insecure,

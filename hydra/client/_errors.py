@@ -24,6 +24,7 @@ from hydra.errors import (
     StorageFull,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     Unauthenticated,
     Unavailable,
     WrongExpectedVersion,
@@ -54,6 +55,22 @@ RESUMABLE_CODES = frozenset({
 })
 
 _CURRENT = re.compile(r"current: (\d+)")
+
+
+def from_grpc_multi(
+    err: grpc.RpcError, appends: Any, tracking: tuple[str, int] | None
+) -> HydraError:
+    """The Hydra exception for a failed ``AppendMulti``: it names the stream that
+    failed (trailer ``stream-id-bin``) or the tracking conflict."""
+    trailers = dict(err.trailing_metadata() or ())  # type: ignore[attr-defined]
+    if err.code() == grpc.StatusCode.ABORTED and tracking is not None:  # type: ignore[attr-defined]
+        raw = trailers.get("current-notification-id")
+        if raw is not None and str(raw).isdigit():
+            return TrackingConflict(tracking[0], tracking[1], int(raw))
+    stream = trailers.get("stream-id-bin", b"")
+    stream_id = stream.decode("utf-8", "replace") if isinstance(stream, bytes) else ""
+    expected = next((a.expected_version for a in appends if a.stream_id == stream_id), 0)
+    return from_grpc(err, stream_id, expected)
 
 
 def _current_version(details: str, trailers: Any) -> int:
@@ -145,6 +162,12 @@ def from_http(
         )
     if kind == "stream_exists":
         return StreamExists(stream_id, current)
+    if kind == "tracking_conflict":
+        top = doc.get("currentNotificationId")
+        asked = doc.get("notificationId")
+        return TrackingConflict(str(doc.get("applicationName", "")),
+                                asked if type(asked) is int else -1,
+                                top if type(top) is int else -1)
     if kind == "stream_not_found":
         return StreamNotFound(stream_id)
     if kind in ("invalid_argument", "payload_too_large") or status in (400, 413, 422):

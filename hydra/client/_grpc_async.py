@@ -10,16 +10,19 @@ from typing import Any, Self
 import grpc
 import grpc.aio
 
-from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
 from hydra.client._coalesce import MAX_CALLS, AsyncAppendBatcher, settle
-from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc
+from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc, from_grpc_multi
 from hydra.client._model import (
     Health,
     ReadCursor,
+    check_application_name,
+    check_appends,
+    check_tracking,
     SubscriptionCursor,
     check_events,
     check_filter,
@@ -269,6 +272,38 @@ class AsyncHydraClient:
                 await asyncio.sleep(delay)
                 continue
             raise error
+
+    async def append_multi(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        tracking: tuple[str, int] | None = None,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> list[AppendResult]:
+        """One atomic append to several streams; see ``hydra.Store.append_multi``.
+
+        Not retried: a repeat after a lost answer would meet its own tracking
+        record (TrackingConflict); repeat it yourself when that is what you want.
+        """
+        if self._closed:
+            raise StoreClosed("the client is closed")
+        parts = check_appends(appends)
+        track = check_tracking(tracking)
+        request = msg.append_multi_request(parts, track, sync)
+        try:
+            r = await self._stub().AppendMulti(request, timeout=self._timeout(timeout))
+        except grpc.RpcError as err:
+            raise from_grpc_multi(err, parts, track) from None
+        self._saw(r.committed_position)
+        return [AppendResult(x.position, x.version, x.duplicate) for x in r.results]
+
+    async def max_tracking_id(self, name: str, *, timeout: float | None = None) -> int | None:
+        """The highest notification ID tracked for application ``name`` (None: none)."""
+        request = pb.GetTrackingRequest(application_name=check_application_name(name),
+                                        min_position=self._min_position())
+        r = await self._call("GetTracking", request, True, self._timeout(timeout))
+        return int(r.notification_id) if r.found else None
 
     async def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                             timeout: float | None = None) -> int:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent, StreamAppend
 from hydra._proto import eventstore_pb2 as pb
 from hydra.client._model import (
     ReadCursor,
@@ -118,6 +118,20 @@ def batch_request(
         expected_version=check_expected_version(expected_version),
         sync=bool(sync),
     )
+
+
+def append_multi_request(
+    appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
+) -> pb.AppendMultiRequest:
+    request = pb.AppendMultiRequest(
+        appends=[{"stream_id": a.stream_id, "expected_version": a.expected_version,
+                  "events": [{"event_id": e.event_id, "data": e.data,
+                              "event_type": e.event_type, "metadata": e.metadata}
+                             for e in a.events]} for a in appends],
+        sync=bool(sync))
+    if tracking is not None:
+        request.tracking.application_name, request.tracking.notification_id = tracking
+    return request
 
 
 def delete_request(stream_id: str, expected_version: int) -> pb.DeleteStreamRequest:

@@ -10,7 +10,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
@@ -20,6 +20,8 @@ from hydra.client._model import (
     Health,
     ReadCursor,
     SubscriptionCursor,
+    check_application_name,
+    check_appends,
     check_bytes,
     check_events,
     check_expected_version,
@@ -28,6 +30,7 @@ from hydra.client._model import (
     check_start,
     check_stream_id,
     check_text,
+    check_tracking,
     health_from_json,
     idempotent,
     snapshot_from_json,
@@ -216,6 +219,32 @@ class AsyncHttpClient:
                                   headers=msg.JSON_HEADERS)
         self._saw(doc)
         return AppendResult(doc["position"], doc["version"], bool(doc.get("duplicate")))
+
+    async def append_multi(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        tracking: tuple[str, int] | None = None,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> list[AppendResult]:
+        """One atomic append to several streams; see ``hydra.Store.append_multi``
+        (not retried, as ``HydraClient.append_multi``)."""
+        parts = check_appends(appends)
+        body = msg.append_multi_body(parts, check_tracking(tracking), sync)
+        doc = await self._request("POST", "/append", False, self._timeout(timeout),
+                                content=body, headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return [AppendResult(r["position"], r["version"], bool(r.get("duplicate")))
+                for r in doc["results"]]
+
+    async def max_tracking_id(self, name: str, *, timeout: float | None = None) -> int | None:
+        """The highest notification ID tracked for application ``name`` (None: none)."""
+        path = msg.stream_path(check_application_name(name), "/tracking/")
+        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        doc = await self._request("GET", path, True, self._timeout(timeout), params=params)
+        found = doc.get("notificationId")
+        return found if type(found) is int else None
 
     async def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                             timeout: float | None = None) -> int:

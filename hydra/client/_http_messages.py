@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import orjson
 
-from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
 from hydra.client._errors import from_http
 from hydra.client._model import ReadCursor, check_filter, check_stream_id, event_from_json
@@ -75,6 +75,19 @@ def snapshot_body(version: int, state: bytes, snapshot_type: str) -> bytes:
     doc: dict[str, Any] = {"version": version, "state": _b64(state)}
     if snapshot_type:
         doc["snapshotType"] = snapshot_type
+    return orjson.dumps(doc)
+
+
+def append_multi_body(
+    appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
+) -> bytes:
+    doc: dict[str, Any] = {"appends": [
+        {"streamId": a.stream_id, "events": [_event_doc(e) for e in a.events],
+         "expectedVersion": a.expected_version} for a in appends]}
+    if tracking is not None:
+        doc["tracking"] = {"applicationName": tracking[0], "notificationId": tracking[1]}
+    if sync:
+        doc["sync"] = True
     return orjson.dumps(doc)
 
 

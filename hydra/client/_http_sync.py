@@ -12,7 +12,7 @@ from typing import Any, Self
 import httpx
 import orjson
 
-from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
@@ -22,6 +22,8 @@ from hydra.client._model import (
     Health,
     ReadCursor,
     SubscriptionCursor,
+    check_application_name,
+    check_appends,
     check_bytes,
     check_events,
     check_expected_version,
@@ -30,6 +32,7 @@ from hydra.client._model import (
     check_start,
     check_stream_id,
     check_text,
+    check_tracking,
     health_from_json,
     idempotent,
     snapshot_from_json,
@@ -217,6 +220,32 @@ class HttpClient:
                             expected_version, content=body, headers=msg.JSON_HEADERS)
         self._saw(doc)
         return AppendResult(doc["position"], doc["version"], bool(doc.get("duplicate")))
+
+    def append_multi(
+        self,
+        appends: Sequence[StreamAppend],
+        *,
+        tracking: tuple[str, int] | None = None,
+        sync: bool = False,
+        timeout: float | None = None,
+    ) -> list[AppendResult]:
+        """One atomic append to several streams; see ``hydra.Store.append_multi``
+        (not retried, as ``HydraClient.append_multi``)."""
+        parts = check_appends(appends)
+        body = msg.append_multi_body(parts, check_tracking(tracking), sync)
+        doc = self._request("POST", "/append", False, self._timeout(timeout),
+                                content=body, headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return [AppendResult(r["position"], r["version"], bool(r.get("duplicate")))
+                for r in doc["results"]]
+
+    def max_tracking_id(self, name: str, *, timeout: float | None = None) -> int | None:
+        """The highest notification ID tracked for application ``name`` (None: none)."""
+        path = msg.stream_path(check_application_name(name), "/tracking/")
+        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        doc = self._request("GET", path, True, self._timeout(timeout), params=params)
+        found = doc.get("notificationId")
+        return found if type(found) is int else None
 
     def delete_stream(self, stream_id: str, expected_version: int = ANY, *,
                       timeout: float | None = None) -> int:

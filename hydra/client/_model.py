@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent
+from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument
@@ -138,6 +138,39 @@ def idempotent(events: Sequence[NewEvent]) -> bool:
 
 
 # -- answers ---------------------------------------------------------------------
+
+
+def check_appends(appends: object) -> list[StreamAppend]:
+    """The parts of a multi-stream append, checked as ``append_events`` checks one."""
+    if not isinstance(appends, (list, tuple)):
+        raise InvalidArgument(f"appends must be a list, got {type(appends).__name__}")
+    out = []
+    for n, part in enumerate(appends):
+        if not isinstance(part, tuple) or not 2 <= len(part) <= 3:
+            raise InvalidArgument(f"appends[{n}] must be a hydra.StreamAppend")
+        part = StreamAppend(*part)
+        out.append(StreamAppend(check_stream_id(part.stream_id), check_events(part.events),
+                                check_expected_version(part.expected_version)))
+    return out
+
+
+def check_tracking(tracking: object) -> tuple[str, int] | None:
+    if tracking is None:
+        return None
+    if not isinstance(tracking, tuple) or len(tracking) != 2:
+        raise InvalidArgument("tracking must be a pair (application name, notification ID)")
+    name, notification_id = tracking
+    if type(name) is not str or not name:
+        raise InvalidArgument("tracking application name must be a non-empty string")
+    if type(notification_id) is not int or not 0 <= notification_id < 1 << 63:
+        raise InvalidArgument("tracking notification ID must be an integer >= 0")
+    return name, notification_id
+
+
+def check_application_name(name: object) -> str:
+    if type(name) is not str or not name:
+        raise InvalidArgument("tracking application name must be a non-empty string")
+    return name
 
 
 def event_from_message(m: pb.Event) -> RecordedEvent:

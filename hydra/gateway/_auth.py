@@ -50,6 +50,9 @@ GRPC_ROLES: dict[str, Role | None] = {
     _SERVICE + "SaveSnapshot": "write",
     _SERVICE + "LoadSnapshot": "read",
     _SERVICE + "DeleteSnapshot": "write",
+    # Multi-stream appends and tracking records.
+    _SERVICE + "AppendMulti": "write",
+    _SERVICE + "GetTracking": "read",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -70,6 +73,9 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/subscribe/", "read"),
     ("POST", "/streams/", "write"),
     ("DELETE", "/streams/", "admin"),
+    # Multi-stream appends and tracking records.
+    ("POST", "=/append", "write"),
+    ("GET", "/tracking/", "read"),
 )
 
 

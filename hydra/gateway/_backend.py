@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
-from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.limits import Limits
 
@@ -67,6 +67,13 @@ class Backend(Protocol):
     ) -> Appended: ...
 
     async def delete(self, stream_id: str, expected_version: int) -> Deleted: ...
+
+    async def append_multi(
+        self, appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
+    ) -> tuple[list[AppendResult], int]:
+        """One atomic multi-stream append: (results in request order, committed)."""
+
+    def max_tracking_id(self, name: str) -> int | None: ...
 
     async def wait_for(self, position: int) -> None:
         """Return once the read side has reached ``position``; raise Unavailable on timeout."""
@@ -209,6 +216,15 @@ class ServerBackend:
         return [Appended(r.position, r.version, r.duplicate, committed)
                 if isinstance(r, AppendResult) else r  # type: ignore[misc]
                 for r in results]
+
+    async def append_multi(
+        self, appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
+    ) -> tuple[list[AppendResult], int]:
+        results = await self._client.append_multi(appends, tracking, sync)
+        return results, self._after_write()
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self._view.max_tracking_id(name)
 
     async def delete(self, stream_id: str, expected_version: int) -> Deleted:
         position = await self._client.delete_stream(stream_id, expected_version)

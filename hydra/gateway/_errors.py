@@ -23,6 +23,7 @@ from hydra.errors import (
     StorageFull,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     Unauthenticated,
     Unavailable,
     WrongExpectedVersion,
@@ -46,6 +47,7 @@ _TABLE: tuple[tuple[type[BaseException], Mapping], ...] = (
     (WrongExpectedVersion,
      Mapping(409, grpc.StatusCode.FAILED_PRECONDITION, "wrong_expected_version")),
     (StreamExists, Mapping(409, grpc.StatusCode.ALREADY_EXISTS, "stream_exists")),
+    (TrackingConflict, Mapping(409, grpc.StatusCode.ABORTED, "tracking_conflict")),
     (StreamNotFound, Mapping(404, grpc.StatusCode.NOT_FOUND, "stream_not_found")),
     (PayloadTooLarge, Mapping(413, grpc.StatusCode.INVALID_ARGUMENT, "payload_too_large")),
     (InvalidArgument, Mapping(400, grpc.StatusCode.INVALID_ARGUMENT, "invalid_argument")),
@@ -93,6 +95,10 @@ def http_error(exc: BaseException) -> tuple[int, bytes]:
     stream_id = getattr(exc, "stream_id", None)
     if stream_id:
         body["streamId"] = stream_id
+    if isinstance(exc, TrackingConflict):
+        body["applicationName"] = exc.name
+        body["notificationId"] = exc.notification_id
+        body["currentNotificationId"] = exc.current
     return mapping.http_status, orjson.dumps(body)
 
 
@@ -105,6 +111,8 @@ def grpc_error(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
     mapping = mapping_of(exc)
     message = _message(exc, mapping)
     trailers: tuple[tuple[str, str], ...] = ()
+    if isinstance(exc, TrackingConflict):
+        trailers = (("current-notification-id", str(exc.current)),)
     if isinstance(exc, (WrongExpectedVersion, StreamExists)):
         trailers = (("current-version", str(exc.current_version)),)
         if isinstance(exc, WrongExpectedVersion):

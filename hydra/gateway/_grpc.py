@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
     reflection_pb2_grpc,
 )
 
-from hydra.storage.engine import ANY, NewEvent
+from hydra.storage.engine import ANY, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
@@ -196,6 +196,50 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         deleted = await self.backend.delete_snapshot(stream_id)
         return pb.DeleteSnapshotResponse(deleted=deleted,
                                          committed_position=self.backend.committed_position)
+
+    # -- multi-stream appends and tracking records -------------------------------
+
+    async def AppendMulti(
+        self, request: pb.AppendMultiRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AppendMultiResponse:
+        try:
+            if isinstance(request, _Malformed):
+                raise InvalidArgument(request.message)
+            return await self._append_multi(request)
+        except Exception as exc:
+            code, message, trailers = grpc_error(exc)
+            stream_id = getattr(exc, "stream_id", None)
+            if stream_id:
+                # Which of the call's streams failed, for the client to name it.
+                trailers = (*trailers, ("stream-id-bin", stream_id.encode()))
+            await context.abort(code, message, trailers)
+            raise  # not reached: abort raises
+
+    async def _append_multi(self, request: pb.AppendMultiRequest) -> pb.AppendMultiResponse:
+        limits = self.limits
+        parts = [StreamAppend(check_stream_id(a.stream_id, limits), _events(a, limits),
+                              check_expected_version(a.expected_version,
+                                                     f"appends[{n}].expected_version"))
+                 for n, a in enumerate(request.appends)]
+        tracking = None
+        if request.HasField("tracking"):
+            tracking = (request.tracking.application_name, request.tracking.notification_id)
+        results, committed = await self.backend.append_multi(parts, tracking, request.sync)
+        return pb.AppendMultiResponse(
+            results=[pb.AppendResponse(position=r.position, version=r.version,
+                                       duplicate=r.duplicate, committed_position=committed)
+                     for r in results],
+            committed_position=committed)
+
+    @_unary
+    async def GetTracking(
+        self, request: pb.GetTrackingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTrackingResponse:
+        await self._wait(request.min_position)
+        found = self.backend.max_tracking_id(request.application_name)
+        if found is None:
+            return pb.GetTrackingResponse(found=False)
+        return pb.GetTrackingResponse(found=True, notification_id=found)
 
     # -- reads -------------------------------------------------------------------
 

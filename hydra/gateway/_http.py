@@ -13,6 +13,8 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
     GET    /health          gateway and writer state                -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
+    POST   /append          atomic append to several streams        -> 201
+    GET    /tracking/{name} an application's highest tracked ID     -> 200
 
 Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
 status chosen in ``_errors.py``.
@@ -45,8 +47,10 @@ from hydra.gateway._openapi import openapi_document
 from hydra.gateway._requests import (
     ReadQuery,
     check_expected_version,
+    check_position,
     check_stream_id,
     parse_append,
+    parse_append_multi,
     parse_read_query,
     parse_snapshot,
     query_int,
@@ -155,6 +159,32 @@ class HttpApi:
                 raise PayloadTooLarge(f"the request body is over the limit of {limit} bytes")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    # -- multi-stream appends and tracking records -------------------------------
+
+    async def append_multi(self, request: Request) -> Response:
+        cmd = parse_append_multi(await self._body(request), self.limits)
+        results, committed = await self.backend.append_multi(cmd.appends, cmd.tracking,
+                                                             cmd.sync)
+        return _json(201, {
+            "results": [{"position": r.position, "version": r.version,
+                         "duplicate": r.duplicate} for r in results],
+            "committedPosition": committed,
+        })
+
+    async def tracking(self, request: Request) -> Response:
+        name: str = request.path_params["name"]
+        if "\ufffd" in name:
+            _check_utf8(request.scope.get("raw_path"), "the application name in the URL path")
+        min_position = 0
+        for key, value in request.query_params.multi_items():
+            if key != "min_position":
+                raise InvalidArgument(f"unknown query parameter {key!r}; accepted: min_position")
+            min_position = check_position(query_int(value, key), key)
+        if min_position:
+            await self.backend.wait_for(min_position)
+        found = self.backend.max_tracking_id(name)
+        return _json(200, {"applicationName": name, "notificationId": found})
 
     # -- reads -------------------------------------------------------------------
 
@@ -340,6 +370,9 @@ def build_app(
         Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        # Multi-stream appends and tracking records.
+        Route("/append", api.append_multi, methods=["POST"]),
+        Route("/tracking/{name:path}", api.tracking, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

@@ -402,6 +402,84 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                                           "content": {"application/json": {}}}},
                 },
             },
+            # Multi-stream appends and tracking records.
+            "/append": {
+                "post": {
+                    "operationId": "appendMulti",
+                    "summary": "Append to several streams (and a tracking record) atomically",
+                    "description": (
+                        "All or nothing: when any stream's expected version fails, nothing "
+                        "is written and the error's `streamId` names that stream. Each "
+                        "stream appears at most once; event IDs are idempotent per stream "
+                        "(a part all of whose IDs exist is a duplicate and writes nothing). "
+                        "A tracking notification ID not above the application's highest "
+                        "is refused (409 `tracking_conflict`) and writes nothing."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/AppendMulti"},
+                            "example": {
+                                "appends": [
+                                    {"streamId": "order-1", "expectedVersion": 0,
+                                     "events": [{"eventType": "Placed", "data": "e30="}]},
+                                    {"streamId": "stock-7", "expectedVersion": 3,
+                                     "events": [{"eventType": "Reserved", "data": "e30="}]},
+                                ],
+                                "tracking": {"applicationName": "orders",
+                                             "notificationId": 42},
+                            },
+                        }},
+                    },
+                    "responses": {
+                        "201": {
+                            "description": "Appended; one result per stream, in request order.",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/AppendMultiResult"},
+                            }},
+                        },
+                        "400": _error_response(
+                            "Invalid argument: a value outside the contract or over a limit, "
+                            "a stream given twice, or a part only some of whose event IDs "
+                            "are already in its stream."),
+                        "404": _error_response(
+                            "expectedVersion -2 (stream exists) but the stream named by "
+                            "`streamId` has no events."),
+                        "409": _error_response(
+                            "Wrong expected version (or 0 but the stream exists) for the "
+                            "stream named by `streamId`, or a tracking conflict "
+                            "(`currentNotificationId`)."),
+                        "413": _error_response("The request body is over the size limit."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/tracking/{name}": {
+                "parameters": [{
+                    "name": "name", "in": "path", "required": True,
+                    "description": "Application name (percent-encoded).",
+                    "schema": {"type": "string", "minLength": 1,
+                               "maxLength": limits.max_stream_id,
+                               "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$"},
+                }],
+                "get": {
+                    "operationId": "getTracking",
+                    "summary": "The highest notification ID tracked for an application",
+                    "parameters": [_MIN_POSITION],
+                    "responses": {
+                        "200": {
+                            "description": "The highest committed notification ID "
+                                           "(null when no append has tracked the "
+                                           "application).",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/TrackingResult"},
+                            }},
+                        },
+                        "400": _INVALID,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
         },
         "components": {"schemas": {
             "AppendEvent": {
@@ -440,6 +518,69 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         "description": "Pass as `min_position` to read this write on any "
                                        "gateway.",
                     },
+                },
+            },
+            "AppendMulti": {
+                "type": "object",
+                "additionalProperties": False,
+                "anyOf": [{"required": ["appends"],
+                           "properties": {"appends": {"minItems": 1}}},
+                          {"required": ["tracking"]}],
+                "properties": {
+                    "appends": {
+                        "type": "array", "maxItems": limits.max_batch_events,
+                        "description": "Each stream at most once; data + metadata of all "
+                                       f"events at most {limits.max_batch_size} bytes.",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["streamId", "events"],
+                            "properties": {
+                                "streamId": {"type": "string", "minLength": 1,
+                                             "maxLength": limits.max_stream_id,
+                                             "pattern": _STREAM_ID_PATTERN},
+                                "events": {
+                                    "type": "array", "minItems": 1,
+                                    "maxItems": limits.max_batch_events,
+                                    "items": {"type": "object", "additionalProperties": False,
+                                              "properties": _new_event(limits)},
+                                },
+                                "expectedVersion": _EXPECTED_VERSION,
+                            },
+                        },
+                    },
+                    "tracking": {"$ref": "#/components/schemas/Tracking"},
+                    "sync": {"type": "boolean", "default": False},
+                },
+            },
+            "TrackingResult": {
+                "type": "object",
+                "properties": {
+                    "applicationName": {"type": "string"},
+                    "notificationId": {"type": ["integer", "null"]},
+                },
+            },
+            "Tracking": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["applicationName", "notificationId"],
+                "properties": {
+                    "applicationName": {"type": "string", "minLength": 1,
+                                        "maxLength": limits.max_stream_id,
+                                        "pattern": _TEXT_PATTERN},
+                    "notificationId": _POSITION,
+                },
+            },
+            "AppendMultiResult": {
+                "type": "object",
+                "properties": {
+                    "results": {"type": "array", "items": {
+                        "type": "object",
+                        "properties": {"position": {"type": "integer"},
+                                       "version": {"type": "integer"},
+                                       "duplicate": {"type": "boolean"}},
+                    }},
+                    "committedPosition": {"type": "integer"},
                 },
             },
             "DeleteResult": {
@@ -519,6 +660,9 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "currentVersion": {"type": "integer"},
                     "expectedVersion": {"type": "integer"},
                     "streamId": {"type": "string"},
+                    "applicationName": {"type": "string"},
+                    "notificationId": {"type": "integer"},
+                    "currentNotificationId": {"type": "integer"},
                 },
             },
         }},

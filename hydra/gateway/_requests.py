@@ -20,7 +20,14 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from hydra.storage.engine import ANY, MAX_VERSION, NO_STREAM, STREAM_EXISTS, NewEvent
+from hydra.storage.engine import (
+    ANY,
+    MAX_VERSION,
+    NO_STREAM,
+    STREAM_EXISTS,
+    NewEvent,
+    StreamAppend,
+)
 from hydra.errors import InvalidArgument
 from hydra.limits import Limits
 
@@ -314,6 +321,83 @@ def query_int(text: str, what: str) -> int:
     if not body or len(body) > 20 or not body.isascii() or not body.isdigit():
         raise InvalidArgument(f"{what} must be a decimal integer, got {text[:40]!r}")
     return int(text)
+
+
+# -- multi-stream appends and tracking records (POST /append) ---------------------
+
+_MULTI_KEYS = {"appends": "appends", "tracking": "tracking", "sync": "sync"}
+_PART_KEYS = {"streamid": "streamId", "events": "events", "expectedversion": "expectedVersion"}
+_TRACKING_KEYS = {"applicationname": "applicationName", "notificationid": "notificationId"}
+
+
+class MultiAppendCommand(NamedTuple):
+    """A validated ``POST /append``: parts in request order, optional tracking."""
+
+    appends: list[StreamAppend]
+    tracking: tuple[str, int] | None
+    sync: bool
+
+
+def _loads_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidArgument("the request body is empty; send a JSON object")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
+    if type(doc) is not dict:
+        raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    json.loads(body, object_pairs_hook=_refuse_repeated_keys)
+    return doc
+
+
+def parse_append_multi(body: bytes, limits: Limits) -> MultiAppendCommand:
+    """Parse ``{"appends": [{streamId, events, expectedVersion}], "tracking": ..., "sync"}``.
+
+    A missing ``expectedVersion`` means 0 (no stream), as for ``POST /streams/{id}``.
+    """
+    fields = _normalise(_loads_object(body), _MULTI_KEYS, "the request body")
+    raw = fields.get("appends", [])
+    if type(raw) is not list:
+        raise InvalidArgument(f"appends must be a JSON array, got {_json_type(raw)}")
+    parts = []
+    for n, doc in enumerate(raw):
+        where = f"appends[{n}]"
+        if type(doc) is not dict:
+            raise InvalidArgument(f"{where} must be a JSON object, got {_json_type(doc)}")
+        part = _normalise(doc, _PART_KEYS, where)
+        if "streamId" not in part:
+            raise InvalidArgument(f"{where}.streamId is required")
+        stream_id = check_stream_id(part["streamId"], limits)
+        events_doc = part.get("events")
+        if type(events_doc) is not list or not events_doc:
+            raise InvalidArgument(f"{where}.events must be a JSON array of at least one event")
+        events = [_event(e, f"{where}.events[{i}]", limits) for i, e in enumerate(events_doc)]
+        check_events(events, limits)
+        expected = check_expected_version(part.get("expectedVersion", NO_STREAM),
+                                          f"{where}.expectedVersion")
+        parts.append(StreamAppend(stream_id, events, expected))
+    tracking = None
+    raw_tracking = fields.get("tracking")
+    if raw_tracking is not None:
+        if type(raw_tracking) is not dict:
+            raise InvalidArgument(
+                "tracking must be a JSON object {applicationName, notificationId}")
+        t = _normalise(raw_tracking, _TRACKING_KEYS, "tracking")
+        name = t.get("applicationName")
+        notification_id = t.get("notificationId")
+        if type(name) is not str or not name:
+            raise InvalidArgument("tracking.applicationName must be a non-empty string")
+        if type(notification_id) is not int or not 0 <= notification_id <= MAX_POSITION:
+            raise InvalidArgument(
+                f"tracking.notificationId must be an integer in [0, {MAX_POSITION}]")
+        tracking = (name, notification_id)
+    if not parts and tracking is None:
+        raise InvalidArgument("appends must hold at least one stream (or give tracking)")
+    sync = fields.get("sync", False)
+    if type(sync) is not bool:
+        raise InvalidArgument(f"sync must be true or false, got {_json_type(sync)}")
+    return MultiAppendCommand(parts, tracking, sync)
 
 
 def _json_type(value: object) -> str:

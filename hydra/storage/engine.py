@@ -17,7 +17,9 @@ from hydra.storage.format import (
     encode_event,
     encode_snapshot,
     encode_tombstone,
+    encode_tracking,
 )
+from hydra.storage.index import StreamState
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
 from hydra.storage.segments import SegmentSet
@@ -26,9 +28,10 @@ from hydra.errors import (
     InvalidArgument,
     StreamExists,
     StreamNotFound,
+    TrackingConflict,
     WrongExpectedVersion,
 )
-from hydra.limits import _BAD_TEXT_CHARS, Limits
+from hydra.limits import _BAD_TEXT_CHARS, Limits, check_int
 
 ANY = -1
 NO_STREAM = 0
@@ -66,6 +69,18 @@ class NewEvent(NamedTuple):
     event_id: str = ""
     event_type: str = ""
     metadata: bytes = b""
+
+
+class StreamAppend(NamedTuple):
+    """One stream's part of a multi-stream append (``Store.append_multi``)."""
+
+    stream_id: str
+    events: Sequence[NewEvent]
+    expected_version: int = ANY
+
+
+Tracking = tuple[str, int]
+MAX_NOTIFICATION_ID = (1 << 63) - 1
 
 
 def check_expected_version(value: object) -> int:
@@ -222,16 +237,9 @@ class Engine:
         st = index.state(key)
         count = st.base + len(st.positions)
         if st.ids or st.base:
-            find = index.find_id
-            known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
-            if known:
-                if len(known) == n:
-                    last = known[-1]
-                    return AppendResult(index.position_of(st, last), last, True)
-                raise InvalidArgument(
-                    f"{len(known)} of the {n} event IDs in this batch already "
-                    f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
-                )
+            repeat = self._repeat(stream_id, key, st, eids)
+            if repeat is not None:
+                return repeat
         if expected_version != ANY:
             _check_current(stream_id, expected_version, count)
         parts = encode_batch(key, eids, etypes, metas, datas, count, _time_ns() // 1000)
@@ -242,13 +250,36 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         position = self.log.write(records)
-        pending = index.pending
+        self._index_batch(st, eids, count, parts, position)
+        return AppendResult(position + len(records) - len(parts[-1]) - 8, count + n - 1, False)
+
+    def _repeat(
+        self, stream_id: str, key: bytes, st: StreamState, eids: list[bytes]
+    ) -> AppendResult | None:
+        """The result of a batch all of whose event IDs are in the stream (an
+        idempotent repeat: nothing is written), or None when none is."""
+        find = self.index.find_id
+        known = [v for v in (find(key, st, e) for e in eids if e) if v is not None]
+        if not known:
+            return None
+        if len(known) != len(eids):
+            raise InvalidArgument(
+                f"{len(known)} of the {len(eids)} event IDs in this batch already "
+                f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
+            )
+        return AppendResult(self.index.position_of(st, known[-1]), known[-1], True)
+
+    def _index_batch(
+        self, st: StreamState, eids: list[bytes], count: int, parts: list[bytes], position: int
+    ) -> int:
+        """Index a batch's records written at ``position``; return the position after them."""
+        pending = self.index.pending
         # Positions follow from the record sizes: frame (8 bytes) + body, in order.
-        offsets = [position]
+        offsets = []
         p = position
-        for body_len in map(len, parts[1:-1:2]):
-            p += 8 + body_len
+        for body_len in map(len, parts[1::2]):
             offsets.append(p)
+            p += 8 + body_len
         st.positions.extend(offsets)
         pending.all_positions.extend(offsets)
         ids = st.ids
@@ -257,8 +288,129 @@ class Engine:
                 ids[eid] = v
         if not count:
             pending.stream_delta += 1
-        pending.event_count += n
-        return AppendResult(offsets[-1], count + n - 1, False)
+        pending.event_count += len(offsets)
+        return p
+
+    def check_tracking(self, tracking: object) -> tuple[bytes, int]:
+        """Validate ``(application name, notification ID)``; return (name bytes, ID)."""
+        if not isinstance(tracking, tuple) or len(tracking) != 2:
+            raise InvalidArgument(
+                "tracking must be a pair (application name, notification ID), "
+                f"got {type(tracking).__name__}"
+            )
+        name, notification_id = tracking
+        if type(name) is not str or not name:
+            raise InvalidArgument("tracking application name must be a non-empty string")
+        raw = self.limits.check_text(name, "tracking application name",
+                                     self.limits.max_stream_id)
+        check_int(notification_id, "tracking notification ID", minimum=0,
+                  maximum=MAX_NOTIFICATION_ID)
+        return raw, notification_id  # type: ignore[return-value]
+
+    def _check_tracking_free(self, name: bytes, notification_id: int) -> None:
+        current = self.index.max_tracking_id(name)
+        if current is not None and notification_id <= current:
+            raise TrackingConflict(name.decode(), notification_id, current)
+
+    def max_tracking_id(self, name: object) -> int | None:
+        """The highest notification ID written for application ``name`` (None: none)."""
+        raw = self.check_tracking((name, 0))[0]
+        return self.index.max_tracking_id(raw)
+
+    def append_multi(
+        self, appends: Sequence[StreamAppend], tracking: Tracking | None = None
+    ) -> list[AppendResult]:
+        """Append to several streams (and a tracking record) in one atomic batch.
+
+        Every stream's expected version and the tracking rule are checked before
+        anything is written; the first failure raises and writes nothing. A part
+        whose event IDs all exist already in its stream is an idempotent repeat:
+        it writes nothing and its result has ``duplicate`` set. Only the last
+        record written carries BATCH_END, so recovery and readers take the whole
+        batch or none of it.
+        """
+        if not isinstance(appends, (list, tuple)):
+            raise InvalidArgument(f"appends must be a list, got {type(appends).__name__}")
+        if not appends and tracking is None:
+            raise InvalidArgument("a multi-stream append needs at least one stream or tracking")
+        limits = self.limits
+        if len(appends) > limits.max_batch_events:
+            raise InvalidArgument(
+                f"append holds {len(appends)} streams; the limit is {limits.max_batch_events}"
+            )
+        index = self.index
+        plans: list[tuple[bytes, StreamAppend, list[bytes], list[bytes], list[bytes], list[bytes]]] = []
+        seen: set[bytes] = set()
+        total_events = total_bytes = 0
+        for n, part in enumerate(appends):
+            if type(part) is not StreamAppend:
+                if not isinstance(part, tuple) or not 2 <= len(part) <= 3:
+                    raise InvalidArgument(f"appends[{n}] must be a StreamAppend")
+                part = StreamAppend(*part)
+            key = self.stream_key(part.stream_id)
+            if key in seen:
+                raise InvalidArgument(
+                    f"stream {part.stream_id!r} appears twice in the append; "
+                    "put all its events in one part"
+                )
+            seen.add(key)
+            check_expected_version(part.expected_version)
+            eids, etypes, metas, datas = self._prepare_batch(part.events)
+            total_events += len(datas)
+            total_bytes += sum(map(len, datas)) + sum(map(len, metas))
+            plans.append((key, part, eids, etypes, metas, datas))
+        if total_events > limits.max_batch_events:
+            raise InvalidArgument(
+                f"append holds {total_events} events; the limit is {limits.max_batch_events}"
+            )
+        if total_bytes > limits.max_batch_size:
+            raise InvalidArgument(
+                f"append is {total_bytes} bytes (data + metadata); "
+                f"the limit is {limits.max_batch_size}"
+            )
+        track = self.check_tracking(tracking) if tracking is not None else None
+        # Check everything before writing anything: idempotent repeats per part,
+        # then expected versions, then the tracking rule.
+        results: list[AppendResult | None] = []
+        counts: list[int] = []
+        for key, part, eids, _t, _m, datas in plans:
+            st = index.state(key)
+            count = st.base + len(st.positions)
+            counts.append(count)
+            result = self._repeat(part.stream_id, key, st, eids) if st.ids or st.base else None
+            if result is None and part.expected_version != ANY:
+                _check_current(part.stream_id, part.expected_version, count)
+            results.append(result)
+        if track is not None:
+            self._check_tracking_free(*track)
+        now = _time_ns() // 1000
+        chunks: list[list[bytes]] = []
+        writing = [i for i, r in enumerate(results) if r is None]
+        last_part = writing[-1] if writing else -1
+        for i in writing:
+            key, _p, eids, etypes, metas, datas = plans[i]
+            end_flag = FLAG_BATCH_END if i == last_part and track is None else 0
+            chunks.append(encode_batch(key, eids, etypes, metas, datas, counts[i], now,
+                                       end_flag))
+        tracking_record = encode_tracking(track[0], track[1], now) if track is not None else b""
+        if not chunks and not tracking_record:
+            return results  # type: ignore[return-value]
+        records = _join([_join(c) for c in chunks] + [tracking_record])
+        if len(records) > self._segment_size:
+            raise InvalidArgument(
+                f"append is {len(records)} bytes on disk; it does not fit a segment "
+                f"of {self._segment_size} bytes"
+            )
+        p = self.log.write(records)
+        for i, parts in zip(writing, chunks):
+            key, _p, eids, _t, _m, datas = plans[i]
+            end = self._index_batch(index.state(key), eids, counts[i], parts, p)
+            results[i] = AppendResult(end - 8 - len(parts[-1]), counts[i] + len(datas) - 1,
+                                      False)
+            p = end
+        if track is not None:
+            index.pending.tracking[track[0]] = (track[1], p)
+        return results  # type: ignore[return-value]
 
     def _refuse_damaged(self, stream_id: str, key: bytes) -> NoReturn:
         raise CorruptLog(

@@ -13,11 +13,13 @@ Envelope, version 1 (the payload)::
 
     offset  size  field
     0       1     u8  envelope version (1)
-    1       1     u8  record kind: 1 = event, 2 = stream tombstone, 3 = snapshot
+    1       1     u8  record kind: 1 = event, 2 = stream tombstone, 3 = snapshot,
+                      4 = tracking record
     2       1     u8  flags: bit 0 = BATCH_END (last record of an atomic append)
     3       1     u8  reserved, 0
     4       8     i64 stream version: event -> its 0-based version in the stream;
-                      tombstone -> how many events the stream held when deleted
+                      tombstone -> how many events the stream held when deleted;
+                      tracking record -> the notification ID it records
     12      8     i64 commit timestamp, microseconds since the Unix epoch (UTC)
     20      2     u16 stream ID length (S)
     22      2     u16 event ID length (I)
@@ -30,7 +32,11 @@ Envelope, version 1 (the payload)::
     ...     M     metadata bytes
     ...     rest  data bytes (payload length - 32 - S - I - T - M)
 
-A tombstone carries only the stream ID (I = T = M = 0, no data).
+A tombstone carries only the stream ID (I = T = M = 0, no data). A tracking
+record carries an application name in the stream ID field (I = T = M = 0, no
+data); it is the last record of the atomic batch that stores it with events.
+An atomic batch may hold events of several streams (a multi-stream append):
+only its last record carries BATCH_END.
 
 A snapshot (kind 3, always BATCH_END, never inside a batch) reuses the fields:
 stream version = the version of the last event its state includes, or -1 for a
@@ -66,6 +72,7 @@ ENVELOPE_VERSION = 1
 KIND_EVENT = 1
 KIND_TOMBSTONE = 2
 KIND_SNAPSHOT = 3
+KIND_TRACKING = 4
 FLAG_BATCH_END = 1
 
 # Largest payload a u32 length can describe.
@@ -134,10 +141,12 @@ def encode_batch(
     datas: list[bytes],
     first_version: int,
     timestamp_us: int,
+    end_flag: int = FLAG_BATCH_END,
 ) -> list[bytes]:
     """Return the records of an atomic batch as [frame, body, frame, body, ...].
 
-    The last record carries BATCH_END. Joining the list gives the bytes to write;
+    The last record carries ``end_flag`` (BATCH_END; 0 for a part of a
+    multi-stream append that other records follow). Joining the list gives the bytes to write;
     frames and bodies stay apart so callers can compute positions without copying.
     """
     out: list[bytes] = []
@@ -149,7 +158,7 @@ def encode_batch(
         etype = event_types[i]
         meta = metadatas[i]
         body = _join((
-            _pack_env(ENVELOPE_VERSION, KIND_EVENT, FLAG_BATCH_END if i == last else 0, 0,
+            _pack_env(ENVELOPE_VERSION, KIND_EVENT, end_flag if i == last else 0, 0,
                       version, timestamp_us, sid_len, len(eid), len(etype), 0, len(meta)),
             stream_id, eid, etype, meta, datas[i],
         ))
@@ -163,6 +172,13 @@ def encode_tombstone(stream_id: bytes, event_count: int, timestamp_us: int) -> b
     """Return the framed tombstone record that soft-deletes a stream."""
     body = _pack_env(ENVELOPE_VERSION, KIND_TOMBSTONE, FLAG_BATCH_END, 0, event_count,
                      timestamp_us, len(stream_id), 0, 0, 0, 0) + stream_id
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def encode_tracking(name: bytes, notification_id: int, timestamp_us: int) -> bytes:
+    """Return the framed tracking record (last of its batch, so it carries BATCH_END)."""
+    body = _pack_env(ENVELOPE_VERSION, KIND_TRACKING, FLAG_BATCH_END, 0, notification_id,
+                     timestamp_us, len(name), 0, 0, 0, 0) + name
     return _pack_frame(len(body), crc32(body)) + body
 
 

@@ -28,6 +28,7 @@ from hydra.storage.format import (
     KIND_EVENT,
     KIND_SNAPSHOT,
     KIND_TOMBSTONE,
+    KIND_TRACKING,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
     Buffer,
@@ -74,7 +75,7 @@ class Index:
 
     __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load",
                  "snapshot_count", "snapshots", "stream_delta", "streams", "tombstone_count",
-                 "tombstones")
+                 "tombstones", "tracking")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
@@ -99,10 +100,15 @@ class Index:
         # so the writer refuses appends to the stream (a retry of that event
         # could otherwise be stored a second time).
         self.damaged: dict[bytes, int] = {}
+        # Application name -> (highest notification ID, position of its tracking
+        # record), for tracking records here.
+        self.tracking: dict[bytes, tuple[int, int]] = {}
 
     def __len__(self) -> int:
-        """Events, tombstones and snapshots indexed here (what a flush would write)."""
-        return len(self.all_positions) + self.tombstone_count + self.snapshot_count
+        """Events, tombstones, snapshots and tracking records indexed here (what a flush
+        would write)."""
+        return (len(self.all_positions) + self.tombstone_count + self.snapshot_count
+                + len(self.tracking))
 
     def state(self, key: bytes) -> StreamState:
         """The stream's state, loaded from the persistent index on first use."""
@@ -146,20 +152,21 @@ class Index:
         self.snapshots[key] = (position, incarnation, version)
         self.snapshot_count += 1
 
-    def _rollback(self, key: bytes, count: int) -> None:
-        """Forget the last ``count`` events of stream ``key`` (an incomplete batch)."""
-        st = self.streams[key]
-        for _ in range(count):
-            st.positions.pop()
+    def _rollback(self, keys: list[bytes]) -> None:
+        """Forget the last events indexed, one of stream ``keys[i]`` each (an incomplete batch)."""
+        for key in reversed(keys):
+            self.streams[key].positions.pop()
             self.all_positions.pop()
-        version_floor = st.count
-        for eid in [e for e, v in st.ids.items() if v >= version_floor]:
-            del st.ids[eid]
-        if not version_floor:
-            self.stream_delta -= 1
-            if not st.touched and not st.positions and not st.base:
-                del self.streams[key]
-        self.event_count -= count
+        for key in dict.fromkeys(keys):
+            st = self.streams[key]
+            version_floor = st.count
+            for eid in [e for e, v in st.ids.items() if v >= version_floor]:
+                del st.ids[eid]
+            if not version_floor:
+                self.stream_delta -= 1
+                if not st.touched and not st.positions and not st.base:
+                    del self.streams[key]
+        self.event_count -= len(keys)
 
     # -- queries -----------------------------------------------------------------
 
@@ -176,7 +183,8 @@ class Index:
 
         ``base`` is the global position of ``buf[0]``. Parsing stops at the first
         zero length or invalid record; events after the last BATCH_END record
-        (an incomplete atomic batch) are taken back out of the index.
+        (an incomplete atomic batch, of one stream or several) are taken back
+        out of the index. A tracking record applies only with its whole batch.
 
         With ``tolerate_crc`` (closed segments, whose end was synced before the
         next segment began) a record whose header is consistent but whose CRC
@@ -192,8 +200,8 @@ class Index:
         error: str | None = None
         net_before = self.event_count
         added = 0
-        pending_key = b""
-        pending = 0
+        # Stream keys of the events of the batch still open (one entry per event).
+        pending: list[bytes] = []
         while True:
             if offset + RECORD_HEADER_SIZE > limit:
                 if offset + FRAME_SIZE <= limit and buf[offset:offset + 4] != b"\0\0\0\0":
@@ -234,9 +242,6 @@ class Index:
                     error = (f"stream version {version} where the stream holds "
                              f"{st.base + len(positions)} events")
                     break
-                if pending and key != pending_key:
-                    error = "an atomic batch mixes streams"
-                    break
                 if not version:
                     self.stream_delta += 1
                 if eid_len:
@@ -245,11 +250,19 @@ class Index:
                 all_append(position)
                 added += 1
                 if flags:
-                    pending = 0
+                    if pending:
+                        pending = []
                     end = nxt
                 else:
-                    pending_key = key
-                    pending += 1
+                    pending.append(key)
+            elif kind == KIND_TRACKING:
+                if not flags or eid_len or type_len or meta_len or a != length:
+                    error = "a tracking record that does not end its batch"
+                    break
+                # The engine writes only rising IDs per name; the last one wins.
+                self.tracking[key] = (version, position)
+                pending = []
+                end = nxt
             elif kind == KIND_TOMBSTONE:
                 if pending or not flags:
                     error = "a tombstone inside an atomic batch"
@@ -278,5 +291,5 @@ class Index:
             offset = nxt
         self.event_count += added
         if pending:
-            self._rollback(pending_key, pending)
+            self._rollback(pending)
         return ScanResult(end, offset, error, self.event_count - net_before)

@@ -106,6 +106,13 @@ class WriterIndex:
             raw = self._txn.get(id_dbkey(inc, event_id), db=self._ids)
         return None if raw is None else _unpack_u64(raw)[0]  # type: ignore[no-any-return]
 
+    def max_tracking_id(self, name: bytes) -> int | None:
+        """The highest notification ID tracked for ``name``, written or not (None: none)."""
+        found = self.pending.tracking.get(name)
+        if found is not None:
+            return found[0]
+        return self.persistent.tracking_at(self._txn, name, LATEST)
+
     def position_of(self, st: StreamState, version: int) -> int:
         if version >= st.base:
             return st.positions[version - st.base]

@@ -18,6 +18,11 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
              b"state"      b"clean" after a clean close, else b"open " + boot ID
              b"id"         <Q random ID of this index (its ``ids.bloom`` names it)
              b"filter"     b"on" while ``ids.bloom`` holds every event ID here
+             b"tracking\0" + name + >Q position
+                           <q notification ID of the tracking record at that
+                           position (one entry per flush that stored one for
+                           the name: the highest as of any position is found
+                           by one cursor step)
     streams  stream key -> <qQ incarnation, event count, then per tombstone
                            <qqQ (tombstone position, incarnation it ended, events)
     chunks   >QI incarnation, chunk number -> <q positions of versions
@@ -84,6 +89,17 @@ _pack_u64 = U64.pack
 _unpack_u64 = U64.unpack
 _pack_key64 = KEY_U64.pack
 _unpack_key64 = KEY_U64.unpack
+
+
+TRACKING_PREFIX = b"tracking\0"
+_I64 = struct.Struct("<q")
+
+
+def tracking_dbkey(name: bytes) -> bytes:
+    """The meta key prefix of an application name's tracking entries."""
+    if len(name) > MAX_KEY - len(TRACKING_PREFIX) - 9:
+        name = b"\0" + hashlib.sha256(name).digest()
+    return TRACKING_PREFIX + name + b"\0"
 
 
 def boot_id() -> bytes:
@@ -365,6 +381,19 @@ class PersistentIndex:
 
     # -- queries "as of position P" ------------------------------------------------
 
+    def tracking_at(self, txn: lmdb.Transaction, name: bytes, as_of: int) -> int | None:
+        """The highest notification ID tracked for ``name`` before position ``as_of``."""
+        prefix = tracking_dbkey(name)
+        cur = txn.cursor(db=self.meta)
+        # The first entry at or after as_of, then one step back: the last before it.
+        found = cur.set_range(prefix + _pack_key64(min(as_of, LATEST)))
+        if not (cur.prev() if found else cur.last()):
+            return None
+        key = cur.key()
+        if key[:len(prefix)] != prefix:
+            return None
+        return int(_I64.unpack(cur.value())[0])
+
     def stream_at(self, txn: lmdb.Transaction, key: bytes, as_of: int) -> Incarnation:
         """The incarnation of stream ``key`` live at ``as_of`` and its events before it."""
         found = txn.get(stream_dbkey(key), db=self.streams)
@@ -589,6 +618,9 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         if new_all:
             _append_all(txn, index.all, new_all)
         put = txn.put
+        for name, (notification_id, position) in pending.tracking.items():
+            put(tracking_dbkey(name) + _pack_key64(position), _I64.pack(notification_id),
+                db=index.meta)
         events, streams, tombstones = COUNTS.unpack(_get(txn, b"counts", index.meta))
         put(b"counts", COUNTS.pack(events + pending.event_count, streams + pending.stream_delta,
                                    tombstones + pending.tombstone_count), db=index.meta)

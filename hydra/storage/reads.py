@@ -129,6 +129,31 @@ class ReadSide:
         except (ValueError, IndexError, lmdb.Error) as exc:
             raise _read_error(self, exc) from None
 
+    def max_tracking_id(self, name: str) -> int | None:
+        """The highest committed notification ID tracked for application ``name``.
+
+        None when no append has carried a tracking record for it.
+        """
+        if type(name) is not str or not name:
+            raise InvalidArgument("tracking application name must be a non-empty string")
+        key = self._limits.check_text(name, "tracking application name",
+                                      self._limits.max_stream_id)
+        self._before_read()
+        as_of, committed = self._bounds()
+        tail = self._tail
+        if tail is not None:
+            found = tail.tracking.get(key)
+            if found is not None and found[1] < committed:
+                return found[0]
+        pindex = self._pindex
+        if pindex is None:
+            return None
+        try:
+            with pindex.env.begin() as txn:
+                return pindex.tracking_at(txn, key, as_of)
+        except lmdb.Error as exc:
+            raise _index_error(self, exc) from None
+
     def read_stream(
         self,
         stream_id: str,

@@ -227,6 +227,11 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
                 if problem(f"stream {key.decode(errors='replace')!r}: the index's newest "
                            f"snapshot record is {found}; the log's is {entry}"):
                     return
+        for app, (notification_id, _position) in log.tracking.items():
+            if pindex.tracking_at(txn, app, covered) != notification_id:
+                if problem(f"tracking {app.decode(errors='replace')!r}: the index does not "
+                           f"hold notification ID {notification_id}"):
+                    return
         for dbkey, raw in txn.cursor(db=pindex.streams):
             if dbkey[:1] == b"\0":
                 continue  # a hashed long key: checked from the log's side

@@ -15,17 +15,20 @@ import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from hydra.storage.engine import ANY, Engine, NewEvent
+from hydra.storage.engine import ANY, Engine, NewEvent, StreamAppend
 from hydra._protocol import (
     APPEND_FIELDS,
+    APPEND_MULTI_FIELDS,
     DELETE_FIELDS,
     DELETE_SNAPSHOT_FIELDS,
     EVENT_FIELDS,
     HEALTH_FIELDS,
     MAX_MESSAGE_SIZE,
     OP_APPEND,
+    OP_APPEND_MULTI,
     OP_DELETE,
     OP_DELETE_SNAPSHOT,
+    PART_FIELDS,
     OP_HEALTH,
     OP_SAVE_SNAPSHOT,
     SAVE_SNAPSHOT_FIELDS,
@@ -94,6 +97,8 @@ class CommandHandler:
                 return self._save_snapshot(rid, req)
             if op == OP_DELETE_SNAPSHOT:
                 return self._delete_snapshot(rid, req)
+            if op == OP_APPEND_MULTI:
+                return self._append_multi(rid, req)
             if op == OP_HEALTH:
                 _check_fields(req, HEALTH_FIELDS)
                 return {"id": rid, "ok": True, "health": self._health()}
@@ -146,6 +151,50 @@ class CommandHandler:
             self.sync_requested = True
         return {"id": rid, "ok": True, "position": result.position, "version": result.version,
                 "duplicate": result.duplicate}
+
+    # -- multi-stream appends ------------------------------------------------------
+
+    def _append_multi(self, rid: int, req: dict[str, Any]) -> Reply:
+        _check_fields(req, APPEND_MULTI_FIELDS)
+        appends = req.get("appends")
+        tracking = req.get("tracking")
+        sync = req.get("sync", False)
+        if sync is not False and sync is not True:
+            raise InvalidArgument(f"sync must be true or false, got {sync!r}")
+        if type(appends) is not tuple:
+            raise InvalidArgument(
+                f"appends must be an array, got {type(appends).__name__}"
+                if appends is not None else "appends is required"
+            )
+        parts = []
+        for n, part in enumerate(appends):
+            if type(part) is not dict:
+                raise InvalidArgument(f"appends[{n}] must be a map")
+            unknown = [k for k in part if k not in PART_FIELDS]
+            if unknown:
+                raise InvalidArgument(
+                    f"appends[{n}] has unknown field(s) {', '.join(map(repr, unknown))}")
+            events = part.get("events")
+            if type(events) is not tuple:
+                raise InvalidArgument(f"appends[{n}].events must be an array")
+            if not all(type(ev) is tuple and len(ev) == 4 for ev in events):
+                events = tuple(_event(ev, i) for i, ev in enumerate(events))
+            parts.append(StreamAppend(part.get("stream"), events,  # type: ignore[arg-type]
+                                      part.get("expected_version", ANY)))
+        if tracking is not None and type(tracking) is not tuple:
+            raise InvalidArgument("tracking must be an array [application name, notification ID]")
+        before = self.engine.end
+        try:
+            results = self.engine.append_multi(parts, tracking)  # type: ignore[arg-type]
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
+        self._storage_ok()
+        if self.engine.end != before:
+            self.written += sum(1 for r in results if not r.duplicate) or 1
+        if sync:
+            self.sync_requested = True
+        return {"id": rid, "ok": True,
+                "results": [[r.position, r.version, r.duplicate] for r in results]}
 
     def _delete(self, rid: int, req: dict[str, Any]) -> Reply:
         _check_fields(req, DELETE_FIELDS)

@@ -48,10 +48,11 @@ from typing import Any, Self
 import zmq
 
 from hydra._curve import ClientKeys, secure_client
-from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved
+from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
     OP_APPEND,
+    OP_APPEND_MULTI,
     OP_DELETE,
     OP_DELETE_SNAPSHOT,
     OP_HEALTH,
@@ -163,6 +164,30 @@ class WriterClient:
             request["sync"] = True
         reply = await self._call(request)
         return AppendResult(reply["position"], reply["version"], reply["duplicate"])
+
+    async def append_multi(
+        self,
+        appends: Sequence[StreamAppend],
+        tracking: tuple[str, int] | None = None,
+        sync: bool = False,
+    ) -> list[AppendResult]:
+        """Append to several streams (and a tracking record) in one atomic batch."""
+        if not isinstance(appends, (list, tuple)):
+            raise InvalidArgument(f"appends must be a list, got {type(appends).__name__}")
+        parts = []
+        for n, part in enumerate(appends):
+            if not isinstance(part, tuple) or not 2 <= len(part) <= 3:
+                raise InvalidArgument(f"appends[{n}] must be a StreamAppend")
+            part = StreamAppend(*part)
+            parts.append({"stream": part.stream_id, "events": part.events,
+                          "expected_version": part.expected_version})
+        request: dict[str, Any] = {"op": OP_APPEND_MULTI, "appends": parts}
+        if tracking is not None:
+            request["tracking"] = tracking
+        if sync:
+            request["sync"] = True
+        reply = await self._call(request)
+        return [AppendResult(*r) for r in reply["results"]]
 
     async def delete_stream(self, stream_id: str, expected_version: int = ANY) -> int:
         """Soft-delete a stream; returns the tombstone's position."""

@@ -31,6 +31,13 @@ class StoreBackend:
         r = self.store.append_events(stream_id, events, expected_version, sync=sync)
         return Appended(r.position, r.version, r.duplicate, self.store.committed_position)
 
+    async def append_multi(self, appends, tracking, sync):
+        results = self.store.append_multi(appends, tracking=tracking, sync=sync)
+        return results, self.store.committed_position
+
+    def max_tracking_id(self, name: str) -> int | None:
+        return self.store.max_tracking_id(name)
+
     async def delete(self, stream_id: str, expected_version: int) -> Deleted:
         position = self.store.delete_stream(stream_id, expected_version)
         return Deleted(position, self.store.committed_position)

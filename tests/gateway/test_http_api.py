@@ -240,7 +240,8 @@ def test_openapi_document(http):
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot",
                                  "/all", "/health", "/openapi.json",
-                                 "/subscribe/all", "/subscribe/streams/{streamId}"}
+                                 "/subscribe/all", "/subscribe/streams/{streamId}",
+                                 "/append", "/tracking/{name}"}
 
 
 # -- bad input: 4xx with a message, never 500 -----------------------------------

@@ -54,6 +54,10 @@ def filter_case(context: Any, case: Any) -> bool:
         return False
     if _over_in_bytes(body.get("snapshotType"), limits.max_event_type):
         return False
+    if _over_in_bytes((case.path_parameters or {}).get("name"), limits.max_stream_id):
+        return False
+    if isinstance(body.get("appends"), list) or isinstance(body.get("tracking"), dict):
+        return _multi_append_case(body)
     events = body.get("events") if isinstance(body.get("events"), list) else [body]
     ids = []
     for e in events:
@@ -65,6 +69,37 @@ def filter_case(context: Any, case: Any) -> bool:
         if isinstance(e.get("eventId"), str) and e["eventId"]:
             ids.append(e["eventId"])
     return len(ids) == len(set(ids))
+
+
+def _multi_append_case(body: dict[str, Any]) -> bool:
+    """POST /append: the same rules per part, and each stream at most once."""
+    limits = DEFAULT_LIMITS
+    tracking = body.get("tracking")
+    if isinstance(tracking, dict) and (
+            _over_in_bytes(tracking.get("applicationName"), limits.max_stream_id)
+            or type(tracking.get("notificationId")) is float):
+        return False
+    parts = [p for p in body.get("appends") or [] if isinstance(p, dict)]
+    streams = [p.get("streamId") for p in parts]
+    if len(streams) != len(set(map(str, streams))):
+        return False
+    for p in parts:
+        if type(p.get("expectedVersion")) is float:
+            return False
+        if _over_in_bytes(p.get("streamId"), limits.max_stream_id):
+            return False
+        ids = []
+        for e in p.get("events") or []:
+            if not isinstance(e, dict):
+                continue
+            if (_over_in_bytes(e.get("eventId"), limits.max_event_id)
+                    or _over_in_bytes(e.get("eventType"), limits.max_event_type)):
+                return False
+            if isinstance(e.get("eventId"), str) and e["eventId"]:
+                ids.append(e["eventId"])
+        if len(ids) != len(set(ids)):
+            return False
+    return True
 
 
 @schema.hook
