@@ -177,7 +177,11 @@ def test_sigterm_under_load_answers_in_flight(start_writer, spawn, data_dir, sho
     assert stats["ack"] > 100
     # Requests refused at shutdown say so; none is left hanging (the clients exited).
     refused = [o for o in outcomes if o["t"] == "unavailable"]
-    assert all("shutting down" in o["error"] or "did not answer" in o["error"] for o in refused)
+    # (A request the writer took but never answered is failed by the client's
+    # connection monitor the moment the writer's socket closes.)
+    assert all("shutting down" in o["error"] or "did not answer" in o["error"]
+               or "went away before answering" in o["error"] for o in refused), \
+        {o["error"] for o in refused}
     # The lock is released: a new writer starts on the same directory at once,
     # and every acknowledged event is there.
     w2 = start_writer()
