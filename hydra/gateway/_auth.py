@@ -58,6 +58,8 @@ GRPC_ROLES: dict[str, Role | None] = {
 HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "=/health", OPEN),
     ("GET", "=/openapi.json", OPEN),
+    # Operational detail (rates, positions, processes) for a scraper with a token.
+    ("GET", "=/metrics", "read"),
     ("GET", "/streams/", "read"),
     ("GET", "=/all", "read"),
     ("GET", "/subscribe/", "read"),

@@ -10,6 +10,7 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
     GET    /health          gateway and writer state                -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
+    GET    /metrics         Prometheus metrics of the whole server  -> 200
 
 Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
 status chosen in ``_errors.py``.
@@ -30,6 +31,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from hydra import _metrics
 from hydra.storage.engine import ANY
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
@@ -213,6 +215,13 @@ class HttpApi:
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi, media_type=JSON)
 
+    # -- metrics -----------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        # Reading every process's metric files takes a few milliseconds: not on the loop.
+        body = await asyncio.to_thread(_metrics.exposition)
+        return Response(body, 200, headers={"content-type": _metrics.CONTENT_TYPE})
+
 
 def _ndjson(chunks: Iterator[bytes]) -> Response:
     """A plain response for one chunk of NDJSON, a streaming one for more."""
@@ -280,6 +289,7 @@ def build_app(
         Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

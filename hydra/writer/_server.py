@@ -35,7 +35,7 @@ from typing import Any
 
 import zmq
 
-from hydra import _curve
+from hydra import _curve, _metrics
 from hydra.storage.engine import Engine
 from hydra.storage.lock import DirectoryLock
 from hydra._protocol import (
@@ -110,6 +110,10 @@ class WriterServer:
         self._waiting: list[tuple[int, list[list[bytes]], list[Reply | list[Reply]]]] = []
         self._syncer = Syncer()
         ensure_run_dir(self.directory)
+        self.metrics = _metrics.series()
+        # Records written since the last fsync started, and those the running one covers.
+        self._unsynced_records = 0
+        self._syncing_records = 0
         self._context = zmq.Context()
         self.router = writer_socket(self._context, "command")
         self.pub = writer_socket(self._context, "feed")
@@ -198,6 +202,11 @@ class WriterServer:
         handle = handler.handle_body
         replies = [handle(frames[-1]) for frames in messages]
         self.groups += 1
+        metrics = self.metrics
+        metrics.groups.inc()
+        if handler.written:
+            metrics.written.inc(handler.written)
+            self._unsynced_records += handler.written
         policy = self.policy
         end = self.engine.end
         # The index covers the group before any reader can be told it is
@@ -242,6 +251,7 @@ class WriterServer:
         # Only the segment holding the end can be unsynced: the log syncs a
         # segment before it starts writing the next one.
         assert self._segments is not None
+        self._syncing_records, self._unsynced_records = self._unsynced_records, 0
         syncer.start(self._segments.fd((end - 1) // self._segments.segment_size), end)
 
     def _synced_one(self, result: tuple[int, OSError | None] | None = None) -> None:
@@ -250,7 +260,9 @@ class WriterServer:
         assert syncer is not None
         end, error = result or syncer.finish()
         waiting = self._waiting
+        metrics = self.metrics
         if error is not None:
+            metrics.fsync_failures.inc()
             log.error("fsync failed: %s; the writer stops (recovery decides what survived)",
                       error)
             self.handler.failure = error
@@ -259,6 +271,8 @@ class WriterServer:
             waiting.clear()
             return
         self.fsyncs += 1
+        metrics.fsync_seconds.observe(syncer.duration)
+        metrics.events_per_fsync.observe(self._syncing_records)
         self.synced = end
         policy = self.policy
         if policy.every_write:
@@ -282,11 +296,24 @@ class WriterServer:
             # Free the reader slots of reader processes that died (kill -9):
             # a dead reader's snapshot would keep the index from reusing pages.
             self._index.persistent.env.reader_check()
+            self._sample_log()
         self._seq += 1
         committed = self.committed
+        self.metrics.committed.set(committed)
         self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
         self._published = committed
         self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+
+    def _sample_log(self) -> None:
+        """The log's size for the metrics (once a heartbeat: a directory scan)."""
+        size = segments = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("hydra-") and entry.name.endswith(".log"):
+                    segments += 1
+                    size += entry.stat().st_blocks * 512
+        self.metrics.log_bytes.set(size)
+        self.metrics.log_segments.set(segments)
 
     def _index_counts(self) -> tuple[int, int]:
         assert self._index is not None

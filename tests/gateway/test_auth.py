@@ -56,6 +56,7 @@ HTTP_CASES = [
     ("GET", "/subscribe/streams/{s}", None, "read"),
     ("POST", "/streams/{s}", b'{"data": "eA==", "expectedVersion": -1}', "write"),
     ("DELETE", "/streams/{s}", None, "admin"),
+    ("GET", "/metrics", None, "read"),
 ]
 
 
