@@ -168,7 +168,10 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     interceptors = [AuthInterceptor(auth)] if auth is not None else None
     grpc_server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     series = _metrics.series()
-    grpc_backend = MeteredBackend(backend, "grpc", series)
+    http_backend, grpc_backend = backend, backend
+    if series.on:
+        http_backend = MeteredBackend(backend, "http", series)  # type: ignore[assignment]
+        grpc_backend = MeteredBackend(backend, "grpc", series)  # type: ignore[assignment]
     health = add_services(grpc_server, grpc_backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
@@ -187,8 +190,7 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     await grpc_server.start()
     await set_serving(health, True)
 
-    app = build_app(MeteredBackend(backend, "http", series), config.max_request_size,
-                    config.name, subscriptions)
+    app = build_app(http_backend, config.max_request_size, config.name, subscriptions)
     sampler = loop.create_task(sample(series, config.name, backend, subscriptions.hub),
                                name="hydra-metrics-sampler")
     uv_config = uvicorn.Config(
