@@ -37,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=4.0, help="seconds per run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--scenario", action="append", choices=SCENARIOS)
+    p.add_argument("--first", default="on", choices=("on", "off"),
+                   help="which server to start (and fill) first")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
+    args.first = [args.first, "off" if args.first == "on" else "on"]
     # What bench_gateway's scenarios read from its own options.
     load = argparse.Namespace(duration=args.duration, grpc_append_clients=8,
                               grpc_append_streams=8, http_append_connections=64,
@@ -47,9 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = args.scenario or list(SCENARIOS)
     report: dict[str, Any] = {"loadavg_before": os.getloadavg(), "config": vars(args) | {
         "out": str(args.out)}, "results": {}}
-    servers = {"on": bg.Server(args.workers, "every-write", "uvloop"),
-               "off": bg.Server(args.workers, "every-write", "uvloop",
-                                extra_env={"HYDRA_METRICS": "off"})}
+    servers: dict[str, bg.Server] = {}
+    for mode in args.first:
+        servers[mode] = bg.Server(args.workers, "every-write", "uvloop",
+                                  extra_env={"HYDRA_METRICS": mode})
     channels = {k: grpc.insecure_channel(s.grpc) for k, s in servers.items()}
     stubs = {k: pb_grpc.EventStoreStub(c) for k, c in channels.items()}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from hydra.storage.verify import EXIT_OK, verify
 from tests.gateway._cluster import Cluster
 
 SEGMENT = 4096
+
 HYDRA = [sys.executable, "-m", "hydra"]
 
 
@@ -30,7 +32,8 @@ def events_of(data_dir: str) -> list[tuple]:
 
 
 def fill(data_dir: str, batches: int, start: int = 0, size: int = 300) -> None:
-    with hydra.open(data_dir, segment_size=SEGMENT) as store:
+    # (every-second: the close syncs; an fsync per batch would only make this slow)
+    with hydra.open(data_dir, sync="every-second", segment_size=SEGMENT) as store:
         for b in range(start, start + batches):
             store.append_events(f"s-{b % 7}", [hydra.NewEvent(os.urandom(size), f"e{b}-{i}")
                                                for i in range(3)], -1)
@@ -124,11 +127,15 @@ def test_a_killed_backup_leaves_the_previous_one(tmp_path) -> None:
     fill(data, 30, size=1200)
     assert run("backup", "--data", data, dest).returncode == 0
     good = events_of_backup(tmp_path, dest, "first")
-    fill(data, 1500, start=30, size=1200)  # about 1,500 segments more
-    # The child writes a progress line per segment into a pipe nobody reads: it
-    # blocks once the pipe is full, surely midway, and is killed there.
+    fill(data, 300, start=30, size=1200)  # about 300 segments more
+    # The child writes a progress line per segment into a pipe nobody reads, made
+    # as small as Linux allows (one page): it blocks once the pipe is full, surely
+    # midway (the lines of 300 segments need 14 KiB), and is killed there.
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(read_end, fcntl.F_SETPIPE_SZ, 4096)
     child = subprocess.Popen([*HYDRA, "backup", "--data", data, dest],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             stdout=write_end, stderr=subprocess.DEVNULL)
+    os.close(write_end)
     try:
         deadline = time.monotonic() + 30
         while not any(PARTIAL in n and n.startswith("backup")
@@ -140,8 +147,10 @@ def test_a_killed_backup_leaves_the_previous_one(tmp_path) -> None:
         child.send_signal(signal.SIGKILL)
         child.wait(10)
     finally:
-        child.stdout.close()  # type: ignore[union-attr]
-        child.stderr.close()  # type: ignore[union-attr]
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+        os.close(read_end)
     assert [n for n in os.listdir(tmp_path) if PARTIAL in n]  # the half-built one
     assert events_of_backup(tmp_path, dest, "after-kill") == good
     # The next run cleans up and completes.

@@ -102,7 +102,6 @@ def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
             assert value(after, "hydra_process_cpu_seconds_total", process=name) > 0
         for gateway in ("gateway-0", "gateway-1"):
             assert value(after, "hydra_writer_reachable", process=gateway) == 1
-        with httpx.Client(base_url=cluster.http_url, timeout=10) as c:
 
 
 def test_subscribers_are_sampled(cluster: Cluster) -> None:
