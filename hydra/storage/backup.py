@@ -49,7 +49,7 @@ from hydra.storage.format import (
     RECORD_HEADER_SIZE,
 )
 from hydra.storage.lock import DirectoryLock
-from hydra.storage.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from hydra.storage.manifest import MANIFEST_NAME, fsync_dir, read_manifest, write_manifest
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 
 BACKUP_FILE: Final = "backup.json"
@@ -143,14 +143,6 @@ def _copy_range(src_fd: int, dst_fd: int, length: int) -> None:
         if n == 0:
             raise StorageError(f"the segment ended {length - offset} bytes early")
         offset += n
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _exchange(a: str, b: str) -> None:
@@ -249,7 +241,7 @@ def backup(data_dir: str, dest: str, *, endpoint: str | None = None, curve: bool
             f.flush()
             os.fsync(f.fileno())
         # Every file, then the directory, on disk before the backup takes DEST's place.
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if previous is None:
             if os.path.isdir(dest):
                 os.rmdir(dest)  # empty
@@ -257,7 +249,7 @@ def backup(data_dir: str, dest: str, *, endpoint: str | None = None, curve: bool
         else:
             _exchange(tmp, dest)
             shutil.rmtree(tmp)  # the previous backup, now under the partial name
-        _fsync_dir(parent)
+        fsync_dir(parent)
     finally:
         segments.close()
         if lock is not None:
@@ -295,11 +287,11 @@ def restore(backup_dir: str, data_dir: str, *, out: Any = sys.stdout) -> int:
                 os.fsync(f.fileno())
             if n:
                 print(f"  [{n}/{len(names) - 1}] {name}", file=out, flush=True)
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         if os.path.isdir(data_dir):
             os.rmdir(data_dir)
         os.rename(tmp, data_dir)
-        _fsync_dir(parent)
+        fsync_dir(parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -239,7 +239,8 @@ def test_openapi_document(http):
     doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
     assert set(doc["paths"]) == {"/streams/{streamId}", "/all", "/health", "/openapi.json",
-                                 "/subscribe/all", "/subscribe/streams/{streamId}"}
+                                 "/subscribe/all", "/subscribe/streams/{streamId}",
+                                 "/metrics"}
 
 
 # -- bad input: 4xx with a message, never 500 -----------------------------------

@@ -47,6 +47,15 @@ def scrape(url: str) -> tuple[httpx.Response, Samples]:
     return r, parse(r.text)
 
 
+def test_every_gateway_answers_metrics(http: httpx.Client) -> None:
+    """Embedded (series in memory), the real server, and with authentication + TLS."""
+    r = http.get("/metrics")
+    assert r.status_code == 200, r.text
+    samples = parse(r.text)
+    assert value(samples, "hydra_process_info") >= 1
+    assert value(samples, "hydra_process_resident_memory_bytes") > 0
+
+
 def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
     _, before = scrape(cluster.http_url)
     stream = f"metrics-{uuid.uuid4().hex[:8]}"
