@@ -18,6 +18,8 @@ _COMMANDS = {
     "token": ("hydra._tokens", "add, remove or list bearer tokens (HYDRA_TOKENS_FILE)"),
     "watchdog": ("hydra._watchdog", "supervisord event listener: stop a server that cannot start"),
     "status": ("hydra._status", "show the processes of `make run` and the committed position"),
+    "backup": ("hydra.storage.backup", "copy a store, running or stopped, up to its committed position"),
+    "restore": ("hydra.storage.backup:restore_main", "make a new data directory from a backup"),
 }
 
 
@@ -63,8 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     if name not in _COMMANDS:
         print(f"hydra: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(_COMMANDS[name][0])
-    return int(module.main(rest) or 0)
+    module_name, _, function = _COMMANDS[name][0].partition(":")
+    module = importlib.import_module(module_name)
+    return int(getattr(module, function or "main")(rest) or 0)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("DELETE", "*/snapshot", "write"),
     ("GET", "=/health", OPEN),
     ("GET", "=/openapi.json", OPEN),
+    # Operational detail (rates, positions, processes) for a scraper with a token.
+    ("GET", "=/metrics", "read"),
     ("GET", "/streams/", "read"),
     ("GET", "=/all", "read"),
     ("GET", "/subscribe/", "read"),

@@ -279,6 +279,12 @@ class ServerBackend:
     def committed_position(self) -> int:
         return self._view.committed_position
 
+    @property
+    def writer_heard(self) -> float:
+        """``time.monotonic()`` of the writer's last feed message (-inf: never)."""
+        heard = self._tailer.last_message
+        return float("-inf") if heard is None else heard
+
     def stream_version(self, stream_id: str) -> int:
         return self._view.stream_version(stream_id)
 

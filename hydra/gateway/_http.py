@@ -15,6 +15,7 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /openapi.json    the OpenAPI document of this API        -> 200
     POST   /append          atomic append to several streams        -> 201
     GET    /tracking/{name} an application's highest tracked ID     -> 200
+    GET    /metrics         Prometheus metrics of the whole server  -> 200
 
 Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
 status chosen in ``_errors.py``.
@@ -38,6 +39,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Match, Route
 from starlette.types import Scope
 
+from hydra import _metrics
 from hydra.storage.engine import ANY
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
@@ -288,6 +290,13 @@ class HttpApi:
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi, media_type=JSON)
 
+    # -- metrics -----------------------------------------------------------------
+
+    async def metrics(self, request: Request) -> Response:
+        # Reading every process's metric files takes a few milliseconds: not on the loop.
+        body = await asyncio.to_thread(_metrics.exposition)
+        return Response(body, 200, headers={"content-type": _metrics.CONTENT_TYPE})
+
 
 def _ndjson(chunks: Iterator[bytes]) -> Response:
     """A plain response for one chunk of NDJSON, a streaming one for more."""
@@ -373,6 +382,7 @@ def build_app(
         # Multi-stream appends and tracking records.
         Route("/append", api.append_multi, methods=["POST"]),
         Route("/tracking/{name:path}", api.tracking, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,

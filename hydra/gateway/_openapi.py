@@ -480,6 +480,20 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     },
                 },
             },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics of the whole server",
+                    "description": "The writer's and every gateway's series in the "
+                                   "Prometheus text format 0.0.4, whichever gateway "
+                                   "answers (docs/OPERATIONS.md lists them). Needs the "
+                                   "`read` role when authentication is on.",
+                    "responses": {"200": {
+                        "description": "Prometheus text exposition.",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }},
+                },
+            },
         },
         "components": {"schemas": {
             "AppendEvent": {

@@ -27,6 +27,7 @@ from collections.abc import Generator
 import grpc  # type: ignore[import-untyped]
 import uvicorn
 
+from hydra import _metrics
 from hydra.errors import AddressInUse
 from hydra.gateway._auth import Authenticator, AuthInterceptor, AuthMiddleware
 from hydra.gateway._backend import Backend, ServerBackend
@@ -34,6 +35,7 @@ from hydra.gateway._connections import grpc_options as connection_grpc_options
 from hydra.gateway._connections import http_protocol
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
+from hydra.gateway._metered import MeteredBackend, sample
 from hydra.gateway._ports import PortClaims
 from hydra.gateway._tls import ServerTls, load_server_tls
 from hydra.gateway._subscriptions import Subscriptions
@@ -119,6 +121,10 @@ async def serve(
             if backend is None:
                 log.info("%s stopped before the writer was ready", config.name)
                 return 0
+            # A real worker process (the data directory exists now): its series go
+            # where every process of the server keeps them, so that any worker's
+            # /metrics shows them all.
+            _metrics.start(config.name, _metrics.metrics_dir(config.data_dir))
         if auth is not None:
             log.info("%s: authentication on, %d tokens from %s", config.name, len(auth),
                      config.tokens_file)
@@ -161,7 +167,12 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     claims.claim(http_sock.getsockname()[1], "HTTP")  # the port the kernel chose for 0
     interceptors = [AuthInterceptor(auth)] if auth is not None else None
     grpc_server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
-    health = add_services(grpc_server, backend, config.name, subscriptions)
+    series = _metrics.series()
+    http_backend, grpc_backend = backend, backend
+    if series.on:
+        http_backend = MeteredBackend(backend, "http", series)  # type: ignore[assignment]
+        grpc_backend = MeteredBackend(backend, "grpc", series)  # type: ignore[assignment]
+    health = add_services(grpc_server, grpc_backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
         if tls is not None:
@@ -179,7 +190,9 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     await grpc_server.start()
     await set_serving(health, True)
 
-    app = build_app(backend, config.max_request_size, config.name, subscriptions)
+    app = build_app(http_backend, config.max_request_size, config.name, subscriptions)
+    sampler = loop.create_task(sample(series, config.name, backend, subscriptions.hub),
+                               name="hydra-metrics-sampler")
     uv_config = uvicorn.Config(
         AuthMiddleware(app, auth) if auth is not None else app,
         http=http_protocol(config.connections),  # httptools, with header limits and timeouts
@@ -210,6 +223,7 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     await asyncio.gather(grpc_server.stop(config.shutdown_grace), http_task,
                          return_exceptions=True)
     stop_task.cancel()
+    sampler.cancel()
     await backend.close()
     if http_task.done() and not http_task.cancelled() and http_task.exception() is not None:
         log.error("%s: the HTTP server failed: %s", config.name, http_task.exception())

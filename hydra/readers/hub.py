@@ -453,6 +453,26 @@ class Hub:
     def live_subscribers(self) -> int:
         return self._live
 
+    def lag(self) -> tuple[int, int]:
+        """(events, log bytes): the largest lag of any subscriber, for metrics.
+
+        Events: queued for a live subscriber, or between a catching-up stream
+        subscriber and its stream's end. Bytes: between an all-streams subscriber
+        and the committed position. One pass over the subscribers (call it
+        seldom, e.g. once a second).
+        """
+        top = self.source.committed_position
+        events = lag_bytes = 0
+        for sub in self._subscribers:
+            if sub.live:
+                events = max(events, sub._queued)
+            elif sub.stream_id is not None:
+                done = sub._next_version if sub._next_version is not None else sub.min_version
+                events = max(events, self.source.stream_version(sub.stream_id) - done)
+            if sub.stream_id is None:
+                lag_bytes = max(lag_bytes, top - sub.position)
+        return events, lag_bytes
+
     def _attach(self, sub: Subscriber) -> None:
         sub.live = True
         sub.position = self.position

@@ -33,11 +33,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s",
         stream=sys.stderr,
     )
+    from hydra import _metrics
     from hydra.writer._server import WriterServer
 
     import lmdb
 
     try:
+        # Its series live in DATA/run/metrics/ (created, with DATA, if need be).
+        _metrics.start("writer", _metrics.metrics_dir(config.data_dir))
         server = WriterServer(config)
     except (HydraError, OSError, lmdb.Error) as exc:
         # One line, no traceback: this is the operator's to fix (supervisord's

@@ -36,7 +36,7 @@ from typing import Any
 import lmdb
 import zmq
 
-from hydra import _curve
+from hydra import _curve, _metrics
 from hydra.storage.engine import Engine
 from hydra.storage.lock import DirectoryLock
 from hydra._protocol import (
@@ -112,6 +112,10 @@ class WriterServer:
         self._waiting: list[tuple[int, list[list[bytes]], list[Reply | list[Reply]]]] = []
         self._syncer = Syncer()
         ensure_run_dir(self.directory)
+        self.metrics = _metrics.series()
+        # Records written since the last fsync started, and those the running one covers.
+        self._unsynced_records = 0
+        self._syncing_records = 0
         self._context = zmq.Context()
         self.router = writer_socket(self._context, "command")
         self.pub = writer_socket(self._context, "feed")
@@ -203,6 +207,11 @@ class WriterServer:
         handle = handler.handle_body
         replies = [handle(frames[-1]) for frames in messages]
         self.groups += 1
+        metrics = self.metrics
+        metrics.groups.inc()
+        if handler.written:
+            metrics.written.inc(handler.written)
+            self._unsynced_records += handler.written
         policy = self.policy
         end = self.engine.end
         # The index covers the group before any reader can be told it is
@@ -282,6 +291,7 @@ class WriterServer:
         # Only the segment holding the end can be unsynced: the log syncs a
         # segment before it starts writing the next one.
         assert self._segments is not None
+        self._syncing_records, self._unsynced_records = self._unsynced_records, 0
         syncer.start(self._segments.fd((end - 1) // self._segments.segment_size), end)
 
     def _synced_one(self, result: tuple[int, OSError | None] | None = None) -> None:
@@ -290,6 +300,7 @@ class WriterServer:
         assert syncer is not None
         end, error = result or syncer.finish()
         waiting = self._waiting
+        metrics = self.metrics
         if error is not None:
             # After a failed fsync the kernel may have dropped (or kept, marked
             # clean) the pages it could not write: what is on disk after the last
@@ -297,6 +308,7 @@ class WriterServer:
             # The writer stays up for health and the groups' answers, refuses
             # every later write, and leaves what survived to the recovery of the
             # next start.
+            metrics.fsync_failures.inc()
             failure = StorageFailed(
                 f"fsync of the log failed ({error.strerror or error}); the log takes no "
                 "more writes until the writer is restarted (what was acknowledged "
@@ -306,6 +318,8 @@ class WriterServer:
             self._fail_waiting()
             return
         self.fsyncs += 1
+        metrics.fsync_seconds.observe(syncer.duration)
+        metrics.events_per_fsync.observe(self._syncing_records)
         self.synced = end
         policy = self.policy
         if policy.every_write:
@@ -338,11 +352,24 @@ class WriterServer:
             # Free the reader slots of reader processes that died (kill -9):
             # a dead reader's snapshot would keep the index from reusing pages.
             self._index.persistent.env.reader_check()
+            self._sample_log()
         self._seq += 1
         committed = self.committed
+        self.metrics.committed.set(committed)
         self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
         self._published = committed
         self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+
+    def _sample_log(self) -> None:
+        """The log's size for the metrics (once a heartbeat: a directory scan)."""
+        size = segments = 0
+        with os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name.startswith("hydra-") and entry.name.endswith(".log"):
+                    segments += 1
+                    size += entry.stat().st_blocks * 512
+        self.metrics.log_bytes.set(size)
+        self.metrics.log_segments.set(segments)
 
     def _index_counts(self) -> tuple[int, int]:
         assert self._index is not None

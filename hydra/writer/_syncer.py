@@ -13,6 +13,7 @@ import os
 import queue
 import select
 import threading
+import time
 
 
 class Syncer:
@@ -23,6 +24,7 @@ class Syncer:
         self._requests: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._error: OSError | None = None
         self.target: int | None = None  # log position the sync in flight covers
+        self.duration = 0.0  # seconds the last finished fdatasync took
         self._thread = threading.Thread(target=self._run, name="hydra-fsync", daemon=True)
         self._thread.start()
 
@@ -70,8 +72,11 @@ class Syncer:
             fd = self._requests.get()
             if fd is None:
                 return
+            started = time.perf_counter()
             try:
                 os.fdatasync(fd)
             except OSError as exc:
                 self._error = exc
+            # Read by the loop only after the pipe below says this sync finished.
+            self.duration = time.perf_counter() - started
             os.write(self._done_w, b"!")

@@ -59,6 +59,7 @@ HTTP_CASES = [
     ("GET", "/streams/{s}/snapshot", None, "read"),
     ("PUT", "/streams/{s}/snapshot", b'{"version": 0, "state": "eA=="}', "write"),
     ("DELETE", "/streams/{s}/snapshot", None, "write"),
+    ("GET", "/metrics", None, "read"),
 ]
 
 

@@ -241,7 +241,7 @@ def test_openapi_document(http):
     assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot",
                                  "/all", "/health", "/openapi.json",
                                  "/subscribe/all", "/subscribe/streams/{streamId}",
-                                 "/append", "/tracking/{name}"}
+                                 "/append", "/tracking/{name}", "/metrics"}
 
 
 # -- bad input: 4xx with a message, never 500 -----------------------------------

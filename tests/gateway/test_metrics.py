@@ -1,0 +1,189 @@
+"""GET /metrics: one scrape shows the writer and every gateway of a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+
+import grpc
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import hydra
+from hydra._metrics import Series
+from hydra._proto import eventstore_pb2 as pb
+from hydra._proto import eventstore_pb2_grpc as pb_grpc
+from hydra.gateway._metered import MeteredBackend, sample
+from hydra.limits import DEFAULT_LIMITS
+from hydra.readers.hub import Hub
+from tests.gateway._cluster import Cluster
+from tests.gateway._embedded import StoreBackend
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def scrape(url: str) -> tuple[httpx.Response, Samples]:
+    # A fresh connection each time: the kernel may hand it to either gateway.
+    with httpx.Client(base_url=url, timeout=10) as c:
+        r = c.get("/metrics")
+    assert r.status_code == 200, r.text
+    return r, parse(r.text)
+
+
+def test_every_gateway_answers_metrics(http: httpx.Client) -> None:
+    """Embedded (series in memory), the real server, and with authentication + TLS."""
+    r = http.get("/metrics")
+    assert r.status_code == 200, r.text
+    samples = parse(r.text)
+    assert value(samples, "hydra_process_info") >= 1
+    assert value(samples, "hydra_process_resident_memory_bytes") > 0
+
+
+def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
+    _, before = scrape(cluster.http_url)
+    stream = f"metrics-{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=cluster.http_url, timeout=10) as c:
+        for i in range(5):
+            r = c.post(f"/streams/{stream}", json={"eventId": f"e{i}", "data": "eA==",
+                                                   "expectedVersion": -1})
+            assert r.status_code == 201
+        assert c.post(f"/streams/{stream}", json={"eventId": "e0", "data": "eA==",
+                                                  "expectedVersion": -1}).json()["duplicate"]
+        assert c.post(f"/streams/{stream}", json={"data": "eA==",
+                                                  "expectedVersion": 99}).status_code == 409
+        assert len(c.get(f"/streams/{stream}").text.splitlines()) == 5
+        committed = c.get("/health").json()["writer"]["committedPosition"]
+    with grpc.insecure_channel(cluster.grpc_target) as channel:
+        stub = pb_grpc.EventStoreStub(channel)
+        stub.AppendBatch(pb.AppendBatchRequest(
+            stream_id=stream, expected_version=-1,
+            events=[pb.NewEvent(event_id=f"g{i}", data=b"y") for i in range(3)]))
+        assert len(list(stub.ReadStream(pb.ReadStreamRequest(stream_id=stream)))) == 8
+
+    # Every scrape, whichever gateway answers, holds the other gateway's counts too.
+    for _ in range(6):
+        r, after = scrape(cluster.http_url)
+        assert r.headers["content-type"].startswith("text/plain")
+
+        def delta(name: str, **labels: str) -> float:
+            return value(after, name, **labels) - value(before, name, **labels)  # noqa: B023
+
+        assert delta("hydra_appends_total", api="http", outcome="ok") == 5
+        assert delta("hydra_appends_total", api="http", outcome="duplicate") == 1
+        assert delta("hydra_appends_total", api="http", outcome="wrong_expected_version") == 1
+        assert delta("hydra_appends_total", api="grpc", outcome="ok") == 1
+        assert delta("hydra_append_events_total", api="grpc", outcome="ok") == 3
+        assert delta("hydra_append_duration_seconds_count", api="http") == 6
+        assert delta("hydra_read_requests_total", api="http", target="stream") == 1
+        assert delta("hydra_read_events_total", api="http") == 5
+        assert delta("hydra_read_events_total", api="grpc") == 8
+        # The writer: 8 new records, made durable by fsyncs it timed.
+        assert delta("hydra_writer_records_total") == 8
+        assert delta("hydra_events_per_fsync_sum") == 8
+        assert delta("hydra_fsync_duration_seconds_count") >= 1
+        assert value(after, "hydra_committed_position") >= committed
+        assert value(after, "hydra_log_segments") >= 1
+        assert value(after, "hydra_log_bytes") > 0
+        # Processes: the writer and both gateways, with CPU and memory each.
+        names = {dict(ls)["process"]: dict(ls)["pid"] for (n, ls), v in after.items()
+                 if n == "hydra_process_info"}
+        assert set(names) == {"writer", "gateway-0", "gateway-1"}, names
+        for name, pid in names.items():
+            assert value(after, "hydra_process_resident_memory_bytes", process=name,
+                         pid=pid) > 0
+            assert value(after, "hydra_process_cpu_seconds_total", process=name) > 0
+        for gateway in ("gateway-0", "gateway-1"):
+            assert value(after, "hydra_writer_reachable", process=gateway) == 1
+
+
+def test_subscribers_are_sampled(cluster: Cluster) -> None:
+    """An open subscription shows as live within the sampling interval."""
+    done = threading.Event()
+
+    def hold() -> None:
+        with httpx.Client(base_url=cluster.http_url, timeout=10) as c:
+            with c.stream("GET", "/subscribe/all?from=0") as r:
+                for _ in r.iter_lines():
+                    if done.is_set():
+                        return
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            _, now = scrape(cluster.http_url)
+            if value(now, "hydra_subscribers", state="live") >= 1:
+                break
+            assert time.monotonic() < deadline, "the subscription never showed as live"
+            time.sleep(0.3)
+    finally:
+        done.set()
+        # Wake the reader so it sees ``done``.
+        with httpx.Client(base_url=cluster.http_url, timeout=10) as c:
+            c.post(f"/streams/wake-{uuid.uuid4().hex[:6]}", json={"data": "eA==",
+                                                                   "expectedVersion": -1})
+        thread.join(10)
+
+
+# -- the pieces, in one process ------------------------------------------------------
+
+
+def test_reads_are_counted_per_request(tmp_path) -> None:
+    """Events of a read are counted when the read is done, with no code per event."""
+    series = Series("test", None)
+    with hydra.open(str(tmp_path / "d")) as store:
+        for i in range(7):
+            store.append("s", f"e{i}", b"x", -1)
+        backend = MeteredBackend(StoreBackend(store, DEFAULT_LIMITS), "http", series)  # type: ignore[arg-type]
+        assert len(list(backend.read_stream("s", None, None, False))) == 7
+        assert len(list(backend.read_all(None, 3, False))) == 3
+        assert list(backend.read_stream("none", None, None, False)) == []
+        events = backend.read_all(None, None, False)
+        next(events)  # abandoned midway: not counted
+    assert series.reads.labels("http", "stream")._value.get() == 2
+    assert series.reads.labels("http", "all")._value.get() == 2
+    assert series.read_events.labels("http")._value.get() == 10
+
+
+def test_a_slow_subscriber_counts_as_a_detach(tmp_path) -> None:
+    series = Series("test", None)
+
+    async def run() -> None:
+        with hydra.open(str(tmp_path / "d")) as store:
+            backend = StoreBackend(store, DEFAULT_LIMITS)
+            hub = Hub(backend, buffer_events=2)  # type: ignore[arg-type]
+            sub = hub.subscribe_all(0)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(sub.next(), 0.05)  # caught up: now live
+            assert hub.live_subscribers == 1
+            store.append_events("s", [hydra.NewEvent(b"x") for _ in range(5)], -1)
+            hub.pump()  # 5 events for a queue of 2: back to reading the log
+            task = asyncio.create_task(sample(series, "gw", backend, hub))  # type: ignore[arg-type]
+            await asyncio.sleep(0.05)
+            task.cancel()
+            assert series.detaches._value.get() == 1
+            assert series.subscribers.labels("catching_up")._value.get() == 1
+            assert series.subscribers.labels("live")._value.get() == 0
+            assert series.lag_bytes._value.get() > 0
+            sub.close()
+            hub.close()
+
+    asyncio.run(run())
