@@ -47,6 +47,7 @@ GRPC_ROLES: dict[str, Role | None] = {
     _SERVICE + "AppendBatch": "write",
     _SERVICE + "AppendMany": "write",
     _SERVICE + "DeleteStream": "admin",
+    _SERVICE + "ListStreams": "read",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -63,6 +64,11 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("GET", "/subscribe/", "read"),
     ("POST", "/streams/", "write"),
     ("DELETE", "/streams/", "admin"),
+    ("GET", "=/streams", "read"),
+    # The web console's static files: public; what it shows comes from the API
+    # calls it makes with the token the user gives it.
+    ("GET", "=/ui", OPEN),
+    ("GET", "/ui/", OPEN),
 )
 
 

@@ -25,6 +25,7 @@ from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent
 from hydra.storage.format import RecordedEvent
+from hydra.storage.listing import StreamPage
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ class Backend(Protocol):
     def read_all(
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]: ...
+
+    def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage: ...
 
     async def health(self) -> Health: ...
 
@@ -266,6 +269,9 @@ class ServerBackend:
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]:
         return self._view.read_all(from_position, limit, backward)
+
+    def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
+        return self._view.list_streams(prefix, after, limit)
 
     # -- health and lifetime -----------------------------------------------------
 

@@ -9,6 +9,8 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /subscribe/all           catch-up + live, SSE            -> 200
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
     GET    /health          gateway and writer state                -> 200
+    GET    /streams         list streams (newest first, or by prefix) -> 200
+    GET    /ui/...          the web console (static files)          -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
 
 Every error is a JSON body ``{"error": message, "type": kind, ...}`` with the
@@ -41,11 +43,14 @@ from hydra.gateway._requests import (
     check_expected_version,
     check_stream_id,
     parse_append,
+    parse_list_query,
     parse_read_query,
     query_int,
 )
+from hydra.gateway._console import console_routes
 from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
 from hydra.limits import Limits
+from hydra.storage.listing import StreamPage
 
 log = logging.getLogger("hydra.gateway")
 
@@ -189,6 +194,18 @@ class HttpApi:
         return self.subscriptions.sse(self.subscriptions.stream(stream_id, start),
                                       by_version=True)
 
+    # -- the stream listing -------------------------------------------------------
+
+    async def list_streams(self, request: Request) -> Response:
+        if any("\ufffd" in value for _, value in request.query_params.multi_items()):
+            _check_utf8(request.scope.get("query_string", b"").replace(b"+", b" "),
+                        "the query string")
+        q = parse_list_query(request.query_params.multi_items(), self.limits)
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+        page = self.backend.list_streams(q.prefix, q.after, q.limit)
+        return _json(200, stream_page_json(page))
+
     # -- service -----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
@@ -212,6 +229,16 @@ class HttpApi:
 
     async def openapi(self, request: Request) -> Response:
         return Response(self._openapi, media_type=JSON)
+
+
+def stream_page_json(page: StreamPage) -> dict[str, object]:
+    return {
+        "streams": [{"streamId": s.stream_id, "version": s.event_count - 1,
+                     "eventCount": s.event_count, "lastPosition": s.last_position}
+                    for s in page.streams],
+        "next": page.next or None,
+        "committedPosition": page.committed_position,
+    }
 
 
 def _ndjson(chunks: Iterator[bytes]) -> Response:
@@ -280,6 +307,9 @@ def build_app(
         Route("/subscribe/streams/{stream_id:path}", api.subscribe_stream, methods=["GET"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/openapi.json", api.openapi, methods=["GET"]),
+        # The stream listing and the web console.
+        Route("/streams", api.list_streams, methods=["GET"]),
+        *console_routes(),
     ]
     return Starlette(
         routes=routes,

@@ -23,6 +23,7 @@ import orjson
 from hydra.storage.engine import ANY, MAX_VERSION, NO_STREAM, STREAM_EXISTS, NewEvent
 from hydra.errors import InvalidArgument
 from hydra.limits import Limits
+from hydra.storage.listing import DEFAULT_LIST_LIMIT, check_cursor
 
 MAX_POSITION = (1 << 63) - 1
 
@@ -291,3 +292,45 @@ def _json_type(value: object) -> str:
     if type(value) is dict:
         return "an object"
     return type(value).__name__
+
+
+# -- the stream listing (GET /streams, ListStreams) ---------------------------------
+
+LIST_PARAMS = ("prefix", "after", "limit", "min_position")
+
+
+class ListQuery(NamedTuple):
+    prefix: str
+    after: str
+    limit: int
+    min_position: int
+
+
+def check_list_query(prefix: str, after: str, limit: int, min_position: int,
+                     limits: Limits) -> ListQuery:
+    """The listing's arguments, checked the same way for both APIs."""
+    for name, value in (("prefix", prefix), ("after", after)):
+        if len(value.encode("utf-8", "surrogatepass")) > limits.max_stream_id:
+            raise InvalidArgument(
+                f"{name} is longer than the longest stream ID ({limits.max_stream_id} bytes)"
+            )
+    check_cursor(prefix, after, limit)
+    return ListQuery(prefix, after, limit, check_position(min_position, "min_position"))
+
+
+def parse_list_query(items: list[tuple[str, str]], limits: Limits) -> ListQuery:
+    """Parse ``?prefix=&after=&limit=&min_position=`` of ``GET /streams``."""
+    values: dict[str, str] = {}
+    for key, value in items:
+        if key not in LIST_PARAMS:
+            raise InvalidArgument(
+                f"unknown query parameter {key!r}; accepted: {', '.join(LIST_PARAMS)}"
+            )
+        if key in values:
+            raise InvalidArgument(f"query parameter {key!r} is given twice")
+        values[key] = value
+    limit = query_int(values["limit"], "limit") if "limit" in values else DEFAULT_LIST_LIMIT
+    min_position = (query_int(values["min_position"], "min_position")
+                    if "min_position" in values else 0)
+    return check_list_query(values.get("prefix", ""), values.get("after", ""), limit,
+                            min_position, limits)

@@ -78,6 +78,7 @@ TAIL = struct.Struct("<I")
 assert RECORD.size == 16 and TOMB.size == 24 and CHUNK_KEY.size == 12 and COUNTS.size == 24
 
 _pack_chunk_key = CHUNK_KEY.pack
+_unpack_q = struct.Struct("<q").unpack_from
 _pack_u64 = U64.pack
 _unpack_u64 = U64.unpack
 _pack_key64 = KEY_U64.pack
@@ -645,11 +646,20 @@ def _move_recent(
 ) -> None:
     """Move the stream's ``recent`` entry to its last record now (before the
     stream's own entry is rewritten: the old one says where the old record was)."""
-    old = txn.get(dbkey, db=index.streams)
-    if old is not None:
-        last = _last_record(txn, index.chunks, bytes(old))
-        if last >= 0:
-            txn.delete(_pack_key64(last), db=index.recent)
+    base = st.base
+    last = -1
+    if base:
+        # Events of this incarnation are in the index: the last of them is its entry.
+        chunk = _get(txn, _pack_chunk_key(st.inc, (base - 1) // CHUNK), index.chunks)
+        last = _unpack_q(chunk, ((base - 1) % CHUNK) * 8)[0]
+    elif st.history:
+        # Deleted (here or before): the entry is at the last record of what the index has.
+        old = txn.get(dbkey, db=index.streams)
+        if old is not None:
+            last = _last_record(txn, index.chunks, bytes(old))
+    # (Neither: a stream new to the index, which has no entry for it.)
+    if last >= 0:
+        txn.delete(_pack_key64(last), db=index.recent)
     new = st.positions
     last = max(new[-1] if new else -1, tombstone)
     if last >= 0:

@@ -56,6 +56,9 @@ HTTP_CASES = [
     ("GET", "/subscribe/streams/{s}", None, "read"),
     ("POST", "/streams/{s}", b'{"data": "eA==", "expectedVersion": -1}', "write"),
     ("DELETE", "/streams/{s}", None, "admin"),
+    ("GET", "/streams?limit=1", None, "read"),
+    ("GET", "/ui/", None, None),
+    ("GET", "/ui/console.js", None, None),
 ]
 
 
