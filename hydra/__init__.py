@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from hydra.storage.engine import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, NewEvent
 from hydra.storage.format import RecordedEvent
+from hydra.storage.listing import StreamInfo, StreamPage
 from hydra.errors import (
     CorruptLog,
     HydraError,
@@ -40,7 +41,9 @@ __all__ = [
     "Store",
     "StoreLocked",
     "StreamExists",
+    "StreamInfo",
     "StreamNotFound",
+    "StreamPage",
     "Unavailable",
     "WrongExpectedVersion",
     "open",

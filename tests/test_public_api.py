@@ -6,7 +6,8 @@ def test_public_names_are_deliberate():
     assert sorted(hydra.__all__) == sorted([
         "ANY", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "CorruptLog", "HydraError",
         "InvalidArgument", "NewEvent", "RecordedEvent", "Store", "StoreLocked",
-        "StreamExists", "StreamNotFound", "Unavailable", "WrongExpectedVersion", "open",
+        "StreamExists", "StreamInfo", "StreamNotFound", "StreamPage", "Unavailable",
+        "WrongExpectedVersion", "open",
     ])
     for name in hydra.__all__:
         assert hasattr(hydra, name)
