@@ -20,6 +20,7 @@ status chosen in ``_errors.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -53,6 +54,11 @@ from hydra.limits import Limits
 from hydra.storage.listing import StreamPage
 
 log = logging.getLogger("hydra.gateway")
+
+try:
+    _VERSION = importlib.metadata.version("hydra")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree
+    _VERSION = "unknown"
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -211,6 +217,7 @@ class HttpApi:
     async def health(self, request: Request) -> Response:
         h = await self.backend.health()
         writer = h.writer
+        hub = self.subscriptions.hub
         return _json(200, {
             "status": "ok" if h.writer_reachable else "degraded",
             "worker": self.name,
@@ -224,7 +231,14 @@ class HttpApi:
                 "streams": writer.get("streams"),
                 "uptime": writer.get("uptime"),
                 "syncMode": writer.get("sync_mode"),
+                # What the web console's server page charts (fsyncs/s) and names.
+                "syncedPosition": writer.get("synced_position"),
+                "fsyncs": writer.get("fsyncs"),
+                "groups": writer.get("groups"),
+                "pid": writer.get("pid"),
             },
+            "version": _VERSION,
+            "subscribers": {"total": hub.subscribers, "live": hub.live_subscribers},
         })
 
     async def openapi(self, request: Request) -> Response:

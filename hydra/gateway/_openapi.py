@@ -428,6 +428,13 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "committedPosition": {"type": "integer",
                                           "description": "What this gateway can read."},
                     "writer": {"type": "object"},
+                    "version": {"type": "string", "description": "Hydra's version."},
+                    "subscribers": {
+                        "type": "object",
+                        "description": "Subscriptions open on this gateway worker.",
+                        "properties": {"total": {"type": "integer"},
+                                       "live": {"type": "integer"}},
+                    },
                 },
             },
             "StreamPage": {
