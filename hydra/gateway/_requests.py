@@ -240,17 +240,23 @@ class ReadQuery(NamedTuple):
     min_position: int
 
 
-def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: str) -> ReadQuery:
-    """Parse ``?from=&limit=&direction=&min_position=`` of the read endpoints."""
+def query_values(items: list[tuple[str, str]], accepted: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters by name: each one known and given at most once."""
     values: dict[str, str] = {}
     for key, value in items:
-        if key not in READ_PARAMS:
+        if key not in accepted:
             raise InvalidArgument(
-                f"unknown query parameter {key!r}; accepted: {', '.join(READ_PARAMS)}"
+                f"unknown query parameter {key!r}; accepted: {', '.join(accepted)}"
             )
         if key in values:
             raise InvalidArgument(f"query parameter {key!r} is given twice")
         values[key] = value
+    return values
+
+
+def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: str) -> ReadQuery:
+    """Parse ``?from=&limit=&direction=&min_position=`` of the read endpoints."""
+    values = query_values(items, READ_PARAMS)
     start = None
     if "from" in values:
         start = check_position(query_int(values["from"], "from"), f"from ({start_name})")
@@ -320,15 +326,7 @@ def check_list_query(prefix: str, after: str, limit: int, min_position: int,
 
 def parse_list_query(items: list[tuple[str, str]], limits: Limits) -> ListQuery:
     """Parse ``?prefix=&after=&limit=&min_position=`` of ``GET /streams``."""
-    values: dict[str, str] = {}
-    for key, value in items:
-        if key not in LIST_PARAMS:
-            raise InvalidArgument(
-                f"unknown query parameter {key!r}; accepted: {', '.join(LIST_PARAMS)}"
-            )
-        if key in values:
-            raise InvalidArgument(f"query parameter {key!r} is given twice")
-        values[key] = value
+    values = query_values(items, LIST_PARAMS)
     limit = query_int(values["limit"], "limit") if "limit" in values else DEFAULT_LIST_LIMIT
     min_position = (query_int(values["min_position"], "min_position")
                     if "min_position" in values else 0)
