@@ -21,6 +21,7 @@ from hydra.storage.engine import (
     StreamAppend,
 )
 from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.listing import StreamInfo, StreamPage
 from hydra.errors import (
     CorruptLog,
     HydraError,
@@ -52,7 +53,9 @@ __all__ = [
     "StoreLocked",
     "StreamExists",
     "StreamAppend",
+    "StreamInfo",
     "StreamNotFound",
+    "StreamPage",
     "TrackingConflict",
     "Unavailable",
     "WrongExpectedVersion",

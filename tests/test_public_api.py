@@ -7,7 +7,7 @@ def test_public_names_are_deliberate():
         "ANY", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "CorruptLog", "HydraError",
         "InvalidArgument", "NewEvent", "RecordedEvent", "Snapshot", "SnapshotSaved", "Store",
         "StoreLocked",
-        "StreamAppend", "StreamExists", "StreamNotFound", "TrackingConflict", "Unavailable",
+        "StreamAppend", "StreamExists", "StreamInfo", "StreamNotFound", "StreamPage", "TrackingConflict", "Unavailable",
         "WrongExpectedVersion", "open",
     ])
     for name in hydra.__all__:

@@ -124,6 +124,11 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.GetTrackingRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.GetTrackingResponse.FromString,
                 _registered_method=True)
+        self.ListStreams = channel.unary_unary(
+                '/eventstore.EventStore/ListStreams',
+                request_serializer=eventstore__pb2.ListStreamsRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.ListStreamsResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -273,6 +278,15 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStreams(self, request, context):
+        """One page of the live streams: newest first (by each stream's last event), or,
+        with a prefix, the streams whose ID starts with it in ID order. Pass `next` of
+        a page as `after` to get the next one (see docs/GRPC_API.md, "Stream listing").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -365,6 +379,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.GetTracking,
                     request_deserializer=eventstore__pb2.GetTrackingRequest.FromString,
                     response_serializer=eventstore__pb2.GetTrackingResponse.SerializeToString,
+            ),
+            'ListStreams': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStreams,
+                    request_deserializer=eventstore__pb2.ListStreamsRequest.FromString,
+                    response_serializer=eventstore__pb2.ListStreamsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -853,6 +872,33 @@ class EventStore:
             '/eventstore.EventStore/GetTracking',
             eventstore__pb2.GetTrackingRequest.SerializeToString,
             eventstore__pb2.GetTrackingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStreams(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/ListStreams',
+            eventstore__pb2.ListStreamsRequest.SerializeToString,
+            eventstore__pb2.ListStreamsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -18,8 +18,10 @@ from hydra.client import _grpc_messages as msg
 from hydra.client._coalesce import MAX_CALLS, AsyncAppendBatcher, settle
 from hydra.client._errors import RESUMABLE_CODES, RETRYABLE_CODES, from_grpc, from_grpc_multi
 from hydra.client._model import (
+    DEFAULT_LIST_LIMIT,
     Health,
     ReadCursor,
+    StreamPage,
     check_application_name,
     check_appends,
     check_tracking,
@@ -27,6 +29,7 @@ from hydra.client._model import (
     check_events,
     check_filter,
     check_limit,
+    check_list_args,
     check_start,
     check_stream_id,
     event_from_message,
@@ -34,6 +37,7 @@ from hydra.client._model import (
     health_from_message,
     idempotent,
     snapshot_from_message,
+    stream_page_from_message,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, grpc_channel
@@ -412,6 +416,17 @@ class AsyncHydraClient:
         async for event in self.read_stream(stream_id, limit=1, backward=True):
             return event.version + 1
         return 0
+
+    async def list_streams(self, prefix: str = "", after: str = "",
+                           limit: int = DEFAULT_LIST_LIMIT) -> StreamPage:
+        """One page of the server's live streams, as ``hydra.Store.list_streams``:
+        newest first, or with ``prefix`` those whose ID starts with it in ID order;
+        pass the page's ``next`` as ``after`` for the next page."""
+        prefix, after, limit = check_list_args(prefix, after, limit)
+        request = pb.ListStreamsRequest(prefix=prefix, after=after, limit=limit,
+                                        min_position=self._min_position())
+        return stream_page_from_message(
+            await self._call("ListStreams", request, True, self.timeout))
 
     # -- subscriptions -----------------------------------------------------------
 

@@ -17,8 +17,10 @@ from hydra.client._errors import DeadlineExceeded, from_http, from_transport, re
 from hydra.client._gate import AsyncFairGate
 from hydra.client._grpc_messages import check_pool, check_timeout
 from hydra.client._model import (
+    DEFAULT_LIST_LIMIT,
     Health,
     ReadCursor,
+    StreamPage,
     SubscriptionCursor,
     check_application_name,
     check_appends,
@@ -26,6 +28,7 @@ from hydra.client._model import (
     check_events,
     check_expected_version,
     check_limit,
+    check_list_args,
     check_snapshot,
     check_start,
     check_stream_id,
@@ -33,7 +36,9 @@ from hydra.client._model import (
     check_tracking,
     health_from_json,
     idempotent,
+    list_params,
     snapshot_from_json,
+    stream_page_from_json,
 )
 from hydra.client._retry import NO_RETRY, RESUME, RETRY, Retry
 from hydra.client._security import check_token, http_options
@@ -340,6 +345,16 @@ class AsyncHttpClient:
         async for event in self.read_stream(stream_id, limit=1, backward=True):
             return event.version + 1
         return 0
+
+    async def list_streams(self, prefix: str = "", after: str = "",
+                           limit: int = DEFAULT_LIST_LIMIT) -> StreamPage:
+        """One page of the server's live streams, as ``hydra.Store.list_streams``:
+        newest first, or with ``prefix`` those whose ID starts with it in ID order;
+        pass the page's ``next`` as ``after`` for the next page."""
+        prefix, after, limit = check_list_args(prefix, after, limit)
+        params = list_params(prefix, after, limit, self._seen if self._ryw else 0)
+        return stream_page_from_json(
+            await self._request("GET", "/streams", True, self.timeout, params=params))
 
     # -- subscriptions -----------------------------------------------------------
 

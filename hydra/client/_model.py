@@ -16,6 +16,9 @@ from typing import Any, Literal
 
 from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
+# The clients check list_streams' arguments exactly as the Store does.
+from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamInfo, StreamPage  # noqa: F401
+from hydra.storage.listing import check_cursor as check_list_args  # noqa: F401
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument
 
@@ -241,6 +244,31 @@ def health_from_json(doc: dict[str, Any]) -> Health:
         num(writer.get("events")), num(writer.get("streams")),
         str(writer.get("syncMode") or ""), str(doc.get("worker") or ""), num(doc.get("pid")),
     )
+
+
+# -- the stream listing -------------------------------------------------------------
+
+
+def stream_page_from_message(m: pb.ListStreamsResponse) -> StreamPage:
+    return StreamPage([StreamInfo(s.stream_id, s.event_count, s.last_position)
+                       for s in m.streams], m.next, m.committed_position)
+
+
+def stream_page_from_json(doc: dict[str, Any]) -> StreamPage:
+    return StreamPage([StreamInfo(s["streamId"], s["eventCount"], s["lastPosition"])
+                       for s in doc.get("streams", ())],
+                      doc.get("next") or "", int(doc.get("committedPosition") or 0))
+
+
+def list_params(prefix: str, after: str, limit: int, min_position: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit}
+    if prefix:
+        params["prefix"] = prefix
+    if after:
+        params["after"] = after
+    if min_position:
+        params["min_position"] = min_position
+    return params
 
 
 # -- resuming --------------------------------------------------------------------

@@ -53,6 +53,7 @@ GRPC_ROLES: dict[str, Role | None] = {
     # Multi-stream appends and tracking records.
     _SERVICE + "AppendMulti": "write",
     _SERVICE + "GetTracking": "read",
+    _SERVICE + "ListStreams": "read",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -78,6 +79,11 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     # Multi-stream appends and tracking records.
     ("POST", "=/append", "write"),
     ("GET", "/tracking/", "read"),
+    ("GET", "=/streams", "read"),
+    # The web console's static files: public; what it shows comes from the API
+    # calls it makes with the token the user gives it.
+    ("GET", "=/ui", OPEN),
+    ("GET", "/ui/", OPEN),
 )
 
 

@@ -25,6 +25,7 @@ from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.listing import StreamPage
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -94,6 +95,8 @@ class Backend(Protocol):
     def read_all(
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]: ...
+
+    def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage: ...
 
     async def health(self) -> Health: ...
 
@@ -314,6 +317,9 @@ class ServerBackend:
         deleted = await self._client.delete_snapshot(stream_id)
         self._after_write()
         return deleted
+
+    def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
+        return self._view.list_streams(prefix, after, limit)
 
     # -- health and lifetime -----------------------------------------------------
 

@@ -35,6 +35,7 @@ from hydra.gateway._requests import (
     check_events,
     check_expected_version,
     check_limit,
+    check_list_query,
     check_position,
     check_stream_id,
 )
@@ -45,6 +46,7 @@ from hydra.gateway._subscriptions import (
     parse_filter,
 )
 from hydra.limits import Limits
+from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.readers.hub import Subscriber
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
@@ -353,6 +355,24 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         finally:
             # Also on cancellation (the client went away): free it at once.
             sub.close()
+
+    # -- the stream listing -------------------------------------------------------
+
+    @_unary
+    async def ListStreams(
+        self, request: pb.ListStreamsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListStreamsResponse:
+        q = check_list_query(request.prefix, request.after,
+                             request.limit or DEFAULT_LIST_LIMIT, request.min_position,
+                             self.limits)
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+        page = self.backend.list_streams(q.prefix, q.after, q.limit)
+        return pb.ListStreamsResponse(
+            streams=[pb.StreamInfo(stream_id=s.stream_id, version=s.event_count - 1,
+                                   event_count=s.event_count, last_position=s.last_position)
+                     for s in page.streams],
+            next=page.next, committed_position=page.committed_position)
 
     # -- service -----------------------------------------------------------------
 

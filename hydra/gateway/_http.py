@@ -12,6 +12,8 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     GET    /subscribe/all           catch-up + live, SSE            -> 200
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
     GET    /health          gateway and writer state                -> 200
+    GET    /streams         list streams (newest first, or by prefix) -> 200
+    GET    /ui/...          the web console (static files)          -> 200
     GET    /openapi.json    the OpenAPI document of this API        -> 200
     POST   /append          atomic append to several streams        -> 201
     GET    /tracking/{name} an application's highest tracked ID     -> 200
@@ -24,6 +26,7 @@ status chosen in ``_errors.py``.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -53,14 +56,22 @@ from hydra.gateway._requests import (
     check_stream_id,
     parse_append,
     parse_append_multi,
+    parse_list_query,
     parse_read_query,
     parse_snapshot,
     query_int,
 )
+from hydra.gateway._console import console_routes
 from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
 from hydra.limits import Limits
+from hydra.storage.listing import StreamPage
 
 log = logging.getLogger("hydra.gateway")
+
+try:
+    _VERSION = importlib.metadata.version("hydra")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree
+    _VERSION = "unknown"
 
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
@@ -266,11 +277,24 @@ class HttpApi:
         return self.subscriptions.sse(self.subscriptions.stream(stream_id, start),
                                       by_version=True)
 
+    # -- the stream listing -------------------------------------------------------
+
+    async def list_streams(self, request: Request) -> Response:
+        if any("\ufffd" in value for _, value in request.query_params.multi_items()):
+            _check_utf8(request.scope.get("query_string", b"").replace(b"+", b" "),
+                        "the query string")
+        q = parse_list_query(request.query_params.multi_items(), self.limits)
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+        page = self.backend.list_streams(q.prefix, q.after, q.limit)
+        return _json(200, stream_page_json(page))
+
     # -- service -----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
         h = await self.backend.health()
         writer = h.writer
+        hub = self.subscriptions.hub
         return _json(200, {
             "status": "ok" if h.writer_reachable else "degraded",
             "worker": self.name,
@@ -284,7 +308,14 @@ class HttpApi:
                 "streams": writer.get("streams"),
                 "uptime": writer.get("uptime"),
                 "syncMode": writer.get("sync_mode"),
+                # What the web console's server page charts (fsyncs/s) and names.
+                "syncedPosition": writer.get("synced_position"),
+                "fsyncs": writer.get("fsyncs"),
+                "groups": writer.get("groups"),
+                "pid": writer.get("pid"),
             },
+            "version": _VERSION,
+            "subscribers": {"total": hub.subscribers, "live": hub.live_subscribers},
         })
 
     async def openapi(self, request: Request) -> Response:
@@ -296,6 +327,16 @@ class HttpApi:
         # Reading every process's metric files takes a few milliseconds: not on the loop.
         body = await asyncio.to_thread(_metrics.exposition)
         return Response(body, 200, headers={"content-type": _metrics.CONTENT_TYPE})
+
+
+def stream_page_json(page: StreamPage) -> dict[str, object]:
+    return {
+        "streams": [{"streamId": s.stream_id, "version": s.event_count - 1,
+                     "eventCount": s.event_count, "lastPosition": s.last_position}
+                    for s in page.streams],
+        "next": page.next or None,
+        "committedPosition": page.committed_position,
+    }
 
 
 def _ndjson(chunks: Iterator[bytes]) -> Response:
@@ -383,6 +424,9 @@ def build_app(
         Route("/append", api.append_multi, methods=["POST"]),
         Route("/tracking/{name:path}", api.tracking, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
+        # The stream listing and the web console.
+        Route("/streams", api.list_streams, methods=["GET"]),
+        *console_routes(),
     ]
     return Starlette(
         routes=routes,

@@ -15,6 +15,7 @@ from typing import Any
 from hydra.storage.engine import MAX_VERSION
 from hydra.gateway._requests import MAX_POSITION
 from hydra.limits import DEFAULT_LIMITS, Limits
+from hydra.storage.listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 # Standard padded base64, as the server decodes it (binascii, strict mode).
@@ -394,6 +395,38 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     }},
                 },
             },
+            "/streams": {
+                "get": {
+                    "operationId": "listStreams",
+                    "summary": "List streams: newest first, or by ID prefix, one page at a time",
+                    "description": (
+                        "Without `prefix`: every live stream, newest first (by the position "
+                        "of its last event). With `prefix`: the streams whose ID starts with "
+                        "it, in ID order (by UTF-8 bytes). Pass `next` of a page as `after` "
+                        "for the next page; `next` is null after the last. A page is as of "
+                        "`committedPosition`. Deleted streams are not listed."
+                    ),
+                    "parameters": [
+                        _query("prefix", "Only streams whose ID starts with this (and in ID "
+                                         "order).",
+                               {"type": "string", "maxLength": limits.max_stream_id,
+                                "pattern": "^[^\\u0000]*$"}),
+                        _query("after", "`next` of the previous page: a log position "
+                                        "without `prefix`, a stream ID with it.",
+                               {"type": "string", "maxLength": limits.max_stream_id}),
+                        _query("limit", f"Streams per page (default {DEFAULT_LIST_LIMIT}).",
+                               {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT}),
+                        _MIN_POSITION,
+                    ],
+                    "responses": {
+                        "200": {"description": "One page of streams.",
+                                "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/StreamPage"}}}},
+                        "400": _INVALID,
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
             "/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -663,6 +696,34 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "committedPosition": {"type": "integer",
                                           "description": "What this gateway can read."},
                     "writer": {"type": "object"},
+                    "version": {"type": "string", "description": "Hydra's version."},
+                    "subscribers": {
+                        "type": "object",
+                        "description": "Subscriptions open on this gateway worker.",
+                        "properties": {"total": {"type": "integer"},
+                                       "live": {"type": "integer"}},
+                    },
+                },
+            },
+            "StreamPage": {
+                "type": "object",
+                "required": ["streams", "next", "committedPosition"],
+                "properties": {
+                    "streams": {"type": "array", "items": {
+                        "type": "object",
+                        "required": ["streamId", "version", "eventCount", "lastPosition"],
+                        "properties": {
+                            "streamId": {"type": "string"},
+                            "version": {"type": "integer", "minimum": 0,
+                                        "description": "Of its last event (eventCount - 1)."},
+                            "eventCount": {"type": "integer", "minimum": 1},
+                            "lastPosition": {"type": "integer", "minimum": 0,
+                                             "description": "Of its last event."},
+                        },
+                    }},
+                    "next": {"type": ["string", "null"],
+                             "description": "`after` of the next page; null after the last."},
+                    "committedPosition": {"type": "integer"},
                 },
             },
             "Error": {

@@ -30,6 +30,7 @@ from hydra.storage.engine import (
 )
 from hydra.errors import InvalidArgument
 from hydra.limits import Limits
+from hydra.storage.listing import DEFAULT_LIST_LIMIT, check_cursor
 
 MAX_POSITION = (1 << 63) - 1
 
@@ -287,17 +288,23 @@ class ReadQuery(NamedTuple):
     min_position: int
 
 
-def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: str) -> ReadQuery:
-    """Parse ``?from=&limit=&direction=&min_position=`` of the read endpoints."""
+def query_values(items: list[tuple[str, str]], accepted: tuple[str, ...]) -> dict[str, str]:
+    """The query parameters by name: each one known and given at most once."""
     values: dict[str, str] = {}
     for key, value in items:
-        if key not in READ_PARAMS:
+        if key not in accepted:
             raise InvalidArgument(
-                f"unknown query parameter {key!r}; accepted: {', '.join(READ_PARAMS)}"
+                f"unknown query parameter {key!r}; accepted: {', '.join(accepted)}"
             )
         if key in values:
             raise InvalidArgument(f"query parameter {key!r} is given twice")
         values[key] = value
+    return values
+
+
+def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: str) -> ReadQuery:
+    """Parse ``?from=&limit=&direction=&min_position=`` of the read endpoints."""
+    values = query_values(items, READ_PARAMS)
     start = None
     if "from" in values:
         start = check_position(query_int(values["from"], "from"), f"from ({start_name})")
@@ -416,3 +423,37 @@ def _json_type(value: object) -> str:
     if type(value) is dict:
         return "an object"
     return type(value).__name__
+
+
+# -- the stream listing (GET /streams, ListStreams) ---------------------------------
+
+LIST_PARAMS = ("prefix", "after", "limit", "min_position")
+
+
+class ListQuery(NamedTuple):
+    prefix: str
+    after: str
+    limit: int
+    min_position: int
+
+
+def check_list_query(prefix: str, after: str, limit: int, min_position: int,
+                     limits: Limits) -> ListQuery:
+    """The listing's arguments, checked the same way for both APIs."""
+    for name, value in (("prefix", prefix), ("after", after)):
+        if len(value.encode("utf-8", "surrogatepass")) > limits.max_stream_id:
+            raise InvalidArgument(
+                f"{name} is longer than the longest stream ID ({limits.max_stream_id} bytes)"
+            )
+    check_cursor(prefix, after, limit)
+    return ListQuery(prefix, after, limit, check_position(min_position, "min_position"))
+
+
+def parse_list_query(items: list[tuple[str, str]], limits: Limits) -> ListQuery:
+    """Parse ``?prefix=&after=&limit=&min_position=`` of ``GET /streams``."""
+    values = query_values(items, LIST_PARAMS)
+    limit = query_int(values["limit"], "limit") if "limit" in values else DEFAULT_LIST_LIMIT
+    min_position = (query_int(values["min_position"], "min_position")
+                    if "min_position" in values else 0)
+    return check_list_query(values.get("prefix", ""), values.get("after", ""), limit,
+                            min_position, limits)

@@ -34,6 +34,9 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
                            newest snapshot record, then of the one before it
                            (version -1: a removal record); a reader as of a
                            position before the newest uses the one before
+    recent   >Q position of a stream's last record (event or tombstone) ->
+                           <qQ incarnation, event count there, then the stream ID
+                           (one entry per stream: the stream listing, newest first)
 
 An incarnation is named by the position of its first event (positions are
 unique), so the entries of a deleted incarnation stay valid for readers that
@@ -55,7 +58,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
@@ -85,6 +88,7 @@ TAIL = struct.Struct("<I")
 assert RECORD.size == 16 and TOMB.size == 24 and CHUNK_KEY.size == 12 and COUNTS.size == 24
 
 _pack_chunk_key = CHUNK_KEY.pack
+_unpack_q = struct.Struct("<q").unpack_from
 _pack_u64 = U64.pack
 _unpack_u64 = U64.unpack
 _pack_key64 = KEY_U64.pack
@@ -147,7 +151,7 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
 # and an embedded Store and a read-only view of the same directory may share one.
 _ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
 _ENVS_LOCK = threading.Lock()
-_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps")
+_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent")
 
 
 def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -220,6 +224,7 @@ class PersistentIndex:
         self.ids = dbs[b"ids"]
         self.all = dbs[b"all"]
         self.snaps = dbs[b"snaps"]
+        self.recent = dbs[b"recent"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
 
     def release(self) -> None:
@@ -556,6 +561,93 @@ class PersistentIndex:
                 return
             top = _unpack_key64(taken[-1][0])[0]
 
+    # -- the stream listing (``hydra.storage.listing``) ----------------------------
+
+    def recent_streams(
+        self, as_of: int, before: int, limit: int, exclude: Container[bytes] = (),
+    ) -> list[tuple[int, bytes, int]]:
+        """Up to ``limit`` streams live at ``as_of`` whose last event is before
+        ``before``, newest first, as (last position, stream key, event count).
+
+        One ``recent`` entry per stream, at its last record: the entries below
+        ``as_of`` are the answer as they are (a tombstone entry is a deleted
+        stream); the few at or after it (written since the reader's committed
+        position) are placed where the stream's last event before ``as_of`` was.
+        Streams in ``exclude`` (a caller's newer view of them) are left out.
+        """
+        out: list[tuple[int, bytes, int]] = []
+        if limit <= 0:
+            return out
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.recent)
+            moved: list[tuple[int, bytes, int]] = []
+            if as_of < LATEST and cur.set_range(_pack_key64(as_of)):
+                for value in cur.iternext(keys=False):
+                    key = bytes(value[RECORD.size:])
+                    if key in exclude:
+                        continue
+                    inc, count, _ = self.stream_at(txn, key, as_of)
+                    if count:
+                        last = self.position_of(txn, inc, count - 1)
+                        if last < before:
+                            moved.append((last, key, count))
+                moved.sort(reverse=True)
+            top = min(as_of, before)
+            ok = cur.prev() if cur.set_range(_pack_key64(top)) else cur.last()
+            i = 0
+            if ok:
+                unpack = RECORD.unpack_from
+                for k, value in cur.iterprev():
+                    position = _unpack_key64(k)[0]
+                    if position >= top:
+                        continue
+                    while i < len(moved) and moved[i][0] > position and len(out) < limit:
+                        out.append(moved[i])
+                        i += 1
+                    if len(out) >= limit:
+                        return out
+                    count = unpack(value)[1]
+                    if not count:
+                        continue
+                    key = bytes(value[RECORD.size:])
+                    if key in exclude:
+                        continue
+                    out.append((position, key, count))
+                    if len(out) >= limit:
+                        return out
+            out.extend(moved[i:i + limit - len(out)])
+        return out
+
+    def streams_by_id(
+        self, prefix: bytes, after: bytes, as_of: int, limit: int,
+        exclude: Container[bytes] = (),
+    ) -> list[tuple[int, bytes, int]]:
+        """Up to ``limit`` streams live at ``as_of`` whose ID starts with ``prefix``
+        and sorts after ``after``, in ID order, as (last position, key, event count).
+
+        A range scan of ``streams`` (keys sort by their bytes). IDs longer than
+        MAX_KEY bytes are stored by digest and are not found here.
+        """
+        out: list[tuple[int, bytes, int]] = []
+        if limit <= 0:
+            return out
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.streams)
+            if not cur.set_range(max(prefix, after)):
+                return out
+            for k in cur.iternext(values=False):
+                key = bytes(k)
+                if not key.startswith(prefix):
+                    break
+                if key == after or key.startswith(b"\0") or key in exclude:
+                    continue
+                inc, count, _ = self.stream_at(txn, key, as_of)
+                if count:
+                    out.append((self.position_of(txn, inc, count - 1), key, count))
+                    if len(out) >= limit:
+                        break
+        return out
+
 
 def remove_index(directory: str, name: str = INDEX_DIR) -> None:
     shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
@@ -582,9 +674,11 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         stream_items: list[tuple[bytes, bytes]] = []
         chunk_items: list[tuple[bytes, bytes]] = []
         id_items: list[tuple[bytes, bytes]] = []
+        recent_items: list[tuple[bytes, bytes]] = []
         add_stream = stream_items.append
         add_id = id_items.append
         pack_record = RECORD.pack
+        tombstones = pending.tombstones
         for key, st in _touched(pending):
             new = st.positions
             base = st.base
@@ -594,15 +688,16 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if new:
                 _chunk_items(txn, chunks, inc, base, new, chunk_items)
             if key:
-                add_stream((key if len(key) <= MAX_KEY else stream_dbkey(key),
-                            pack_record(inc, base + len(new)) + st.history))
+                dbkey = key if len(key) <= MAX_KEY else stream_dbkey(key)
+                _move_recent(txn, index, dbkey, key, st, tombstones.get(key, -1), recent_items)
+                add_stream((dbkey, pack_record(inc, base + len(new)) + st.history))
             if st.ids:
                 pk = _pack_key64(inc)
                 for eid, v in st.ids.items():
                     add_id((pk + eid if len(eid) <= MAX_KEY else id_dbkey(inc, eid),
                             _pack_u64(v)))
         for db, items in ((index.streams, stream_items), (chunks, chunk_items),
-                          (index.ids, id_items)):
+                          (index.ids, id_items), (index.recent, recent_items)):
             if items:
                 items.sort()
                 txn.cursor(db=db).putmulti(items)
@@ -628,6 +723,44 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
         if damaged is not None:
             put(b"damaged", damaged, db=index.meta)
+
+
+def _move_recent(
+    txn: lmdb.Transaction, index: PersistentIndex, dbkey: bytes, key: bytes,
+    st: StreamState, tombstone: int, out: list[tuple[bytes, bytes]],
+) -> None:
+    """Move the stream's ``recent`` entry to its last record now (before the
+    stream's own entry is rewritten: the old one says where the old record was)."""
+    base = st.base
+    last = -1
+    if base:
+        # Events of this incarnation are in the index: the last of them is its entry.
+        chunk = _get(txn, _pack_chunk_key(st.inc, (base - 1) // CHUNK), index.chunks)
+        last = _unpack_q(chunk, ((base - 1) % CHUNK) * 8)[0]
+    elif st.history:
+        # Deleted (here or before): the entry is at the last record of what the index has.
+        old = txn.get(dbkey, db=index.streams)
+        if old is not None:
+            last = _last_record(txn, index.chunks, bytes(old))
+    # (Neither: a stream new to the index, which has no entry for it.)
+    if last >= 0:
+        txn.delete(_pack_key64(last), db=index.recent)
+    new = st.positions
+    last = max(new[-1] if new else -1, tombstone)
+    if last >= 0:
+        count = st.base + len(new)
+        out.append((_pack_key64(last), RECORD.pack(st.inc if count else -1, count) + key))
+
+
+def _last_record(txn: lmdb.Transaction, chunks: Any, raw: bytes) -> int:
+    """The position of the last record (event or tombstone) of a ``streams`` value."""
+    inc, count = RECORD.unpack_from(raw)
+    if count:
+        chunk = _get(txn, _pack_chunk_key(inc, (count - 1) // CHUNK), chunks)
+        return int(array("q", chunk)[(count - 1) % CHUNK])
+    if len(raw) > RECORD.size:
+        return int(TOMB.unpack_from(raw, len(raw) - TOMB.size)[0])
+    return -1
 
 
 def _touched(pending: Index) -> Iterator[tuple[bytes, StreamState]]:

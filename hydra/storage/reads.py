@@ -31,6 +31,7 @@ from hydra.storage.format import (
     decode_event,
     decode_snapshot,
 )
+from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamPage, list_streams
 from hydra.storage.persistent import TOMB, stream_dbkey
 
 if TYPE_CHECKING:
@@ -286,6 +287,14 @@ class ReadSide:
             return ts[-1] > p
 
         return hidden
+
+    def list_streams(
+        self, prefix: str = "", after: str = "", limit: int = DEFAULT_LIST_LIMIT
+    ) -> StreamPage:
+        """One page of the live streams: newest first (by their last event), or,
+        with ``prefix``, those whose ID starts with it in ID order. Pass the
+        page's ``next`` as ``after`` for the next page ("" after the last)."""
+        return list_streams(self, prefix, after, limit)
 
     def _check_range(
         self, start: int | None, limit: int | None, backward: bool, what: str

@@ -23,13 +23,14 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from array import array
 
 from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index
-from hydra.storage.persistent import TOMB, U64, PersistentIndex, id_dbkey
+from hydra.storage.persistent import KEY_U64, RECORD, TOMB, U64, PersistentIndex, id_dbkey
 from hydra.storage.manifest import read_manifest
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import HydraError
@@ -245,6 +246,24 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
     if indexed != log.all_positions:
         problem(f"the index lists {len(indexed)} events in log order; the log has "
                 f"{len(log.all_positions)}")
+    _compare_recent(pindex, log, problem)
+
+
+def _compare_recent(pindex: PersistentIndex, log: Index, problem: Callable[[str], bool]) -> None:
+    """The stream listing's table: one entry per stream, at its last record."""
+    expected: dict[int, tuple[int, bytes]] = {}
+    for key, st in log.streams.items():
+        if st.positions:
+            expected[st.positions[-1]] = (st.count, key)
+        elif st.history:
+            expected[TOMB.unpack_from(st.history, len(st.history) - TOMB.size)[0]] = (0, key)
+    found: dict[int, tuple[int, bytes]] = {}
+    with pindex.env.begin() as txn:
+        for k, v in txn.cursor(db=pindex.recent):
+            found[KEY_U64.unpack(k)[0]] = (RECORD.unpack_from(v)[1], bytes(v[RECORD.size:]))
+    if found != expected:
+        wrong = sum(1 for p in expected.keys() | found.keys() if expected.get(p) != found.get(p))
+        problem(f"the stream listing table (recent) differs from the log in {wrong} entries")
 
 
 def _zero_after(mm: object, start: int) -> bool:

@@ -112,6 +112,25 @@ def test_delete_stream(store, stream):
     assert [e.data for e in store.read_stream(stream)] == [b"new"]
 
 
+def test_list_streams(store, stream):
+    names = [f"{stream}-{i}" for i in range(3)]
+    for i, name in enumerate(names):
+        store.append_events(name, [NewEvent(b"x")] * (i + 1))
+    store.append(names[0], "", b"y")  # now the newest
+    page = store.list_streams(limit=2)
+    assert isinstance(page, hydra.StreamPage) and isinstance(page.streams[0], hydra.StreamInfo)
+    assert [(s.stream_id, s.event_count, s.version) for s in page.streams] == [
+        (names[0], 2, 1), (names[2], 3, 2)]
+    assert page.next == str(page.streams[1].last_position)
+    assert store.list_streams(after=page.next, limit=1).streams[0].stream_id == names[1]
+    first = store.list_streams(prefix=stream, limit=2)
+    assert [s.stream_id for s in first.streams] == names[:2] and first.next == names[1]
+    rest = store.list_streams(prefix=stream, after=first.next)
+    assert [s.stream_id for s in rest.streams] == names[2:] and rest.next == ""
+    store.delete_stream(names[2])
+    assert [s.stream_id for s in store.list_streams(prefix=stream).streams] == names[:2]
+
+
 @pytest.mark.parametrize("call", [
     lambda s: s.append("", "", b"x"),
     lambda s: s.append("a/b", "", b"x"),
@@ -130,10 +149,12 @@ def test_delete_stream(store, stream):
     lambda s: list(s.read_stream("ok", from_version=-1)),
     lambda s: list(s.read_all(limit=-1)),
     lambda s: s.delete_stream("", hydra.ANY),
+    lambda s: s.list_streams(limit=0),
+    lambda s: s.list_streams(after="not-a-position"),
 ], ids=["empty-stream", "slash", "stream-type", "id-type", "data-type", "expected-type",
         "expected-range", "type-type", "stream-too-long", "id-too-long", "event-too-big",
         "empty-batch", "batch-type", "batch-dup-ids", "negative-from", "negative-limit",
-        "delete-empty"])
+        "delete-empty", "list-limit", "list-after"])
 def test_invalid_arguments(store, call):
     with pytest.raises(hydra.InvalidArgument):
         call(store)

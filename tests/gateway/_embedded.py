@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import hydra
 from hydra.storage.engine import NewEvent
 from hydra.storage.format import RecordedEvent
+from hydra.storage.listing import StreamPage
 from hydra.errors import Unavailable
 from hydra.gateway._backend import Appended, Deleted, Health
 from hydra.gateway.config import GatewayConfig
@@ -73,6 +74,9 @@ class StoreBackend:
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]:
         return self.store.read_all(from_position, limit, backward)
+
+    def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
+        return self.store.list_streams(prefix, after, limit)
 
     async def health(self) -> Health:
         stats = self.store.stats()

@@ -60,6 +60,9 @@ HTTP_CASES = [
     ("PUT", "/streams/{s}/snapshot", b'{"version": 0, "state": "eA=="}', "write"),
     ("DELETE", "/streams/{s}/snapshot", None, "write"),
     ("GET", "/metrics", None, "read"),
+    ("GET", "/streams?limit=1", None, "read"),
+    ("GET", "/ui/", None, None),
+    ("GET", "/ui/console.js", None, None),
 ]
 
 

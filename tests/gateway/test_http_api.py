@@ -238,7 +238,7 @@ def test_health(http):
 def test_openapi_document(http):
     doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot",
+    assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot", "/streams",
                                  "/all", "/health", "/openapi.json",
                                  "/subscribe/all", "/subscribe/streams/{streamId}",
                                  "/append", "/tracking/{name}", "/metrics"}

@@ -44,11 +44,21 @@ def _over_in_bytes(value: object, limit: int) -> bool:
 def filter_case(context: Any, case: Any) -> bool:
     """Leave out the cases JSON Schema cannot describe, rules the document states in
     words: its maxLength counts characters where the limits count UTF-8 bytes, event
-    IDs are unique within a batch, and an integer is written as one (JSON Schema
-    counts 5.0 as an integer; the server, like Go's encoding/json, refuses it)."""
+    IDs are unique within a batch, an integer is written as one (JSON Schema
+    counts 5.0 as an integer; the server, like Go's encoding/json, refuses it), and
+    the stream listing's `after` is a log position when there is no `prefix` (a rule
+    across two parameters)."""
     limits = DEFAULT_LIMITS
     if _over_in_bytes((case.path_parameters or {}).get("streamId"), limits.max_stream_id):
         return False
+    query = case.query if isinstance(case.query, dict) else {}
+    if case.path == "/streams":
+        after = query.get("after")
+        if (isinstance(after, str) and after and not query.get("prefix")
+                and not (after.isascii() and after.isdigit() and int(after) < 1 << 63)):
+            return False
+        if any(_over_in_bytes(query.get(k), limits.max_stream_id) for k in ("prefix", "after")):
+            return False
     body = case.body if isinstance(case.body, dict) else {}
     if type(body.get("expectedVersion")) is float or type(body.get("version")) is float:
         return False

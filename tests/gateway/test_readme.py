@@ -21,6 +21,7 @@ _VARYING = [
     (re.compile(r'"pid":\d+'), '"pid":<pid>'),
     (re.compile(r'"uptime":[\d.]+'), '"uptime":<uptime>'),
     (re.compile(r'"worker":"gateway-\d+"'), '"worker":"<worker>"'),
+    (re.compile(r'"(fsyncs|groups)":\d+'), r'"\1":<count>'),
 ]
 
 
