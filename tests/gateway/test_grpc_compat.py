@@ -106,7 +106,8 @@ def test_reflection_lists_and_describes_the_service(channel):
     assert {"Append", "ReadStream", "ReadAll", "Health", "SubscribeToAll", "SubscribeToStream",
             "AppendBatch", "DeleteStream", "SubscribeToAllBatched",
             "SubscribeToStreamBatched", "ReadStreamBatched", "ReadAllBatched",
-            "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot"} == set(methods)
+            "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot",
+            "AppendMulti", "GetTracking", "ListStreams"} == set(methods)
     assert methods["ReadStream"].server_streaming
     assert methods["Append"].input_type.full_name == "eventstore.AppendRequest"
     event = pool.FindMessageTypeByName("eventstore.Event")
