@@ -115,9 +115,8 @@ def _new_event(fields: dict[str, Any], where: str, limits: Limits) -> NewEvent:
     return NewEvent(data, event_id, event_type, metadata)
 
 
-def parse_append(stream_id: str, body: bytes, limits: Limits) -> AppendCommand:
-    """Parse the JSON body of ``POST /streams/{id}`` (one event or a batch)."""
-    check_stream_id(stream_id, limits)
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The request body parsed as one JSON object (keys not yet checked for repeats)."""
     if not body:
         raise InvalidArgument("the request body is empty; send a JSON object")
     try:
@@ -128,6 +127,13 @@ def parse_append(stream_id: str, body: bytes, limits: Limits) -> AppendCommand:
         raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
     if type(doc) is not dict:
         raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    return doc
+
+
+def parse_append(stream_id: str, body: bytes, limits: Limits) -> AppendCommand:
+    """Parse the JSON body of ``POST /streams/{id}`` (one event or a batch)."""
+    check_stream_id(stream_id, limits)
+    doc = _json_object(body)
     check_unique_keys(body, doc)
     if any(k.replace("_", "").lower() == "events" for k in doc):
         fields = _normalise(doc, _BATCH_KEYS, "a batch append")
@@ -231,14 +237,7 @@ class SnapshotCommand(NamedTuple):
 
 def parse_snapshot(body: bytes, limits: Limits) -> SnapshotCommand:
     """Parse the JSON body ``{"version", "state" (base64), "snapshotType"}`` of a snapshot save."""
-    if not body:
-        raise InvalidArgument("the request body is empty; send a JSON object")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
-    if type(doc) is not dict:
-        raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    doc = _json_object(body)
     check_unique_keys(body, doc)
     fields = _normalise(doc, _SNAPSHOT_KEYS, "a snapshot")
     if "version" not in fields:
@@ -346,14 +345,8 @@ class MultiAppendCommand(NamedTuple):
 
 
 def _loads_object(body: bytes) -> dict[str, Any]:
-    if not body:
-        raise InvalidArgument("the request body is empty; send a JSON object")
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidArgument(f"the request body is not valid JSON: {exc}") from None
-    if type(doc) is not dict:
-        raise InvalidArgument(f"the request body must be a JSON object, got {_json_type(doc)}")
+    doc = _json_object(body)
+    # Nested objects (parts, their events): every key is checked by the hook.
     json.loads(body, object_pairs_hook=_refuse_repeated_keys)
     return doc
 
