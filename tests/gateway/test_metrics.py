@@ -69,6 +69,11 @@ def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
         assert c.post(f"/streams/{stream}", json={"data": "eA==",
                                                   "expectedVersion": 99}).status_code == 409
         assert len(c.get(f"/streams/{stream}").text.splitlines()) == 5
+        # A multi-stream append counts as one append of all its events.
+        r = c.post("/append", json={"appends": [
+            {"streamId": f"{stream}-a", "expectedVersion": -1, "events": [{"data": "eA=="}]},
+            {"streamId": f"{stream}-b", "expectedVersion": -1, "events": [{"data": "eA=="}]}]})
+        assert r.status_code == 201, r.text
         committed = c.get("/health").json()["writer"]["committedPosition"]
     with grpc.insecure_channel(cluster.grpc_target) as channel:
         stub = pb_grpc.EventStoreStub(channel)
@@ -85,18 +90,19 @@ def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
         def delta(name: str, **labels: str) -> float:
             return value(after, name, **labels) - value(before, name, **labels)  # noqa: B023
 
-        assert delta("hydra_appends_total", api="http", outcome="ok") == 5
+        assert delta("hydra_appends_total", api="http", outcome="ok") == 6
+        assert delta("hydra_append_events_total", api="http", outcome="ok") == 7
         assert delta("hydra_appends_total", api="http", outcome="duplicate") == 1
         assert delta("hydra_appends_total", api="http", outcome="wrong_expected_version") == 1
         assert delta("hydra_appends_total", api="grpc", outcome="ok") == 1
         assert delta("hydra_append_events_total", api="grpc", outcome="ok") == 3
-        assert delta("hydra_append_duration_seconds_count", api="http") == 6
+        assert delta("hydra_append_duration_seconds_count", api="http") == 7
         assert delta("hydra_read_requests_total", api="http", target="stream") == 1
         assert delta("hydra_read_events_total", api="http") == 5
         assert delta("hydra_read_events_total", api="grpc") == 8
-        # The writer: 8 new records, made durable by fsyncs it timed.
-        assert delta("hydra_writer_records_total") == 8
-        assert delta("hydra_events_per_fsync_sum") == 8
+        # The writer: 10 new records, made durable by fsyncs it timed.
+        assert delta("hydra_writer_records_total") == 10
+        assert delta("hydra_events_per_fsync_sum") == 10
         assert delta("hydra_fsync_duration_seconds_count") >= 1
         assert value(after, "hydra_committed_position") >= committed
         assert value(after, "hydra_log_segments") >= 1
