@@ -5,7 +5,9 @@ expected" on its console, and keeps running after giving up. This listener
 (``[eventlistener:watchdog]`` in supervisord.conf) watches the programs' states:
 
 - a program in BACKOFF (it exited while starting): print why, once per reason;
-- a program FATAL (it exited while starting ``startretries`` times), or one that
+- a program FATAL (it exited while starting ``startretries`` times), one that
+  exited with status ``CANNOT_START`` or ``BAD_OPTIONS`` (a configuration or
+  environment it cannot run with, however long it took to say so), or one that
   failed ``CRASHES`` times within ``CRASH_WINDOW`` seconds after it had started
   (exited by itself with a non-zero status; a process killed by a signal, say an
   operator's or a test's SIGKILL, does not count):
@@ -28,6 +30,13 @@ from typing import TextIO
 from collections.abc import Callable
 
 FATAL_FILE = "fatal"
+# The exit status of a program that cannot start because of its configuration or
+# environment (sysexits' EX_CONFIG): retrying cannot help, so the watchdog stops
+# the server at the first such exit, however long the program took to fail (on a
+# loaded machine that can be longer than `startsecs`, after which supervisord
+# would otherwise restart it forever).
+CANNOT_START = 78
+BAD_OPTIONS = 2  # argparse's status, and the programs' for a malformed setting
 CRASHES = 5
 CRASH_WINDOW = 60.0
 
@@ -81,6 +90,13 @@ class Watchdog:
             return False
         if event == "PROCESS_STATE_FATAL":
             return self.fatal(f"hydra: {name} cannot start: {reason(self.log_dir, name)}")
+        if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "1":
+            # supervisord.conf lists CANNOT_START and BAD_OPTIONS as the programs'
+            # `exitcodes` and restarts only on other ones, so the status is still there.
+            group = payload.get("groupname", name)
+            if self.exit_status(f"{group}:{name}") in (CANNOT_START, BAD_OPTIONS):
+                return self.fatal(f"hydra: {name} cannot start: {reason(self.log_dir, name)}")
+            return False
         if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0":
             group = payload.get("groupname", name)
             if self.exit_status(f"{group}:{name}") <= 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 from hydra._watchdog import CRASHES, Watchdog, reason
 
 
@@ -51,4 +53,20 @@ def test_killed_programs_are_not_a_crash_loop(tmp_path) -> None:
         assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "gateway-0",
                                                        "groupname": "gateway",
                                                        "expected": "0"})
+    assert console.getvalue() == ""
+
+
+@pytest.mark.parametrize("status", [78, 2])
+def test_a_program_that_cannot_start_stops_the_server_at_its_first_exit(tmp_path, status) -> None:
+    """Even when it failed after `startsecs` (a loaded machine): retrying cannot help."""
+    dog, console = _dog(tmp_path, "hydra writer: cannot start: locked\n", status=status)
+    assert dog.handle("PROCESS_STATE_EXITED", {"processname": "writer", "expected": "1"})
+    assert "hydra: writer cannot start: locked" in console.getvalue()
+    assert "locked" in (tmp_path / "fatal").read_text()
+
+
+def test_other_expected_exits_are_not_fatal(tmp_path) -> None:
+    dog, console = _dog(tmp_path, "hydra gateway: cannot start: no writer opened\n", status=1)
+    assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "gateway-0",
+                                                   "groupname": "gateway", "expected": "1"})
     assert console.getvalue() == ""

@@ -8,7 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from hydra.errors import HydraError
+from hydra._watchdog import CANNOT_START
+from hydra.errors import HydraError, Unavailable
 from hydra.gateway.config import GatewayConfig
 
 
@@ -35,9 +36,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return runner.run(serve(config))
     except (HydraError, OSError) as exc:
         # One line, no traceback: this is the operator's to fix (supervisord's
-        # watchdog shows it on the console).
+        # watchdog shows it on the console). A writer that never came may yet
+        # come (1: supervisord retries); anything else will not mend itself.
         print(f"hydra gateway: cannot start: {exc}", file=sys.stderr, flush=True)
-        return 1
+        return 1 if isinstance(exc, Unavailable) else CANNOT_START
 
 
 if __name__ == "__main__":

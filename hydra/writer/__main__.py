@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from hydra._watchdog import CANNOT_START
 from hydra.errors import HydraError
 from hydra.writer.config import WriterConfig
 
@@ -14,8 +15,8 @@ from hydra.writer.config import WriterConfig
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the writer until SIGTERM/SIGINT. Returns the process exit status.
 
-    0 after a clean shutdown, 1 when the writer cannot start or stops on a
-    storage failure, 2 for bad options.
+    0 after a clean shutdown, 78 (``CANNOT_START``) when the writer cannot start,
+    1 when it stops on a storage failure, 2 for bad options.
     """
     args = sys.argv[1:] if argv is None else list(argv)
     # Everything the writer creates (data directory, segments, index, manifest,
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # One line, no traceback: this is the operator's to fix (supervisord's
         # watchdog shows it on the console).
         print(f"hydra writer: cannot start: {_describe(exc)}", file=sys.stderr, flush=True)
-        return 1
+        return CANNOT_START
     return server.run()
 
 

@@ -192,7 +192,7 @@ def test_feed_heartbeat_repeats_latest_position(writer, raw):
 def test_second_writer_is_refused(writer, data_dir):
     other = WriterProcess(data_dir, command_endpoint="ipc:///tmp/hyw-other-cmd.sock",
                           feed_endpoint="ipc:///tmp/hyw-other-feed.sock")
-    with pytest.raises(RuntimeError, match="status 1"):
+    with pytest.raises(RuntimeError, match="status 78"):
         other.start(timeout=10)
     assert "locked by another Hydra process" in other.log_tail()
     other.terminate()
