@@ -47,6 +47,20 @@ from hydra.storage.engine import NO_STREAM, NewEvent, StreamAppend
 _MAX_CACHED = 1 << 16
 
 
+_new = object.__new__
+
+
+def _notification(ordinal: int, originator_id: UUID | str, version: int, topic: str,
+                  state: bytes) -> Notification:
+    """``Notification(...)`` without the frozen dataclass's ``__init__`` (a setattr
+    through ``object`` per field, most of the cost of a notification read): the
+    same fields in the instance's ``__dict__``."""
+    n = _new(Notification)
+    n.__dict__.update(originator_id=originator_id, originator_version=version,
+                      topic=topic, state=state, id=ordinal)
+    return n
+
+
 class HydraRecorder:
     """What every recorder holds: the backend, and a hook run after each write."""
 
@@ -60,7 +74,7 @@ class HydraRecorder:
         self._bases_lock = threading.Lock()
 
     def _originator_id(self, stream_id: str) -> UUID | str:
-        if self.uuid_ids:
+        if self.uuid_ids and len(stream_id) == 36:
             try:
                 return UUID(stream_id)
             except ValueError:
@@ -242,16 +256,21 @@ class HydraApplicationRecorder(HydraAggregateRecorder, ApplicationRecorder):
         wanted = frozenset(topics)
         out: list[Notification] = []
         add = out.append
+        ids: dict[str, UUID | str] = {}  # stream ID -> originator ID, for this page
         oid = self._originator_id
+        make = _notification
         with translate():
             for ordinal, ev in self.backend.read_ordinals(first, None if wanted else limit):
                 if stop is not None and ordinal > stop:
                     break
-                if wanted and ev.event_type not in wanted:
+                topic = ev.event_type
+                if wanted and topic not in wanted:
                     continue
-                add(Notification(id=ordinal, originator_id=oid(ev.stream_id),
-                                 originator_version=int(ev.metadata),
-                                 topic=ev.event_type, state=ev.data))
+                sid = ev.stream_id
+                originator = ids.get(sid)
+                if originator is None:
+                    originator = ids[sid] = oid(sid)
+                add(make(ordinal, originator, int(ev.metadata), topic, ev.data))
                 if len(out) >= limit:
                     break
         return out

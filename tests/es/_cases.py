@@ -25,7 +25,7 @@ from typing import Any
 from uuid import uuid4
 
 from eventsourcing.persistence import InfrastructureFactory
-from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Aggregate as DomainAggregate
 from eventsourcing.tests.application import BankAccounts, ExampleApplicationTestCase
 from eventsourcing.tests.persistence import (
     AggregateRecorderTestCase,
@@ -132,7 +132,7 @@ def contract_cases(make_env: MakeEnv) -> dict[str, type]:
             self.assertEqual(app.get_balance(account_id), Decimal("65.00"))
             self.assertEqual(len(app.notification_log["1,10"].items), 4)
             assert app.snapshots is not None
-            first = Aggregate.INITIAL_VERSION
+            first = DomainAggregate.INITIAL_VERSION
             app.take_snapshot(account_id, version=first + 1)
             self.assertEqual([s.originator_version for s in app.snapshots.get(account_id)],
                              [first + 1])

@@ -1,0 +1,188 @@
+"""The eventsourcing library's throughput figures: its SQLite module against
+hydra.eventsourcing embedded and against a Hydra server, in one session.
+
+The workloads are the library's own (``eventsourcing.tests.persistence``):
+
+- ``insert``: ``ApplicationRecorder.insert_events`` of one new aggregate's first
+  event per call, one call after another (``test_performance``);
+- ``concurrent``: 4 threads inserting 50-event aggregates (``test_concurrent_throughput``),
+  events per second;
+- ``process``: ``ProcessRecorder.insert_events`` of one event with its tracking
+  record (the process recorder's ``test_performance``);
+- ``select``: ``select_notifications`` pages through a log of ``--select-events``
+  notifications (the read a follower makes), notifications per second.
+
+Every mode is durable per insert: SQLite in a file (WAL, the library's settings),
+Hydra ``every-write``. Each figure is the median of ``--runs`` runs, each on a
+fresh store; ratios are Hydra's over SQLite's. Run under the shared lock::
+
+    flock /tmp/hydra-heavy.lock .venv/bin/python benchmarks/bench_eventsourcing.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_gateway import Server  # noqa: E402 - after the path is set
+from eventsourcing.persistence import (  # noqa: E402
+    InfrastructureFactory,
+    StoredEvent,
+    Tracking,
+)
+
+MODES = ("sqlite", "embedded", "server")
+
+
+@contextmanager
+def factory(mode: str) -> Iterator[Any]:
+    """An infrastructure factory over a fresh, empty store of ``mode``."""
+    root = tempfile.mkdtemp(prefix="hes-bench-", dir="/tmp")
+    server = None
+    try:
+        if mode == "sqlite":
+            env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                   "SQLITE_DBNAME": os.path.join(root, "app.db")}
+        elif mode == "embedded":
+            env = {"PERSISTENCE_MODULE": "hydra.eventsourcing",
+                   "HYDRA_PATH": os.path.join(root, "data")}
+        else:
+            server = Server(workers=2, sync="every-write", loop="uvloop")
+            env = {"PERSISTENCE_MODULE": "hydra.eventsourcing", "HYDRA_URI": server.grpc}
+        f = InfrastructureFactory.construct(env)
+        try:
+            yield f
+        finally:
+            f.close()
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _event(originator: Any = None, version: int = 1) -> StoredEvent:
+    return StoredEvent(originator_id=originator or uuid4(), originator_version=version,
+                       topic="topic1", state=b"state1")
+
+
+def insert(f: Any, n: int) -> float:
+    recorder = f.application_recorder()
+    for _ in range(10):  # warm up, as the library's case does
+        recorder.insert_events([_event()])
+    started = time.perf_counter()
+    for _ in range(n):
+        recorder.insert_events([_event()])
+    return n / (time.perf_counter() - started)
+
+
+def concurrent(f: Any, jobs: int) -> float:
+    recorder = f.application_recorder()
+    per_job = 50
+
+    def job() -> None:
+        originator = uuid4()
+        recorder.insert_events([_event(originator, i) for i in range(per_job)])
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda _: job(), range(4)))  # warm up
+        started = time.perf_counter()
+        list(pool.map(lambda _: job(), range(jobs)))
+    return jobs * per_job / (time.perf_counter() - started)
+
+
+def process(f: Any, n: int) -> float:
+    recorder = f.process_recorder()
+    started = time.perf_counter()
+    for i in range(1, n + 1):
+        recorder.insert_events([_event(None, 0)],
+                               tracking=Tracking(application_name="upstream_app",
+                                                 notification_id=i))
+    return n / (time.perf_counter() - started)
+
+
+def select(f: Any, events: int, page: int) -> float:
+    recorder = f.application_recorder()
+    for _ in range(0, events, 100):
+        originator = uuid4()
+        recorder.insert_events([_event(originator, v) for v in range(1, 101)])
+    started = time.perf_counter()
+    seen = 0
+    last = 0
+    while True:
+        got = recorder.select_notifications(last, page, inclusive_of_start=False)
+        if not got:
+            break
+        seen += len(got)
+        last = got[-1].id
+    elapsed = time.perf_counter() - started
+    assert seen >= events, (seen, events)
+    return seen / elapsed
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work: dict[str, Callable[[Any], float]] = {
+        "insert": lambda f: insert(f, args.inserts),
+        "concurrent": lambda f: concurrent(f, args.jobs),
+        "process": lambda f: process(f, args.inserts),
+        "select": lambda f: select(f, args.select_events, args.page),
+    }
+    figures: dict[str, dict[str, list[float]]] = {m: {w: [] for w in work} for m in args.modes}
+    for r in range(args.runs):
+        for mode in args.modes:  # interleaved, so drift hits every mode alike
+            with factory(mode) as f:
+                for name, fn in work.items():
+                    figures[mode][name].append(fn(f))
+        print(f"run {r + 1}/{args.runs} done", file=sys.stderr)
+    medians = {m: {w: statistics.median(v) for w, v in ws.items()}
+               for m, ws in figures.items()}
+    ratios = {}
+    if "sqlite" in medians:
+        base = medians["sqlite"]
+        ratios = {m: {w: round(v / base[w], 2) for w, v in ws.items()}
+                  for m, ws in medians.items() if m != "sqlite"}
+    return {"runs": args.runs, "inserts": args.inserts, "jobs": args.jobs,
+            "select_events": args.select_events, "page": args.page,
+            "load_average": os.getloadavg(),
+            "median_per_second": {m: {w: round(v) for w, v in ws.items()}
+                                  for m, ws in medians.items()},
+            "ratio_to_sqlite": ratios,
+            "all_runs": {m: {w: [round(x) for x in v] for w, v in ws.items()}
+                         for m, ws in figures.items()}}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--inserts", type=int, default=500,
+                   help="serial inserts per run (insert, process)")
+    p.add_argument("--jobs", type=int, default=40, help="50-event inserts (concurrent)")
+    p.add_argument("--select-events", type=int, default=20_000)
+    p.add_argument("--page", type=int, default=500, help="select_notifications limit")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--json", help="also write the result to this file")
+    args = p.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
