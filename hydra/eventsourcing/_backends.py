@@ -39,7 +39,8 @@ def acquire_store(path: str, sync: str) -> SharedStore:
         if shared is None:
             try:
                 store = Store.open(path, sync=sync)  # type: ignore[arg-type]
-            except HydraError as exc:
+            except (HydraError, OSError) as exc:
+                # (OSError: hydra.open lets the directory's creation errors through.)
                 raise OperationalError(f"cannot open the Hydra store {path}: {exc}") from exc
             shared = _SHARED[key] = SharedStore(store)
         shared.users += 1

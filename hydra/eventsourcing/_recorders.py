@@ -30,6 +30,7 @@ from uuid import UUID
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
+    DataError,
     IntegrityError,
     Notification,
     ProcessRecorder,
@@ -94,7 +95,7 @@ class HydraRecorder:
         try:
             base = int(metadata)
         except ValueError:
-            raise IntegrityError(
+            raise DataError(
                 f"stream {stream_id!r} was not written by hydra.eventsourcing "
                 "(its first event's metadata is not an originator version)") from None
         with self._bases_lock:
@@ -218,7 +219,12 @@ class HydraAggregateRecorder(HydraRecorder, AggregateRecorder):
     def select_events(self, originator_id: UUID | str, *, gt: int | None = None,
                       lte: int | None = None, desc: bool = False,
                       limit: int | None = None) -> Sequence[StoredEvent]:
-        return self._select(originator_id, gt, lte, desc, limit)
+        try:
+            return self._select(originator_id, gt, lte, desc, limit)
+        except ValueError:
+            raise DataError(
+                f"stream {originator_id} was not written by hydra.eventsourcing (an "
+                "event's metadata is not an originator version)") from None
 
 
 class HydraApplicationRecorder(HydraAggregateRecorder, ApplicationRecorder):
@@ -255,25 +261,34 @@ class HydraApplicationRecorder(HydraAggregateRecorder, ApplicationRecorder):
             return []
         wanted = frozenset(topics)
         out: list[Notification] = []
+        try:
+            with translate():
+                self._page(first, limit, stop, wanted, out)
+        except ValueError:
+            raise DataError(
+                "the store holds events not written by hydra.eventsourcing (an event's "
+                "metadata is not an originator version): one application per store") from None
+        return out
+
+    def _page(self, first: int, limit: int, stop: int | None, wanted: frozenset[str],
+              out: list[Notification]) -> None:
         add = out.append
         ids: dict[str, UUID | str] = {}  # stream ID -> originator ID, for this page
         oid = self._originator_id
         make = _notification
-        with translate():
-            for ordinal, ev in self.backend.read_ordinals(first, None if wanted else limit):
-                if stop is not None and ordinal > stop:
-                    break
-                topic = ev.event_type
-                if wanted and topic not in wanted:
-                    continue
-                sid = ev.stream_id
-                originator = ids.get(sid)
-                if originator is None:
-                    originator = ids[sid] = oid(sid)
-                add(make(ordinal, originator, int(ev.metadata), topic, ev.data))
-                if len(out) >= limit:
-                    break
-        return out
+        for ordinal, ev in self.backend.read_ordinals(first, None if wanted else limit):
+            if stop is not None and ordinal > stop:
+                break
+            topic = ev.event_type
+            if wanted and topic not in wanted:
+                continue
+            sid = ev.stream_id
+            originator = ids.get(sid)
+            if originator is None:
+                originator = ids[sid] = oid(sid)
+            add(make(ordinal, originator, int(ev.metadata), topic, ev.data))
+            if len(out) >= limit:
+                break
 
     def max_notification_id(self) -> int | None:
         with translate():
