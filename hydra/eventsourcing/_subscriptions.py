@@ -9,6 +9,7 @@ they reached, numbering the events it delivers on from the last ordinal read.
 from __future__ import annotations
 
 import threading
+from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ class ServerSubscription(Subscription[Any]):
         self._client = recorder.backend
         self._wanted = frozenset(topics)
         self._next = (gt or 0) + 1
-        self._buffer: list[Notification] = []
+        self._buffer: deque[Notification] = deque()
         self._live: Any = None
         self._live_iter: Any = None
         self._lock = threading.Lock()
@@ -93,7 +94,7 @@ class ServerSubscription(Subscription[Any]):
             if self._has_been_stopped:
                 raise StopIteration
             if self._buffer:
-                return self._buffer.pop(0)
+                return self._buffer.popleft()
             if self._live_iter is None:
                 self._catch_up()
                 continue

@@ -151,3 +151,19 @@ def contract_cases(make_env: MakeEnv) -> dict[str, type]:
     return {"Aggregate": Aggregate, "Application": Application, "Tracking": Tracking,
             "Process": Process, "NonInterleaving": NonInterleaving, "Factory": Factory,
             "Example": Example}
+
+
+# The test class each case is bound to in a test module.
+TEST_NAMES = {"Aggregate": "TestAggregateRecorder", "Application": "TestApplicationRecorder",
+              "Tracking": "TestTrackingRecorder", "Process": "TestProcessRecorder",
+              "NonInterleaving": "TestNonInterleavingNotificationIDs",
+              "Factory": "TestInfrastructureFactory", "Example": "TestExampleApplication"}
+
+
+def bind(make_env: MakeEnv, namespace: dict[str, Any]) -> dict[str, type]:
+    """Put the cases for ``make_env`` in a test module's ``namespace`` (its
+    ``globals()``) under their TEST_NAMES; returns them by kind."""
+    cases = contract_cases(make_env)
+    for kind, name in TEST_NAMES.items():
+        namespace[name] = type(name, (cases[kind],), {"__module__": namespace["__name__"]})
+    return cases

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import unittest
 
-from tests.es._cases import contract_cases
+from tests.es._cases import bind
 
 
 def _fresh_directory(test: unittest.TestCase) -> dict[str, str]:
@@ -16,35 +16,7 @@ def _fresh_directory(test: unittest.TestCase) -> dict[str, str]:
     return {"HYDRA_PATH": directory}
 
 
-_cases = contract_cases(_fresh_directory)
-
-
-class TestAggregateRecorder(_cases["Aggregate"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestApplicationRecorder(_cases["Application"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestTrackingRecorder(_cases["Tracking"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestProcessRecorder(_cases["Process"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestNonInterleavingNotificationIDs(_cases["NonInterleaving"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestInfrastructureFactory(_cases["Factory"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestExampleApplication(_cases["Example"]):  # type: ignore[misc,valid-type]
-    pass
+_cases = bind(_fresh_directory, globals())
 
 
 def test_the_documented_example_runs(tmp_path) -> None:

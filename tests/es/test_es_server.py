@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
-from tests.es._cases import contract_cases
+from tests.es._cases import bind
 from tests.es._server import Server
 
 # (class, test) pairs that need an empty store; "*": every test of the class.
@@ -78,32 +78,42 @@ def _server_for(test: unittest.TestCase) -> dict[str, str]:
     return {"HYDRA_URI": server.target}
 
 
-_cases = contract_cases(_server_for)
+_cases = bind(_server_for, globals())
 
 
-class TestAggregateRecorder(_cases["Aggregate"]):  # type: ignore[misc,valid-type]
-    pass
+def test_ordinal_rpcs_check_their_arguments_and_agree_with_the_client() -> None:
+    import grpc
 
+    from hydra._proto import eventstore_pb2 as pb
+    from hydra._proto import eventstore_pb2_grpc as pb_grpc
+    from hydra.client import HydraClient
 
-class TestApplicationRecorder(_cases["Application"]):  # type: ignore[misc,valid-type]
-    pass
+    assert _servers is not None
+    server = _servers.shared()
+    with grpc.insecure_channel(server.target) as channel:
+        stub = pb_grpc.EventStoreStub(channel)
+        for call, request in [(stub.ReadOrdinals, pb.ReadOrdinalsRequest(from_ordinal=0, limit=1)),
+                              (stub.ReadOrdinals, pb.ReadOrdinalsRequest(from_ordinal=1, limit=0)),
+                              (stub.ReadOrdinals, pb.ReadOrdinalsRequest(from_ordinal=1,
+                                                                         limit=-3)),
+                              (stub.GetOrdinal, pb.GetOrdinalRequest(position=-2))]:
+            with pytest.raises(grpc.RpcError) as info:
+                call(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with HydraClient(server.target) as client:
+            import hydra
 
-
-class TestTrackingRecorder(_cases["Tracking"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestProcessRecorder(_cases["Process"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestNonInterleavingNotificationIDs(_cases["NonInterleaving"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestInfrastructureFactory(_cases["Factory"]):  # type: ignore[misc,valid-type]
-    pass
-
-
-class TestExampleApplication(_cases["Example"]):  # type: ignore[misc,valid-type]
-    pass
+            r = client.append_multi([hydra.StreamAppend("ordinals-check",
+                                                       [hydra.NewEvent(b"1"), hydra.NewEvent(b"2")])])
+            last = client.last_ordinal()
+            assert last >= 2 and client.ordinal_of(r[0].position) == last
+            assert client.ordinal_of(r[0].position + 1) is None
+            answer = stub.ReadOrdinals(pb.ReadOrdinalsRequest(from_ordinal=last - 1, limit=5,
+                                                              min_position=r[0].position + 1),
+                                       timeout=10)
+            assert list(answer.ordinals) == [last - 1, last]
+            assert [e.data for e in answer.events] == [b"1", b"2"]
+            assert answer.last_ordinal == last
+            assert answer.committed_position > r[0].position
+            assert [(o, e.data) for o, e in client.read_ordinals(last - 1)] == \
+                [(last - 1, b"1"), (last, b"2")]
