@@ -114,3 +114,20 @@ def test_events_of_deleted_streams_are_skipped_keeping_the_others_ordinals(data_
 def test_bad_arguments_are_refused(store, call) -> None:
     with pytest.raises(hydra.InvalidArgument):
         call(store)
+
+
+def test_verify_checks_the_ordinals_table(data_dir) -> None:
+    from hydra.storage.verify import EXIT_INDEX, EXIT_OK, verify
+
+    with hydra.open(data_dir) as store:
+        _fill(store, 140)
+    assert verify(data_dir).status == EXIT_OK
+    env = lmdb.open(os.path.join(data_dir, INDEX_DIR), max_dbs=16)
+    ordinals = env.open_db(b"ordinals")
+    with env.begin(write=True) as txn:
+        # Chunk 1 said to start at a position where no chunk starts.
+        txn.put(b"n" + (1).to_bytes(8, "big"), (12345).to_bytes(8, "little"), db=ordinals)
+    env.close()
+    report = verify(data_dir)
+    assert report.status == EXIT_INDEX
+    assert any("ordinals" in p for p in report.index_problems), report.index_problems
