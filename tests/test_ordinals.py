@@ -131,3 +131,17 @@ def test_verify_checks_the_ordinals_table(data_dir) -> None:
     report = verify(data_dir)
     assert report.status == EXIT_INDEX
     assert any("ordinals" in p for p in report.index_problems), report.index_problems
+
+
+@pytest.mark.parametrize("sync", ["every-write", "async"])
+def test_the_store_numbers_events_its_index_has_not_flushed(data_dir, sync) -> None:
+    with hydra.open(data_dir, sync=sync) as store:
+        first = _fill(store, 70)
+        store.read_all(limit=1)  # flushes the index
+        covered = store._index.covered
+        more = _fill(store, 70)
+        assert store._index.covered == covered  # not flushed: numbered from pending
+        assert [store.ordinal_of(p) for p in more] == list(range(71, 141))
+        assert store.ordinal_of(more[0] + 1) is None
+        assert store._index.covered == covered
+        assert [store.ordinal_of(p) for p in first + more] == list(range(1, 141))
