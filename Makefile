@@ -13,8 +13,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# The suite runs in two parts: most tests on TEST_WORKERS workers (each test file on
+# one worker, so a file's shared server starts once), then the tests marked `alone`
+# by themselves (kill loops under load, thousands of subscribers, memory bounds,
+# fairness under contention). Both parts always run; either failing fails the target.
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(PY) -m pytest -q
+	status=0; \
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not alone" || status=$$?; \
+	$(PY) -m pytest -q -m alone || status=$$?; \
+	exit $$status
 
 # The whole server in the foreground: one writer and HYDRA_WORKERS gateways under
 # supervisord (supervisord.conf), data in ./data, logs in ./data/logs. Override any

@@ -14,6 +14,9 @@ import pytest
 
 import hydra
 
+# make test runs these by themselves (kill loops under load).
+pytestmark = pytest.mark.alone
+
 CHILD = os.path.join(os.path.dirname(__file__), "crash_child.py")
 ROUNDS = int(os.environ.get("HYDRA_CRASH_ROUNDS", "20"))
 

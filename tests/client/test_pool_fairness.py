@@ -18,6 +18,9 @@ import pytest
 from hydra.client import AsyncHttpClient, HttpClient
 from hydra.client._gate import AsyncFairGate, FairGate
 
+# make test runs these by themselves (fairness under contention: a second worker's load would starve the threads it measures).
+pytestmark = pytest.mark.alone
+
 THREADS = 64
 POOL = 10
 CALLS = 40

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ._cluster import free_port
 
 
@@ -19,6 +21,8 @@ def _gateway(data: str, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+# make test runs it by itself: it waits on start-up timings a second worker would stretch.
+@pytest.mark.alone
 def test_sigterm_while_waiting_for_the_writer(tmp_path) -> None:
     proc = _gateway(str(tmp_path / "data"))
     try:

@@ -17,12 +17,16 @@ import uuid
 
 import httpx
 import orjson
+import pytest
 
 from hydra._protocol import default_endpoints
 from hydra.errors import Unavailable
 from hydra.writer.process import request_health
 
 from ._cluster import Cluster
+
+# make test runs these by themselves (kill -9 under load, with deadlines a second worker would stretch).
+pytestmark = pytest.mark.alone
 
 THREADS = 8
 DATA = base64.b64encode(b"y" * 200).decode()

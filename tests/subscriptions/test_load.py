@@ -17,10 +17,14 @@ from pathlib import Path
 import grpc
 import httpx
 import httptools  # type: ignore[import-untyped]
+import pytest
 
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from tests.gateway._cluster import Cluster
+
+# make test runs these by themselves (a thousand subscribers and memory bounds under load).
+pytestmark = pytest.mark.alone
 
 ROOT = Path(__file__).resolve().parents[2]
 

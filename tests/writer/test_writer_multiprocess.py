@@ -8,11 +8,16 @@ import signal
 import sys
 import time
 
+import pytest
+
 from hydra.readers import ReadOnlyView
 from hydra.writer.process import request_health
 
 sys.path.insert(0, os.path.dirname(__file__))
 from agents import check_whole_batches  # type: ignore[import-not-found]
+
+# make test runs these by themselves (kill and stop under load: deadlines a second worker would stretch).
+pytestmark = pytest.mark.alone
 
 
 def load_lines(path: str) -> list[dict]:
