@@ -121,20 +121,24 @@ def process(f: Any, n: int) -> float:
     return n / (time.perf_counter() - started)
 
 
+def read_notifications(recorder: Any, page: int) -> int:
+    """Page through the whole notification log; the notifications read."""
+    seen = last = 0
+    while True:
+        got = recorder.select_notifications(last, page, inclusive_of_start=False)
+        if not got:
+            return seen
+        seen += len(got)
+        last = got[-1].id
+
+
 def select(f: Any, events: int, page: int) -> float:
     recorder = f.application_recorder()
     for _ in range(0, events, 100):
         originator = uuid4()
         recorder.insert_events([_event(originator, v) for v in range(1, 101)])
     started = time.perf_counter()
-    seen = 0
-    last = 0
-    while True:
-        got = recorder.select_notifications(last, page, inclusive_of_start=False)
-        if not got:
-            break
-        seen += len(got)
-        last = got[-1].id
+    seen = read_notifications(recorder, page)
     elapsed = time.perf_counter() - started
     assert seen >= events, (seen, events)
     return seen / elapsed
@@ -146,13 +150,7 @@ def select_cpu(f: Any, page: int) -> float:
     done in other processes)."""
     recorder = f.application_recorder()
     started = time.process_time()
-    seen = last = 0
-    while True:
-        got = recorder.select_notifications(last, page, inclusive_of_start=False)
-        if not got:
-            break
-        seen += len(got)
-        last = got[-1].id
+    seen = read_notifications(recorder, page)
     return seen / (time.process_time() - started)
 
 
