@@ -51,7 +51,8 @@ class ServerSubscription(Subscription[Any]):
         super().__init__(recorder=recorder, gt=gt, topics=topics)
         self._client = recorder.backend
         self._wanted = frozenset(topics)
-        self._next = (gt or 0) + 1
+        self._floor = gt or 0  # deliver only IDs above it
+        self._next = self._floor + 1
         self._buffer: deque[Notification] = deque()
         self._live: Any = None
         self._live_iter: Any = None
@@ -107,5 +108,5 @@ class ServerSubscription(Subscription[Any]):
                 raise
             ordinal = self._next
             self._next += 1
-            if not self._wanted or ev.event_type in self._wanted:
+            if ordinal > self._floor and (not self._wanted or ev.event_type in self._wanted):
                 return self._notification(ordinal, ev)

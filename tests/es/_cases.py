@@ -35,6 +35,7 @@ from eventsourcing.tests.persistence import (
     ProcessRecorderTestCase,
     TrackingRecorderTestCase,
 )
+from eventsourcing.persistence import StoredEvent
 from eventsourcing.utils import Environment, clear_topic_cache, get_topic
 
 import hydra.eventsourcing as hes
@@ -62,6 +63,21 @@ def contract_cases(make_env: MakeEnv) -> dict[str, type]:
 
         def test_insert_subscribe(self) -> None:
             self.optional_test_insert_subscribe()
+
+        def test_subscribe_after_an_id_not_reached_yet(self) -> None:
+            recorder = self.create_recorder()
+            top = recorder.max_notification_id() or 0
+            originator = self.new_originator_id()
+            with recorder.subscribe(gt=top + 3) as subscription:
+                ids = recorder.insert_events(
+                    [StoredEvent(originator, v, "t", b"s") for v in range(1, 6)])
+                self.assertEqual(ids, list(range(top + 1, top + 6)))
+                got = []
+                for notification in subscription:
+                    got.append((notification.id, notification.originator_version))
+                    if len(got) == 2:
+                        break
+            self.assertEqual(got, [(top + 4, 4), (top + 5, 5)])
 
     class Tracking(FactoryMixin, TrackingRecorderTestCase):
         def create_recorder(self) -> Any:

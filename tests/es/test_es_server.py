@@ -117,3 +117,28 @@ def test_ordinal_rpcs_check_their_arguments_and_agree_with_the_client() -> None:
             assert answer.committed_position > r[0].position
             assert [(o, e.data) for o, e in client.read_ordinals(last - 1)] == \
                 [(last - 1, b"1"), (last, b"2")]
+
+
+def test_a_live_subscription_after_an_id_not_reached_yet_skips_up_to_it() -> None:
+    """The subscription goes live before the events exist (its catch-up finds
+    nothing), then numbers the live events and delivers only those above ``gt``."""
+    import uuid
+
+    from eventsourcing.persistence import StoredEvent
+
+    import hydra.eventsourcing as hes
+
+    assert _servers is not None
+    factory = hes.Factory({"HYDRA_URI": _servers.shared().target})
+    try:
+        recorder = factory.application_recorder()
+        top = recorder.max_notification_id() or 0
+        with recorder.subscribe(gt=top + 3) as subscription:
+            subscription._catch_up()
+            assert subscription._live is not None  # live already
+            originator = uuid.uuid4()
+            recorder.insert_events([StoredEvent(originator, v, "t", b"s") for v in range(1, 6)])
+            got = [next(subscription) for _ in range(2)]
+        assert [(n.id, n.originator_version) for n in got] == [(top + 4, 4), (top + 5, 5)]
+    finally:
+        factory.close()
