@@ -462,9 +462,11 @@ class HydraClient:
         left = check_limit(limit)
         while left is None or left > 0:
             want = ORDINALS_PAGE if left is None else min(left, ORDINALS_PAGE)
-            page, _, _ = self.read_ordinals_page(first, want)
+            page, last, _ = self.read_ordinals_page(first, want)
             yield from page
-            if len(page) < want:
+            # A page may be short (the server bounds its bytes): the end is the
+            # last ordinal.
+            if not page or page[-1][0] >= last:
                 return
             first = page[-1][0] + 1
             if left is not None:

@@ -78,8 +78,8 @@ class ServerSubscription(Subscription[Any]):
             self._next = ordinal + 1
             if not self._wanted or ev.event_type in self._wanted:
                 self._buffer.append(self._notification(ordinal, ev))
-        if len(page) == _PAGE:
-            return True
+        if page and page[-1][0] < last:
+            return True  # more to read (a page may be short: it is bounded in bytes)
         # Every event before ``committed`` has an ordinal up to ``last``: the live
         # subscription from there numbers on from ``last``.
         self._next = last + 1

@@ -49,6 +49,8 @@ from hydra.limits import Limits
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.readers.hub import Subscriber
 
+# A ReadOrdinals answer ends after the event that brings its data past this.
+_ORDINALS_PAGE_BYTES = 16 << 20
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
@@ -388,7 +390,13 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         await self._wait(request.min_position)
         backend = self.backend
         # No await from here on: the page, last ordinal and position agree.
-        page = list(backend.read_ordinals(request.from_ordinal, limit))
+        page = []
+        size = 0
+        for item in backend.read_ordinals(request.from_ordinal, limit):
+            page.append(item)
+            size += len(item[1].data) + len(item[1].metadata)
+            if size >= _ORDINALS_PAGE_BYTES:
+                break  # the client asks again from the next ordinal
         return pb.ReadOrdinalsResponse(
             events=[event_message(e) for _, e in page], ordinals=[o for o, _ in page],
             last_ordinal=backend.last_ordinal(),
