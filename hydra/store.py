@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Literal, Self
 
@@ -24,7 +25,7 @@ from hydra.storage.reads import ReadSide
 from hydra.storage.recovery import recover
 from hydra.storage.segments import SegmentSet, manifest_from_segments
 from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
-from hydra.limits import DEFAULT_LIMITS, Limits
+from hydra.limits import DEFAULT_LIMITS, Limits, check_int
 
 SyncMode = Literal["every-write", "async", "every-second"]
 SYNC_MODES: tuple[str, ...] = ("every-write", "async", "every-second")
@@ -402,6 +403,27 @@ class Store(ReadSide):
         # the committed position past the flush this read made).
         c = min(self._committed, self._index.covered)
         return c, c
+
+    def ordinal_of(self, position: int) -> int | None:
+        """The ordinal of the committed event at ``position`` (see ``ReadSide``).
+
+        An event written since the index was last flushed is numbered from the
+        writer's pending index, without the flush a read would make: this is
+        what ``hydra.eventsourcing`` asks after every insert.
+        """
+        check_int(position, "position", minimum=0, maximum=(1 << 63) - 1)
+        with self._lock:
+            if self._closed:
+                raise StoreClosed(f"store {self.directory} is closed")
+            index = self._index
+            covered = index.covered
+            if covered <= position < self._committed:
+                pending = index.pending.all_positions
+                i = bisect_left(pending, position)
+                if i == len(pending) or pending[i] != position:
+                    return None
+                return index.persistent.last_ordinal(covered) + i + 1
+        return super().ordinal_of(position)
 
     def stats(self) -> dict[str, int]:
         """Counters for health checks and tools."""

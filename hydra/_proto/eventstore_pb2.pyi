@@ -351,3 +351,45 @@ class ListStreamsResponse(_message.Message):
     next: str
     committed_position: int
     def __init__(self, streams: _Optional[_Iterable[_Union[StreamInfo, _Mapping]]] = ..., next: _Optional[str] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class ReadOrdinalsRequest(_message.Message):
+    __slots__ = ("from_ordinal", "limit", "min_position")
+    FROM_ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    from_ordinal: int
+    limit: int
+    min_position: int
+    def __init__(self, from_ordinal: _Optional[int] = ..., limit: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class ReadOrdinalsResponse(_message.Message):
+    __slots__ = ("events", "ordinals", "last_ordinal", "committed_position")
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    ORDINALS_FIELD_NUMBER: _ClassVar[int]
+    LAST_ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    ordinals: _containers.RepeatedScalarFieldContainer[int]
+    last_ordinal: int
+    committed_position: int
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., ordinals: _Optional[_Iterable[int]] = ..., last_ordinal: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class GetOrdinalRequest(_message.Message):
+    __slots__ = ("position", "min_position")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    min_position: int
+    def __init__(self, position: _Optional[int] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class GetOrdinalResponse(_message.Message):
+    __slots__ = ("found", "ordinal", "last_ordinal", "committed_position")
+    FOUND_FIELD_NUMBER: _ClassVar[int]
+    ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    LAST_ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    found: bool
+    ordinal: int
+    last_ordinal: int
+    committed_position: int
+    def __init__(self, found: _Optional[bool] = ..., ordinal: _Optional[int] = ..., last_ordinal: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...

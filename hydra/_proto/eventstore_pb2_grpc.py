@@ -129,6 +129,16 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.ListStreamsRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.ListStreamsResponse.FromString,
                 _registered_method=True)
+        self.ReadOrdinals = channel.unary_unary(
+                '/eventstore.EventStore/ReadOrdinals',
+                request_serializer=eventstore__pb2.ReadOrdinalsRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.ReadOrdinalsResponse.FromString,
+                _registered_method=True)
+        self.GetOrdinal = channel.unary_unary(
+                '/eventstore.EventStore/GetOrdinal',
+                request_serializer=eventstore__pb2.GetOrdinalRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.GetOrdinalResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -287,6 +297,22 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReadOrdinals(self, request, context):
+        """Event ordinals: every event's 1-based number in log order (dense, fixed once
+        committed; hydra.eventsourcing's notification IDs; docs/EVENTSOURCING.md).
+        Up to `limit` events from an ordinal on, each with its ordinal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrdinal(self, request, context):
+        """The ordinal of the event at a position, and the last ordinal.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -384,6 +410,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.ListStreams,
                     request_deserializer=eventstore__pb2.ListStreamsRequest.FromString,
                     response_serializer=eventstore__pb2.ListStreamsResponse.SerializeToString,
+            ),
+            'ReadOrdinals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadOrdinals,
+                    request_deserializer=eventstore__pb2.ReadOrdinalsRequest.FromString,
+                    response_serializer=eventstore__pb2.ReadOrdinalsResponse.SerializeToString,
+            ),
+            'GetOrdinal': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrdinal,
+                    request_deserializer=eventstore__pb2.GetOrdinalRequest.FromString,
+                    response_serializer=eventstore__pb2.GetOrdinalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -899,6 +935,60 @@ class EventStore:
             '/eventstore.EventStore/ListStreams',
             eventstore__pb2.ListStreamsRequest.SerializeToString,
             eventstore__pb2.ListStreamsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadOrdinals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/ReadOrdinals',
+            eventstore__pb2.ReadOrdinalsRequest.SerializeToString,
+            eventstore__pb2.ReadOrdinalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrdinal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/GetOrdinal',
+            eventstore__pb2.GetOrdinalRequest.SerializeToString,
+            eventstore__pb2.GetOrdinalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,14 @@ from hydra.client._security import check_token, grpc_channel
 from hydra.client._subscription import Subscription
 from hydra.errors import InvalidArgument, StoreClosed
 
+ORDINALS_PAGE = 1000  # events per ReadOrdinals call
+
+
+def check_ordinal(value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise InvalidArgument(f"from_ordinal must be an integer of at least 1, got {value!r}")
+    return value
+
 
 class _Stream:
     """One subscription RPC as a ``Connection``: the batched RPC, or the plain one
@@ -431,6 +439,50 @@ class HydraClient:
                                         min_position=self._min_position())
         return stream_page_from_message(
             self._call("ListStreams", request, True, self.timeout))
+
+    # -- event ordinals ----------------------------------------------------------
+
+    def read_ordinals_page(
+        self, from_ordinal: int, limit: int, *, timeout: float | None = None
+    ) -> tuple[list[tuple[int, RecordedEvent]], int, int]:
+        """Up to ``limit`` events from ordinal ``from_ordinal`` on, with their ordinals:
+        (page, the last ordinal, the committed position the page is as of)."""
+        request = pb.ReadOrdinalsRequest(from_ordinal=check_ordinal(from_ordinal),
+                                         limit=check_limit(limit) or ORDINALS_PAGE,
+                                         min_position=self._min_position())
+        r = self._call("ReadOrdinals", request, True, self._timeout(timeout))
+        page = list(zip(r.ordinals, map(event_from_message, r.events)))
+        return page, int(r.last_ordinal), int(r.committed_position)
+
+    def read_ordinals(self, from_ordinal: int = 1,
+                      limit: int | None = None) -> Iterator[tuple[int, RecordedEvent]]:
+        """(ordinal, event) from ordinal ``from_ordinal`` on; see
+        ``hydra.Store.read_ordinals``. Read in pages as iteration goes."""
+        first = check_ordinal(from_ordinal)
+        left = check_limit(limit)
+        while left is None or left > 0:
+            want = ORDINALS_PAGE if left is None else min(left, ORDINALS_PAGE)
+            page, last, _ = self.read_ordinals_page(first, want)
+            yield from page
+            # A page may be short (the server bounds its bytes): the end is the
+            # last ordinal.
+            if not page or page[-1][0] >= last:
+                return
+            first = page[-1][0] + 1
+            if left is not None:
+                left -= len(page)
+
+    def ordinal_of(self, position: int, *, timeout: float | None = None) -> int | None:
+        """The ordinal of the event at ``position`` (None: no committed event there)."""
+        request = pb.GetOrdinalRequest(position=check_start(position, "position") or 0,
+                                       min_position=self._min_position())
+        r = self._call("GetOrdinal", request, True, self._timeout(timeout))
+        return int(r.ordinal) if r.found else None
+
+    def last_ordinal(self, *, timeout: float | None = None) -> int:
+        """The ordinal of the last committed event (0 when there is none)."""
+        request = pb.GetOrdinalRequest(position=-1, min_position=self._min_position())
+        return int(self._call("GetOrdinal", request, True, self._timeout(timeout)).last_ordinal)
 
     # -- subscriptions -----------------------------------------------------------
 

@@ -54,6 +54,9 @@ GRPC_ROLES: dict[str, Role | None] = {
     _SERVICE + "AppendMulti": "write",
     _SERVICE + "GetTracking": "read",
     _SERVICE + "ListStreams": "read",
+    # Event ordinals (hydra.eventsourcing's notification IDs).
+    _SERVICE + "ReadOrdinals": "read",
+    _SERVICE + "GetOrdinal": "read",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.

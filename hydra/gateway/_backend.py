@@ -98,6 +98,15 @@ class Backend(Protocol):
 
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage: ...
 
+    # Event ordinals (``ReadSide.read_ordinals``), from this process's read side.
+    def read_ordinals(
+        self, from_ordinal: int, limit: int | None
+    ) -> Iterator[tuple[int, RecordedEvent]]: ...
+
+    def ordinal_of(self, position: int) -> int | None: ...
+
+    def last_ordinal(self) -> int: ...
+
     async def health(self) -> Health: ...
 
     async def close(self) -> None: ...
@@ -300,6 +309,17 @@ class ServerBackend:
         self, from_position: int | None, limit: int | None, backward: bool
     ) -> Iterator[RecordedEvent]:
         return self._view.read_all(from_position, limit, backward)
+
+    def read_ordinals(
+        self, from_ordinal: int, limit: int | None
+    ) -> Iterator[tuple[int, RecordedEvent]]:
+        return self._view.read_ordinals(from_ordinal, limit)
+
+    def ordinal_of(self, position: int) -> int | None:
+        return self._view.ordinal_of(position)
+
+    def last_ordinal(self) -> int:
+        return self._view.last_ordinal()
 
     # -- snapshots ---------------------------------------------------------------
 

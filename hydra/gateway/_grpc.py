@@ -49,6 +49,8 @@ from hydra.limits import Limits
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.readers.hub import Subscriber
 
+# A ReadOrdinals answer ends after the event that brings its data past this.
+_ORDINALS_PAGE_BYTES = 16 << 20
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
@@ -373,6 +375,45 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                                    event_count=s.event_count, last_position=s.last_position)
                      for s in page.streams],
             next=page.next, committed_position=page.committed_position)
+
+    # -- event ordinals -----------------------------------------------------------
+
+    @_unary
+    async def ReadOrdinals(
+        self, request: pb.ReadOrdinalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadOrdinalsResponse:
+        if request.from_ordinal < 1:
+            raise InvalidArgument(f"from_ordinal must be at least 1, got {request.from_ordinal}")
+        limit = check_limit(request.limit, self.limits)
+        if not limit:
+            raise InvalidArgument("limit must be at least 1")
+        await self._wait(request.min_position)
+        backend = self.backend
+        # No await from here on: the page, last ordinal and position agree.
+        page = []
+        size = 0
+        for item in backend.read_ordinals(request.from_ordinal, limit):
+            page.append(item)
+            size += len(item[1].data) + len(item[1].metadata)
+            if size >= _ORDINALS_PAGE_BYTES:
+                break  # the client asks again from the next ordinal
+        return pb.ReadOrdinalsResponse(
+            events=[event_message(e) for _, e in page], ordinals=[o for o, _ in page],
+            last_ordinal=backend.last_ordinal(),
+            committed_position=backend.committed_position)
+
+    @_unary
+    async def GetOrdinal(
+        self, request: pb.GetOrdinalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOrdinalResponse:
+        if request.position < -1:
+            raise InvalidArgument(f"position must be -1 or a log position, got {request.position}")
+        await self._wait(request.min_position)
+        backend = self.backend
+        ordinal = None if request.position < 0 else backend.ordinal_of(request.position)
+        return pb.GetOrdinalResponse(found=ordinal is not None, ordinal=ordinal or 0,
+                                     last_ordinal=backend.last_ordinal(),
+                                     committed_position=backend.committed_position)
 
     # -- service -----------------------------------------------------------------
 

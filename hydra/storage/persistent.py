@@ -8,7 +8,7 @@ commit loop, in one LMDB transaction per flush.
 
 Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in values)::
 
-    meta     b"format"     b"hydra-index 1"
+    meta     b"format"     b"hydra-index 3"
              b"segment"    <Q segment size of the log it indexes
              b"covered"    <Q log position it covers: every record before it is in
                            the index, nothing at or after it is
@@ -37,6 +37,14 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
     recent   >Q position of a stream's last record (event or tombstone) ->
                            <qQ incarnation, event count there, then the stream ID
                            (one entry per stream: the stream listing, newest first)
+    ordinals b"n" + >Q k   -> <Q key (first position) of the ``all`` chunk holding
+                           the events of ordinals 64k+1 .. 64k+64
+             b"p" + >Q position -> <Q k, for the ``all`` chunk with that key
+
+An event's *ordinal* is its 1-based number among all event records of the log
+(tombstones, snapshots and tracking records have none): ``all`` fills each chunk
+to 64 positions before it starts the next, so chunk k holds ordinals 64k+1 ..
+64k+64 and the ``ordinals`` table, two entries per 64 events, numbers them.
 
 An incarnation is named by the position of its first event (positions are
 unique), so the entries of a deleted incarnation stay valid for readers that
@@ -68,7 +76,7 @@ if TYPE_CHECKING:
     from hydra.storage.index import Index, StreamState
 
 INDEX_DIR = "index"
-FORMAT = b"hydra-index 2"
+FORMAT = b"hydra-index 3"
 CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # Virtual size of the map; LMDB grows the file as it fills (the file is never
 # this large), and readers need not follow a resize.
@@ -96,6 +104,8 @@ _unpack_key64 = KEY_U64.unpack
 
 
 TRACKING_PREFIX = b"tracking\0"
+ORD_NUMBER = b"n"  # ``ordinals`` keys: chunk number -> its ``all`` key
+ORD_POSITION = b"p"  # ``all`` key -> chunk number
 _I64 = struct.Struct("<q")
 
 
@@ -151,7 +161,8 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
 # and an embedded Store and a read-only view of the same directory may share one.
 _ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
 _ENVS_LOCK = threading.Lock()
-_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent")
+_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent",
+             b"ordinals")
 
 
 def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -168,7 +179,7 @@ def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, 
                 entry[1] += 1
                 return entry[0], entry[2]
         readonly = not create and not os.access(data, os.W_OK)
-        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True,
+        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=16, subdir=True, lock=True,
                         create=create, readonly=readonly,
                         # Commits are not synced: the covered position is checked
                         # against the log on open, and an index left open across a
@@ -225,6 +236,7 @@ class PersistentIndex:
         self.all = dbs[b"all"]
         self.snaps = dbs[b"snaps"]
         self.recent = dbs[b"recent"]
+        self.ordinals = dbs[b"ordinals"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
 
     def release(self) -> None:
@@ -535,6 +547,59 @@ class PersistentIndex:
         i = bisect_left(chunk, limit)
         return chunk[i - 1] if i else -1
 
+    # -- ordinals (1-based numbers of events in log order) --------------------------
+
+    def ordinal_at(self, position: int, as_of: int) -> int | None:
+        """The ordinal of the event at ``position`` (before ``as_of``), or None."""
+        if position >= as_of:
+            return None
+        with self.env.begin() as txn:
+            cur = txn.cursor(db=self.all)
+            key = _pack_key64(position)
+            if cur.set_range(key):
+                if cur.key() != key and not cur.prev():
+                    return None
+            elif not cur.last():
+                return None
+            first = bytes(cur.key())
+            chunk = array("q", cur.value())
+            number = txn.get(ORD_POSITION + first, db=self.ordinals)
+        i = bisect_left(chunk, position)
+        if i == len(chunk) or chunk[i] != position:
+            return None
+        if number is None:
+            raise lmdb.CorruptedError(f"the index lacks the ordinal of chunk {first!r}")
+        return int(_unpack_u64(number)[0]) * CHUNK + i + 1
+
+    def last_ordinal(self, as_of: int) -> int:
+        """The ordinal of the last event before ``as_of`` (0: none)."""
+        last = self.last_position_before(as_of)
+        if last < 0:
+            return 0
+        ordinal = self.ordinal_at(last, as_of)
+        assert ordinal is not None
+        return ordinal
+
+    def ordinal_positions(
+        self, ordinal: int, as_of: int, batch: int = 16
+    ) -> Iterator[tuple[int, array[int]]]:
+        """(ordinal of the first, positions) of the events from ``ordinal`` on
+        (1-based, inclusive) before ``as_of``, in log order."""
+        k, skip = divmod(max(ordinal, 1) - 1, CHUNK)
+        with self.env.begin() as txn:
+            raw = txn.get(ORD_NUMBER + _pack_key64(k), db=self.ordinals)
+        if raw is None:
+            return
+        next_ordinal = k * CHUNK + 1
+        for positions in self.all_positions(int(_unpack_u64(raw)[0]), as_of, False, batch):
+            if skip:
+                del positions[:skip]
+                next_ordinal += skip
+                skip = 0
+            if positions:
+                yield next_ordinal, positions
+                next_ordinal += len(positions)
+
     def _all_backward(self, top: int, batch: int) -> Iterator[array[int]]:
         """Positions below ``top``, descending."""
         while True:
@@ -711,7 +776,7 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
                         db=snaps)
         new_all = pending.all_positions
         if new_all:
-            _append_all(txn, index.all, new_all)
+            _append_all(txn, index.all, index.ordinals, new_all)
         put = txn.put
         for name, (notification_id, position) in pending.tracking.items():
             put(tracking_dbkey(name) + _pack_key64(position), _I64.pack(notification_id),
@@ -796,7 +861,7 @@ def _chunk_items(
         r = 0
 
 
-def _append_all(txn: lmdb.Transaction, db: Any, new: array[int]) -> None:
+def _append_all(txn: lmdb.Transaction, db: Any, ordinals: Any, new: array[int]) -> None:
     cur = txn.cursor(db=db)
     i = 0
     n = len(new)
@@ -814,3 +879,14 @@ def _append_all(txn: lmdb.Transaction, db: Any, new: array[int]) -> None:
         i += CHUNK
     if items:
         cur.putmulti(items, append=True)
+        # Number the new chunks (the last ``ordinals`` entry is the newest b"p" one).
+        ocur = txn.cursor(db=ordinals)
+        k = _unpack_u64(ocur.value())[0] + 1 if ocur.last() else 0
+        by_number = []
+        by_position = []
+        for key, _ in items:
+            by_number.append((ORD_NUMBER + _pack_key64(k), _pack_u64(_unpack_key64(key)[0])))
+            by_position.append((ORD_POSITION + key, _pack_u64(k)))
+            k += 1
+        ocur.putmulti(by_number)
+        ocur.putmulti(by_position, append=True)

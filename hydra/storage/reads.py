@@ -254,6 +254,103 @@ class ReadSide:
         hidden = self._hidden(committed)
         return self._events(batches, limit, hidden)
 
+    # -- ordinals: events numbered 1, 2, 3, ... in log order -------------------------
+
+    def _ordinal_base(self, as_of: int) -> int:
+        """Events in the persistent index before ``as_of`` (the tail's start)."""
+        pindex = self._pindex
+        if pindex is None:
+            return 0
+        try:
+            return pindex.last_ordinal(as_of)
+        except lmdb.Error as exc:
+            raise _index_error(self, exc) from None
+
+    def last_ordinal(self) -> int:
+        """The ordinal of the last committed event (0 when there is none).
+
+        An event's ordinal is its 1-based number among all events of the log, in
+        log order: dense (1, 2, 3, ...), fixed once committed. It is what
+        ``hydra.eventsourcing`` uses as the notification ID.
+        """
+        self._before_read()
+        as_of, _ = self._bounds()
+        tail = self._tail
+        return self._ordinal_base(as_of) + (0 if tail is None else len(tail.all_positions))
+
+    def ordinal_of(self, position: int) -> int | None:
+        """The ordinal of the committed event at ``position``; None when no event is there."""
+        check_int(position, "position", minimum=0, maximum=_MAX_POSITION)
+        self._before_read()
+        as_of, committed = self._bounds()
+        if position >= committed:
+            return None
+        tail = self._tail
+        if tail is not None and position >= as_of:
+            tail_all = tail.all_positions
+            i = bisect_left(tail_all, position)
+            if i == len(tail_all) or tail_all[i] != position:
+                return None
+            return self._ordinal_base(as_of) + i + 1
+        pindex = self._pindex
+        if pindex is None:
+            return None
+        try:
+            return pindex.ordinal_at(position, as_of)
+        except lmdb.Error as exc:
+            raise _index_error(self, exc) from None
+
+    def read_ordinals(
+        self, from_ordinal: int = 1, limit: int | None = None
+    ) -> Iterator[tuple[int, RecordedEvent]]:
+        """(ordinal, event) of the committed events from ``from_ordinal`` (inclusive) on.
+
+        Events of deleted streams are skipped, as by ``read_all`` (their ordinals
+        are then missing from the sequence).
+        """
+        check_int(from_ordinal, "from_ordinal", minimum=1, maximum=_MAX_POSITION)
+        _, limit = self._check_range(None, limit, False, "from_ordinal")
+        self._before_read()
+        as_of, committed = self._bounds()
+        pindex = self._pindex
+        tail = self._tail
+        base = self._ordinal_base(as_of)
+        numbered: list[Iterable[tuple[int, Sequence[int]]]] = []
+        if pindex is not None and from_ordinal <= base:
+            numbered.append(pindex.ordinal_positions(from_ordinal, as_of))
+        if tail is not None and len(tail.all_positions):
+            skip = max(0, from_ordinal - base - 1)
+            if skip < len(tail.all_positions):
+                numbered.append([(base + skip + 1, tail.all_positions[skip:])])
+        return self._numbered_events(numbered, limit, self._hidden(committed))
+
+    def _numbered_events(
+        self, numbered: list[Iterable[tuple[int, Sequence[int]]]], limit: int | None,
+        hidden: Callable[[bytes, int], bool] | None,
+    ) -> Iterator[tuple[int, RecordedEvent]]:
+        current: list = [0, _EMPTY]
+
+        def batches() -> Iterator[Sequence[int]]:
+            for part in numbered:
+                for first, positions in part:
+                    current[0] = first
+                    current[1] = positions
+                    yield positions
+
+        if hidden is None:
+            # Consecutive: count instead of searching.
+            ordinal = 0
+            last_batch = None
+            for ev in self._events(batches(), limit):
+                if current[1] is not last_batch:
+                    last_batch = current[1]
+                    ordinal = current[0] + bisect_left(last_batch, ev.position)
+                yield ordinal, ev
+                ordinal += 1
+            return
+        for ev in self._events(batches(), limit, hidden):
+            yield current[0] + bisect_left(current[1], ev.position), ev
+
     def _hidden(self, committed: int) -> Callable[[bytes, int], bool] | None:
         """A test for "this event's stream was deleted after it", or None when none was."""
         pindex = self._pindex

@@ -30,7 +30,16 @@ from array import array
 
 from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index
-from hydra.storage.persistent import KEY_U64, RECORD, TOMB, U64, PersistentIndex, id_dbkey
+from hydra.storage.persistent import (
+    KEY_U64,
+    ORD_NUMBER,
+    ORD_POSITION,
+    RECORD,
+    TOMB,
+    U64,
+    PersistentIndex,
+    id_dbkey,
+)
 from hydra.storage.manifest import read_manifest
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 from hydra.errors import HydraError
@@ -247,6 +256,22 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
         problem(f"the index lists {len(indexed)} events in log order; the log has "
                 f"{len(log.all_positions)}")
     _compare_recent(pindex, log, problem)
+    _compare_ordinals(pindex, problem)
+
+
+def _compare_ordinals(pindex: PersistentIndex, problem: Callable[[str], bool]) -> None:
+    """The ordinals table numbers the chunks of ``all`` 0, 1, 2, ... both ways."""
+    with pindex.env.begin() as txn:
+        chunks = [bytes(k) for k in txn.cursor(db=pindex.all).iternext(values=False)]
+        entries = {bytes(k): bytes(v) for k, v in txn.cursor(db=pindex.ordinals)}
+    expected = {}
+    for k, key in enumerate(chunks):
+        expected[ORD_NUMBER + KEY_U64.pack(k)] = U64.pack(KEY_U64.unpack(key)[0])
+        expected[ORD_POSITION + key] = U64.pack(k)
+    if entries != expected:
+        wrong = sum(1 for e in expected.keys() | entries.keys()
+                    if expected.get(e) != entries.get(e))
+        problem(f"the event ordinals table (ordinals) differs from the log in {wrong} entries")
 
 
 def _compare_recent(pindex: PersistentIndex, log: Index, problem: Callable[[str], bool]) -> None:

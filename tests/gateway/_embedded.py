@@ -75,6 +75,15 @@ class StoreBackend:
     ) -> Iterator[RecordedEvent]:
         return self.store.read_all(from_position, limit, backward)
 
+    def read_ordinals(self, from_ordinal: int, limit: int | None):
+        return self.store.read_ordinals(from_ordinal, limit)
+
+    def ordinal_of(self, position: int) -> int | None:
+        return self.store.ordinal_of(position)
+
+    def last_ordinal(self) -> int:
+        return self.store.last_ordinal()
+
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
         return self.store.list_streams(prefix, after, limit)
 

@@ -1,0 +1,102 @@
+"""The eventsourcing library's contract suites against hydra.eventsourcing, embedded
+(``HYDRA_PATH``): a fresh data directory per test."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import unittest
+
+from tests.es._cases import bind
+
+
+def _fresh_directory(test: unittest.TestCase) -> dict[str, str]:
+    directory = tempfile.mkdtemp(prefix="hydra-es-")
+    test.addCleanup(shutil.rmtree, directory, True)
+    return {"HYDRA_PATH": directory}
+
+
+_cases = bind(_fresh_directory, globals())
+
+
+def test_the_documented_example_runs(tmp_path) -> None:
+    """docs/EVENTSOURCING.md's example, as written, twice on one directory."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "EVENTSOURCING.md").read_text()
+    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    runs = [subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60) for _ in range(2)]
+    assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
+    assert runs[0].stdout == "['roll over']\n[1, 2]\n"
+    assert runs[1].stdout == "['roll over']\n[1, 2, 3, 4]\n"
+
+
+def test_settings_are_checked_with_one_clear_error(tmp_path) -> None:
+    import pytest
+
+    from hydra.eventsourcing import Factory
+
+    for env, says in [({}, "exactly one of HYDRA_PATH"),
+                      ({"HYDRA_PATH": str(tmp_path), "HYDRA_URI": "127.0.0.1:1"},
+                       "exactly one of HYDRA_PATH"),
+                      ({"HYDRA_PATH": str(tmp_path), "HYDRA_SYNC": "never"}, "HYDRA_SYNC"),
+                      ({"HYDRA_PATH": str(tmp_path), "ORIGINATOR_ID_TYPE": "int"},
+                       "ORIGINATOR_ID_TYPE")]:
+        with pytest.raises(OSError, match=says):
+            Factory(env)
+
+
+def test_a_path_that_cannot_hold_a_store_is_an_operational_error(tmp_path) -> None:
+    import pytest
+    from eventsourcing.persistence import OperationalError
+
+    from hydra.eventsourcing import Factory
+
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(OperationalError, match="cannot open the Hydra store"):
+        Factory({"HYDRA_PATH": str(tmp_path / "file")})
+
+
+def test_events_not_written_by_the_module_are_a_data_error(tmp_path) -> None:
+    import uuid
+
+    import pytest
+    from eventsourcing.persistence import DataError
+
+    import hydra
+    from hydra.eventsourcing import Factory
+
+    f = Factory({"HYDRA_PATH": str(tmp_path)})
+    try:
+        oid = uuid.uuid4()
+        f.backend.append_events(str(oid), [hydra.NewEvent(b"{}", metadata=b"not a version")])
+        recorder = f.application_recorder()
+        with pytest.raises(DataError, match="not written by hydra.eventsourcing"):
+            recorder.select_events(oid)
+        with pytest.raises(DataError, match="one application per store"):
+            recorder.select_notifications(None, 10)
+    finally:
+        f.close()
+
+
+def test_factories_of_one_directory_share_one_store(tmp_path) -> None:
+    from eventsourcing.persistence import StoredEvent
+
+    from hydra.eventsourcing import Factory
+
+    a, b = Factory({"HYDRA_PATH": str(tmp_path)}), Factory({"HYDRA_PATH": str(tmp_path)})
+    try:
+        assert a.backend is b.backend
+        import uuid
+
+        ids = a.application_recorder().insert_events(
+            [StoredEvent(uuid.uuid4(), 1, "t", b"s")])
+        assert b.application_recorder().max_notification_id() == ids[0] == 1
+    finally:
+        a.close()
+        assert not b.backend._closed  # still in use by b
+        b.close()
+        assert a.backend._closed
