@@ -15,6 +15,7 @@ from hydra.storage.format import (
     SNAPSHOT_REMOVED,
     encode_batch,
     encode_event,
+    encode_metadata,
     encode_snapshot,
     encode_tombstone,
     encode_tracking,
@@ -574,3 +575,43 @@ class Engine:
                                                   _time_ns() // 1000))
         self.index.pending.add_snapshot(key, position, inc, SNAPSHOT_REMOVED)
         return position
+
+    # -- stream metadata (retention) -------------------------------------------------
+
+    def set_stream_metadata(
+        self, stream_id: str, max_count: int | None = None, max_age: int | None = None,
+        truncate_before: int | None = None, custom: bytes = b"",
+    ) -> int:
+        """Write a stream metadata record (it replaces the stream's metadata as a
+        whole) and return its position. See ``hydra.Store.set_stream_metadata``."""
+        key = self.stream_key(stream_id)
+        rules = (
+            _rule(max_count, "max_count", 1),
+            _rule(max_age, "max_age", 1),
+            _rule(truncate_before, "truncate_before", 0),
+        )
+        if type(custom) is not bytes:
+            custom = _as_bytes(custom, "custom")
+        limit = self.limits.max_event_size
+        if len(custom) > limit:
+            raise InvalidArgument(f"custom metadata is {len(custom)} bytes; the limit is "
+                                  f"{limit} (the event-size limit)")
+        record = encode_metadata(key, *rules, custom, _time_ns() // 1000)
+        if len(record) > self._segment_size:
+            raise InvalidArgument(
+                f"stream metadata record is {len(record)} bytes; it does not fit a segment "
+                f"of {self._segment_size} bytes"
+            )
+        position = self.log.write(record)
+        self.index.pending.add_metadata(key, position, rules)
+        return position
+
+
+MAX_RULE = (1 << 63) - 1
+
+
+def _rule(value: object, what: str, minimum: int) -> int:
+    """A retention rule's stored form: -1 when unset (None)."""
+    if value is None:
+        return -1
+    return check_int(value, what, minimum=minimum, maximum=MAX_RULE)

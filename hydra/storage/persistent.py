@@ -8,7 +8,7 @@ commit loop, in one LMDB transaction per flush.
 
 Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in values)::
 
-    meta     b"format"     b"hydra-index 1"
+    meta     b"format"     b"hydra-index 3"
              b"segment"    <Q segment size of the log it indexes
              b"covered"    <Q log position it covers: every record before it is in
                            the index, nothing at or after it is
@@ -34,6 +34,9 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
                            newest snapshot record, then of the one before it
                            (version -1: a removal record); a reader as of a
                            position before the newest uses the one before
+    smeta    stream key -> <qqqq (position, max count, max age, truncate before) of
+                           the stream's newest stream metadata record (-1: a rule
+                           unset), then of the one before it, as ``snaps``
     recent   >Q position of a stream's last record (event or tombstone) ->
                            <qQ incarnation, event count there, then the stream ID
                            (one entry per stream: the stream listing, newest first)
@@ -68,7 +71,7 @@ if TYPE_CHECKING:
     from hydra.storage.index import Index, StreamState
 
 INDEX_DIR = "index"
-FORMAT = b"hydra-index 2"
+FORMAT = b"hydra-index 3"
 CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # Virtual size of the map; LMDB grows the file as it fills (the file is never
 # this large), and readers need not follow a resize.
@@ -84,6 +87,7 @@ RECORD = struct.Struct("<qQ")
 TOMB = struct.Struct("<qqQ")
 COUNTS = struct.Struct("<qqq")
 SNAP = struct.Struct("<qqq")
+SMETA = struct.Struct("<qqqq")
 TAIL = struct.Struct("<I")
 assert RECORD.size == 16 and TOMB.size == 24 and CHUNK_KEY.size == 12 and COUNTS.size == 24
 
@@ -151,7 +155,7 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
 # and an embedded Store and a read-only view of the same directory may share one.
 _ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
 _ENVS_LOCK = threading.Lock()
-_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent")
+_DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent", b"smeta")
 
 
 def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -168,7 +172,7 @@ def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, 
                 entry[1] += 1
                 return entry[0], entry[2]
         readonly = not create and not os.access(data, os.W_OK)
-        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=8, subdir=True, lock=True,
+        env = lmdb.open(path, map_size=MAP_SIZE, max_dbs=16, subdir=True, lock=True,
                         create=create, readonly=readonly,
                         # Commits are not synced: the covered position is checked
                         # against the log on open, and an index left open across a
@@ -225,6 +229,7 @@ class PersistentIndex:
         self.all = dbs[b"all"]
         self.snaps = dbs[b"snaps"]
         self.recent = dbs[b"recent"]
+        self.smeta = dbs[b"smeta"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
 
     def release(self) -> None:
@@ -431,6 +436,25 @@ class PersistentIndex:
             if entry[0] < as_of:
                 return entry
         return None
+
+    def metadata_at(
+        self, txn: lmdb.Transaction, key: bytes, as_of: int
+    ) -> tuple[int, int, int, int] | None:
+        """(position, max count, max age, truncate before) of the stream's newest
+        metadata record before ``as_of`` (-1: a rule unset), or None."""
+        raw = txn.get(stream_dbkey(key), db=self.smeta)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        for i in range(0, len(raw), SMETA.size):
+            entry: tuple[int, int, int, int] = SMETA.unpack_from(raw, i)
+            if entry[0] < as_of:
+                return entry
+        return None
+
+    def has_metadata(self, txn: lmdb.Transaction) -> bool:
+        """Does any stream have metadata? (Reads skip every retention check when not.)"""
+        return bool(txn.stat(self.smeta)["entries"])
 
     def _count_before(self, txn: lmdb.Transaction, inc: int, count: int, as_of: int) -> int:
         """Events of incarnation ``inc`` (``count`` in all) at positions before ``as_of``."""
@@ -709,6 +733,14 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
                 # Keep the previous entry too, for readers as of a position before it.
                 txn.put(dbkey, SNAP.pack(*entry) + (bytes(old[:SNAP.size]) if old else b""),
                         db=snaps)
+        if pending.metadata:
+            smeta = index.smeta
+            for key, rules in sorted(pending.metadata.items()):
+                dbkey = stream_dbkey(key)
+                old = txn.get(dbkey, db=smeta)
+                # As for snapshots: the previous entry serves readers as of before it.
+                txn.put(dbkey, SMETA.pack(*rules) + (bytes(old[:SMETA.size]) if old else b""),
+                        db=smeta)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, new_all)
