@@ -23,6 +23,7 @@ from hydra.storage.format import (
 from hydra.storage.index import StreamState
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
+from hydra.storage.retention import check_rules
 from hydra.storage.segments import SegmentSet
 from hydra.errors import (
     CorruptLog,
@@ -585,11 +586,7 @@ class Engine:
         """Write a stream metadata record (it replaces the stream's metadata as a
         whole) and return its position. See ``hydra.Store.set_stream_metadata``."""
         key = self.stream_key(stream_id)
-        rules = (
-            _rule(max_count, "max_count", 1),
-            _rule(max_age, "max_age", 1),
-            _rule(truncate_before, "truncate_before", 0),
-        )
+        rules = check_rules(max_count, max_age, truncate_before)
         if type(custom) is not bytes:
             custom = _as_bytes(custom, "custom")
         limit = self.limits.max_event_size
@@ -605,13 +602,3 @@ class Engine:
         position = self.log.write(record)
         self.index.pending.add_metadata(key, position, rules)
         return position
-
-
-MAX_RULE = (1 << 63) - 1
-
-
-def _rule(value: object, what: str, minimum: int) -> int:
-    """A retention rule's stored form: -1 when unset (None)."""
-    if value is None:
-        return -1
-    return check_int(value, what, minimum=minimum, maximum=MAX_RULE)

@@ -18,11 +18,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from hydra.limits import check_int
 from hydra.storage.format import StreamMetadata
 
 UNSET = -1
+MAX_RULE = (1 << 63) - 1  # rules are stored as i64
 # Index entry: (position of the metadata record, max count, max age, truncate before).
 Rules = tuple[int, int, int, int]
+
+
+def check_rules(
+    max_count: object, max_age: object, truncate_before: object,
+    names: tuple[str, str, str] = ("max_count", "max_age", "truncate_before"),
+) -> tuple[int, int, int]:
+    """Validate the three rules (None: unset) and return their stored form (-1: unset).
+
+    ``max_count`` and ``max_age`` are at least 1 (a rule that hides everything is
+    what a delete is for), ``truncate_before`` at least 0; all are integers (bools
+    are refused) below 2**63. Raises InvalidArgument naming the field.
+    """
+    out = []
+    for value, name, minimum in zip((max_count, max_age, truncate_before), names, (1, 1, 0)):
+        out.append(UNSET if value is None
+                   else check_int(value, name, minimum=minimum, maximum=MAX_RULE))
+    return out[0], out[1], out[2]
 
 
 def in_force(rules: Rules, last_tombstone: int) -> Rules:
