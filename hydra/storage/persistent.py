@@ -61,7 +61,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
@@ -725,22 +725,8 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if items:
                 items.sort()
                 txn.cursor(db=db).putmulti(items)
-        if pending.snapshots:
-            snaps = index.snaps
-            for key, entry in sorted(pending.snapshots.items()):
-                dbkey = stream_dbkey(key)
-                old = txn.get(dbkey, db=snaps)
-                # Keep the previous entry too, for readers as of a position before it.
-                txn.put(dbkey, SNAP.pack(*entry) + (bytes(old[:SNAP.size]) if old else b""),
-                        db=snaps)
-        if pending.metadata:
-            smeta = index.smeta
-            for key, rules in sorted(pending.metadata.items()):
-                dbkey = stream_dbkey(key)
-                old = txn.get(dbkey, db=smeta)
-                # As for snapshots: the previous entry serves readers as of before it.
-                txn.put(dbkey, SMETA.pack(*rules) + (bytes(old[:SMETA.size]) if old else b""),
-                        db=smeta)
+        _put_newest(txn, index.snaps, SNAP, pending.snapshots)
+        _put_newest(txn, index.smeta, SMETA, pending.metadata)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, new_all)
@@ -755,6 +741,16 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
         if damaged is not None:
             put(b"damaged", damaged, db=index.meta)
+
+
+def _put_newest(txn: lmdb.Transaction, db: Any, fmt: struct.Struct,
+                entries: Mapping[bytes, tuple[int, ...]]) -> None:
+    """Store each stream's newest entry (snapshot or metadata record), keeping the
+    one before it too, for readers as of a position before the newest."""
+    for key, entry in sorted(entries.items()):
+        dbkey = stream_dbkey(key)
+        old = txn.get(dbkey, db=db)
+        txn.put(dbkey, fmt.pack(*entry) + (bytes(old[:fmt.size]) if old else b""), db=db)
 
 
 def _move_recent(

@@ -4,7 +4,6 @@ server (writer + gateways): set, get, the reads it shapes, bad input of every fi
 
 from __future__ import annotations
 
-import base64
 import json
 
 import grpc
@@ -12,17 +11,7 @@ import pytest
 
 from hydra._proto import eventstore_pb2 as pb
 
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _fill(http, stream: str, n: int) -> dict:
-    r = http.post(f"/streams/{stream}", json={
-        "events": [{"data": _b64(b"e%d" % i), "eventType": "T"} for i in range(n)],
-        "expectedVersion": -1})
-    assert r.status_code == 201, r.text
-    return r.json()
+from .test_snapshot_api import _b64, _fill
 
 
 def _versions(http, path: str, **params) -> list[int]:
