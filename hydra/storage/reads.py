@@ -285,7 +285,7 @@ class ReadSide:
         now_us = _time_ns() // 1000
 
         def cut_of(sid: bytes) -> int:
-            if any_rules:
+            if any_rules and self._has_rules(sid, as_of):
                 inc, count, new, rules = self._stream_rules(sid, as_of, committed)
                 if rules is not None:
                     v = self._first_visible(inc, count, new, rules, now_us)
@@ -301,6 +301,17 @@ class ReadSide:
             return cut
 
         return cuts, cut_of
+
+    def _has_rules(self, sid: bytes, as_of: int) -> bool:
+        """Does the stream have metadata? (One lookup: most streams have none.)"""
+        tail = self._tail
+        if tail is not None and sid in tail.metadata:
+            return True
+        pindex = self._pindex
+        if pindex is None:
+            return False
+        with pindex.env.begin() as txn:
+            return pindex.metadata_at(txn, sid, as_of) is not None
 
     def _last_tombstone(self, sid: bytes, committed: int) -> int:
         """Position of the stream's last committed tombstone (-1: none): every event
@@ -388,8 +399,8 @@ class ReadSide:
         the clock) is the time ``max_age`` is measured at. The scavenger may drop
         every event of the incarnation before this version."""
         key = self._key(stream_id)
-        if now is not None and (type(now) not in (int, float) or not now >= 0):
-            raise InvalidArgument("now must be a non-negative number of seconds")
+        if now is not None and (type(now) not in (int, float) or not now > 0):
+            raise InvalidArgument("now must be a positive number of POSIX seconds")
         self._before_read()
         as_of, committed = self._bounds()
         inc, count, new, rules = self._stream_rules(key, as_of, committed)
