@@ -20,7 +20,7 @@ from hydra.storage.engine import (
     SnapshotSaved,
     StreamAppend,
 )
-from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.storage.listing import StreamInfo, StreamPage
 from hydra.errors import (
     CorruptLog,
@@ -51,6 +51,7 @@ __all__ = [
     "SnapshotSaved",
     "Store",
     "StoreLocked",
+    "StreamMetadata",
     "StreamExists",
     "StreamAppend",
     "StreamInfo",

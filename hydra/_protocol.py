@@ -61,6 +61,12 @@ SNAPSHOT_OPS: Final = (OP_SAVE_SNAPSHOT, OP_DELETE_SNAPSHOT)
 SAVE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream", "version", "state",
                                          "snapshot_type"))
 DELETE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream"))
+# Stream metadata (docs/PROTOCOL.md, "Stream metadata"): a rule that is nil or
+# absent is unset; the reply carries the record's "position".
+OP_SET_STREAM_METADATA: Final = "set_stream_metadata"
+STREAM_METADATA_OPS: Final = (OP_SET_STREAM_METADATA,)
+SET_STREAM_METADATA_FIELDS: Final = frozenset(("id", "op", "stream", "max_count", "max_age",
+                                               "truncate_before", "custom"))
 
 # Fields each op accepts besides "id" and "op"; anything else is refused, so a
 # misspelt "expected_version" can never silently mean "any version".

@@ -344,6 +344,30 @@ class Store(ReadSide):
             self._sync_to(target)
         return True
 
+    def set_stream_metadata(
+        self, stream_id: str, max_count: int | None = None, max_age: int | None = None,
+        truncate_before: int | None = None, custom: bytes = b"",
+    ) -> int:
+        """Set the stream's metadata (replacing all of it) and return the record's
+        position; durable like an append. The stream need not exist.
+
+        Retention rules (None: unset): ``max_count`` (>= 1) -- reads and
+        subscriptions show only the newest N events; ``max_age`` (seconds, >= 1) --
+        only events younger than that; ``truncate_before`` (>= 0) -- only versions at
+        or after it. Versions never change and ``stream_version`` counts every
+        event. Metadata survives a delete of the stream, except ``truncate_before``
+        (see docs/RETENTION.md). ``custom``: bytes of the application's own.
+        """
+        with self._lock:
+            if self._closed or self._group.failure is not None:
+                self._raise_unusable()
+            position = self._engine.set_stream_metadata(stream_id, max_count, max_age,
+                                                        truncate_before, custom)
+            target = self._written(position, 0, False)
+        if target:
+            self._sync_to(target)
+        return position
+
     def flush(self) -> None:
         """Make every append so far durable, whatever the mode."""
         with self._lock:

@@ -6,7 +6,7 @@ def test_public_names_are_deliberate():
     assert sorted(hydra.__all__) == sorted([
         "ANY", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "CorruptLog", "HydraError",
         "InvalidArgument", "NewEvent", "RecordedEvent", "Snapshot", "SnapshotSaved", "Store",
-        "StoreLocked",
+        "StoreLocked", "StreamMetadata",
         "StreamAppend", "StreamExists", "StreamInfo", "StreamNotFound", "StreamPage", "TrackingConflict", "Unavailable",
         "WrongExpectedVersion", "open",
     ])

@@ -11,6 +11,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 import hydra
 from hydra import NewEvent
+from hydra.storage.persistent import LATEST
 
 STREAMS = st.sampled_from(["a", "b", "c"])
 IDS = st.sampled_from(["", "", "x", "y", "z", "w"])
@@ -24,6 +25,22 @@ class Model:
         self.log = []  # [stream, version, event_id, data, alive]
         self.streams = {}  # stream -> list of log indexes (current incarnation)
         self.snapshots = {}  # stream -> (version, state, type) of its incarnation
+        self.metadata = {}  # stream -> hydra.StreamMetadata without position (survives deletes)
+
+    def first_visible(self, s):
+        """Retention: the first version of the stream's incarnation that reads show."""
+        m = self.metadata.get(s)
+        n = self.count(s)
+        if m is None:
+            return 0
+        lo = 0 if m.max_count is None else max(0, n - m.max_count)
+        if m.truncate_before is not None:
+            lo = max(lo, m.truncate_before)
+        return min(lo, n)  # (max_age is an hour here: it hides nothing)
+
+    def visible(self, i):
+        e = self.log[i]
+        return e[4] and e[1] >= self.first_visible(e[0])
 
     def count(self, s):
         return len(self.streams.get(s, []))
@@ -52,6 +69,8 @@ class Model:
         for i in self.streams.pop(s, []):
             self.log[i][4] = False
         self.snapshots.pop(s, None)  # a delete ends the incarnation and its snapshot
+        if s in self.metadata:  # metadata survives, but for truncate_before
+            self.metadata[s] = self.metadata[s]._replace(truncate_before=None)
 
 
 class StoreMachine(RuleBasedStateMachine):
@@ -111,10 +130,19 @@ class StoreMachine(RuleBasedStateMachine):
         first = len(self.model.log)
         for i, d in batch:
             self.model.add(s, i, d)
-        got = list(self.store.read_stream(s, from_version=self.model.count(s) - len(batch)))
-        for n, ev in enumerate(got):
-            self.positions[first + n] = ev.position
-        assert r.position == got[-1].position
+        got = self._positions(s, self.model.count(s) - len(batch), self.model.count(s))
+        for n, p in enumerate(got):
+            self.positions[first + n] = p
+        assert r.position == got[-1]
+
+    def _positions(self, s, lo, hi):
+        """Positions of versions [lo, hi) of the stream, from the index: retention may
+        hide them from reads (and a later set_stream_metadata show them again)."""
+        self.store.stream_version(s)  # brings the index up to what is committed
+        pindex = self.store._pindex
+        with pindex.env.begin() as txn:
+            inc = pindex.stream_at(txn, s.encode(), LATEST).inc
+        return list(pindex.stream_positions(inc, lo, hi))
 
     @rule(s=STREAMS)
     def delete(self, s):
@@ -148,6 +176,14 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.delete_snapshot(s) == (s in self.model.snapshots)
         self.model.snapshots.pop(s, None)
 
+    @rule(s=STREAMS, max_count=st.one_of(st.none(), st.integers(1, 4)),
+          max_age=st.sampled_from([None, 3600]),
+          truncate_before=st.one_of(st.none(), st.integers(0, 6)), custom=st.binary(max_size=8))
+    def set_stream_metadata(self, s, max_count, max_age, truncate_before, custom):
+        self.store.set_stream_metadata(s, max_count, max_age, truncate_before, custom)
+        self.model.metadata[s] = hydra.StreamMetadata(max_count, max_age, truncate_before,
+                                                      custom)
+
     @precondition(lambda self: True)
     @rule()
     def reopen(self):
@@ -156,7 +192,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def reads_match_model(self):
-        alive = [(i, e) for i, e in enumerate(self.model.log) if e[4]]
+        alive = [(i, e) for i, e in enumerate(self.model.log) if self.model.visible(i)]
         got = list(self.store.read_all())
         assert [(e.stream_id, e.version, e.event_id, e.data) for e in got] == [
             (e[0], e[1], e[2], e[3]) for _, e in alive]
@@ -165,7 +201,11 @@ class StoreMachine(RuleBasedStateMachine):
             assert self.store.stream_version(s) == self.model.count(s)
             evs = list(self.store.read_stream(s))
             assert [(e.version, e.data) for e in evs] == [
-                (self.model.log[i][1], self.model.log[i][3]) for i in self.model.streams.get(s, [])]
+                (self.model.log[i][1], self.model.log[i][3]) for i in self.model.streams.get(s, [])
+                if self.model.visible(i)]
+            assert self.store.first_visible_version(s) == self.model.first_visible(s)
+            assert self.store.get_stream_metadata(s)._replace(position=None) == (
+                self.model.metadata.get(s, hydra.StreamMetadata()))
             snap = self.store.load_snapshot(s)
             want = self.model.snapshots.get(s)
             assert (None if snap is None else (snap.version, snap.state, snap.snapshot_type)) == want

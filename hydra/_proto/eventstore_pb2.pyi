@@ -393,3 +393,49 @@ class GetOrdinalResponse(_message.Message):
     last_ordinal: int
     committed_position: int
     def __init__(self, found: _Optional[bool] = ..., ordinal: _Optional[int] = ..., last_ordinal: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class SetStreamMetadataRequest(_message.Message):
+    __slots__ = ("stream_id", "max_count", "max_age", "truncate_before", "custom")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    max_count: int
+    max_age: int
+    truncate_before: int
+    custom: bytes
+    def __init__(self, stream_id: _Optional[str] = ..., max_count: _Optional[int] = ..., max_age: _Optional[int] = ..., truncate_before: _Optional[int] = ..., custom: _Optional[bytes] = ...) -> None: ...
+
+class SetStreamMetadataResponse(_message.Message):
+    __slots__ = ("position", "committed_position")
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    position: int
+    committed_position: int
+    def __init__(self, position: _Optional[int] = ..., committed_position: _Optional[int] = ...) -> None: ...
+
+class GetStreamMetadataRequest(_message.Message):
+    __slots__ = ("stream_id", "min_position")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    min_position: int
+    def __init__(self, stream_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class GetStreamMetadataResponse(_message.Message):
+    __slots__ = ("stream_id", "max_count", "max_age", "truncate_before", "custom", "position")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MAX_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATE_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    max_count: int
+    max_age: int
+    truncate_before: int
+    custom: bytes
+    position: int
+    def __init__(self, stream_id: _Optional[str] = ..., max_count: _Optional[int] = ..., max_age: _Optional[int] = ..., truncate_before: _Optional[int] = ..., custom: _Optional[bytes] = ..., position: _Optional[int] = ...) -> None: ...

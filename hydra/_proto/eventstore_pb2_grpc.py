@@ -139,6 +139,16 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.GetOrdinalRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.GetOrdinalResponse.FromString,
                 _registered_method=True)
+        self.SetStreamMetadata = channel.unary_unary(
+                '/eventstore.EventStore/SetStreamMetadata',
+                request_serializer=eventstore__pb2.SetStreamMetadataRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.SetStreamMetadataResponse.FromString,
+                _registered_method=True)
+        self.GetStreamMetadata = channel.unary_unary(
+                '/eventstore.EventStore/GetStreamMetadata',
+                request_serializer=eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.GetStreamMetadataResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -313,6 +323,24 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetStreamMetadata(self, request, context):
+        """Stream metadata (retention): set replaces the stream's metadata as a whole,
+        through the writer like an append; a rule left unset is off. Reads and
+        subscriptions then hide what the rules hide (docs/RETENTION.md).
+        INVALID_ARGUMENT for a rule out of range (max_count, max_age >= 1;
+        truncate_before >= 0) or custom bytes over the event-size limit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStreamMetadata(self, request, context):
+        """The stream's metadata (every rule unset when it has none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -420,6 +448,16 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.GetOrdinal,
                     request_deserializer=eventstore__pb2.GetOrdinalRequest.FromString,
                     response_serializer=eventstore__pb2.GetOrdinalResponse.SerializeToString,
+            ),
+            'SetStreamMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetStreamMetadata,
+                    request_deserializer=eventstore__pb2.SetStreamMetadataRequest.FromString,
+                    response_serializer=eventstore__pb2.SetStreamMetadataResponse.SerializeToString,
+            ),
+            'GetStreamMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStreamMetadata,
+                    request_deserializer=eventstore__pb2.GetStreamMetadataRequest.FromString,
+                    response_serializer=eventstore__pb2.GetStreamMetadataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -989,6 +1027,60 @@ class EventStore:
             '/eventstore.EventStore/GetOrdinal',
             eventstore__pb2.GetOrdinalRequest.SerializeToString,
             eventstore__pb2.GetOrdinalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetStreamMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/SetStreamMetadata',
+            eventstore__pb2.SetStreamMetadataRequest.SerializeToString,
+            eventstore__pb2.SetStreamMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStreamMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/GetStreamMetadata',
+            eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
+            eventstore__pb2.GetStreamMetadataResponse.FromString,
             options,
             channel_credentials,
             insecure,

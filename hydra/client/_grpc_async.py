@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 
 from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
-from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.client import _grpc_messages as msg
@@ -36,6 +36,7 @@ from hydra.client._model import (
     events_from_batch,
     health_from_message,
     idempotent,
+    metadata_from_message,
     snapshot_from_message,
     stream_page_from_message,
 )
@@ -346,6 +347,28 @@ class AsyncHydraClient:
         r = await self._call("DeleteSnapshot", request, False, self._timeout(timeout), stream_id)
         self._saw(r.committed_position)
         return bool(r.deleted)
+
+    # -- stream metadata (retention) -----------------------------------------------
+
+    async def set_stream_metadata(self, stream_id: str, max_count: int | None = None,
+                            max_age: int | None = None, truncate_before: int | None = None,
+                            custom: bytes = b"", *, timeout: float | None = None) -> int:
+        """Set the stream's metadata (retention rules and custom bytes), replacing all
+        of it; the record's position. See ``hydra.Store.set_stream_metadata``.
+        Retried: setting the same metadata again is harmless."""
+        request = msg.set_metadata_request(stream_id, max_count, max_age, truncate_before,
+                                           custom)
+        r = await self._call("SetStreamMetadata", request, True, self._timeout(timeout), stream_id)
+        self._saw(r.committed_position)
+        return int(r.position)
+
+    async def get_stream_metadata(self, stream_id: str, *,
+                            timeout: float | None = None) -> StreamMetadata:
+        """The stream's metadata (every rule None when it has none)."""
+        request = pb.GetStreamMetadataRequest(stream_id=check_stream_id(stream_id),
+                                              min_position=self._min_position())
+        r = await self._call("GetStreamMetadata", request, True, self._timeout(timeout), stream_id)
+        return metadata_from_message(r)
 
     # -- reads -------------------------------------------------------------------
 

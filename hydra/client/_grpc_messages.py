@@ -12,6 +12,7 @@ from hydra.client._model import (
     ReadCursor,
     check_bytes,
     check_expected_version,
+    check_metadata,
     check_snapshot,
     check_stream_id,
     check_text,
@@ -146,6 +147,13 @@ def save_snapshot_request(stream_id: str, version: object, state: object,
     v, data, kind = check_snapshot(version, state, snapshot_type)
     return pb.SaveSnapshotRequest(stream_id=check_stream_id(stream_id), version=v, state=data,
                                   snapshot_type=kind)
+
+
+def set_metadata_request(stream_id: str, max_count: object, max_age: object,
+                         truncate_before: object, custom: object) -> pb.SetStreamMetadataRequest:
+    count, age, before, data = check_metadata(max_count, max_age, truncate_before, custom)
+    return pb.SetStreamMetadataRequest(stream_id=check_stream_id(stream_id), max_count=count,
+                                       max_age=age, truncate_before=before, custom=data)
 
 
 def read_stream_request(stream_id: str, cursor: ReadCursor, min_position: int) -> pb.ReadStreamRequest:

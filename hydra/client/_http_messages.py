@@ -91,6 +91,16 @@ def append_multi_body(
     return orjson.dumps(doc)
 
 
+def metadata_path(stream_id: str) -> str:
+    return stream_path(stream_id) + "/metadata"
+
+
+def metadata_body(max_count: int | None, max_age: int | None, truncate_before: int | None,
+                  custom: bytes) -> bytes:
+    return orjson.dumps({"maxCount": max_count, "maxAge": max_age,
+                         "truncateBefore": truncate_before, "custom": _b64(custom)})
+
+
 def delete_params(expected_version: int) -> dict[str, int]:
     return {} if expected_version == ANY else {"expected_version": expected_version}
 

@@ -13,7 +13,7 @@ import httpx
 import orjson
 
 from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
-from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.client import _http_messages as msg
 from hydra.client._errors import DeadlineExceeded, from_http, from_transport, retryable
 from hydra.client._gate import FairGate
@@ -31,6 +31,7 @@ from hydra.client._model import (
     check_expected_version,
     check_limit,
     check_list_args,
+    check_metadata,
     check_snapshot,
     check_start,
     check_stream_id,
@@ -39,6 +40,7 @@ from hydra.client._model import (
     health_from_json,
     idempotent,
     list_params,
+    metadata_from_json,
     snapshot_from_json,
     stream_page_from_json,
 )
@@ -291,6 +293,30 @@ class HttpClient:
                             absent=True)
         self._saw(doc)
         return doc.get("found") is not False
+
+    # -- stream metadata (retention) -----------------------------------------------
+
+    def set_stream_metadata(self, stream_id: str, max_count: int | None = None,
+                            max_age: int | None = None, truncate_before: int | None = None,
+                            custom: bytes = b"", *, timeout: float | None = None) -> int:
+        """Set the stream's metadata (retention rules and custom bytes), replacing all
+        of it; the record's position. See ``hydra.Store.set_stream_metadata``.
+        Retried: setting the same metadata again is harmless."""
+        path = msg.metadata_path(stream_id)
+        body = msg.metadata_body(*check_metadata(max_count, max_age, truncate_before, custom))
+        doc = self._request("PUT", path, True, self._timeout(timeout), stream_id,
+                            content=body, headers=msg.JSON_HEADERS)
+        self._saw(doc)
+        return int(doc["position"])
+
+    def get_stream_metadata(self, stream_id: str, *,
+                            timeout: float | None = None) -> StreamMetadata:
+        """The stream's metadata (every rule None when it has none)."""
+        path = msg.metadata_path(stream_id)
+        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        doc = self._request("GET", path, True, self._timeout(timeout), stream_id,
+                            params=params)
+        return metadata_from_json(doc)
 
     # -- reads -------------------------------------------------------------------
 

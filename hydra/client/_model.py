@@ -15,12 +15,13 @@ from datetime import datetime
 from typing import Any, Literal
 
 from hydra.storage.engine import MAX_VERSION, STREAM_EXISTS, NewEvent, StreamAppend
-from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 # The clients check list_streams' arguments exactly as the Store does.
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamInfo, StreamPage  # noqa: F401
 from hydra.storage.listing import check_cursor as check_list_args  # noqa: F401
 from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument
+from hydra.storage.retention import check_rules
 
 _MAX_POSITION = (1 << 63) - 1
 
@@ -224,6 +225,28 @@ def snapshot_from_message(m: pb.LoadSnapshotResponse) -> Snapshot | None:
 def snapshot_from_json(doc: dict[str, Any]) -> Snapshot:
     return Snapshot(doc["streamId"], doc["version"], base64.b64decode(doc.get("state") or ""),
                     doc.get("snapshotType") or "", doc["position"], float(doc["timestamp"]))
+
+
+def check_metadata(
+    max_count: object, max_age: object, truncate_before: object, custom: object,
+) -> tuple[int | None, int | None, int | None, bytes]:
+    """The arguments of ``set_stream_metadata``, checked before anything is sent."""
+    check_rules(max_count, max_age, truncate_before)
+    return (max_count, max_age, truncate_before,  # type: ignore[return-value]
+            check_bytes(custom, "custom"))
+
+
+def metadata_from_message(m: pb.GetStreamMetadataResponse) -> StreamMetadata:
+    def rule(name: str) -> int | None:
+        return getattr(m, name) if m.HasField(name) else None
+
+    return StreamMetadata(rule("max_count"), rule("max_age"), rule("truncate_before"),
+                          m.custom, rule("position"))
+
+
+def metadata_from_json(doc: dict[str, Any]) -> StreamMetadata:
+    return StreamMetadata(doc.get("maxCount"), doc.get("maxAge"), doc.get("truncateBefore"),
+                          base64.b64decode(doc.get("custom") or ""), doc.get("position"))
 
 
 def health_from_message(m: pb.HealthResponse) -> Health:

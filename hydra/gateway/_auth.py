@@ -57,6 +57,10 @@ GRPC_ROLES: dict[str, Role | None] = {
     # Event ordinals (hydra.eventsourcing's notification IDs).
     _SERVICE + "ReadOrdinals": "read",
     _SERVICE + "GetOrdinal": "read",
+    # Stream metadata: retention rules hide events for good once scavenged, as a
+    # delete does, so setting them needs admin.
+    _SERVICE + "SetStreamMetadata": "admin",
+    _SERVICE + "GetStreamMetadata": "read",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -70,6 +74,9 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     # save and remove them.
     ("PUT", "*/snapshot", "write"),
     ("DELETE", "*/snapshot", "write"),
+    # Stream metadata: retention rules hide events for good once scavenged, as a
+    # delete does (GET falls under /streams/: read).
+    ("PUT", "*/metadata", "admin"),
     ("GET", "=/health", OPEN),
     ("GET", "=/openapi.json", OPEN),
     # Operational detail (rates, positions, processes) for a scraper with a token.

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
-from hydra.storage.format import RecordedEvent, Snapshot
+from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.storage.listing import StreamPage
 from hydra.limits import Limits
 
@@ -119,6 +119,14 @@ class Backend(Protocol):
     def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
 
     async def delete_snapshot(self, stream_id: str) -> bool: ...
+
+    # Stream metadata: set through the writer, read from this process's read side.
+    async def set_stream_metadata(
+        self, stream_id: str, max_count: int | None, max_age: int | None,
+        truncate_before: int | None, custom: bytes,
+    ) -> int: ...
+
+    def get_stream_metadata(self, stream_id: str) -> StreamMetadata: ...
 
 
 # Appends go to the writer in groups, one group in flight at a time
@@ -337,6 +345,20 @@ class ServerBackend:
         deleted = await self._client.delete_snapshot(stream_id)
         self._after_write()
         return deleted
+
+    # -- stream metadata ---------------------------------------------------------
+
+    async def set_stream_metadata(
+        self, stream_id: str, max_count: int | None, max_age: int | None,
+        truncate_before: int | None, custom: bytes,
+    ) -> int:
+        position = await self._client.set_stream_metadata(stream_id, max_count, max_age,
+                                                          truncate_before, custom)
+        self._after_write()
+        return position
+
+    def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
+        return self._view.get_stream_metadata(stream_id)
 
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
         return self._view.list_streams(prefix, after, limit)

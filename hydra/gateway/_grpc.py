@@ -47,6 +47,7 @@ from hydra.gateway._subscriptions import (
 )
 from hydra.limits import Limits
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
+from hydra.storage.retention import check_rules
 from hydra.readers.hub import Subscriber
 
 # A ReadOrdinals answer ends after the event that brings its data past this.
@@ -414,6 +415,36 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         return pb.GetOrdinalResponse(found=ordinal is not None, ordinal=ordinal or 0,
                                      last_ordinal=backend.last_ordinal(),
                                      committed_position=backend.committed_position)
+
+    # -- stream metadata (retention) -------------------------------------------------
+
+    @_unary
+    async def SetStreamMetadata(
+        self, request: pb.SetStreamMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetStreamMetadataResponse:
+        limits = self.limits
+        stream_id = check_stream_id(request.stream_id, limits)
+        count, age, before = (getattr(request, name) if request.HasField(name) else None
+                              for name in ("max_count", "max_age", "truncate_before"))
+        check_rules(count, age, before)
+        if len(request.custom) > limits.max_event_size:
+            raise InvalidArgument(f"custom is {len(request.custom)} bytes; the limit is "
+                                  f"{limits.max_event_size} (the event-size limit)")
+        position = await self.backend.set_stream_metadata(stream_id, count, age, before,
+                                                          request.custom)
+        return pb.SetStreamMetadataResponse(position=position,
+                                            committed_position=self.backend.committed_position)
+
+    @_unary
+    async def GetStreamMetadata(
+        self, request: pb.GetStreamMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetStreamMetadataResponse:
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        await self._wait(check_position(request.min_position, "min_position"))
+        m = self.backend.get_stream_metadata(stream_id)
+        return pb.GetStreamMetadataResponse(
+            stream_id=stream_id, max_count=m.max_count, max_age=m.max_age,
+            truncate_before=m.truncate_before, custom=m.custom, position=m.position)
 
     # -- service -----------------------------------------------------------------
 

@@ -8,6 +8,8 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     PUT    /streams/{id}/snapshot   save the stream's snapshot      -> 200 | 400
     GET    /streams/{id}/snapshot   its newest snapshot, JSON       -> 200 | 404
     DELETE /streams/{id}/snapshot   remove it                       -> 200 | 404
+    PUT    /streams/{id}/metadata   set the stream's metadata       -> 200 | 400
+    GET    /streams/{id}/metadata   the stream's metadata, JSON     -> 200
     GET    /all             read all streams in log order, NDJSON   -> 200
     GET    /subscribe/all           catch-up + live, SSE            -> 200
     GET    /subscribe/streams/{id}  catch-up + live of a stream, SSE -> 200
@@ -58,6 +60,7 @@ from hydra.gateway._requests import (
     parse_append_multi,
     parse_list_query,
     parse_read_query,
+    parse_metadata,
     parse_snapshot,
     query_int,
 )
@@ -258,6 +261,32 @@ class HttpApi:
         return _json(200, {"deleted": True,
                            "committedPosition": self.backend.committed_position})
 
+    # -- stream metadata ---------------------------------------------------------
+
+    async def set_stream_metadata(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        cmd = parse_metadata(await self._body(request), self.limits)
+        position = await self.backend.set_stream_metadata(
+            stream_id, cmd.max_count, cmd.max_age, cmd.truncate_before, cmd.custom)
+        return _json(200, {"position": position,
+                           "committedPosition": self.backend.committed_position})
+
+    async def get_stream_metadata(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
+        if q.start is not None or q.limit is not None or q.backward:
+            raise InvalidArgument("a stream metadata read accepts only min_position")
+        await self._wait(q)
+        m = self.backend.get_stream_metadata(stream_id)
+        return _json(200, {
+            "streamId": stream_id,
+            "maxCount": m.max_count,
+            "maxAge": m.max_age,
+            "truncateBefore": m.truncate_before,
+            "custom": base64.b64encode(m.custom).decode(),
+            "position": m.position,
+        })
+
     # -- subscriptions -----------------------------------------------------------
 
     async def subscribe_all(self, request: Request) -> Response:
@@ -411,6 +440,8 @@ def build_app(
         # (stream IDs cannot contain "/", so no stream is hidden by it).
         _methods("/streams/{stream_id:path}/snapshot", GET=api.load_snapshot,
                  PUT=api.save_snapshot, DELETE=api.delete_snapshot, route=_OwnPath),
+        _methods("/streams/{stream_id:path}/metadata", GET=api.get_stream_metadata,
+                 PUT=api.set_stream_metadata, route=_OwnPath),
         # One route for the three methods: with three, a 405 would list only the
         # first one's method in its Allow header.
         _methods("/streams/{stream_id:path}", GET=api.read_stream, POST=api.append,

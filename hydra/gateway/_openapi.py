@@ -28,6 +28,8 @@ _B64_OR_NULL = {"type": ["string", "null"], "contentEncoding": "base64",
 _TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
 _STREAM_ID_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f/]+$"
 _POSITION = {"type": "integer", "minimum": 0, "maximum": MAX_POSITION}
+# A retention rule of stream metadata: null (or absent) is unset.
+_RULE = {"type": ["integer", "null"], "maximum": MAX_POSITION}
 _EXPECTED_VERSION = {
     "type": "integer", "minimum": -2, "maximum": MAX_VERSION, "default": 0,
     "description": "-1 any, 0 no stream (the default, as in the Go system), -2 stream "
@@ -320,6 +322,65 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         },
                         "400": _INVALID,
                         "404": _error_response("The stream has no snapshot."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/streams/{streamId}/metadata": {
+                "parameters": [_stream_id(limits)],
+                "put": {
+                    "operationId": "setStreamMetadata",
+                    "summary": "Set the stream's metadata: retention rules and custom bytes",
+                    "description": (
+                        "Replaces the stream's metadata as a whole (a rule absent or null "
+                        "is unset); the stream need not exist. Reads and subscriptions "
+                        "then show only the events the rules leave visible: the newest "
+                        "`maxCount`, those younger than `maxAge` seconds, versions from "
+                        "`truncateBefore` on. Versions never change. Metadata survives a "
+                        "delete of the stream except `truncateBefore`. Durable when "
+                        "answered, like an append."
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {
+                            "schema": {"$ref": "#/components/schemas/SetStreamMetadata"},
+                            "example": {"maxCount": 1000, "maxAge": 86400},
+                        }},
+                    },
+                    "responses": {
+                        "200": {
+                            "description": "Set.",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "properties": {
+                                    "position": {"type": "integer",
+                                                 "description": "Of the metadata record."},
+                                    "committedPosition": {"type": "integer"},
+                                },
+                            }}},
+                        },
+                        "400": _error_response(
+                            "Invalid argument: a rule that is not an integer, below its "
+                            "minimum (maxCount, maxAge: 1; truncateBefore: 0) or over "
+                            "2**63 - 1, custom bytes that are not base64 or over the "
+                            "event-size limit, or an unknown field. Nothing is written."),
+                        "413": _error_response("The request body is over the size limit."),
+                        "503": _UNAVAILABLE,
+                        "507": _INSUFFICIENT_STORAGE,
+                    },
+                },
+                "get": {
+                    "operationId": "getStreamMetadata",
+                    "summary": "The stream's metadata (every rule null when it has none)",
+                    "parameters": [_MIN_POSITION],
+                    "responses": {
+                        "200": {
+                            "description": "The metadata.",
+                            "content": {"application/json": {
+                                "schema": {"$ref": "#/components/schemas/StreamMetadata"},
+                            }},
+                        },
+                        "400": _INVALID,
                         "503": _UNAVAILABLE,
                     },
                 },
@@ -671,6 +732,33 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "position": {"type": "integer"},
                     "timestamp": {"type": "number",
                                   "description": "Commit time, seconds since the Unix epoch."},
+                },
+            },
+            "SetStreamMetadata": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {
+                    "maxCount": _RULE | {"minimum": 1, "description":
+                                         "Only the newest N events are visible."},
+                    "maxAge": _RULE | {"minimum": 1, "description":
+                                       "Only events younger than this many seconds."},
+                    "truncateBefore": _RULE | {"minimum": 0, "description":
+                                               "Only versions at or after it are visible."},
+                    "custom": _B64_OR_NULL | {"description": "The application's own bytes, "
+                                              f"at most {limits.max_event_size}."},
+                },
+            },
+            "StreamMetadata": {
+                "type": "object",
+                "properties": {
+                    "streamId": {"type": "string"},
+                    "maxCount": _RULE,
+                    "maxAge": _RULE,
+                    "truncateBefore": _RULE | {"description": "null once the stream was "
+                                               "deleted after it was set."},
+                    "custom": _B64,
+                    "position": {"type": ["integer", "null"],
+                                 "description": "Of the metadata record; null: none."},
                 },
             },
             "Event": {

@@ -31,6 +31,7 @@ from hydra.storage.engine import (
 from hydra.errors import InvalidArgument
 from hydra.limits import Limits
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, check_cursor
+from hydra.storage.retention import check_rules
 
 MAX_POSITION = (1 << 63) - 1
 
@@ -254,6 +255,41 @@ def parse_snapshot(body: bytes, limits: Limits) -> SnapshotCommand:
     snapshot_type = fields.get("snapshotType") or ""
     limits.check_text(snapshot_type, "snapshotType", limits.max_event_type)
     return SnapshotCommand(version, state, snapshot_type)
+
+
+# -- stream metadata -----------------------------------------------------------
+
+_METADATA_KEYS = {"maxcount": "maxCount", "maxage": "maxAge",
+                  "truncatebefore": "truncateBefore", "custom": "custom"}
+
+
+class MetadataCommand(NamedTuple):
+    """A validated ``PUT /streams/{id}/metadata`` (None: a rule unset)."""
+
+    max_count: int | None
+    max_age: int | None
+    truncate_before: int | None
+    custom: bytes
+
+
+def parse_metadata(body: bytes, limits: Limits) -> MetadataCommand:
+    """Parse the JSON body ``{"maxCount", "maxAge", "truncateBefore", "custom"
+    (base64)}`` of a stream metadata set; a rule absent or null is unset."""
+    doc = _json_object(body)
+    check_unique_keys(body, doc)
+    fields = _normalise(doc, _METADATA_KEYS, "stream metadata")
+    for name in ("maxCount", "maxAge", "truncateBefore"):
+        value = fields.get(name)
+        if value is not None and type(value) is not int:
+            raise InvalidArgument(f"{name} must be an integer or null, got {_json_type(value)}")
+    check_rules(fields.get("maxCount"), fields.get("maxAge"), fields.get("truncateBefore"),
+                ("maxCount", "maxAge", "truncateBefore"))
+    custom = decode_base64(fields.get("custom"), "custom")
+    if len(custom) > limits.max_event_size:
+        raise InvalidArgument(f"custom is {len(custom)} bytes; the limit is "
+                              f"{limits.max_event_size} (the event-size limit)")
+    return MetadataCommand(fields.get("maxCount"), fields.get("maxAge"),
+                           fields.get("truncateBefore"), custom)
 
 
 def check_position(value: object, what: str) -> int:

@@ -33,7 +33,9 @@ subscriber knows the incarnation it follows by the position of the last event it
 has seen (its *anchor*) and the version that comes next: an event of the stream
 after the anchor whose version is not the next one starts a new incarnation
 (versions restart at 0 after a delete). Events of a stream deleted before a
-subscriber reached them are skipped, as reads skip them.
+subscriber reached them are skipped, as reads skip them, and so are events that
+the stream's retention rules hide (they are a prefix of its versions, so a hidden
+anchor only means that everything up to the first visible event is left out).
 """
 
 from __future__ import annotations
@@ -326,13 +328,25 @@ class Subscriber:
             self._next_version = 0
             return False
         if start >= count:
-            last = next(source.read_stream(stream_id, count - 1, 1, False))
-            self._next_version, self._anchor = count, last.position
+            self._next_version = count
+            self._anchor = self._anchor_before(stream_id, count)
             return False
         self._next_version = start
         if start > 0:
-            self._anchor = next(source.read_stream(stream_id, start - 1, 1, False)).position
+            self._anchor = self._anchor_before(stream_id, start)
         return True
+
+    def _anchor_before(self, stream_id: str, version: int) -> int:
+        """The anchor of a subscriber whose next version is ``version`` (> 0): the
+        position of version - 1, or, when retention hides it, a position just before
+        the first visible event after it (or the committed position when retention
+        hides every event): retention hides a prefix of the stream's versions, so
+        every event of the stream up to there is one the subscriber does not want."""
+        source = self.hub.source
+        e = next(source.read_stream(stream_id, version - 1, 1, False), None)
+        if e is None:
+            return source.committed_position - 1
+        return e.position if e.version == version - 1 else e.position - 1
 
     # -- the hub's side ---------------------------------------------------------------
 

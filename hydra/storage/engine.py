@@ -15,6 +15,7 @@ from hydra.storage.format import (
     SNAPSHOT_REMOVED,
     encode_batch,
     encode_event,
+    encode_metadata,
     encode_snapshot,
     encode_tombstone,
     encode_tracking,
@@ -22,6 +23,7 @@ from hydra.storage.format import (
 from hydra.storage.index import StreamState
 from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
+from hydra.storage.retention import check_rules
 from hydra.storage.segments import SegmentSet
 from hydra.errors import (
     CorruptLog,
@@ -573,4 +575,30 @@ class Engine:
         position = self.log.write(encode_snapshot(key, SNAPSHOT_REMOVED, inc, b"", b"",
                                                   _time_ns() // 1000))
         self.index.pending.add_snapshot(key, position, inc, SNAPSHOT_REMOVED)
+        return position
+
+    # -- stream metadata (retention) -------------------------------------------------
+
+    def set_stream_metadata(
+        self, stream_id: str, max_count: int | None = None, max_age: int | None = None,
+        truncate_before: int | None = None, custom: bytes = b"",
+    ) -> int:
+        """Write a stream metadata record (it replaces the stream's metadata as a
+        whole) and return its position. See ``hydra.Store.set_stream_metadata``."""
+        key = self.stream_key(stream_id)
+        rules = check_rules(max_count, max_age, truncate_before)
+        if type(custom) is not bytes:
+            custom = _as_bytes(custom, "custom")
+        limit = self.limits.max_event_size
+        if len(custom) > limit:
+            raise InvalidArgument(f"custom metadata is {len(custom)} bytes; the limit is "
+                                  f"{limit} (the event-size limit)")
+        record = encode_metadata(key, *rules, custom, _time_ns() // 1000)
+        if len(record) > self._segment_size:
+            raise InvalidArgument(
+                f"stream metadata record is {len(record)} bytes; it does not fit a segment "
+                f"of {self._segment_size} bytes"
+            )
+        position = self.log.write(record)
+        self.index.pending.add_metadata(key, position, rules)
         return position

@@ -14,7 +14,7 @@ Envelope, version 1 (the payload)::
     offset  size  field
     0       1     u8  envelope version (1)
     1       1     u8  record kind: 1 = event, 2 = stream tombstone, 3 = snapshot,
-                      4 = tracking record
+                      4 = tracking record, 5 = stream metadata
     2       1     u8  flags: bit 0 = BATCH_END (last record of an atomic append)
     3       1     u8  reserved, 0
     4       8     i64 stream version: event -> its 0-based version in the stream;
@@ -43,6 +43,10 @@ stream version = the version of the last event its state includes, or -1 for a
 removal record (``delete_snapshot``); I = 0; event type = snapshot type;
 metadata = ``<q`` incarnation (position of the first event of the stream
 incarnation it belongs to, M = 8); data = the state.
+
+Stream metadata (kind 5, always BATCH_END, never inside a batch) reuses them too:
+stream version = -1; I = T = 0; metadata = ``<qqq`` max count, max age in
+seconds, truncate-before version (-1: unset; M = 24); data = the custom bytes.
 See docs/FORMAT.md for the whole data directory.
 """
 
@@ -73,6 +77,7 @@ KIND_EVENT = 1
 KIND_TOMBSTONE = 2
 KIND_SNAPSHOT = 3
 KIND_TRACKING = 4
+KIND_METADATA = 5
 FLAG_BATCH_END = 1
 
 # Largest payload a u32 length can describe.
@@ -84,6 +89,10 @@ Buffer = bytes | mmap
 INCARNATION = struct.Struct("<q")
 assert INCARNATION.size == 8
 SNAPSHOT_REMOVED = -1  # stream version of a removal record
+
+# Stream metadata rules (max count, max age, truncate before); -1: unset.
+RETENTION = struct.Struct("<qqq")
+assert RETENTION.size == 24
 
 _pack_env = ENVELOPE.pack
 _pack_frame = FRAME.pack
@@ -112,6 +121,22 @@ class Snapshot(NamedTuple):
     snapshot_type: str
     position: int  # log position of the snapshot record
     timestamp: float  # commit time, POSIX seconds
+
+
+class StreamMetadata(NamedTuple):
+    """A stream's metadata: its retention rules (None when unset) and custom bytes.
+
+    ``max_count``: reads show only the newest N events; ``max_age``: only events
+    younger than that many seconds; ``truncate_before``: only versions at or
+    after it. ``position`` is the log position of the metadata record (None: the
+    stream never had metadata).
+    """
+
+    max_count: int | None = None
+    max_age: int | None = None
+    truncate_before: int | None = None
+    custom: bytes = b""
+    position: int | None = None
 
 
 def encode_event(
@@ -258,3 +283,31 @@ def decode_snapshot(buf: Buffer, offset: int, position: int) -> Snapshot:
                         payload[a + eid_len:c].decode(), position, ts / 1e6)
     except UnicodeDecodeError:
         raise CorruptLog(f"record at position {position} has text that is not UTF-8") from None
+
+
+def encode_metadata(
+    stream_id: bytes, max_count: int, max_age: int, truncate_before: int, custom: bytes,
+    timestamp_us: int,
+) -> bytes:
+    """Return the framed stream metadata record (-1: a rule that is unset)."""
+    body = _join((
+        _pack_env(ENVELOPE_VERSION, KIND_METADATA, FLAG_BATCH_END, 0, -1, timestamp_us,
+                  len(stream_id), 0, 0, 0, RETENTION.size),
+        stream_id, RETENTION.pack(max_count, max_age, truncate_before), custom,
+    ))
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def decode_metadata(buf: Buffer, offset: int, position: int) -> StreamMetadata:
+    """Decode and verify the stream metadata record at ``offset`` of ``buf``.
+
+    Raises CorruptLog when the record is damaged or is not a metadata record.
+    """
+    (payload, _version, _ts, sid_len, eid_len, type_len,
+     meta_len) = _verified(buf, offset, position, KIND_METADATA, "a stream metadata")
+    c = ENVELOPE_SIZE + sid_len + eid_len + type_len
+    d = c + meta_len
+    if d > len(payload) or meta_len != RETENTION.size:
+        raise CorruptLog(f"record at position {position} has field lengths beyond its payload")
+    rules = [None if v < 0 else v for v in RETENTION.unpack_from(payload, c)]
+    return StreamMetadata(rules[0], rules[1], rules[2], payload[d:], position)

@@ -26,11 +26,13 @@ from hydra.storage.format import (
     FRAME_SIZE,
     INCARNATION,
     KIND_EVENT,
+    KIND_METADATA,
     KIND_SNAPSHOT,
     KIND_TOMBSTONE,
     KIND_TRACKING,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
+    RETENTION,
     Buffer,
 )
 from hydra.storage.persistent import TOMB
@@ -74,8 +76,8 @@ class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
     __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load",
-                 "snapshot_count", "snapshots", "stream_delta", "streams", "tombstone_count",
-                 "tombstones", "tracking")
+                 "metadata", "metadata_count", "snapshot_count", "snapshots", "stream_delta",
+                 "streams", "tombstone_count", "tombstones", "tracking")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
@@ -93,6 +95,10 @@ class Index:
         # record here (version -1: a removal record).
         self.snapshots: dict[bytes, tuple[int, int, int]] = {}
         self.snapshot_count = 0
+        # stream key -> (position, max count, max age, truncate before) of its newest
+        # stream metadata record here (-1: a rule that is unset).
+        self.metadata: dict[bytes, tuple[int, int, int, int]] = {}
+        self.metadata_count = 0
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
@@ -105,10 +111,10 @@ class Index:
         self.tracking: dict[bytes, tuple[int, int]] = {}
 
     def __len__(self) -> int:
-        """Events, tombstones, snapshots and tracking records indexed here (what a flush
-        would write)."""
+        """Events, tombstones, snapshots, metadata and tracking records indexed here (what
+        a flush would write)."""
         return (len(self.all_positions) + self.tombstone_count + self.snapshot_count
-                + len(self.tracking))
+                + self.metadata_count + len(self.tracking))
 
     def state(self, key: bytes) -> StreamState:
         """The stream's state, loaded from the persistent index on first use."""
@@ -151,6 +157,11 @@ class Index:
         """Record a snapshot (or removal) record of stream ``key`` at ``position``."""
         self.snapshots[key] = (position, incarnation, version)
         self.snapshot_count += 1
+
+    def add_metadata(self, key: bytes, position: int, rules: tuple[int, int, int]) -> None:
+        """Record a stream metadata record of stream ``key`` at ``position``."""
+        self.metadata[key] = (position, *rules)
+        self.metadata_count += 1
 
     def _rollback(self, keys: list[bytes]) -> None:
         """Forget the last events indexed, one of stream ``keys[i]`` each (an incomplete batch)."""
@@ -284,6 +295,16 @@ class Index:
                     error = "a snapshot record without its incarnation"
                     break
                 self.add_snapshot(key, position, INCARNATION.unpack_from(payload, c)[0], version)
+                end = nxt
+            elif kind == KIND_METADATA:
+                if pending or not flags:
+                    error = "a stream metadata record inside an atomic batch"
+                    break
+                if meta_len != RETENTION.size:
+                    error = "a stream metadata record without its rules"
+                    break
+                self.add_metadata(key, position,
+                                  RETENTION.unpack_from(payload, a + eid_len + type_len))
                 end = nxt
             else:
                 error = f"unknown record kind {kind}"

@@ -34,6 +34,9 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
                            newest snapshot record, then of the one before it
                            (version -1: a removal record); a reader as of a
                            position before the newest uses the one before
+    smeta    stream key -> <qqqq (position, max count, max age, truncate before) of
+                           the stream's newest stream metadata record (-1: a rule
+                           unset), then of the one before it, as ``snaps``
     recent   >Q position of a stream's last record (event or tombstone) ->
                            <qQ incarnation, event count there, then the stream ID
                            (one entry per stream: the stream listing, newest first)
@@ -66,7 +69,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Container, Iterator
+from collections.abc import Container, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
@@ -92,6 +95,7 @@ RECORD = struct.Struct("<qQ")
 TOMB = struct.Struct("<qqQ")
 COUNTS = struct.Struct("<qqq")
 SNAP = struct.Struct("<qqq")
+SMETA = struct.Struct("<qqqq")
 TAIL = struct.Struct("<I")
 assert RECORD.size == 16 and TOMB.size == 24 and CHUNK_KEY.size == 12 and COUNTS.size == 24
 
@@ -162,7 +166,7 @@ def _get(txn: lmdb.Transaction, key: bytes, db: Any) -> bytes:
 _ENVS: dict[tuple[int, int], list[Any]] = {}  # (dev, inode) -> [env, users, dbs]
 _ENVS_LOCK = threading.Lock()
 _DB_NAMES = (b"meta", b"streams", b"chunks", b"ids", b"all", b"snaps", b"recent",
-             b"ordinals")
+             b"ordinals", b"smeta")
 
 
 def _acquire(path: str, *, create: bool) -> tuple[lmdb.Environment, dict[bytes, Any]]:
@@ -237,6 +241,7 @@ class PersistentIndex:
         self.snaps = dbs[b"snaps"]
         self.recent = dbs[b"recent"]
         self.ordinals = dbs[b"ordinals"]
+        self.smeta = dbs[b"smeta"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
 
     def release(self) -> None:
@@ -443,6 +448,25 @@ class PersistentIndex:
             if entry[0] < as_of:
                 return entry
         return None
+
+    def metadata_at(
+        self, txn: lmdb.Transaction, key: bytes, as_of: int
+    ) -> tuple[int, int, int, int] | None:
+        """(position, max count, max age, truncate before) of the stream's newest
+        metadata record before ``as_of`` (-1: a rule unset), or None."""
+        raw = txn.get(stream_dbkey(key), db=self.smeta)
+        if raw is None:
+            return None
+        raw = bytes(raw)
+        for i in range(0, len(raw), SMETA.size):
+            entry: tuple[int, int, int, int] = SMETA.unpack_from(raw, i)
+            if entry[0] < as_of:
+                return entry
+        return None
+
+    def has_metadata(self, txn: lmdb.Transaction) -> bool:
+        """Does any stream have metadata? (Reads skip every retention check when not.)"""
+        return bool(txn.stat(self.smeta)["entries"])
 
     def _count_before(self, txn: lmdb.Transaction, inc: int, count: int, as_of: int) -> int:
         """Events of incarnation ``inc`` (``count`` in all) at positions before ``as_of``."""
@@ -766,14 +790,8 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if items:
                 items.sort()
                 txn.cursor(db=db).putmulti(items)
-        if pending.snapshots:
-            snaps = index.snaps
-            for key, entry in sorted(pending.snapshots.items()):
-                dbkey = stream_dbkey(key)
-                old = txn.get(dbkey, db=snaps)
-                # Keep the previous entry too, for readers as of a position before it.
-                txn.put(dbkey, SNAP.pack(*entry) + (bytes(old[:SNAP.size]) if old else b""),
-                        db=snaps)
+        _put_newest(txn, index.snaps, SNAP, pending.snapshots)
+        _put_newest(txn, index.smeta, SMETA, pending.metadata)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, index.ordinals, new_all)
@@ -788,6 +806,16 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         put(b"tail", TAIL.pack(tail_crc), db=index.meta)
         if damaged is not None:
             put(b"damaged", damaged, db=index.meta)
+
+
+def _put_newest(txn: lmdb.Transaction, db: Any, fmt: struct.Struct,
+                entries: Mapping[bytes, tuple[int, ...]]) -> None:
+    """Store each stream's newest entry (snapshot or metadata record), keeping the
+    one before it too, for readers as of a position before the newest."""
+    for key, entry in sorted(entries.items()):
+        dbkey = stream_dbkey(key)
+        old = txn.get(dbkey, db=db)
+        txn.put(dbkey, fmt.pack(*entry) + (bytes(old[:fmt.size]) if old else b""), db=db)
 
 
 def _move_recent(

@@ -11,6 +11,7 @@ transaction: a slow consumer pins no LMDB snapshot.
 
 from __future__ import annotations
 
+import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -28,11 +29,14 @@ from hydra.storage.format import (
     SNAPSHOT_REMOVED,
     RecordedEvent,
     Snapshot,
+    StreamMetadata,
     decode_event,
+    decode_metadata,
     decode_snapshot,
 )
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamPage, list_streams
 from hydra.storage.persistent import TOMB, stream_dbkey
+from hydra.storage.retention import Rules, as_metadata, first_visible, in_force
 
 if TYPE_CHECKING:
     from hydra.limits import Limits
@@ -43,6 +47,10 @@ if TYPE_CHECKING:
 _MAX_POSITION = (1 << 63) - 1
 _BATCH = 1024  # versions fetched from the index per read transaction
 _EMPTY = array("q")
+_time_ns = time.time_ns
+# read_all's per-stream visibility: stream key -> position of its first visible
+# event (events before it are hidden: deleted, or retention), and how to find it.
+Cuts = tuple[dict[bytes, int], Callable[[bytes], int]]
 
 
 class ReadSide:
@@ -170,18 +178,22 @@ class ReadSide:
         key = self._key(stream_id)
         start, limit = self._check_range(from_version, limit, backward, "from_version")
         self._before_read()
-        inc, count, new = self._stream(key, self._bounds()[0])
+        as_of, committed = self._bounds()
+        inc, count, new, rules = self._stream_rules(key, as_of, committed)
         top = count + len(new)
         if not top:
             return iter(())
+        # Retention hides the versions before the first visible one.
+        visible = 0 if rules is None else self._first_visible(inc, count, new, rules)
         if not backward:
-            lo = 0 if start is None else start
+            lo = visible if start is None else max(start, visible)
             hi = top if limit is None else min(top, lo + limit)
             if lo >= hi:
                 return iter(())
             return self._events(self._versions(inc, count, new, lo, hi), None)
         hi = top - 1 if start is None else min(top - 1, start)
         lo = -1 if limit is None else max(-1, hi - limit)
+        lo = max(lo, visible - 1)
         if hi <= lo:
             return iter(())
         return self._events(self._versions_backward(inc, count, new, lo + 1, hi + 1), None)
@@ -251,8 +263,7 @@ class ReadSide:
                 batches = _chain(first, pindex.all_positions(start, as_of, True))
             else:
                 batches = first
-        hidden = self._hidden(committed)
-        return self._events(batches, limit, hidden)
+        return self._events(batches, limit, self._cuts(as_of, committed))
 
     # -- ordinals: events numbered 1, 2, 3, ... in log order -------------------------
 
@@ -322,11 +333,11 @@ class ReadSide:
             skip = max(0, from_ordinal - base - 1)
             if skip < len(tail.all_positions):
                 numbered.append([(base + skip + 1, tail.all_positions[skip:])])
-        return self._numbered_events(numbered, limit, self._hidden(committed))
+        return self._numbered_events(numbered, limit, self._cuts(as_of, committed))
 
     def _numbered_events(
         self, numbered: list[Iterable[tuple[int, Sequence[int]]]], limit: int | None,
-        hidden: Callable[[bytes, int], bool] | None,
+        hidden: Cuts | None,
     ) -> Iterator[tuple[int, RecordedEvent]]:
         current: list = [0, _EMPTY]
 
@@ -351,39 +362,168 @@ class ReadSide:
         for ev in self._events(batches(), limit, hidden):
             yield current[0] + bisect_left(current[1], ev.position), ev
 
-    def _hidden(self, committed: int) -> Callable[[bytes, int], bool] | None:
-        """A test for "this event's stream was deleted after it", or None when none was."""
+    def _cuts(self, as_of: int, committed: int) -> Cuts | None:
+        """Where each stream's visible events begin, for ``read_all``: None when no
+        stream was ever deleted and none has metadata (nothing is hidden)."""
         pindex = self._pindex
         tail = self._tail
         any_tombstones = tail is not None and tail.tombstone_count > 0
-        if pindex is not None and not any_tombstones:
-            any_tombstones = pindex.counts()[2] > 0
-        if not any_tombstones:
+        any_rules = tail is not None and bool(tail.metadata)
+        if pindex is not None and not (any_tombstones and any_rules):
+            try:
+                with pindex.env.begin() as txn:
+                    any_tombstones = any_tombstones or pindex.counts(txn)[2] > 0
+                    any_rules = any_rules or pindex.has_metadata(txn)
+            except lmdb.Error as exc:
+                raise _index_error(self, exc) from None
+        if not any_tombstones and not any_rules:
             return None
-        cache: dict[bytes, list[int]] = {}
+        cuts: dict[bytes, int] = {}
+        now_us = _time_ns() // 1000
 
-        def hidden(sid: bytes, p: int) -> bool:
-            ts = cache.get(sid)
-            if ts is None:
-                history = b""
-                st = None if tail is None else tail.streams.get(sid)
-                if st is not None:
-                    history = st.history
-                elif pindex is not None:
-                    with pindex.env.begin() as txn:
-                        raw = txn.get(stream_dbkey(sid), db=pindex.streams)
-                    history = raw[16:] if raw else b""
-                ts = cache[sid] = [
-                    t for (t,) in (TOMB.unpack_from(history, i)[:1]
-                                   for i in range(0, len(history), TOMB.size))
-                    if t < committed
-                ]
-            if not ts:
-                return False
-            # Hidden when a committed tombstone of its stream follows it.
-            return ts[-1] > p
+        def cut_of(sid: bytes) -> int:
+            if any_rules and self._has_rules(sid, as_of):
+                inc, count, new, rules = self._stream_rules(sid, as_of, committed)
+                if rules is not None:
+                    v = self._first_visible(inc, count, new, rules, now_us)
+                    if v >= count + len(new):
+                        cut = _MAX_POSITION  # nothing of it is visible
+                    elif v:
+                        cut = self._position(inc, count, new, v)
+                    else:
+                        cut = self._last_tombstone(sid, committed)
+                    cuts[sid] = cut
+                    return cut
+            cut = cuts[sid] = self._last_tombstone(sid, committed)
+            return cut
 
-        return hidden
+        return cuts, cut_of
+
+    def _has_rules(self, sid: bytes, as_of: int) -> bool:
+        """Does the stream have metadata? (One lookup: most streams have none.)"""
+        tail = self._tail
+        if tail is not None and sid in tail.metadata:
+            return True
+        pindex = self._pindex
+        if pindex is None:
+            return False
+        with pindex.env.begin() as txn:
+            return pindex.metadata_at(txn, sid, as_of) is not None
+
+    def _last_tombstone(self, sid: bytes, committed: int) -> int:
+        """Position of the stream's last committed tombstone (-1: none): every event
+        of the stream before it was deleted."""
+        tail = self._tail
+        pindex = self._pindex
+        history = b""
+        st = None if tail is None else tail.streams.get(sid)
+        if st is not None:
+            history = st.history
+        elif pindex is not None:
+            with pindex.env.begin() as txn:
+                raw = txn.get(stream_dbkey(sid), db=pindex.streams)
+            history = raw[16:] if raw else b""
+        last = -1
+        for i in range(0, len(history), TOMB.size):
+            t = TOMB.unpack_from(history, i)[0]
+            if t < committed:
+                last = t
+        return last
+
+    # -- stream metadata and retention ---------------------------------------------
+
+    def _stream_rules(
+        self, key: bytes, as_of: int, committed: int
+    ) -> tuple[int, int, Sequence[int], Rules | None]:
+        """(incarnation, its events in the persistent index, its events in the tail,
+        the retention rules in force for it or None)."""
+        tail = self._tail
+        pindex = self._pindex
+        st = None if tail is None else tail.streams.get(key)
+        rules = None if tail is None else tail.metadata.get(key)
+        history: bytes = b""
+        if st is not None:
+            inc, count, new, history = st.inc, st.base, st.positions, st.history
+        if pindex is None:
+            if st is None:
+                return -1, 0, _EMPTY, rules
+        elif st is None or rules is None:
+            try:
+                with pindex.env.begin() as txn:
+                    if st is None:
+                        inc, count, history = pindex.stream_at(txn, key, as_of)
+                        new = _EMPTY
+                    if rules is None:
+                        rules = pindex.metadata_at(txn, key, as_of)
+            except lmdb.Error as exc:
+                raise _index_error(self, exc) from None
+        if rules is not None and history:
+            last = -1
+            for i in range(0, len(history), TOMB.size):
+                t = TOMB.unpack_from(history, i)[0]
+                if t < committed:
+                    last = t
+            rules = in_force(rules, last)
+        return inc, count, new, rules
+
+    def _position(self, inc: int, count: int, new: Sequence[int], version: int) -> int:
+        if version >= count:
+            return new[version - count]
+        assert self._pindex is not None
+        return self._pindex.stream_positions(inc, version, version + 1)[0]
+
+    def _first_visible(
+        self, inc: int, count: int, new: Sequence[int], rules: Rules, now_us: int = 0
+    ) -> int:
+        size = self._segments.segment_size
+        segments = self._segments
+
+        def timestamp_of(version: int) -> int:
+            p = self._position(inc, count, new, version)
+            s = p // size
+            return int(RECORD_HEADER.unpack_from(segments.map(s), p - s * size)[7])
+
+        try:
+            return first_visible(count + len(new), rules, timestamp_of,
+                                 now_us or _time_ns() // 1000)
+        except (ValueError, IndexError, lmdb.Error) as exc:
+            raise _read_error(self, exc) from None
+
+    def first_visible_version(self, stream_id: str, now: float | None = None) -> int:
+        """The first version of the stream's current incarnation that reads return
+        (its retention rules hide the versions before it); ``stream_version`` when
+        none is visible, 0 when nothing is hidden. ``now`` (POSIX seconds, default
+        the clock) is the time ``max_age`` is measured at. The scavenger may drop
+        every event of the incarnation before this version."""
+        key = self._key(stream_id)
+        if now is not None and (type(now) not in (int, float) or not now > 0):
+            raise InvalidArgument("now must be a positive number of POSIX seconds")
+        self._before_read()
+        as_of, committed = self._bounds()
+        inc, count, new, rules = self._stream_rules(key, as_of, committed)
+        if rules is None or not count + len(new):
+            return 0
+        return self._first_visible(inc, count, new, rules,
+                                   0 if now is None else int(now * 1e6))
+
+    def get_stream_metadata(self, stream_id: str) -> StreamMetadata:
+        """The stream's committed metadata (every field None, custom b"", when it has
+        none). ``truncate_before`` is None once the stream was deleted after it was
+        set (it named versions of the incarnation the delete ended)."""
+        key = self._key(stream_id)
+        self._before_read()
+        as_of, committed = self._bounds()
+        _, _, _, rules = self._stream_rules(key, as_of, committed)
+        if rules is None:
+            return StreamMetadata()
+        p = rules[0]
+        size = self._segments.segment_size
+        s = p // size
+        try:
+            custom = decode_metadata(self._segments.map(s), p - s * size, p).custom
+        except (ValueError, IndexError) as exc:
+            raise _read_error(self, exc) from None
+        return as_metadata(rules, custom)
 
     def list_streams(
         self, prefix: str = "", after: str = "", limit: int = DEFAULT_LIST_LIMIT
@@ -408,9 +548,10 @@ class ReadSide:
         self,
         batches: Iterable[Sequence[int]],
         limit: int | None,
-        hidden: Callable[[bytes, int], bool] | None = None,
+        cuts: Cuts | None = None,
     ) -> Iterator[RecordedEvent]:
-        """Decode the events at the positions of ``batches``, in order.
+        """Decode the events at the positions of ``batches``, in order, skipping
+        those before their stream's cut (``cuts``: deleted or hidden by retention).
 
         The decoding of ``decode_event`` is inlined: this loop is the read hot
         path, and a call per event costs more than the rest of the work.
@@ -422,6 +563,7 @@ class ReadSide:
         new = tuple.__new__
         cls = RecordedEvent
         left = -1 if limit is None else limit
+        cut_at, cut_of = (None, None) if cuts is None else (cuts[0].get, cuts[1])
         try:
             for positions in batches:
                 segments.check()  # a segment cut short would SIGBUS below
@@ -443,8 +585,13 @@ class ReadSide:
                         decode_event(buf, off, p)  # raises CorruptLog with the reason
                         raise AssertionError("unreachable")
                     sid = payload[32:a]
-                    if hidden is not None and hidden(sid, p):
-                        continue
+                    if cut_at is not None:
+                        # One dict lookup per event; the cut is found once per stream.
+                        cut = cut_at(sid)
+                        if cut is None:
+                            cut = cut_of(sid)  # type: ignore[misc]
+                        if p < cut:
+                            continue
                     try:
                         ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
                                        payload[b:c].decode(), payload[d:], payload[c:d],

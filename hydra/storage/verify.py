@@ -58,6 +58,7 @@ class Report:
     events: int = 0
     tombstones: int = 0
     snapshots: int = 0  # snapshot records (saves and removals)
+    metadata: int = 0  # stream metadata records
     streams: int = 0
     end_position: int = 0
     problems: list[str] = field(default_factory=list)
@@ -118,6 +119,7 @@ def verify(directory: str) -> Report:
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
         report.snapshots = index.snapshot_count
+        report.metadata = index.metadata_count
         report.streams = index.stream_delta
         if not report.problems:
             check_index(report, segments, numbers, index)
@@ -236,6 +238,12 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
             if found != entry:
                 if problem(f"stream {key.decode(errors='replace')!r}: the index's newest "
                            f"snapshot record is {found}; the log's is {entry}"):
+                    return
+        for key, rules in log.metadata.items():
+            found_rules = pindex.metadata_at(txn, key, covered)
+            if found_rules != rules:
+                if problem(f"stream {key.decode(errors='replace')!r}: the index's newest "
+                           f"stream metadata record is {found_rules}; the log's is {rules}"):
                     return
         for app, (notification_id, _position) in log.tracking.items():
             if pindex.tracking_at(txn, app, covered) != notification_id:

@@ -31,7 +31,9 @@ from hydra._protocol import (
     PART_FIELDS,
     OP_HEALTH,
     OP_SAVE_SNAPSHOT,
+    OP_SET_STREAM_METADATA,
     SAVE_SNAPSHOT_FIELDS,
+    SET_STREAM_METADATA_FIELDS,
     bad_request,
     error_reply,
     unpackb,
@@ -97,6 +99,8 @@ class CommandHandler:
                 return self._save_snapshot(rid, req)
             if op == OP_DELETE_SNAPSHOT:
                 return self._delete_snapshot(rid, req)
+            if op == OP_SET_STREAM_METADATA:
+                return self._set_stream_metadata(rid, req)
             if op == OP_APPEND_MULTI:
                 return self._append_multi(rid, req)
             if op == OP_HEALTH:
@@ -241,6 +245,21 @@ class CommandHandler:
         if position is not None:
             self.written += 1
         return {"id": rid, "ok": True, "deleted": position is not None}
+
+    # -- stream metadata ---------------------------------------------------------------
+
+    def _set_stream_metadata(self, rid: int, req: dict[str, Any]) -> Reply:
+        _check_fields(req, SET_STREAM_METADATA_FIELDS)
+        try:
+            position = self.engine.set_stream_metadata(
+                req.get("stream"),  # type: ignore[arg-type]
+                req.get("max_count"), req.get("max_age"), req.get("truncate_before"),
+                req.get("custom", b""))
+        except InsufficientStorage as exc:
+            self._storage_refused(exc)
+        self._storage_ok()
+        self.written += 1
+        return {"id": rid, "ok": True, "position": position}
 
     @property
     def storage(self) -> str:

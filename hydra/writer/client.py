@@ -57,6 +57,7 @@ from hydra._protocol import (
     OP_DELETE_SNAPSHOT,
     OP_HEALTH,
     OP_SAVE_SNAPSHOT,
+    OP_SET_STREAM_METADATA,
     SocketWatcher,
     array_header,
     exception_from_reply,
@@ -208,6 +209,17 @@ class WriterClient:
         """Remove the stream's snapshot; False when it had none."""
         reply = await self._call({"op": OP_DELETE_SNAPSHOT, "stream": stream_id})
         return bool(reply["deleted"])
+
+    async def set_stream_metadata(
+        self, stream_id: str, max_count: int | None = None, max_age: int | None = None,
+        truncate_before: int | None = None, custom: bytes = b"",
+    ) -> int:
+        """Set the stream's metadata (see ``hydra.Store.set_stream_metadata``); the
+        record's position."""
+        reply = await self._call({"op": OP_SET_STREAM_METADATA, "stream": stream_id,
+                                  "max_count": max_count, "max_age": max_age,
+                                  "truncate_before": truncate_before, "custom": custom})
+        return reply["position"]  # type: ignore[no-any-return]
 
     async def health(self) -> dict[str, Any]:
         """The writer's health and counters (committed_position, events, streams,

@@ -106,6 +106,16 @@ class StoreBackend:
     async def delete_snapshot(self, stream_id: str) -> bool:
         return self.store.delete_snapshot(stream_id)
 
+    async def set_stream_metadata(
+        self, stream_id: str, max_count: int | None, max_age: int | None,
+        truncate_before: int | None, custom: bytes,
+    ) -> int:
+        return self.store.set_stream_metadata(stream_id, max_count, max_age,
+                                              truncate_before, custom)
+
+    def get_stream_metadata(self, stream_id: str) -> hydra.StreamMetadata:
+        return self.store.get_stream_metadata(stream_id)
+
 
 def free_port() -> int:
     with socket.socket() as s:

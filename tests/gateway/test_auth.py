@@ -59,6 +59,8 @@ HTTP_CASES = [
     ("GET", "/streams/{s}/snapshot", None, "read"),
     ("PUT", "/streams/{s}/snapshot", b'{"version": 0, "state": "eA=="}', "write"),
     ("DELETE", "/streams/{s}/snapshot", None, "write"),
+    ("GET", "/streams/{s}/metadata", None, "read"),
+    ("PUT", "/streams/{s}/metadata", b'{"maxCount": 5}', "admin"),
     ("GET", "/metrics", None, "read"),
     ("GET", "/streams?limit=1", None, "read"),
     ("GET", "/ui/", None, None),

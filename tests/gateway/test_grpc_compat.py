@@ -108,7 +108,8 @@ def test_reflection_lists_and_describes_the_service(channel):
             "SubscribeToStreamBatched", "ReadStreamBatched", "ReadAllBatched",
             "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot",
             "AppendMulti", "GetTracking", "ListStreams",
-            "ReadOrdinals", "GetOrdinal"} == set(methods)
+            "ReadOrdinals", "GetOrdinal",
+            "SetStreamMetadata", "GetStreamMetadata"} == set(methods)
     assert methods["ReadStream"].server_streaming
     assert methods["Append"].input_type.full_name == "eventstore.AppendRequest"
     event = pool.FindMessageTypeByName("eventstore.Event")

@@ -60,7 +60,8 @@ def filter_case(context: Any, case: Any) -> bool:
         if any(_over_in_bytes(query.get(k), limits.max_stream_id) for k in ("prefix", "after")):
             return False
     body = case.body if isinstance(case.body, dict) else {}
-    if type(body.get("expectedVersion")) is float or type(body.get("version")) is float:
+    if any(type(body.get(k)) is float
+           for k in ("expectedVersion", "version", "maxCount", "maxAge", "truncateBefore")):
         return False
     if _over_in_bytes(body.get("snapshotType"), limits.max_event_type):
         return False

@@ -303,3 +303,34 @@ def test_bad_snapshot_requests(raw, request_, fragment):
     r = raw.call({"id": 2, "op": "save_snapshot", **request_})
     assert r["ok"] is False and r["error"] == "invalid_argument", r
     assert fragment in r["message"]
+
+
+# -- stream metadata ---------------------------------------------------------------
+
+
+def test_stream_metadata_request(raw, data_dir):
+    raw.call(append(1, "meta", [b"a"], [b"b"], [b"c"]))
+    r = raw.call({"id": 2, "op": "set_stream_metadata", "stream": "meta", "max_count": 2,
+                  "max_age": None, "custom": b"c"})
+    assert r["ok"] is True and r["committed"] > r["position"], r
+    with hydra.open(data_dir, read_only=True) as view:
+        assert view.get_stream_metadata("meta") == hydra.StreamMetadata(2, None, None, b"c",
+                                                                        r["position"])
+        assert [e.data for e in view.read_stream("meta")] == [b"b", b"c"]
+
+
+def test_bad_stream_metadata_requests_write_nothing(raw, data_dir):
+    raw.call(append(1, "meta2", [b"a"]))
+    for n, (request_, fragment) in enumerate([
+        ({"max_count": 0}, "max_count must be between 1"),
+        ({"max_age": True}, "max_age must be an integer"),
+        ({"truncate_before": -1}, "truncate_before must be between 0"),
+        ({"truncate_before": 1.0}, "truncate_before must be an integer"),
+        ({"custom": "text"}, "custom must be bytes"),
+        ({"maxCount": 3}, "unknown field"),
+    ], 2):
+        r = raw.call({"id": n, "op": "set_stream_metadata", "stream": "meta2", **request_})
+        assert r["ok"] is False and r["error"] == "invalid_argument", r
+        assert fragment in r["message"], r
+    with hydra.open(data_dir, read_only=True) as view:
+        assert view.get_stream_metadata("meta2").position is None

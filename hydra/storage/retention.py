@@ -1,0 +1,103 @@
+"""Retention rules of stream metadata: which versions of a stream are visible.
+
+Pure functions, no I/O. A stream's metadata (record kind 5, ``set_stream_metadata``)
+may set ``max_count`` (only the newest N events are visible), ``max_age`` (only
+events younger than that many seconds) and ``truncate_before`` (only versions at
+or after it). The visible events of a stream are always a suffix of its current
+incarnation, so one number says everything: the first visible version. Reads
+start there, ``read_all`` skips a stream's events before that version's position,
+and the scavenger may drop every event before it.
+
+Metadata belongs to the stream ID and survives a delete and re-creation, except
+``truncate_before``: it names versions, and versions restart at 0 after a
+delete, so a tombstone written after the metadata record ends it (a re-created
+stream is not truncated by a rule meant for its previous incarnation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from hydra.limits import check_int
+from hydra.storage.format import StreamMetadata
+
+UNSET = -1
+MAX_RULE = (1 << 63) - 1  # rules are stored as i64
+# Index entry: (position of the metadata record, max count, max age, truncate before).
+Rules = tuple[int, int, int, int]
+
+
+def check_rules(
+    max_count: object, max_age: object, truncate_before: object,
+    names: tuple[str, str, str] = ("max_count", "max_age", "truncate_before"),
+) -> tuple[int, int, int]:
+    """Validate the three rules (None: unset) and return their stored form (-1: unset).
+
+    ``max_count`` and ``max_age`` are at least 1 (a rule that hides everything is
+    what a delete is for), ``truncate_before`` at least 0; all are integers (bools
+    are refused) below 2**63. Raises InvalidArgument naming the field.
+    """
+    out = []
+    for value, name, minimum in zip((max_count, max_age, truncate_before), names, (1, 1, 0)):
+        out.append(UNSET if value is None
+                   else check_int(value, name, minimum=minimum, maximum=MAX_RULE))
+    return out[0], out[1], out[2]
+
+
+def in_force(rules: Rules, last_tombstone: int) -> Rules:
+    """The rules that apply to the stream's current incarnation: ``truncate_before``
+    is dropped when a tombstone (at ``last_tombstone``, -1: none) followed them."""
+    if rules[3] != UNSET and last_tombstone > rules[0]:
+        return (rules[0], rules[1], rules[2], UNSET)
+    return rules
+
+
+def as_metadata(rules: Rules | None, custom: bytes) -> StreamMetadata:
+    """The public form of index ``rules`` (None: the stream never had metadata)."""
+    if rules is None:
+        return StreamMetadata()
+    position, max_count, max_age, truncate_before = rules
+    return StreamMetadata(
+        None if max_count == UNSET else max_count,
+        None if max_age == UNSET else max_age,
+        None if truncate_before == UNSET else truncate_before,
+        custom,
+        position,
+    )
+
+
+def first_visible(
+    count: int, rules: Rules, timestamp_of: Callable[[int], int], now_us: int
+) -> int:
+    """The first visible version of an incarnation of ``count`` events under ``rules``
+    (rules in force, see ``in_force``); ``count`` when none is visible.
+
+    ``timestamp_of(version)`` gives an event's commit time in microseconds; commit
+    times never decrease along a stream (they are taken in log order), so the
+    ``max_age`` cut is found by bisection: O(log count) lookups, one or two in the
+    common cases (nothing or everything expired).
+    """
+    _, max_count, max_age, truncate_before = rules
+    lo = 0
+    if max_count != UNSET:
+        lo = max(lo, count - max_count)
+    if truncate_before != UNSET:
+        lo = max(lo, truncate_before)
+    if lo >= count:
+        return count
+    if max_age == UNSET:
+        return lo
+    # Visible: younger than max_age, i.e. committed after ``cutoff``.
+    cutoff = now_us - max_age * 1_000_000
+    if timestamp_of(count - 1) <= cutoff:
+        return count
+    if timestamp_of(lo) > cutoff:
+        return lo
+    hi = count - 1  # lo is hidden, hi visible
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if timestamp_of(mid) > cutoff:
+            hi = mid
+        else:
+            lo = mid
+    return hi
