@@ -61,6 +61,11 @@ SNAPSHOT_OPS: Final = (OP_SAVE_SNAPSHOT, OP_DELETE_SNAPSHOT)
 SAVE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream", "version", "state",
                                          "snapshot_type"))
 DELETE_SNAPSHOT_FIELDS: Final = frozenset(("id", "op", "stream"))
+# Scavenging (docs/PROTOCOL.md, "Scavenging"): starts a scavenge (or queues one
+# after the running one); the reply's "run" is the value the writer's health
+# "scavenge"."runs" reaches when it is done, with its result in "last".
+OP_SCAVENGE: Final = "scavenge"
+SCAVENGE_FIELDS: Final = frozenset(("id", "op"))
 
 # Fields each op accepts besides "id" and "op"; anything else is refused, so a
 # misspelt "expected_version" can never silently mean "any version".

@@ -26,6 +26,7 @@ from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot
 from hydra.storage.listing import StreamPage
+from hydra.storage.scavenge import ScavengeResult
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class Backend(Protocol):
     def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
 
     async def delete_snapshot(self, stream_id: str) -> bool: ...
+
+    # Scavenging: run by the writer; returns its result.
+    async def scavenge(self) -> ScavengeResult: ...
 
 
 # Appends go to the writer in groups, one group in flight at a time
@@ -320,6 +324,9 @@ class ServerBackend:
 
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
         return self._view.list_streams(prefix, after, limit)
+
+    async def scavenge(self) -> ScavengeResult:
+        return await self._client.scavenge()
 
     # -- health and lifetime -----------------------------------------------------
 

@@ -374,6 +374,18 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                      for s in page.streams],
             next=page.next, committed_position=page.committed_position)
 
+    # -- scavenging ---------------------------------------------------------------
+
+    @_unary
+    async def Scavenge(
+        self, request: pb.ScavengeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScavengeResponse:
+        r = await self.backend.scavenge()
+        return pb.ScavengeResponse(
+            segments_scanned=r.segments_scanned, segments_rewritten=r.segments_rewritten,
+            events_removed=r.events_removed, snapshots_removed=r.snapshots_removed,
+            bytes_reclaimed=r.bytes_reclaimed, duration=r.duration)
+
     # -- service -----------------------------------------------------------------
 
     @_unary

@@ -100,13 +100,14 @@ class Progress:
         self.bytes_reclaimed = 0
         self.started = 0.0
         self.last: ScavengeResult | None = None
-        self.runs = 0
+        self.error: str | None = None  # why the last run failed (None: it did not)
+        self.runs = 0  # runs finished (or failed)
 
     def as_dict(self) -> dict[str, object]:
         out: dict[str, object] = {
             "running": self.running, "segment": self.segment, "segments": self.segments,
             "events_removed": self.events_removed, "bytes_reclaimed": self.bytes_reclaimed,
-            "runs": self.runs,
+            "runs": self.runs, "error": self.error,
         }
         if self.last is not None:
             out["last"] = result_dict(self.last)
@@ -336,6 +337,7 @@ def scavenge(
     result = ScavengeResult(total, rewritten, events, snapshots, reclaimed,
                             time.monotonic() - started)
     progress.last = result
+    progress.error = None
     progress.runs += 1
     log.info("scavenge: %d segments scanned, %d rewritten, %d events and %d snapshots "
              "removed, %d bytes reclaimed in %.2f s", total, rewritten, events, snapshots,
@@ -372,12 +374,61 @@ class Scavenger:
     def run(self, segments: SegmentSet, index: PersistentIndex, *, as_of: int,
             active: int, pause: Callable[[], None] | None = None) -> ScavengeResult:
         with self._lock:
-            return scavenge(segments, index, as_of=as_of,
-                            first_open=first_open(as_of, active, segments.segment_size),
-                            progress=self.progress, pause=pause, stop=self.stop)
+            try:
+                return scavenge(segments, index, as_of=as_of,
+                                first_open=first_open(as_of, active, segments.segment_size),
+                                progress=self.progress, pause=pause, stop=self.stop)
+            except Exception as exc:
+                self.progress.error = str(exc) or type(exc).__name__
+                self.progress.runs += 1
+                raise
 
     def close(self) -> None:
         """Stop a running scavenge after its current segment and wait for it."""
         self.stop.set()
         with self._lock:
             pass
+
+
+def main(argv: list[str]) -> int:
+    """``hydra scavenge DIR``: scavenge a stopped store (a running one: use its API)."""
+    import json
+    import sys
+
+    import hydra
+    from hydra.cli import ArgumentParser
+    from hydra.errors import HydraError, StoreLocked
+    from hydra.storage.manifest import read_manifest
+
+    parser = ArgumentParser(
+        prog="hydra scavenge",
+        description="Give back the disk space of deleted streams' events and superseded "
+                    "snapshots in closed segments; every other record keeps its position. "
+                    "For a stopped store; a running one scavenges through POST "
+                    "/admin/scavenge or the Scavenge RPC.")
+    parser.add_argument("directory", help="the data directory")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        if not os.path.isdir(args.directory):
+            raise HydraError(f"{args.directory} is not a directory")
+        if read_manifest(args.directory) is None:
+            raise HydraError(f"{args.directory} is not a Hydra data directory (no manifest)")
+        with hydra.open(args.directory) as store:
+            result = store.scavenge()
+    except StoreLocked as exc:
+        print(f"hydra scavenge: {exc}; a running server scavenges through POST "
+              "/admin/scavenge or the Scavenge RPC", file=sys.stderr)
+        return 2
+    except (HydraError, OSError) as exc:
+        print(f"hydra scavenge: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(result_dict(result)))
+    else:
+        print(f"{args.directory}: {result.segments_scanned} segments scanned, "
+              f"{result.segments_rewritten} rewritten, {result.events_removed} events and "
+              f"{result.snapshots_removed} snapshots removed, {result.bytes_reclaimed} bytes "
+              f"reclaimed in {result.duration:.2f} s")
+    return 0
