@@ -97,6 +97,9 @@ class StoreBackend:
     async def delete_snapshot(self, stream_id: str) -> bool:
         return self.store.delete_snapshot(stream_id)
 
+    async def scavenge(self):
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.scavenge)
+
 
 def free_port() -> int:
     with socket.socket() as s:

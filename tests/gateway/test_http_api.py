@@ -241,7 +241,8 @@ def test_openapi_document(http):
     assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot", "/streams",
                                  "/all", "/health", "/openapi.json",
                                  "/subscribe/all", "/subscribe/streams/{streamId}",
-                                 "/append", "/tracking/{name}", "/metrics"}
+                                 "/append", "/tracking/{name}", "/metrics",
+                                 "/admin/scavenge"}
 
 
 # -- bad input: 4xx with a message, never 500 -----------------------------------
