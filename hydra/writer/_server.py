@@ -393,6 +393,12 @@ class WriterServer:
                     size += entry.stat().st_blocks * 512
         self.metrics.log_bytes.set(size)
         self.metrics.log_segments.set(segments)
+        m, p = self.metrics, self._scavenging.scavenger.progress
+        m.scavenge_running.set(1 if p.running else 0)
+        m.scavenge_segment.set(p.segment)
+        m.scavenge_segments.set(p.segments)
+        m.scavenge_reclaimed.set(p.bytes_reclaimed)
+        m.scavenge_runs.set(p.runs)
 
     def _index_counts(self) -> tuple[int, int]:
         assert self._index is not None
