@@ -369,7 +369,8 @@ class Store(ReadSide):
             self._index.flush(self._engine.log.end)
             as_of = min(self._index.covered, self._group.synced)
             active = self._engine.log.segment
-        return self._scavenger.run(self._segments, self._pindex, as_of=as_of, active=active)
+        return self._scavenger.run(self._segments, self._index.persistent, as_of=as_of,
+                                   active=active)
 
     @property
     def scavenge_progress(self) -> dict[str, object]:
