@@ -113,6 +113,7 @@ class SegmentSet:
         self.damage: CorruptLog | None = None
         self._next_check = 0.0
         self._next_follow = 0.0
+        self._dir_mtime = 0
         # Guards changes to the lists (a scavenger thread replaces maps while
         # other threads read and map new segments).
         self._lock = threading.Lock()
@@ -188,6 +189,16 @@ class SegmentSet:
         if now < self._next_follow:
             return
         self._next_follow = now + FOLLOW_SECONDS
+        # A replacement is renamed into the directory, which changes its mtime:
+        # while that stays what it was (and is old enough that a rename in the
+        # same clock tick would have shown), no segment needs a look.
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._dir_mtime and time.time_ns() - mtime > 2_000_000_000:
+            return
+        self._dir_mtime = mtime
         for number in range(len(self._fds)):
             try:
                 if os.stat(self.path(number)).st_ino != os.fstat(self._fds[number]).st_ino:
