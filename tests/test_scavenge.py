@@ -209,3 +209,23 @@ def test_scavenge_of_a_closed_store_is_refused(data_dir):
     store.close()
     with pytest.raises(hydra.HydraError):
         store.scavenge()
+
+
+def test_a_damaged_record_is_left_for_verify_to_report(data_dir):
+    with hydra.open(data_dir, segment_size=SEG) as store:
+        _fill(store, streams=4)
+        victim = [e.position for e in store.read_all() if e.stream_id == "s3"][1]
+        store.delete_stream("s3")
+        for k in range(SEG // 1000 + 10):
+            store.append("filler2", f"g{k}", b"g" * 900, hydra.ANY)
+    number, offset = divmod(victim, SEG)
+    with open(os.path.join(data_dir, f"hydra-{number:05d}.log"), "r+b") as f:
+        f.seek(offset + 100)
+        byte = f.read(1)
+        f.seek(offset + 100)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with hydra.open(data_dir) as store:
+        result = store.scavenge()
+        assert result.events_removed > 0
+    report = verify(data_dir)
+    assert any(f"position {victim}:" in p for p in report.problems), report.problems

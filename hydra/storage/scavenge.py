@@ -47,6 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from zlib import crc32
 
 from hydra.storage.format import (
     ENVELOPE_SIZE,
@@ -212,7 +213,7 @@ def _plan(
         if not records & _YIELD_EVERY:
             # Let the writer's loop in between (this walk holds the GIL).
             pause()
-        (length, _crc, _v, kind, flags, _r0, version, ts,
+        (length, crc, _v, kind, flags, _r0, version, ts,
          sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, offset)
         if length == 0:
             break
@@ -234,6 +235,13 @@ def _plan(
                 snapshots += remove
         if nxt > size or nxt <= offset:
             break  # damaged framing: leave the rest as it is
+        if remove and kind != KIND_SKIP and crc32(buf[offset + FRAME_SIZE:nxt]) != crc:
+            # A damaged record stays as it is (verify and reads keep reporting it).
+            remove = False
+            if kind == KIND_EVENT:
+                events -= 1
+            else:
+                snapshots -= 1
         if remove:
             if start < 0:
                 start = offset
