@@ -200,7 +200,7 @@ def test_kill_during_scavenge_leaves_a_store_that_reads_the_same(data_dir, tmp_p
 @pytest.mark.slow
 def test_kill_at_later_steps_of_a_scavenge(data_dir, tmp_path):
     # Bounded by default; HYDRA_SCAVENGE_CRASH_POINTS=1000 runs to the end.
-    last = int(os.environ.get("HYDRA_SCAVENGE_CRASH_POINTS", "40"))
+    last = int(os.environ.get("HYDRA_SCAVENGE_CRASH_POINTS", "25"))
     _crash_points(data_dir, tmp_path, range(13, last))
 
 
