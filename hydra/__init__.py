@@ -22,6 +22,7 @@ from hydra.storage.engine import (
 )
 from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.storage.listing import StreamInfo, StreamPage
+from hydra.storage.scavenge import ScavengeResult
 from hydra.errors import (
     CorruptLog,
     HydraError,
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidArgument",
     "NewEvent",
     "RecordedEvent",
+    "ScavengeResult",
     "Snapshot",
     "SnapshotSaved",
     "Store",

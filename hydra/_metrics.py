@@ -164,6 +164,21 @@ class Series:
         self.fsync_failures = Counter("hydra_fsync_failures", "fsyncs of the log that "
                                       "failed (the writer then stops)", registry=reg)
 
+        # Scavenging (the writer's scavenger thread; sampled every heartbeat).
+        self.scavenge_running = Gauge("hydra_scavenge_running", "1 while a scavenge runs",
+                                      multiprocess_mode="livemax", registry=reg)
+        self.scavenge_segment = Gauge("hydra_scavenge_segment", "The segment the running "
+                                      "scavenge is at (1-based; of hydra_scavenge_segments)",
+                                      multiprocess_mode="livemax", registry=reg)
+        self.scavenge_segments = Gauge("hydra_scavenge_segments", "Closed segments the "
+                                       "running (or last) scavenge scans",
+                                       multiprocess_mode="livemax", registry=reg)
+        self.scavenge_reclaimed = Gauge("hydra_scavenge_reclaimed_bytes", "Disk bytes the "
+                                        "running (or last) scavenge gave back so far",
+                                        multiprocess_mode="livemax", registry=reg)
+        self.scavenge_runs = Gauge("hydra_scavenge_runs", "Scavenges finished since the "
+                                   "writer started", multiprocess_mode="livemax", registry=reg)
+
         # -- every process -----------------------------------------------------
         self.info = Gauge("hydra_process_info", "One per live process of the server",
                           ["process"], multiprocess_mode="liveall", registry=reg)

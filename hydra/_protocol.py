@@ -68,6 +68,12 @@ STREAM_METADATA_OPS: Final = (OP_SET_STREAM_METADATA,)
 SET_STREAM_METADATA_FIELDS: Final = frozenset(("id", "op", "stream", "max_count", "max_age",
                                                "truncate_before", "custom"))
 
+# Scavenging (docs/PROTOCOL.md, "Scavenging"): starts a scavenge (or queues one
+# after the running one); the reply's "run" is the value the writer's health
+# "scavenge"."runs" reaches when it is done, with its result in "last".
+OP_SCAVENGE: Final = "scavenge"
+SCAVENGE_FIELDS: Final = frozenset(("id", "op"))
+
 # Fields each op accepts besides "id" and "op"; anything else is refused, so a
 # misspelt "expected_version" can never silently mean "any version".
 APPEND_FIELDS: Final = frozenset(("id", "op", "stream", "events", "expected_version", "sync"))

@@ -23,6 +23,7 @@ from hydra.storage.manifest import (
 )
 from hydra.storage.reads import ReadSide
 from hydra.storage.recovery import recover
+from hydra.storage.scavenge import ScavengeResult, Scavenger
 from hydra.storage.segments import SegmentSet, manifest_from_segments
 from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits, check_int
@@ -152,6 +153,7 @@ class Store(ReadSide):
         self._unsynced = 0
         self._sync_batch = batch if sync == "async" else 1 << 62
         self._flusher: threading.Thread | None = None
+        self._scavenger = Scavenger()
         self._wake = threading.Event()
         if not self._every_write:
             self._interval = interval if sync == "async" else 1.0
@@ -376,6 +378,30 @@ class Store(ReadSide):
             target = self._engine.log.end
         self._sync_to(target)
 
+    def scavenge(self) -> ScavengeResult:
+        """Give back the space of removed records in closed segments; every
+        surviving record keeps its position (``hydra.storage.scavenge``).
+
+        Removes the events of deleted streams (but the first of each deleted
+        incarnation) and superseded snapshots. Appends and reads go on meanwhile;
+        one scavenge runs at a time (a second call waits for the first).
+        """
+        with self._lock:
+            if self._closed or self._group.failure is not None:
+                self._raise_unusable()
+            # Only what is durable may decide a removal: sync, then index it all.
+            self._sync_locked()
+            self._index.flush(self._engine.log.end)
+            as_of = min(self._index.covered, self._group.synced)
+            active = self._engine.log.segment
+        return self._scavenger.run(self._segments, self._index.persistent, as_of=as_of,
+                                   active=active)
+
+    @property
+    def scavenge_progress(self) -> dict[str, object]:
+        """The running (or last) scavenge: running, segment i of n, bytes reclaimed."""
+        return self._scavenger.progress.as_dict()
+
     # -- durability ------------------------------------------------------------
 
     def _sync_to(self, target: int) -> None:
@@ -481,6 +507,8 @@ class Store(ReadSide):
                 self._wake.set()
         if self._flusher is not None:
             self._flusher.join()
+        # A scavenge reads the maps and the index closed below.
+        self._scavenger.close()
         self._group.close()
         self._index.close(clean=clean)
         self._segments.close()

@@ -5,8 +5,8 @@ from hydra import errors
 def test_public_names_are_deliberate():
     assert sorted(hydra.__all__) == sorted([
         "ANY", "NO_STREAM", "STREAM_EXISTS", "AppendResult", "CorruptLog", "HydraError",
-        "InvalidArgument", "NewEvent", "RecordedEvent", "Snapshot", "SnapshotSaved", "Store",
-        "StoreLocked", "StreamMetadata",
+        "InvalidArgument", "NewEvent", "RecordedEvent", "ScavengeResult", "Snapshot",
+        "SnapshotSaved", "Store", "StoreLocked", "StreamMetadata",
         "StreamAppend", "StreamExists", "StreamInfo", "StreamNotFound", "StreamPage", "TrackingConflict", "Unavailable",
         "WrongExpectedVersion", "open",
     ])

@@ -439,3 +439,23 @@ class GetStreamMetadataResponse(_message.Message):
     custom: bytes
     position: int
     def __init__(self, stream_id: _Optional[str] = ..., max_count: _Optional[int] = ..., max_age: _Optional[int] = ..., truncate_before: _Optional[int] = ..., custom: _Optional[bytes] = ..., position: _Optional[int] = ...) -> None: ...
+
+class ScavengeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ScavengeResponse(_message.Message):
+    __slots__ = ("segments_scanned", "segments_rewritten", "events_removed", "snapshots_removed", "bytes_reclaimed", "duration")
+    SEGMENTS_SCANNED_FIELD_NUMBER: _ClassVar[int]
+    SEGMENTS_REWRITTEN_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    SNAPSHOTS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECLAIMED_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    segments_scanned: int
+    segments_rewritten: int
+    events_removed: int
+    snapshots_removed: int
+    bytes_reclaimed: int
+    duration: float
+    def __init__(self, segments_scanned: _Optional[int] = ..., segments_rewritten: _Optional[int] = ..., events_removed: _Optional[int] = ..., snapshots_removed: _Optional[int] = ..., bytes_reclaimed: _Optional[int] = ..., duration: _Optional[float] = ...) -> None: ...

@@ -149,6 +149,11 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.GetStreamMetadataResponse.FromString,
                 _registered_method=True)
+        self.Scavenge = channel.unary_unary(
+                '/eventstore.EventStore/Scavenge',
+                request_serializer=eventstore__pb2.ScavengeRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.ScavengeResponse.FromString,
+                _registered_method=True)
 
 
 class EventStoreServicer:
@@ -341,6 +346,15 @@ class EventStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Scavenge(self, request, context):
+        """Scavenging (admin): give back the disk space of removed records (events of
+        deleted streams, superseded snapshots) in closed segments; every surviving
+        record keeps its position. Returns when the writer's scavenge is done.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -458,6 +472,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.GetStreamMetadata,
                     request_deserializer=eventstore__pb2.GetStreamMetadataRequest.FromString,
                     response_serializer=eventstore__pb2.GetStreamMetadataResponse.SerializeToString,
+            ),
+            'Scavenge': grpc.unary_unary_rpc_method_handler(
+                    servicer.Scavenge,
+                    request_deserializer=eventstore__pb2.ScavengeRequest.FromString,
+                    response_serializer=eventstore__pb2.ScavengeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1081,6 +1100,33 @@ class EventStore:
             '/eventstore.EventStore/GetStreamMetadata',
             eventstore__pb2.GetStreamMetadataRequest.SerializeToString,
             eventstore__pb2.GetStreamMetadataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Scavenge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/Scavenge',
+            eventstore__pb2.ScavengeRequest.SerializeToString,
+            eventstore__pb2.ScavengeResponse.FromString,
             options,
             channel_credentials,
             insecure,

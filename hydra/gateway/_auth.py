@@ -61,6 +61,8 @@ GRPC_ROLES: dict[str, Role | None] = {
     # delete does, so setting them needs admin.
     _SERVICE + "SetStreamMetadata": "admin",
     _SERVICE + "GetStreamMetadata": "read",
+    # Scavenging: an operator's job (rewrites segment files).
+    _SERVICE + "Scavenge": "admin",
     "/grpc.health.v1.Health/Check": OPEN,
     "/grpc.health.v1.Health/Watch": OPEN,
     # The schema is no secret (it is in proto/), but who asks is worth knowing.
@@ -90,6 +92,8 @@ HTTP_ROLES: tuple[tuple[str, str, Role | None], ...] = (
     ("POST", "=/append", "write"),
     ("GET", "/tracking/", "read"),
     ("GET", "=/streams", "read"),
+    # Scavenging: an operator's job (rewrites segment files).
+    ("POST", "=/admin/scavenge", "admin"),
     # The web console's static files: public; what it shows comes from the API
     # calls it makes with the token the user gives it.
     ("GET", "=/ui", OPEN),

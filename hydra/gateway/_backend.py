@@ -26,6 +26,7 @@ from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.storage.listing import StreamPage
+from hydra.storage.scavenge import ScavengeResult
 from hydra.limits import Limits
 
 if TYPE_CHECKING:
@@ -127,6 +128,9 @@ class Backend(Protocol):
     ) -> int: ...
 
     def get_stream_metadata(self, stream_id: str) -> StreamMetadata: ...
+
+    # Scavenging: run by the writer; returns its result.
+    async def scavenge(self) -> ScavengeResult: ...
 
 
 # Appends go to the writer in groups, one group in flight at a time
@@ -362,6 +366,9 @@ class ServerBackend:
 
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage:
         return self._view.list_streams(prefix, after, limit)
+
+    async def scavenge(self) -> ScavengeResult:
+        return await self._client.scavenge()
 
     # -- health and lifetime -----------------------------------------------------
 

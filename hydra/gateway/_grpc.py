@@ -446,6 +446,18 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             stream_id=stream_id, max_count=m.max_count, max_age=m.max_age,
             truncate_before=m.truncate_before, custom=m.custom, position=m.position)
 
+    # -- scavenging ---------------------------------------------------------------
+
+    @_unary
+    async def Scavenge(
+        self, request: pb.ScavengeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ScavengeResponse:
+        r = await self.backend.scavenge()
+        return pb.ScavengeResponse(
+            segments_scanned=r.segments_scanned, segments_rewritten=r.segments_rewritten,
+            events_removed=r.events_removed, snapshots_removed=r.snapshots_removed,
+            bytes_reclaimed=r.bytes_reclaimed, duration=r.duration)
+
     # -- service -----------------------------------------------------------------
 
     @_unary

@@ -318,6 +318,16 @@ class HttpApi:
         page = self.backend.list_streams(q.prefix, q.after, q.limit)
         return _json(200, stream_page_json(page))
 
+    # -- scavenging ---------------------------------------------------------------
+
+    async def scavenge(self, request: Request) -> Response:
+        r = await self.backend.scavenge()
+        return _json(200, {
+            "segmentsScanned": r.segments_scanned, "segmentsRewritten": r.segments_rewritten,
+            "eventsRemoved": r.events_removed, "snapshotsRemoved": r.snapshots_removed,
+            "bytesReclaimed": r.bytes_reclaimed, "duration": r.duration,
+        })
+
     # -- service -----------------------------------------------------------------
 
     async def health(self, request: Request) -> Response:
@@ -342,6 +352,8 @@ class HttpApi:
                 "fsyncs": writer.get("fsyncs"),
                 "groups": writer.get("groups"),
                 "pid": writer.get("pid"),
+                # running, segment i of segments, bytesReclaimed so far, the last result.
+                "scavenge": _scavenge_json(writer.get("scavenge")),
             },
             "version": _VERSION,
             "subscribers": {"total": hub.subscribers, "live": hub.live_subscribers},
@@ -457,6 +469,8 @@ def build_app(
         Route("/metrics", api.metrics, methods=["GET"]),
         # The stream listing and the web console.
         Route("/streams", api.list_streams, methods=["GET"]),
+        # Scavenging (admin).
+        Route("/admin/scavenge", api.scavenge, methods=["POST"]),
         *console_routes(),
     ]
     return Starlette(
@@ -467,3 +481,23 @@ def build_app(
         exception_handlers={HydraError: _hydra_error, HTTPException: _http_exception,
                             ClientDisconnect: _client_gone, Exception: _hydra_error},
     )
+
+
+def _scavenge_json(state: object) -> dict[str, object] | None:
+    """The writer's scavenge progress in the API's camelCase."""
+    if not isinstance(state, dict):
+        return None
+    last = state.get("last")
+    return {
+        "running": state.get("running"), "segment": state.get("segment"),
+        "segments": state.get("segments"), "eventsRemoved": state.get("events_removed"),
+        "bytesReclaimed": state.get("bytes_reclaimed"), "runs": state.get("runs"),
+        "error": state.get("error"),
+        "last": None if not isinstance(last, dict) else {
+            "segmentsScanned": last.get("segments_scanned"),
+            "segmentsRewritten": last.get("segments_rewritten"),
+            "eventsRemoved": last.get("events_removed"),
+            "snapshotsRemoved": last.get("snapshots_removed"),
+            "bytesReclaimed": last.get("bytes_reclaimed"), "duration": last.get("duration"),
+        },
+    }

@@ -574,6 +574,27 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     },
                 },
             },
+            # Scavenging.
+            "/admin/scavenge": {
+                "post": {
+                    "operationId": "scavenge",
+                    "summary": "Reclaim the disk space of removed records; positions stay",
+                    "description": "The writer scavenges its closed segments: events of "
+                                   "deleted streams (but each deleted incarnation's first) "
+                                   "and superseded snapshots give their disk blocks back; "
+                                   "every other record keeps its position, and reads return "
+                                   "what they did before. Answers when it is done (progress "
+                                   "meanwhile: `writer.scavenge` in /health). Needs the "
+                                   "`admin` role when authentication is on.",
+                    "responses": {
+                        "200": {"description": "What the scavenge did.",
+                                "content": {"application/json": {
+                                    "schema": {"$ref": "#/components/schemas/ScavengeResult"},
+                                }}},
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
             "/metrics": {
                 "get": {
                     "operationId": "metrics",
@@ -773,6 +794,20 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "eventType": {"type": "string"},
                     "metadata": _B64,
                     "timestamp": {"type": "string", "format": "date-time"},
+                },
+            },
+            "ScavengeResult": {
+                "type": "object",
+                "required": ["segmentsScanned", "segmentsRewritten", "eventsRemoved",
+                             "snapshotsRemoved", "bytesReclaimed", "duration"],
+                "properties": {
+                    "segmentsScanned": {"type": "integer", "minimum": 0},
+                    "segmentsRewritten": {"type": "integer", "minimum": 0},
+                    "eventsRemoved": {"type": "integer", "minimum": 0},
+                    "snapshotsRemoved": {"type": "integer", "minimum": 0},
+                    "bytesReclaimed": {"type": "integer", "minimum": 0,
+                                       "description": "Allocated disk bytes given back."},
+                    "duration": {"type": "number", "description": "Seconds."},
                 },
             },
             "Health": {

@@ -90,6 +90,9 @@ class ReadOnlyView(ReadSide):
             raise InvalidArgument(f"position must be a non-negative integer, got {position!r}")
         if self._closed:
             raise StoreClosed(f"view of {self.directory} is closed")
+        # Map segments the scavenger replaced, even while idle, so the old files'
+        # blocks are freed (rate-limited: about once a second).
+        self._segments.follow()
         if position > self._committed:
             self._segments.check()  # a segment cut short would SIGBUS the scan
             try:

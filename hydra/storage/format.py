@@ -14,7 +14,8 @@ Envelope, version 1 (the payload)::
     offset  size  field
     0       1     u8  envelope version (1)
     1       1     u8  record kind: 1 = event, 2 = stream tombstone, 3 = snapshot,
-                      4 = tracking record, 5 = stream metadata
+                      4 = tracking record, 5 = stream metadata, 6 = skip (a scavenged
+                      range)
     2       1     u8  flags: bit 0 = BATCH_END (last record of an atomic append)
     3       1     u8  reserved, 0
     4       8     i64 stream version: event -> its 0-based version in the stream;
@@ -47,6 +48,14 @@ incarnation it belongs to, M = 8); data = the state.
 Stream metadata (kind 5, always BATCH_END, never inside a batch) reuses them too:
 stream version = -1; I = T = 0; metadata = ``<qqq`` max count, max age in
 seconds, truncate-before version (-1: unset; M = 24); data = the custom bytes.
+
+A skip record (kind 6) starts a range of a closed segment that the scavenger
+removed: S = I = T = M = 0, no data, so it is 40 bytes; its stream version
+field holds the length in bytes of the whole removed range, counted from the
+skip record's first byte (at least 40). The rest of the range is a hole in the
+sparse segment file (zeros). Its flags are those of the last record it
+replaced. Scanners jump over the range; no read ever returns it.
+
 See docs/FORMAT.md for the whole data directory.
 """
 
@@ -78,6 +87,7 @@ KIND_TOMBSTONE = 2
 KIND_SNAPSHOT = 3
 KIND_TRACKING = 4
 KIND_METADATA = 5
+KIND_SKIP = 6
 FLAG_BATCH_END = 1
 
 # Largest payload a u32 length can describe.
@@ -204,6 +214,13 @@ def encode_tracking(name: bytes, notification_id: int, timestamp_us: int) -> byt
     """Return the framed tracking record (last of its batch, so it carries BATCH_END)."""
     body = _pack_env(ENVELOPE_VERSION, KIND_TRACKING, FLAG_BATCH_END, 0, notification_id,
                      timestamp_us, len(name), 0, 0, 0, 0) + name
+    return _pack_frame(len(body), crc32(body)) + body
+
+
+def encode_skip(length: int, flags: int) -> bytes:
+    """Return the framed skip record that starts a removed range of ``length`` bytes."""
+    assert length >= RECORD_HEADER_SIZE
+    body = _pack_env(ENVELOPE_VERSION, KIND_SKIP, flags, 0, length, 0, 0, 0, 0, 0, 0)
     return _pack_frame(len(body), crc32(body)) + body
 
 

@@ -27,6 +27,7 @@ from hydra.storage.format import (
     INCARNATION,
     KIND_EVENT,
     KIND_METADATA,
+    KIND_SKIP,
     KIND_SNAPSHOT,
     KIND_TOMBSTONE,
     KIND_TRACKING,
@@ -75,9 +76,9 @@ def _empty(key: bytes) -> StreamState:
 class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
-    __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "load",
-                 "metadata", "metadata_count", "snapshot_count", "snapshots", "stream_delta",
-                 "streams", "tombstone_count", "tombstones", "tracking")
+    __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "gaps_ok",
+                 "holes", "load", "metadata", "metadata_count", "snapshot_count", "snapshots",
+                 "stream_delta", "streams", "tombstone_count", "tombstones", "tracking")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
@@ -109,6 +110,12 @@ class Index:
         # Application name -> (highest notification ID, position of its tracking
         # record), for tracking records here.
         self.tracking: dict[bytes, tuple[int, int]] = {}
+        # Ranges [start, end) of the log the scavenger removed (skip records seen).
+        self.holes: list[tuple[int, int]] = []
+        # Set once a skip record was seen: from then on a stream's versions may
+        # jump (the scavenger removed the events in between); the missing
+        # versions are held by placeholders (see ``_fill``).
+        self.gaps_ok = False
 
     def __len__(self) -> int:
         """Events, tombstones, snapshots, metadata and tracking records indexed here (what
@@ -162,6 +169,21 @@ class Index:
         """Record a stream metadata record of stream ``key`` at ``position``."""
         self.metadata[key] = (position, *rules)
         self.metadata_count += 1
+
+    def _fill(self, st: StreamState, upto: int, position: int) -> int:
+        """Stand in for versions ``st.count`` .. ``upto - 1``, removed by the scavenger.
+
+        Their positions are unknown, so each placeholder repeats ``position``
+        (the record that revealed the gap), which keeps a stream's positions
+        non-decreasing. Only events no read returns are ever removed (of deleted
+        incarnations, or hidden by retention), so no read meets a placeholder.
+        Returns how many were added.
+        """
+        n = upto - st.count
+        if not st.count:
+            self.stream_delta += 1
+        st.positions.extend(array("q", [position]) * n)
+        return n
 
     def _rollback(self, keys: list[bytes]) -> None:
         """Forget the last events indexed, one of stream ``keys[i]`` each (an incomplete batch)."""
@@ -234,6 +256,20 @@ class Index:
             if env_version != ENVELOPE_VERSION or r0 or r1 or flags & ~FLAG_BATCH_END:
                 error = f"unknown envelope version {env_version} or reserved bits set"
                 break
+            if kind == KIND_SKIP:
+                # A range the scavenger removed: jump over it (its rest is a hole).
+                nxt = offset + version
+                if (not crc_ok or length != ENVELOPE_SIZE or sid_len or eid_len or type_len
+                        or meta_len or version < RECORD_HEADER_SIZE or nxt > limit):
+                    error = "an invalid skip record"
+                    break
+                self.holes.append((base + offset, base + nxt))
+                self.gaps_ok = True
+                if flags:
+                    pending = []
+                    end = nxt
+                offset = nxt
+                continue
             a = ENVELOPE_SIZE + sid_len
             if a + eid_len + type_len + meta_len > length or sid_len == 0:
                 error = "field lengths beyond the payload"
@@ -249,6 +285,8 @@ class Index:
                 if st is None:
                     st = streams[key] = load(key)
                 positions = st.positions
+                if version > st.base + len(positions) and self.gaps_ok:
+                    added += self._fill(st, version, position)
                 if version != st.base + len(positions):
                     error = (f"stream version {version} where the stream holds "
                              f"{st.base + len(positions)} events")
@@ -278,7 +316,11 @@ class Index:
                 if pending or not flags:
                     error = "a tombstone inside an atomic batch"
                     break
-                held = self.state(key).count
+                st = self.state(key)
+                held = st.count
+                if version > held and self.gaps_ok:
+                    added += self._fill(st, version, position)
+                    held = version
                 if version != held:
                     error = f"tombstone says {version} events where the stream holds {held}"
                     break

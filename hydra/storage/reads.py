@@ -20,7 +20,7 @@ from zlib import crc32
 
 import lmdb
 
-from hydra.errors import HydraError, InvalidArgument, StorageError, StoreClosed
+from hydra.errors import CorruptLog, HydraError, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import check_int
 from hydra.storage.format import (
     ENVELOPE_VERSION,
@@ -134,7 +134,12 @@ class ReadSide:
             p = entry[0]
             size = self._segments.segment_size
             s = p // size
-            return decode_snapshot(self._segments.map(s), p - s * size, p)
+            try:
+                return decode_snapshot(self._segments.map(s), p - s * size, p)
+            except CorruptLog:
+                if self._segments.removed(p):
+                    return None  # superseded and scavenged (read as of an older position)
+                raise
         except (ValueError, IndexError, lmdb.Error) as exc:
             raise _read_error(self, exc) from None
 
@@ -582,6 +587,10 @@ class ReadSide:
                     d = c + meta_len
                     if (crc32(payload) != crc or kind != KIND_EVENT
                             or env_version != ENVELOPE_VERSION or d > length or length == 0):
+                        if segments.removed(p):
+                            # Scavenged: an event of a deleted incarnation (which
+                            # no read returns) whose index entry stays.
+                            continue
                         decode_event(buf, off, p)  # raises CorruptLog with the reason
                         raise AssertionError("unreachable")
                     sid = payload[32:a]

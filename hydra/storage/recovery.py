@@ -39,6 +39,7 @@ from hydra.storage.idfilter import IdFilter, bits_for
 from hydra.storage.indexer import WriterIndex, segment_crc
 from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
+from hydra.storage.scavenge import remove_leftovers
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 
 log = logging.getLogger("hydra.storage")
@@ -60,6 +61,8 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
         if name.startswith("hydra-") and name.endswith(".log.tmp"):
             # A segment whose creation did not finish; it never held records.
             os.unlink(os.path.join(directory, name))
+    # A scavenger's replacement that was never renamed into place (the old segment is whole).
+    remove_leftovers(directory)
     numbers = list_segments(directory)
     if numbers:
         _restore_size(segments, numbers[-1])
@@ -182,13 +185,17 @@ def _index_log(
     started = time.monotonic()
     shown = started
     events = 0
+    gaps_ok = False
     for number in range(first, last + 1):
         mm = segments.map(number)
         base = number * size
         offset = covered - base if number == first and covered > base else 0
         pending = index.pending
         before = len(pending.all_positions)
+        # A scavenged segment lets later versions of a stream skip (see Index._fill).
+        pending.gaps_ok = gaps_ok
         result = pending.scan(mm, base, offset, size, tolerate_crc=number < last)
+        gaps_ok = pending.gaps_ok
         events += len(pending.all_positions) - before
         if number < last:
             clean = result.error is None and result.end == result.stopped

@@ -12,7 +12,9 @@ from __future__ import annotations
 import mmap
 import os
 import re
+import threading
 import time
+from bisect import bisect_right
 
 from hydra.storage.manifest import (
     FORMAT_VERSION,
@@ -22,10 +24,19 @@ from hydra.storage.manifest import (
     fsync_dir,
 )
 from hydra.errors import CorruptLog, StorageError
+from hydra.storage.format import (
+    ENVELOPE_SIZE,
+    FRAME_SIZE,
+    KIND_SKIP,
+    RECORD_HEADER,
+    RECORD_HEADER_SIZE,
+)
 
 _NAME = re.compile(r"^hydra-(\d{5,})\.log$")
 # How often ``SegmentSet.check`` looks at the sizes of every mapped segment.
 CHECK_SECONDS = 0.05
+# How often ``SegmentSet.check`` looks for segments the scavenger replaced.
+FOLLOW_SECONDS = 1.0
 
 
 def segment_name(number: int) -> str:
@@ -101,6 +112,13 @@ class SegmentSet:
         # A segment found cut short under its map: every later check raises it.
         self.damage: CorruptLog | None = None
         self._next_check = 0.0
+        self._next_follow = 0.0
+        self._dir_mtime = 0
+        # Guards changes to the lists (a scavenger thread replaces maps while
+        # other threads read and map new segments).
+        self._lock = threading.Lock()
+        # segment number -> removed ranges [start, end) of offsets (see ``removed``).
+        self._holes: dict[int, list[tuple[int, int]]] = {}
 
     def path(self, number: int) -> str:
         return os.path.join(self.directory, segment_name(number))
@@ -108,11 +126,16 @@ class SegmentSet:
     def map(self, number: int) -> mmap.mmap:
         """Return the map of segment ``number``, mapping it (and any before it) if needed."""
         maps = self.maps
-        while len(maps) <= number:
-            self._open(len(maps))
-        return maps[number]
+        if number < len(maps):
+            return maps[number]
+        with self._lock:
+            while len(self.maps) <= number:
+                mm, fd = self._open(len(self.maps))
+                self.maps.append(mm)
+                self._fds.append(fd)
+            return self.maps[number]
 
-    def _open(self, number: int) -> None:
+    def _open(self, number: int) -> tuple[mmap.mmap, int]:
         path = self.path(number)
         flags = os.O_RDWR if self.writable else os.O_RDONLY
         try:
@@ -133,8 +156,70 @@ class SegmentSet:
         if hasattr(mm, "madvise") and not self.writable:
             # Reads are mostly sequential (catch-up, tailing); let the kernel read ahead.
             mm.madvise(mmap.MADV_SEQUENTIAL)
-        self.maps.append(mm)
-        self._fds.append(fd)
+        return mm, fd
+
+    # -- segments replaced by the scavenger ------------------------------------
+
+    def remap(self, number: int) -> None:
+        """Map segment ``number`` again: the scavenger put a new file in its place.
+
+        The maps list is replaced, not changed in place, so a read in progress
+        keeps the list (and the old file's map) it started with: the old file
+        holds the same records at the same offsets, and its space is freed when
+        the last such read drops it. The old map is not closed here for that reason.
+        """
+        with self._lock:
+            if number >= len(self.maps):
+                return
+            mm, fd = self._open(number)
+            maps = list(self.maps)
+            fds = list(self._fds)
+            old_fd = fds[number]
+            maps[number] = mm
+            fds[number] = fd
+            self.maps = maps
+            self._fds = fds
+            self._holes.pop(number, None)
+        os.close(old_fd)
+
+    def follow(self) -> None:
+        """Remap the segments that were replaced since they were mapped (at most
+        every FOLLOW_SECONDS; one stat per mapped segment)."""
+        now = time.monotonic()
+        if now < self._next_follow:
+            return
+        self._next_follow = now + FOLLOW_SECONDS
+        # A replacement is renamed into the directory, which changes its mtime:
+        # while that stays what it was (and is old enough that a rename in the
+        # same clock tick would have shown), no segment needs a look.
+        try:
+            mtime = os.stat(self.directory).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self._dir_mtime and time.time_ns() - mtime > 2_000_000_000:
+            return
+        self._dir_mtime = mtime
+        for number in range(len(self._fds)):
+            try:
+                if os.stat(self.path(number)).st_ino != os.fstat(self._fds[number]).st_ino:
+                    self.remap(number)
+            except OSError:
+                pass  # gone or unreadable: reads of it report that
+
+    def removed(self, position: int) -> bool:
+        """Whether ``position`` lies in a range the scavenger removed.
+
+        A read that finds no record where the index points checks this before it
+        reports damage: the index keeps the positions of removed events (of
+        deleted incarnations), which no read returns. The ranges of a segment
+        are found once, by walking its record headers.
+        """
+        number, offset = divmod(position, self.segment_size)
+        holes = self._holes.get(number)
+        if holes is None:
+            holes = self._holes[number] = skipped_ranges(self.map(number), self.segment_size)
+        i = bisect_right(holes, (offset, 1 << 62)) - 1
+        return i >= 0 and holes[i][0] <= offset < holes[i][1]
 
     def check(self) -> None:
         """Raise CorruptLog if a mapped segment file was cut short.
@@ -151,6 +236,7 @@ class SegmentSet:
         if now < self._next_check:
             return
         self._next_check = now + CHECK_SECONDS
+        self.follow()
         for number in range(len(self._fds)):
             self.check_one(number)
 
@@ -209,3 +295,21 @@ class SegmentSet:
             os.close(fd)
         self.maps = []
         self._fds = []
+
+
+def skipped_ranges(buf: mmap.mmap | bytes, limit: int) -> list[tuple[int, int]]:
+    """The ranges [start, end) of offsets that skip records of ``buf`` cover,
+    found by walking the record headers from offset 0 to the first zero length."""
+    unpack = RECORD_HEADER.unpack_from
+    out: list[tuple[int, int]] = []
+    offset = 0
+    while offset + RECORD_HEADER_SIZE <= limit:
+        length, _crc, _v, kind, _f, _r, version = unpack(buf, offset)[:7]
+        if length < ENVELOPE_SIZE:
+            break
+        if kind == KIND_SKIP and length == ENVELOPE_SIZE and version >= RECORD_HEADER_SIZE:
+            out.append((offset, offset + version))
+            offset += version
+        else:
+            offset += FRAME_SIZE + length
+    return out

@@ -1,7 +1,7 @@
 """``hydra verify DIR``: check every record of a data directory, read-only.
 
 Checks framing, CRC, envelope, that every event's version follows its stream's
-previous one, that tombstones match their stream's event count, and that
+previous one (or, after a skip record of the scavenger, a later one), that tombstones match their stream's event count, and that
 closed segments hold nothing but zeros after their last record. It takes no
 lock and changes nothing, so it can run beside a live writer (records appended
 meanwhile may show up as an unfinished tail).
@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from array import array
+from bisect import bisect_right
 
 from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index
@@ -59,6 +60,8 @@ class Report:
     tombstones: int = 0
     snapshots: int = 0  # snapshot records (saves and removals)
     metadata: int = 0  # stream metadata records
+    removed_ranges: int = 0  # ranges the scavenger removed (skip records)
+    removed_bytes: int = 0
     streams: int = 0
     end_position: int = 0
     problems: list[str] = field(default_factory=list)
@@ -120,6 +123,8 @@ def verify(directory: str) -> Report:
         report.tombstones = len(index.tombstones)
         report.snapshots = index.snapshot_count
         report.metadata = index.metadata_count
+        report.removed_ranges = len(index.holes)
+        report.removed_bytes = sum(end - start for start, end in index.holes)
         report.streams = index.stream_delta
         if not report.problems:
             check_index(report, segments, numbers, index)
@@ -260,6 +265,10 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
     indexed = array("q")
     for part in pindex.all_positions(None, covered, False):
         indexed.extend(part)
+    if log.holes:
+        # The index keeps the positions of events the scavenger removed (of
+        # deleted incarnations; reads pass over them): they must lie in a hole.
+        indexed = array("q", (p for p in indexed if not _in_hole(log.holes, p)))
     if indexed != log.all_positions:
         problem(f"the index lists {len(indexed)} events in log order; the log has "
                 f"{len(log.all_positions)}")
@@ -299,6 +308,11 @@ def _compare_recent(pindex: PersistentIndex, log: Index, problem: Callable[[str]
         problem(f"the stream listing table (recent) differs from the log in {wrong} entries")
 
 
+def _in_hole(holes: list[tuple[int, int]], position: int) -> bool:
+    i = bisect_right(holes, (position, 1 << 62)) - 1
+    return i >= 0 and holes[i][0] <= position < holes[i][1]
+
+
 def _zero_after(mm: object, start: int) -> bool:
     size = len(mm)  # type: ignore[arg-type]
     pos = start
@@ -330,6 +344,8 @@ def main(argv: list[str]) -> int:
         f"{report.events} events in {report.streams} live streams, "
         f"{report.tombstones} deleted streams, end position {report.end_position}"
     )
+    if report.removed_ranges:
+        print(f"scavenged: {report.removed_ranges} removed ranges, {report.removed_bytes} bytes")
     for problem in report.problems:
         print(f"CORRUPT {problem}")
     if report.torn_tail:

@@ -31,14 +31,22 @@ from hydra._protocol import (
     PART_FIELDS,
     OP_HEALTH,
     OP_SAVE_SNAPSHOT,
+    OP_SCAVENGE,
     OP_SET_STREAM_METADATA,
     SAVE_SNAPSHOT_FIELDS,
+    SCAVENGE_FIELDS,
     SET_STREAM_METADATA_FIELDS,
     bad_request,
     error_reply,
     unpackb,
 )
-from hydra.errors import HydraError, InsufficientStorage, InvalidArgument, StorageFailed
+from hydra.errors import (
+    HydraError,
+    InsufficientStorage,
+    InvalidArgument,
+    StorageFailed,
+    Unavailable,
+)
 
 log = logging.getLogger("hydra.writer")
 
@@ -48,9 +56,12 @@ Reply = dict[str, Any]
 class CommandHandler:
     """Runs requests against the engine; counts what the current group wrote."""
 
-    def __init__(self, engine: Engine, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, engine: Engine, health: Callable[[], dict[str, Any]],
+                 scavenge: Callable[[], int] | None = None) -> None:
         self.engine = engine
         self._health = health
+        # Starts (or queues) a scavenge and returns the run to wait for.
+        self.scavenge = scavenge or _no_scavenger
         # Per group: records written and whether a request asked for a sync.
         self.written = 0
         self.sync_requested = False
@@ -103,6 +114,9 @@ class CommandHandler:
                 return self._set_stream_metadata(rid, req)
             if op == OP_APPEND_MULTI:
                 return self._append_multi(rid, req)
+            if op == OP_SCAVENGE:
+                _check_fields(req, SCAVENGE_FIELDS)
+                return {"id": rid, "ok": True, "run": self.scavenge()}
             if op == OP_HEALTH:
                 _check_fields(req, HEALTH_FIELDS)
                 return {"id": rid, "ok": True, "health": self._health()}
@@ -301,6 +315,10 @@ class CommandHandler:
         else:
             self._suppressed += 1
         return bad_request(rid, message)
+
+
+def _no_scavenger() -> int:
+    raise Unavailable("this writer does not scavenge")
 
 
 def _check_fields(req: dict[str, Any], allowed: frozenset[str]) -> None:

@@ -55,6 +55,7 @@ from hydra.storage.segments import SegmentSet
 from hydra.errors import CorruptLog, StorageError, StorageFailed, Unavailable
 from hydra.store import open_data_dir
 from hydra.writer._commands import CommandHandler, Reply
+from hydra.writer._scavenging import ScavengeThread
 from hydra.writer._durability import SyncPolicy
 from hydra.writer._syncer import Syncer
 from hydra.writer.config import WriterConfig
@@ -98,7 +99,11 @@ class WriterServer:
         self.committed = end
         self.synced = end
         self.policy = SyncPolicy(config.sync, config.sync_interval, config.sync_batch)
-        self.handler = CommandHandler(self.engine, self.health)
+        self._scavenging = ScavengeThread(self._segments, self._index.persistent,
+                                          self._scavenge_bounds)
+        self.handler = CommandHandler(self.engine, self.health, self._scavenging.request)
+        self._next_scavenge = (time.monotonic() + config.scavenge_interval
+                               if config.scavenge_interval else None)
         self.writer_id = int.from_bytes(os.urandom(8), "big") >> 1
         self.started = time.monotonic()
         self.groups = 0
@@ -172,6 +177,7 @@ class WriterServer:
                     self._start_sync()
                 if now >= self._next_heartbeat:
                     self._publish(heartbeat=True)
+                    self._background_scavenge(now)
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -180,6 +186,23 @@ class WriterServer:
             os.close(wake_r)
             os.close(wake_w)
             self._close_all()
+
+    # -- scavenging (hydra/writer/_scavenging.py) ------------------------------------
+
+    def _scavenge_bounds(self) -> tuple[int, int]:
+        """(position a scavenge may decide on, segment being written), read by the
+        scavenger thread: synced and indexed, so no removal rests on a record a
+        crash could undo."""
+        assert self._index is not None
+        return min(self.synced, self._index.covered), self.engine.log.segment
+
+    def _background_scavenge(self, now: float) -> None:
+        """Start a scavenge every --scavenge-interval (checked at each heartbeat)."""
+        if self._next_scavenge is None or now < self._next_scavenge:
+            return
+        self._next_scavenge = now + self.config.scavenge_interval  # type: ignore[operator]
+        if not self._scavenging.scavenger.progress.running and self.handler.failure is None:
+            self._scavenging.request()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop = True
@@ -370,6 +393,12 @@ class WriterServer:
                     size += entry.stat().st_blocks * 512
         self.metrics.log_bytes.set(size)
         self.metrics.log_segments.set(segments)
+        m, p = self.metrics, self._scavenging.scavenger.progress
+        m.scavenge_running.set(1 if p.running else 0)
+        m.scavenge_segment.set(p.segment)
+        m.scavenge_segments.set(p.segments)
+        m.scavenge_reclaimed.set(p.bytes_reclaimed)
+        m.scavenge_runs.set(p.runs)
 
     def _index_counts(self) -> tuple[int, int]:
         assert self._index is not None
@@ -395,6 +424,7 @@ class WriterServer:
             "writer": self.writer_id,
             "pid": os.getpid(),
             "protocol": PROTOCOL_VERSION,
+            "scavenge": self._scavenging.progress,
         }
 
     # -- shutdown ------------------------------------------------------------------
@@ -453,6 +483,10 @@ class WriterServer:
                 except FileNotFoundError:
                     pass
         self._bound = []
+        scavenging = getattr(self, "_scavenging", None)
+        if scavenging is not None:
+            # It reads the maps and the index closed below.
+            scavenging.close()
         if self._syncer is not None:
             self._syncer.close()
             self._syncer = None

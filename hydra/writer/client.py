@@ -49,6 +49,7 @@ import zmq
 
 from hydra._curve import ClientKeys, secure_client
 from hydra.storage.engine import ANY, AppendResult, NewEvent, SnapshotSaved, StreamAppend
+from hydra.storage.scavenge import ScavengeResult
 from hydra._protocol import (
     MAX_MESSAGE_SIZE,
     OP_APPEND,
@@ -56,6 +57,7 @@ from hydra._protocol import (
     OP_DELETE,
     OP_DELETE_SNAPSHOT,
     OP_HEALTH,
+    OP_SCAVENGE,
     OP_SAVE_SNAPSHOT,
     OP_SET_STREAM_METADATA,
     SocketWatcher,
@@ -66,7 +68,7 @@ from hydra._protocol import (
     plain_context,
     unpackb,
 )
-from hydra.errors import InvalidArgument, Unavailable
+from hydra.errors import InvalidArgument, StorageError, Unavailable
 
 # Coalesced messages stop growing past this size (a single bigger request is
 # still sent alone, up to MAX_MESSAGE_SIZE).
@@ -220,6 +222,25 @@ class WriterClient:
                                   "max_count": max_count, "max_age": max_age,
                                   "truncate_before": truncate_before, "custom": custom})
         return reply["position"]  # type: ignore[no-any-return]
+
+    async def scavenge(self, poll: float = 0.2) -> ScavengeResult:
+        """Have the writer scavenge its closed segments; return once it has.
+
+        The writer answers the request at once with the run to wait for; its
+        health then shows the progress, and the result once that run is done.
+        Raises StorageError when the run failed.
+        """
+        reply = await self._call({"op": OP_SCAVENGE})
+        run = reply["run"]
+        while True:
+            state = (await self.health()).get("scavenge") or {}
+            if state.get("runs", 0) >= run:
+                break
+            await asyncio.sleep(poll)
+        if state.get("error"):
+            raise StorageError(f"the scavenge failed: {state['error']}")
+        last = state["last"]
+        return ScavengeResult(**{k: last[k] for k in ScavengeResult.__slots__})
 
     async def health(self) -> dict[str, Any]:
         """The writer's health and counters (committed_position, events, streams,

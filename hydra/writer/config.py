@@ -42,6 +42,8 @@ class WriterConfig:
     # CURVE on the command and feed sockets (hydra._curve); required for TCP
     # endpoints beyond loopback.
     zmq_curve: bool = False
+    # Seconds between background scavenges; None: only on request.
+    scavenge_interval: float | None = None
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -60,6 +62,11 @@ class WriterConfig:
         ):
             raise InvalidArgument(
                 f"heartbeat interval must be in [0.01, 1.0] seconds, got {self.heartbeat_interval!r}"
+            )
+        si = self.scavenge_interval
+        if si is not None and (type(si) not in (int, float) or not 1.0 <= si <= 366 * 86400):
+            raise InvalidArgument(
+                f"scavenge interval must be 1 second to a year (or unset: off), got {si!r}"
             )
         if not isinstance(self.limits, Limits):
             raise InvalidArgument("limits must be a hydra.limits.Limits")
@@ -100,6 +107,10 @@ class WriterConfig:
             log_level=args.log_level,
             limits=parse_limits(args.limits),
             zmq_curve=parse_flag(args.zmq_curve, "--zmq-curve"),
+            scavenge_interval=(
+                None if args.scavenge_interval in (None, "", "off")
+                else _float(args.scavenge_interval, "--scavenge-interval")
+            ),
         )
 
 
@@ -154,6 +165,10 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
     p.add_argument("--zmq-curve", default=env.get("HYDRA_ZMQ_CURVE", "false"), metavar="BOOL",
                    help="CURVE-secure the command and feed sockets, keys in DATA/curve/ "
                         "(needed for TCP beyond loopback) [HYDRA_ZMQ_CURVE]")
+    p.add_argument("--scavenge-interval", default=env.get("HYDRA_SCAVENGE_INTERVAL"),
+                   metavar="SECONDS",
+                   help="scavenge closed segments every SECONDS in the background "
+                        "(default: off; on request only)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=env.get("HYDRA_LOG_LEVEL", "info"), help="[HYDRA_LOG_LEVEL]")
     return p

@@ -116,6 +116,9 @@ class StoreBackend:
     def get_stream_metadata(self, stream_id: str) -> hydra.StreamMetadata:
         return self.store.get_stream_metadata(stream_id)
 
+    async def scavenge(self):
+        return await asyncio.get_running_loop().run_in_executor(None, self.store.scavenge)
+
 
 def free_port() -> int:
     with socket.socket() as s:

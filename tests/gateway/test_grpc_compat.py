@@ -109,7 +109,7 @@ def test_reflection_lists_and_describes_the_service(channel):
             "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot",
             "AppendMulti", "GetTracking", "ListStreams",
             "ReadOrdinals", "GetOrdinal",
-            "SetStreamMetadata", "GetStreamMetadata"} == set(methods)
+            "SetStreamMetadata", "GetStreamMetadata", "Scavenge"} == set(methods)
     assert methods["ReadStream"].server_streaming
     assert methods["Append"].input_type.full_name == "eventstore.AppendRequest"
     event = pool.FindMessageTypeByName("eventstore.Event")

@@ -242,7 +242,7 @@ def test_openapi_document(http):
                                  "/all", "/health", "/openapi.json",
                                  "/subscribe/all", "/subscribe/streams/{streamId}",
                                  "/append", "/tracking/{name}", "/metrics",
-                                 "/streams/{streamId}/metadata"}
+                                 "/streams/{streamId}/metadata", "/admin/scavenge"}
 
 
 # -- bad input: 4xx with a message, never 500 -----------------------------------
