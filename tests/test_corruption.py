@@ -195,19 +195,74 @@ def test_damaged_record_found_by_a_rebuild_refuses_appends_to_its_stream(tmp_pat
     assert verify(directory).status == 1
 
 
-def test_broken_framing_in_closed_segment_refuses_to_open(tmp_path):
+def _last_in_segment(events, number):
+    return max(i for i, e in enumerate(events) if e.position // SEG == number)
+
+
+@pytest.mark.parametrize("where, length", [
+    ("middle", b"\xff\xff\x00\x00"),  # an impossible length
+    ("middle", None),  # a plausible length that is wrong (one less)
+    ("last", b"\x00\x00\x01\x00"),  # the last record of the segment, then zeros
+])
+def test_broken_length_in_closed_segment_is_isolated(tmp_path, where, length):
+    """A broken length field in a closed segment: the store opens (also when the
+    index is rebuilt over the damage), everything else reads, reads that touch the
+    record fail naming its position, verify reports it, and its event ID still
+    dedupes a retry (the record's end is found by its CRC, so its ID is exact)."""
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    i = 5 if where == "middle" else _last_in_segment(events, 0)
+    victim = events[i]
+    with open(segment_path(directory, 0), "r+b") as f:
+        f.seek(victim.position % SEG)
+        if length is None:
+            real = int.from_bytes(f.read(4), "little")
+            length = (real - 1).to_bytes(4, "little")
+            f.seek(victim.position % SEG)
+        f.write(length)
+    size_before = os.path.getsize(segment_path(directory, 0))
+    for rebuild in (False, True, False):
+        if rebuild:
+            shutil.rmtree(os.path.join(directory, "index"))
+        with hydra.open(directory) as s:
+            with pytest.raises(hydra.CorruptLog, match=f"position {victim.position}"):
+                list(s.read_all())
+            with pytest.raises(hydra.CorruptLog, match=f"position {victim.position}"):
+                list(s.read_stream(victim.stream_id))
+            # Everything before it and after it reads.
+            assert list(s.read_all(limit=i)) == events[:i]
+            assert list(s.read_all(victim.position + 1)) == events[i + 1:]
+            others = [e for e in events if e.stream_id != victim.stream_id]
+            assert [e for st in sorted({e.stream_id for e in others})
+                    for e in s.read_stream(st)] == sorted(
+                        others, key=lambda e: (e.stream_id, e.position))
+            # Idempotency stays exact: a retry of the victim is a duplicate.
+            retry = s.append(victim.stream_id, victim.event_id, victim.data)
+            assert retry.duplicate and retry.position == victim.position
+    report = verify(directory)
+    assert report.status == 1
+    assert report.problems == [
+        f"hydra-00000.log position {victim.position}: broken length field (the record's "
+        "end was found by its CRC and it is indexed; reading this record fails)"]
+    # Recovery never rewrote or extended the segment.
+    assert os.path.getsize(segment_path(directory, 0)) == size_before
+
+
+def test_broken_length_and_envelope_in_closed_segment_refuses_a_rebuild(tmp_path):
+    """When the record's end cannot be found (its length and its envelope are both
+    garbage), nothing after it in the segment can be located: a rebuild refuses,
+    naming segment and position. Without a rebuild the store opens and only reads
+    that touch the damage fail."""
     directory = str(tmp_path / "data")
     events = two_segment_store(directory)
     with open(segment_path(directory, 0), "r+b") as f:
-        f.seek(events[5].position)
-        f.write(b"\xff\xff\x00\x00")  # an impossible length
-    # Opening reads only the log after the index (closed segments are not
-    # rescanned): the damage shows when the record is read, and in verify.
+        f.seek(events[5].position % SEG)
+        f.write(b"\xff" * 40)
     with hydra.open(directory) as s:
         with pytest.raises(hydra.CorruptLog, match=f"position {events[5].position}"):
             list(s.read_all())
+        assert list(s.read_all(limit=5)) == events[:5]
     assert verify(directory).status == 1
-    # Rebuilding the index reads the whole log, and refuses it as before.
     shutil.rmtree(os.path.join(directory, "index"))
     with pytest.raises(hydra.CorruptLog, match="hydra-00000.log.*position"):
         hydra.open(directory)

@@ -21,8 +21,10 @@ An invalid record in an earlier (closed) segment is damage to acknowledged
 data, never a torn write, and recovery does not drop data because of it: a
 record whose header is consistent but whose CRC fails is indexed from its header
 (reads of it raise CorruptLog; ``hydra verify`` reports it); a record whose
-framing or envelope is broken makes recovery refuse to open, naming segment and
-position, since nothing after it can be located.
+length field is broken is indexed up to its true end (``index.true_end``: the
+next record, found by the record's CRC); a record whose end cannot be found
+makes recovery refuse to open, naming segment and position, since nothing after
+it can be located.
 """
 
 from __future__ import annotations

@@ -106,6 +106,12 @@ def verify(directory: str) -> Report:
                 f"{segment_name(position // size)} position {position}: CRC mismatch "
                 "(reading this record fails)"
             )
+        for position in index.length_broken:
+            report.problems.append(
+                f"{segment_name(position // size)} position {position}: broken length field "
+                "(the record's end was found by its CRC and it is indexed; reading this "
+                "record fails)"
+            )
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
         report.snapshots = index.snapshot_count

@@ -24,7 +24,7 @@ import pytest
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 
-from ._cluster import Cluster
+from ._cluster import BIN, Cluster
 
 SEGMENT = 256 * 1024
 EVENT = b"x" * 8000
@@ -169,5 +169,44 @@ def test_segment_cut_short_under_the_server_gives_clear_errors_not_sigbus() -> N
             assert http.get("/health").json()["pid"] == gateway_pid
         log = open(os.path.join(c.logs, "writer.log"), errors="replace").read()
         assert "Traceback" not in log
+    finally:
+        c.stop()
+
+
+def test_broken_length_in_a_closed_segment_does_not_stop_the_server() -> None:
+    """A broken length field in a closed segment, and the index rebuilt over it:
+    the writer starts, healthy data is served, reads that touch the record answer
+    503 damaged_log naming its position, and a retry of its event is a duplicate."""
+    c = Cluster(workers=1, HYDRA_SEGMENT_SIZE=str(SEGMENT)).start()
+    try:
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            for n in range(60):  # about 2 segments, of two streams
+                assert _append(http, f"len-{n % 2}", f"e{n}").status_code == 201
+            victim = _read_ndjson(http, "len-0")[3]
+            position = int(victim["position"])  # type: ignore[call-overload]
+            assert position < SEGMENT
+        c.ctl("stop", "all")
+        with open(os.path.join(c.data, "hydra-00000.log"), "r+b") as f:
+            f.seek(position)
+            f.write(b"\xff\xff\xff\x7f")
+        shutil.rmtree(os.path.join(c.data, "index"))
+        c.ctl("start", "all")
+        c.wait_ready()
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            assert len(_read_ndjson(http, "len-1")) == 30
+            r = http.get("/streams/len-0")
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "damaged_log"
+            assert f"position {position}" in r.json()["error"]
+            assert http.get("/all").status_code == 503
+            assert http.get("/all", params={"from": position + 1}).status_code == 200
+            retry = _append(http, "len-0", str(victim["eventId"]))
+            assert retry.status_code in (200, 201), retry.text
+            assert retry.json()["duplicate"] and retry.json()["position"] == position
+            assert _append(http, "len-0", "fresh").status_code == 201
+        out = subprocess.run([str(BIN / "hydra"), "verify", c.data], capture_output=True,
+                             text=True)
+        assert out.returncode == 1
+        assert f"hydra-00000.log position {position}: broken length field" in out.stdout
     finally:
         c.stop()
