@@ -293,12 +293,16 @@ def test_verify_reports_torn_tail_separately(tmp_path):
     with open(segment_path(directory, last.position // SEG), "r+b") as f:
         f.seek(last.position % SEG + 20)
         f.write(b"garbage")
+    # The index says the log was written past it: damage, not a torn tail (and
+    # recovery refuses: see the test below).
+    report = verify(directory)
+    assert report.status == 1 and report.torn_tail is None
+    assert "hydra repair DIR" in report.problems[0]
+    # As after an OS crash, no index vouches for the end of the log: a torn tail.
+    shutil.rmtree(os.path.join(directory, "index"))
     report = verify(directory)
     assert report.status == 3 and not report.problems
     assert f"position {last.position}" in report.torn_tail
-    # As after an OS crash, no index vouches for the end of the log (with the
-    # index that covers it, recovery refuses: see the test below).
-    shutil.rmtree(os.path.join(directory, "index"))
     with hydra.open(directory) as s:
         assert len(list(s.read_all())) == len(events) - 1
     assert verify(directory).status == 0
@@ -340,3 +344,75 @@ def test_damage_before_the_acknowledged_end_of_the_active_segment_is_refused(tmp
     shutil.rmtree(os.path.join(directory, "index"))
     with hydra.open(directory) as s:
         assert [e.event_id for e in s.read_all()] == [f"e{n}" for n in range(15)]
+
+
+def _repair(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "hydra", "repair", *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          **kw)
+
+
+def test_repair_says_what_is_lost_and_keeps_the_prefix_only_when_told(tmp_path):
+    """Damage before the checkpoint: verify calls it damage (not a torn tail) and
+    names what keeping the prefix loses; ``hydra repair`` lists it and changes
+    nothing; ``--keep-prefix`` needs a confirmation, saves the cut bytes aside,
+    and the store then opens with the prefix."""
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(30):
+            s.append(f"s{n % 2}", f"e{n}", bytes([n]) * 40)
+        events = list(s.read_all())
+        end = s.committed_position
+    victim = events[15]
+    flip_byte(segment_path(directory, 0), events[16].position - 5)
+    original = open(segment_path(directory, 0), "rb").read()
+
+    report = verify(directory)
+    assert report.status == 1 and report.torn_tail is None
+    [problem] = report.problems
+    assert f"hydra-00000.log position {victim.position}: CRC mismatch" in problem
+    assert (f"cuts the log at position {victim.position} and loses 15 acknowledged "
+            f"event(s) at positions {victim.position}..{events[-1].position} (1 of them "
+            "unreadable) of 3 stream(s)") in problem
+    assert "hydra repair DIR" in problem
+
+    shown = _repair(directory)
+    assert shown.returncode == 1, shown.stderr
+    assert "stream 's0': 7 event(s)" in shown.stdout
+    assert "stream '(unreadable)': 1 event(s)" in shown.stdout
+    assert "hydra restore BACKUP NEWDIR" in shown.stdout and "--keep-prefix" in shown.stdout
+    # Not confirmed (no terminal, no --yes): nothing changes.
+    refused = _repair(directory, "--keep-prefix")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert open(segment_path(directory, 0), "rb").read() == original
+    with pytest.raises(hydra.CorruptLog):
+        hydra.open(directory)
+
+    done = _repair(directory, "--keep-prefix", "--yes")
+    assert done.returncode == 0, done.stderr
+    [aside] = [d for d in os.listdir(directory) if d.startswith("repair-")]
+    saved = open(os.path.join(directory, aside, f"hydra-00000.log.from-{victim.position}"),
+                 "rb").read()
+    assert saved == original[victim.position:end]
+    assert "15 acknowledged event(s)" in open(os.path.join(directory, aside,
+                                                           "README.txt")).read()
+    assert os.path.getsize(segment_path(directory, 0)) == len(original)
+    with hydra.open(directory) as s:
+        assert list(s.read_all()) == events[:15]
+    assert verify(directory).status == 0
+    assert _repair(directory).returncode == 0
+
+
+def test_repair_refuses_bad_input_with_one_line(tmp_path):
+    missing = _repair(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a Hydra data directory" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        s.append("s", "e", b"x")
+        locked = _repair(directory)
+    assert locked.returncode == 2 and "locked" in locked.stderr and "stop the writer" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1
+    bad = _repair(directory, "--keep")  # no abbreviations of --keep-prefix
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert _repair(directory).returncode == 0

@@ -139,9 +139,9 @@ def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: 
                 f"({'impossible length' if nxt > size or length < ENVELOPE_SIZE else 'CRC mismatch'}), "
                 f"before position {checkpoint} up to which the index says the log was "
                 "written and acknowledged; recovery does not drop acknowledged events or "
-                "reuse their positions. Run `hydra verify`, then restore the data "
-                "directory from a backup, or remove its index directory to keep only "
-                "the log before the damage"
+                "reuse their positions. Run `hydra repair DIR` to see what is lost and "
+                "choose: restore a backup (`hydra restore`), or keep the prefix "
+                "(`hydra repair DIR --keep-prefix`); `hydra verify` checks the rest"
             )
         offset = nxt
 

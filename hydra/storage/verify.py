@@ -112,6 +112,17 @@ def verify(directory: str) -> Report:
                 "(the record's end was found by its CRC and it is indexed; reading this "
                 "record fails)"
             )
+        if report.torn_tail:
+            # An invalid record before the index's checkpoint is damage to
+            # acknowledged events, not a torn tail: the writer refuses to open.
+            from hydra.storage.repair import assess
+
+            damage = assess(directory)
+            if damage is not None:
+                report.torn_tail = None
+                report.problems.append(
+                    " ".join(damage.describe()[:2]) + " Run `hydra repair DIR` to see "
+                    "the streams affected and choose: restore a backup, or keep the prefix")
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
         report.snapshots = index.snapshot_count
