@@ -12,7 +12,8 @@ the counters, as of the log position the index covers (an index that covers
 less than the log is behind, which the next open of the writer catches up).
 
 Exit status: 0 clean; 1 damage to committed data (named by segment and
-position); 3 only an unrecovered torn tail in the last segment (a crash left
+position; damage in the active segment before the index's covered position is
+reported with what keeping the prefix would lose: see ``hydra repair``); 3 only an unrecovered torn tail in the last segment (a crash left
 it; the next open discards it); 4 the index disagrees with the log (delete
 ``DIR/index``: the writer rebuilds it from the log on open); 2 usage or I/O error.
 """
