@@ -268,6 +268,13 @@ class ReadOnlyView(ReadSide):
         self._rewound = (position, self._committed)
         return True
 
+    def stream_version(self, stream_id: str) -> int:
+        count = super().stream_version(stream_id)
+        if count == 0 and self._rewound is not None:
+            # Absent as this view knew the log; the new history may hold it.
+            raise CorruptLog(self._rewound_message())
+        return count
+
     def read_stream(
         self, stream_id: str, from_version: int | None = None, limit: int | None = None,
         backward: bool = False,
@@ -284,11 +291,8 @@ class ReadOnlyView(ReadSide):
 
     def _before_cut(self, events: Iterator[RecordedEvent]) -> Iterator[RecordedEvent]:
         assert self._rewound is not None
-        cut, was = self._rewound
-        message = (f"the log of {self.directory} went back: the writer's committed "
-                   f"position is now {cut}, before {was} which this process had served; "
-                   f"positions from {cut} on may hold other events than were read "
-                   "before, so they are not served until this process restarts")
+        cut = self._rewound[0]
+        message = self._rewound_message()
         try:
             for e in events:
                 if e.position >= cut:
@@ -300,6 +304,14 @@ class ReadOnlyView(ReadSide):
             # The bytes under this view changed (a record it indexed is gone or
             # other): the reason is the cut, whatever the read met.
             raise CorruptLog(f"{message} (the read met: {exc})") from None
+
+    def _rewound_message(self) -> str:
+        assert self._rewound is not None
+        cut, was = self._rewound
+        return (f"the log of {self.directory} went back: the writer's committed "
+                f"position is now {cut}, before {was} which this process had served; "
+                f"positions from {cut} on may hold other events than were read "
+                "before, so they are not served until this process restarts")
 
     # -- reads and lifetime ------------------------------------------------------
 

@@ -248,6 +248,9 @@ def test_a_gateway_refuses_positions_the_writer_went_back_over() -> None:
             assert _append(http, "back-2", "new").status_code == 201
             r = http.get("/all", params={"from": cut})
             assert r.status_code == 503 and "went back" in r.text
+            # A stream this gateway never saw may exist in the new history: not a 404.
+            r = http.get("/streams/back-2")
+            assert r.status_code == 503 and "went back" in r.text
             assert http.get("/all", params={"limit": 3}).status_code == 200
         log = open(os.path.join(c.logs, "gateway-0.log"), errors="replace").read()
         assert "committed position went back from" in log and f"to {cut}" in log
