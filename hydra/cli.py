@@ -12,6 +12,7 @@ from typing import NoReturn
 
 _COMMANDS = {
     "verify": ("hydra.storage.verify", "check every record of a data directory"),
+    "repair": ("hydra.storage.repair", "what damage before the checkpoint costs; keep the prefix"),
     "writer": ("hydra.writer.__main__", "run the writer process (owns the log)"),
     "gateway": ("hydra.gateway.__main__", "run a gateway worker (HTTP + gRPC)"),
     "stress": ("hydra.stress", "load-test a running server"),

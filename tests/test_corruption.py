@@ -195,19 +195,74 @@ def test_damaged_record_found_by_a_rebuild_refuses_appends_to_its_stream(tmp_pat
     assert verify(directory).status == 1
 
 
-def test_broken_framing_in_closed_segment_refuses_to_open(tmp_path):
+def _last_in_segment(events, number):
+    return max(i for i, e in enumerate(events) if e.position // SEG == number)
+
+
+@pytest.mark.parametrize("where, length", [
+    ("middle", b"\xff\xff\x00\x00"),  # an impossible length
+    ("middle", None),  # a plausible length that is wrong (one less)
+    ("last", b"\x00\x00\x01\x00"),  # the last record of the segment, then zeros
+])
+def test_broken_length_in_closed_segment_is_isolated(tmp_path, where, length):
+    """A broken length field in a closed segment: the store opens (also when the
+    index is rebuilt over the damage), everything else reads, reads that touch the
+    record fail naming its position, verify reports it, and its event ID still
+    dedupes a retry (the record's end is found by its CRC, so its ID is exact)."""
+    directory = str(tmp_path / "data")
+    events = two_segment_store(directory)
+    i = 5 if where == "middle" else _last_in_segment(events, 0)
+    victim = events[i]
+    with open(segment_path(directory, 0), "r+b") as f:
+        f.seek(victim.position % SEG)
+        if length is None:
+            real = int.from_bytes(f.read(4), "little")
+            length = (real - 1).to_bytes(4, "little")
+            f.seek(victim.position % SEG)
+        f.write(length)
+    size_before = os.path.getsize(segment_path(directory, 0))
+    for rebuild in (False, True, False):
+        if rebuild:
+            shutil.rmtree(os.path.join(directory, "index"))
+        with hydra.open(directory) as s:
+            with pytest.raises(hydra.CorruptLog, match=f"position {victim.position}"):
+                list(s.read_all())
+            with pytest.raises(hydra.CorruptLog, match=f"position {victim.position}"):
+                list(s.read_stream(victim.stream_id))
+            # Everything before it and after it reads.
+            assert list(s.read_all(limit=i)) == events[:i]
+            assert list(s.read_all(victim.position + 1)) == events[i + 1:]
+            others = [e for e in events if e.stream_id != victim.stream_id]
+            assert [e for st in sorted({e.stream_id for e in others})
+                    for e in s.read_stream(st)] == sorted(
+                        others, key=lambda e: (e.stream_id, e.position))
+            # Idempotency stays exact: a retry of the victim is a duplicate.
+            retry = s.append(victim.stream_id, victim.event_id, victim.data)
+            assert retry.duplicate and retry.position == victim.position
+    report = verify(directory)
+    assert report.status == 1
+    assert report.problems == [
+        f"hydra-00000.log position {victim.position}: broken length field (the record's "
+        "end was found by its CRC and it is indexed; reading this record fails)"]
+    # Recovery never rewrote or extended the segment.
+    assert os.path.getsize(segment_path(directory, 0)) == size_before
+
+
+def test_broken_length_and_envelope_in_closed_segment_refuses_a_rebuild(tmp_path):
+    """When the record's end cannot be found (its length and its envelope are both
+    garbage), nothing after it in the segment can be located: a rebuild refuses,
+    naming segment and position. Without a rebuild the store opens and only reads
+    that touch the damage fail."""
     directory = str(tmp_path / "data")
     events = two_segment_store(directory)
     with open(segment_path(directory, 0), "r+b") as f:
-        f.seek(events[5].position)
-        f.write(b"\xff\xff\x00\x00")  # an impossible length
-    # Opening reads only the log after the index (closed segments are not
-    # rescanned): the damage shows when the record is read, and in verify.
+        f.seek(events[5].position % SEG)
+        f.write(b"\xff" * 40)
     with hydra.open(directory) as s:
         with pytest.raises(hydra.CorruptLog, match=f"position {events[5].position}"):
             list(s.read_all())
+        assert list(s.read_all(limit=5)) == events[:5]
     assert verify(directory).status == 1
-    # Rebuilding the index reads the whole log, and refuses it as before.
     shutil.rmtree(os.path.join(directory, "index"))
     with pytest.raises(hydra.CorruptLog, match="hydra-00000.log.*position"):
         hydra.open(directory)
@@ -238,12 +293,16 @@ def test_verify_reports_torn_tail_separately(tmp_path):
     with open(segment_path(directory, last.position // SEG), "r+b") as f:
         f.seek(last.position % SEG + 20)
         f.write(b"garbage")
+    # The index says the log was written past it: damage, not a torn tail (and
+    # recovery refuses: see the test below).
+    report = verify(directory)
+    assert report.status == 1 and report.torn_tail is None
+    assert "hydra repair DIR" in report.problems[0]
+    # As after an OS crash, no index vouches for the end of the log: a torn tail.
+    shutil.rmtree(os.path.join(directory, "index"))
     report = verify(directory)
     assert report.status == 3 and not report.problems
     assert f"position {last.position}" in report.torn_tail
-    # As after an OS crash, no index vouches for the end of the log (with the
-    # index that covers it, recovery refuses: see the test below).
-    shutil.rmtree(os.path.join(directory, "index"))
     with hydra.open(directory) as s:
         assert len(list(s.read_all())) == len(events) - 1
     assert verify(directory).status == 0
@@ -285,3 +344,75 @@ def test_damage_before_the_acknowledged_end_of_the_active_segment_is_refused(tmp
     shutil.rmtree(os.path.join(directory, "index"))
     with hydra.open(directory) as s:
         assert [e.event_id for e in s.read_all()] == [f"e{n}" for n in range(15)]
+
+
+def _repair(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "hydra", "repair", *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          **kw)
+
+
+def test_repair_says_what_is_lost_and_keeps_the_prefix_only_when_told(tmp_path):
+    """Damage before the checkpoint: verify calls it damage (not a torn tail) and
+    names what keeping the prefix loses; ``hydra repair`` lists it and changes
+    nothing; ``--keep-prefix`` needs a confirmation, saves the cut bytes aside,
+    and the store then opens with the prefix."""
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        for n in range(30):
+            s.append(f"s{n % 2}", f"e{n}", bytes([n]) * 40)
+        events = list(s.read_all())
+        end = s.committed_position
+    victim = events[15]
+    flip_byte(segment_path(directory, 0), events[16].position - 5)
+    original = open(segment_path(directory, 0), "rb").read()
+
+    report = verify(directory)
+    assert report.status == 1 and report.torn_tail is None
+    [problem] = report.problems
+    assert f"hydra-00000.log position {victim.position}: CRC mismatch" in problem
+    assert (f"cuts the log at position {victim.position} and loses 15 acknowledged "
+            f"event(s) at positions {victim.position}..{events[-1].position} (1 of them "
+            "unreadable) of 3 stream(s)") in problem
+    assert "hydra repair DIR" in problem
+
+    shown = _repair(directory)
+    assert shown.returncode == 1, shown.stderr
+    assert "stream 's0': 7 event(s)" in shown.stdout
+    assert "stream '(unreadable)': 1 event(s)" in shown.stdout
+    assert "hydra restore BACKUP NEWDIR" in shown.stdout and "--keep-prefix" in shown.stdout
+    # Not confirmed (no terminal, no --yes): nothing changes.
+    refused = _repair(directory, "--keep-prefix")
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    assert open(segment_path(directory, 0), "rb").read() == original
+    with pytest.raises(hydra.CorruptLog):
+        hydra.open(directory)
+
+    done = _repair(directory, "--keep-prefix", "--yes")
+    assert done.returncode == 0, done.stderr
+    [aside] = [d for d in os.listdir(directory) if d.startswith("repair-")]
+    saved = open(os.path.join(directory, aside, f"hydra-00000.log.from-{victim.position}"),
+                 "rb").read()
+    assert saved == original[victim.position:end]
+    assert "15 acknowledged event(s)" in open(os.path.join(directory, aside,
+                                                           "README.txt")).read()
+    assert os.path.getsize(segment_path(directory, 0)) == len(original)
+    with hydra.open(directory) as s:
+        assert list(s.read_all()) == events[:15]
+    assert verify(directory).status == 0
+    assert _repair(directory).returncode == 0
+
+
+def test_repair_refuses_bad_input_with_one_line(tmp_path):
+    missing = _repair(str(tmp_path / "nowhere"))
+    assert missing.returncode == 2 and "not a Hydra data directory" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        s.append("s", "e", b"x")
+        locked = _repair(directory)
+    assert locked.returncode == 2 and "locked" in locked.stderr and "stop the writer" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1
+    bad = _repair(directory, "--keep")  # no abbreviations of --keep-prefix
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert _repair(directory).returncode == 0

@@ -8,7 +8,9 @@ proto/eventstore.proto): a missing ``expected_version`` is 0 (no stream), a
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
 import os
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -40,6 +42,8 @@ from hydra.gateway._requests import (
     check_stream_id,
 )
 from hydra.gateway._subscriptions import (
+    Stalled,
+    StallGuard,
     Subscriptions,
     grpc_batch,
     grpc_messages,
@@ -50,8 +54,11 @@ from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.storage.retention import check_rules
 from hydra.readers.hub import Subscriber
 
+log = logging.getLogger("hydra.gateway.grpc")
+
 # A ReadOrdinals answer ends after the event that brings its data past this.
 _ORDINALS_PAGE_BYTES = 16 << 20
+
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["EventStore"].full_name
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
@@ -269,7 +276,8 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             if self.backend.stream_version(stream_id) == 0:
                 raise StreamNotFound(stream_id)
             await _write_events(
-                self.backend.read_stream(stream_id, start, limit, request.backward), context)
+                self.backend.read_stream(stream_id, start, limit, request.backward), context,
+                self.subscriptions.guard, "ReadStream")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
 
@@ -283,7 +291,8 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             limit = (check_limit(request.limit, self.limits) if request.HasField("limit")
                      else None)
             await self._wait(request.min_position)
-            await _write_events(self.backend.read_all(start, limit, request.backward), context)
+            await _write_events(self.backend.read_all(start, limit, request.backward), context,
+                                self.subscriptions.guard, "ReadAll")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
 
@@ -328,7 +337,8 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
                                 "event_types")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
-        await self._deliver(self.subscriptions.all(start, filt), context, batched)
+        await self._deliver(self.subscriptions.all(start, filt), context, batched,
+                            "SubscribeToAllBatched" if batched else "SubscribeToAll")
 
     async def _subscribe_stream(self, request: pb.SubscribeToStreamRequest,
                                 context: grpc.aio.ServicerContext, batched: bool) -> None:
@@ -339,24 +349,43 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             start = check_position(request.from_version, "from_version")
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
-        await self._deliver(self.subscriptions.stream(stream_id, start), context, batched)
+        await self._deliver(self.subscriptions.stream(stream_id, start), context, batched,
+                            "SubscribeToStreamBatched" if batched else "SubscribeToStream")
 
     async def _deliver(self, sub: Subscriber, context: grpc.aio.ServicerContext,
-                       batched: bool) -> None:
+                       batched: bool, method: str) -> None:
+        guard = self.subscriptions.guard
+        watch = guard.watch()
         try:
             write = context.write
             while (slices := await sub.next()) is not None:
+                watch.writing = True
                 for s in slices:
                     if batched:
                         await write(grpc_batch(s))
-                        continue
-                    for message in grpc_messages(s):
-                        await write(message)
+                        watch.writes += 1
+                    elif s.private:
+                        # A catch-up chunk, for this call alone: serialized one
+                        # message at a time, so a stalled client holds one chunk,
+                        # not a second copy of it.
+                        for e in s.events:
+                            await write(serialize(event_message(e)))
+                            watch.writes += 1
+                    else:
+                        for message in grpc_messages(s):
+                            await write(message)
+                            watch.writes += 1
+                watch.writing = False
             raise _ended()
+        except asyncio.CancelledError:
+            if not watch.stalled:
+                raise  # the client went away, or the worker shuts down
+            _cut_off(context, guard.error(_call_name(method, context)))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
         finally:
             # Also on cancellation (the client went away): free it at once.
+            guard.release(watch)
             sub.close()
 
     # -- the stream listing -------------------------------------------------------
@@ -479,14 +508,54 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         )
 
 
-async def _write_events(events: Iterable[RecordedEvent],
-                        context: grpc.aio.ServicerContext) -> None:
+async def _write_events(events: Iterable[RecordedEvent], context: grpc.aio.ServicerContext,
+                        guard: StallGuard, method: str) -> None:
     """Send each event as one serialized ``Event`` message. Each write waits for
-    grpc to take the message, so other RPCs run between two events."""
+    grpc to take the message, so other RPCs run between two events; a client that
+    takes nothing for the stall timeout has its call cut off (``StallGuard``)."""
+    await write_guarded(
+        (serialize(event_message(e)) for e in events), context, guard, method)
+
+
+serialize = pb.Event.SerializeToString
+
+
+async def write_guarded(messages: Iterable[bytes], context: grpc.aio.ServicerContext,
+                        guard: StallGuard, method: str, turns: bool = False) -> None:
+    """Write every message of a streaming read under the stall guard (``turns``:
+    give other calls a turn of the event loop after each message)."""
+    watch = guard.watch()
+    watch.writing = True
     write = context.write
-    serialize = pb.Event.SerializeToString
-    for e in events:
-        await write(serialize(event_message(e)))
+    try:
+        for message in messages:
+            await write(message)
+            watch.writes += 1
+            if turns:
+                await asyncio.sleep(0)
+    except asyncio.CancelledError:
+        if not watch.stalled:
+            raise
+        _cut_off(context, guard.error(_call_name(method, context)))
+    finally:
+        guard.release(watch)
+
+
+def _call_name(method: str, context: grpc.aio.ServicerContext) -> str:
+    # The RPC's name and the client's address, for the status and the log line.
+    return f"{method} from {context.peer()}"
+
+
+def _cut_off(context: grpc.aio.ServicerContext, exc: Stalled) -> None:
+    """End a stalled call with ``exc``'s status. Not ``abort``: that waits to send
+    the status, which sits behind the message the client never takes; the status
+    goes out behind it when the client reads again, or with the connection."""
+    log.warning("%s", exc)
+    code, message, trailers = grpc_error(exc)
+    context.set_code(code)
+    context.set_details(message)
+    if trailers:
+        context.set_trailing_metadata(trailers)
 
 
 def _int(value: Any) -> int:

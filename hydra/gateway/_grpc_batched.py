@@ -17,7 +17,7 @@ The handlers are registered by ``_grpc._add_event_store`` (``method_handlers``).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import grpc  # type: ignore[import-untyped]
@@ -124,12 +124,14 @@ class BatchedRpcs:
 
     def __init__(self, servicer: Any) -> None:
         # Imported here: _grpc imports this module to register the handlers.
-        from hydra.gateway._grpc import _events, _Malformed
+        from hydra.gateway._grpc import _events, _Malformed, write_guarded
 
         self.backend = servicer.backend
         self.limits = servicer.backend.limits
         self._events = _events
         self._malformed = _Malformed
+        self._write = write_guarded
+        self._guard = servicer.subscriptions.guard
 
     def _check_parsed(self, request: Any) -> None:
         if isinstance(request, self._malformed):
@@ -141,7 +143,7 @@ class BatchedRpcs:
 
     async def ReadStreamBatched(  # noqa: N802 - the RPC's name
         self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
         try:
             self._check_parsed(request)
             stream_id = check_stream_id(request.stream_id, self.limits)
@@ -153,16 +155,15 @@ class BatchedRpcs:
             if self.backend.stream_version(stream_id) == 0:
                 raise StreamNotFound(stream_id)
             events = self.backend.read_stream(stream_id, start, limit, request.backward)
-            for message in _event_batches(events):
-                yield message
-                # Reading the log is synchronous: give other RPCs a turn.
-                await asyncio.sleep(0)
+            # Reading the log is synchronous: other RPCs get a turn after each batch.
+            await self._write(_event_batches(events), context, self._guard,
+                              "ReadStreamBatched", turns=True)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, exc)
 
     async def ReadAllBatched(  # noqa: N802 - the RPC's name
         self, request: Any, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[bytes]:
+    ) -> None:
         try:
             self._check_parsed(request)
             start = (check_position(request.from_position, "from_position")
@@ -170,9 +171,9 @@ class BatchedRpcs:
             limit = (check_limit(request.limit, self.limits)
                      if request.HasField("limit") else None)
             await self._wait(request.min_position)
-            for message in _event_batches(self.backend.read_all(start, limit, request.backward)):
-                yield message
-                await asyncio.sleep(0)
+            await self._write(
+                _event_batches(self.backend.read_all(start, limit, request.backward)),
+                context, self._guard, "ReadAllBatched", turns=True)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, exc)
 

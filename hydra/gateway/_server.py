@@ -158,7 +158,8 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
                  claims: PortClaims, auth: Authenticator | None, tls: ServerTls | None) -> int:
     loop = asyncio.get_running_loop()
     subscriptions = Subscriptions(backend, heartbeat=config.sse_heartbeat,
-                                  buffer=config.subscriber_buffer)
+                                  buffer=config.subscriber_buffer,
+                                  stall_timeout=config.stall_timeout)
     try:
         http_sock = bind_reuseport(config.host, config.http_port)
     except BaseException:

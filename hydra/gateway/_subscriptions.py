@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from hydra.errors import InvalidArgument
+from hydra.errors import InvalidArgument, Unavailable
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_json, event_message
 from hydra.gateway._errors import http_error
@@ -42,7 +43,9 @@ class Subscriptions:
       ``: keepalive`` comment;
     - ``buffer``: events a live subscriber may have queued before it is detached
       and reads the log instead (``buffer_bytes`` bounds the same queue in bytes);
-    - ``retry``: the reconnection delay, in seconds, SSE clients are told to use.
+    - ``retry``: the reconnection delay, in seconds, SSE clients are told to use;
+    - ``stall_timeout``: seconds a gRPC streaming call (subscription or read) may
+      wait on a client that takes nothing before it is cut off (``guard``).
     """
 
     def __init__(
@@ -52,11 +55,13 @@ class Subscriptions:
         buffer: int = 10_000,
         buffer_bytes: int = 16 << 20,
         retry: float = 1.0,
+        stall_timeout: float = 30.0,
     ) -> None:
         self.backend = backend
         self.hub = Hub(backend, buffer_events=buffer, buffer_bytes=buffer_bytes,
                        heartbeat=heartbeat)
         self.retry_ms = max(0, round(retry * 1000))
+        self.guard = StallGuard(stall_timeout)
         self._task: asyncio.Task[None] | None = None
 
     def all(self, from_position: int, filt: Filter = EVERYTHING) -> Subscriber:
@@ -90,6 +95,7 @@ class Subscriptions:
     def close(self) -> None:
         """End every subscription (at shutdown: they would otherwise never finish)."""
         self.hub.close()
+        self.guard.close()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -100,6 +106,101 @@ class Subscriptions:
 
     def sse(self, sub: Subscriber, by_version: bool) -> Response:
         return EventStream(sub, by_version, self.retry_ms)
+
+
+# -- clients that stop reading ---------------------------------------------------
+
+
+class Stalled(Unavailable):
+    """A streaming call was cut off because its client took nothing for the stall
+    timeout. UNAVAILABLE / 503: the client may resume from the last event it got."""
+
+
+class Watch:
+    """One streaming call under the guard: the writer of the call adds one to
+    ``writes`` for each message the transport took, and sets ``writing`` while it
+    waits for the transport to take one."""
+
+    __slots__ = ("seen", "since", "stalled", "task", "writes", "writing")
+
+    def __init__(self, task: asyncio.Task[Any] | None, now: float) -> None:
+        self.task = task
+        self.writes = 0
+        self.writing = False
+        self.seen = 0
+        self.since = now
+        self.stalled = False
+
+
+class StallGuard:
+    """Cuts off streaming calls whose client stopped reading.
+
+    A write to a client waits for the transport to take the message (HTTP/2 flow
+    control), so a client that reads nothing
+    holds its call at one write, and the call holds what it was sending: for a
+    subscription, one catch-up chunk. That is bounded per call but not per gateway
+    (every client may do it), so a call whose write has waited ``timeout`` seconds
+    without the client taking a message is cut off: its task is cancelled, the call
+    ends with UNAVAILABLE (``Stalled``: "took nothing for N s ...") and everything it
+    held is freed. A client that reads slowly but steadily is never cut off; an
+    idle subscription (nothing to send) is not writing, so it is not either.
+
+    One task per worker looks at every watched call every ``min(1, timeout / 4)``
+    seconds; the writers' cost is one counter per message.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        if not timeout > 0:
+            raise ValueError("the stall timeout must be positive")
+        self.timeout = timeout
+        self.cut_off = 0  # calls cut off, for tests and logs
+        self._watches: set[Watch] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def watched(self) -> int:
+        return len(self._watches)
+
+    def watch(self) -> Watch:
+        """Watch the calling task's call; ``release`` it when the call ends."""
+        loop = asyncio.get_running_loop()
+        w = Watch(asyncio.current_task(), loop.time())
+        self._watches.add(w)
+        if self._task is None and not self._closed:
+            self._task = loop.create_task(self._run(), name="hydra-stall-guard")
+        return w
+
+    def release(self, w: Watch) -> None:
+        self._watches.discard(w)
+
+    def error(self, what: str) -> Stalled:
+        return Stalled(
+            f"{what} was cut off: the client took nothing for {self.timeout:g} s "
+            "(HYDRA_STALL_TIMEOUT); read or subscribe again from just after the last "
+            "event received")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        tick = min(1.0, self.timeout / 4)
+        timeout = self.timeout
+        while True:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for w in list(self._watches):
+                if not w.writing or w.writes != w.seen:
+                    w.seen = w.writes
+                    w.since = now
+                elif now - w.since >= timeout and not w.stalled and w.task is not None:
+                    w.stalled = True
+                    self.cut_off += 1
+                    w.task.cancel()
+
+    def close(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
 
 
 # -- requests --------------------------------------------------------------------

@@ -5,6 +5,7 @@ win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
 HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
+HYDRA_STALL_TIMEOUT,
 HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT,
 HYDRA_ZMQ_CURVE, and the connection limits' HYDRA_MAX_HEADER_SIZE, HYDRA_MAX_HEADERS,
 HYDRA_HEADER_TIMEOUT, HYDRA_BODY_TIMEOUT, HYDRA_IDLE_TIMEOUT, HYDRA_GRPC_* (see
@@ -62,6 +63,9 @@ class GatewayConfig:
     # Events a live subscriber may have queued before it is detached and reads the
     # log instead (docs/SUBSCRIPTIONS.md).
     subscriber_buffer: int = 10_000
+    # Seconds a gRPC subscription or streaming read may wait on a client that takes
+    # nothing before it is cut off with UNAVAILABLE (docs/SUBSCRIPTIONS.md).
+    stall_timeout: float = 30.0
     loop: Loop = "uvloop"
     log_level: LogLevel = "info"
     access_log: bool = False
@@ -100,6 +104,7 @@ class GatewayConfig:
             ("startup timeout", self.startup_timeout, 3600),
             ("shutdown grace", self.shutdown_grace, 3600),
             ("SSE heartbeat", self.sse_heartbeat, 3600),
+            ("stall timeout", self.stall_timeout, 3600),
         ):
             if type(value) not in (int, float) or not 0 < value <= top:
                 raise InvalidArgument(f"{what} must be seconds in (0, {top}], got {value!r}")
@@ -157,6 +162,7 @@ class GatewayConfig:
             startup_timeout=_number(args.startup_timeout, float, "--startup-timeout"),
             sse_heartbeat=_number(args.sse_heartbeat, float, "--sse-heartbeat"),
             subscriber_buffer=int(_number(args.subscriber_buffer, int, "--subscriber-buffer")),
+            stall_timeout=_number(args.stall_timeout, float, "--stall-timeout"),
             loop=args.loop,
             log_level=args.log_level,
             access_log=_flag(args.access_log, "--access-log"),
@@ -282,6 +288,11 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                    metavar="EVENTS",
                    help="events a live subscriber may have queued before it reads the log "
                         "instead (default 10000) [HYDRA_SUBSCRIBER_BUFFER]")
+    p.add_argument("--stall-timeout", default=env.get("HYDRA_STALL_TIMEOUT", "30"),
+                   metavar="SECONDS",
+                   help="a gRPC subscription or streaming read whose client takes nothing "
+                        "for this long is cut off with UNAVAILABLE (default 30) "
+                        "[HYDRA_STALL_TIMEOUT]")
     p.add_argument("--loop", choices=("uvloop", "asyncio"),
                    default=env.get("HYDRA_LOOP", "uvloop"), help="[HYDRA_LOOP]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),

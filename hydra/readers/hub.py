@@ -116,6 +116,12 @@ class Slice:
         self.size = size
         self.cache: dict[str, Any] = {}
 
+    @property
+    def private(self) -> bool:
+        """A catch-up slice (or one cut for one subscriber): nobody shares it, so
+        caching its encodings would only double what it holds."""
+        return self.size == 0
+
     def __repr__(self) -> str:
         return f"<Slice {len(self.events)} events in [{self.start}, {self.end})>"
 
@@ -265,7 +271,7 @@ class Subscriber:
         read: list[RecordedEvent] = []
         size = 0
         caught_up = True
-        limit, max_bytes = hub.chunk, hub.chunk_bytes
+        limit, max_bytes = hub.chunk, hub.catch_up_bytes
         for e in hub.source.read_all(self.position, limit, False):
             if e.position >= end:
                 break  # live delivery has it
@@ -311,7 +317,7 @@ class Subscriber:
             if self._admit(e):
                 out.append(e)
             size += len(e.data) + len(e.metadata) + EVENT_OVERHEAD
-            if count >= limit or size >= hub.chunk_bytes:
+            if count >= limit or size >= hub.catch_up_bytes:
                 caught_up = False
                 break
         if caught_up:
@@ -395,7 +401,10 @@ class Hub:
 
     - ``buffer_events``, ``buffer_bytes``: bound of a live subscriber's queue;
     - ``chunk``, ``chunk_bytes``: most events read in one step (by a catch-up
-      subscriber, or by the hub for one live batch);
+      subscriber, or by the hub for one live batch); ``catch_up_bytes`` bounds a
+      catch-up subscriber's step by bytes instead of ``chunk_bytes``: each one holds
+      its chunk until its client has taken it, so this is what a subscriber whose
+      client stopped reading costs (a live batch is one for all subscribers);
     - ``heartbeat``: seconds after which an idle subscriber's ``next()`` returns ``[]``;
     - ``linger_per_subscriber``, ``max_linger``: under a stream of small commits,
       ``follow`` delivers at most one batch per ``live subscribers x
@@ -411,11 +420,13 @@ class Hub:
         buffer_bytes: int = 16 << 20,
         chunk: int = 1000,
         chunk_bytes: int = 1 << 20,
+        catch_up_bytes: int = 256 << 10,
         heartbeat: float = 15.0,
         linger_per_subscriber: float = 40e-6,
         max_linger: float = 0.025,
     ) -> None:
-        if min(buffer_events, buffer_bytes, chunk, chunk_bytes) < 1 or not heartbeat > 0:
+        if (min(buffer_events, buffer_bytes, chunk, chunk_bytes, catch_up_bytes) < 1
+                or not heartbeat > 0):
             raise ValueError("hub bounds and heartbeat must be positive")
         self.linger_per_subscriber = linger_per_subscriber
         self.max_linger = max_linger
@@ -424,6 +435,7 @@ class Hub:
         self.buffer_bytes = buffer_bytes
         self.chunk = chunk
         self.chunk_bytes = chunk_bytes
+        self.catch_up_bytes = catch_up_bytes
         self.heartbeat = heartbeat
         self.position = source.committed_position
         self.closed = False

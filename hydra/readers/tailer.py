@@ -122,8 +122,20 @@ class Tailer:
             return
         self.messages += 1
         self.last_message = time.monotonic()
-        self.writer_id = msg.writer
-        if msg.committed > self.view.committed_position:
+        previous, self.writer_id = self.writer_id, msg.writer
+        view = self.view
+        if (previous is not None and msg.writer != previous
+                and msg.committed < view.committed_position):
+            # A new writer run whose log ends before what this process already
+            # served: the log was cut (a repair that kept a prefix, an older copy
+            # put back). Serving on would answer known positions with other events.
+            if view.rewound(msg.committed):
+                log.error(
+                    "the writer's committed position went back from %d to %d (a new "
+                    "writer run on a log cut short: repaired or replaced); reads of "
+                    "positions from %d on are refused until this process restarts",
+                    view.committed_position, msg.committed, msg.committed)
+        if msg.committed > view.committed_position:
             self.advance(msg.committed)
 
     def advance(self, position: int) -> None:

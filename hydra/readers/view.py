@@ -25,11 +25,13 @@ Two ways to move the view forward:
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
 from hydra.errors import CorruptLog, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
+from hydra.storage.format import RecordedEvent
 from hydra.storage.index import Index, StreamState
 from hydra.storage.persistent import PersistentIndex
 from hydra.storage.reads import ReadSide
@@ -47,6 +49,7 @@ class ReadOnlyView(ReadSide):
     directory: str
     segment_size: int
     _closed: bool
+    _rewound: tuple[int, int] | None  # (the cut, the committed position then)
 
     def __init__(self) -> None:  # pragma: no cover - use ReadOnlyView.open
         raise TypeError("use ReadOnlyView.open(path) or hydra.open(path, read_only=True)")
@@ -69,6 +72,7 @@ class ReadOnlyView(ReadSide):
         self._tail_counts = (0, 0, 0)
         self._as_of = 0
         self._committed = 0
+        self._rewound = None
         self._closed = False
         try:
             self.refresh()
@@ -253,6 +257,64 @@ class ReadOnlyView(ReadSide):
                     f"({result.error or 'no record there'})"
                 )
             return
+
+    # -- a log that went back ----------------------------------------------------
+
+    def rewound(self, position: int) -> bool:
+        """The writer's log now ends at ``position``, before this view's committed
+        position: the history after it changed under the view. From now on every
+        read that reaches an event at or after ``position`` raises CorruptLog (503
+        ``damaged_log``) instead of answering positions already served with other
+        events; reads before it go on. Returns False when already known."""
+        if self._rewound is not None and self._rewound[0] <= position:
+            return False
+        self._rewound = (position, self._committed)
+        return True
+
+    def stream_version(self, stream_id: str) -> int:
+        count = super().stream_version(stream_id)
+        if count == 0 and self._rewound is not None:
+            # Absent as this view knew the log; the new history may hold it.
+            raise CorruptLog(self._rewound_message())
+        return count
+
+    def read_stream(
+        self, stream_id: str, from_version: int | None = None, limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        events = super().read_stream(stream_id, from_version, limit, backward)
+        return events if self._rewound is None else self._before_cut(events)
+
+    def read_all(
+        self, from_position: int | None = None, limit: int | None = None,
+        backward: bool = False,
+    ) -> Iterator[RecordedEvent]:
+        events = super().read_all(from_position, limit, backward)
+        return events if self._rewound is None else self._before_cut(events)
+
+    def _before_cut(self, events: Iterator[RecordedEvent]) -> Iterator[RecordedEvent]:
+        assert self._rewound is not None
+        cut = self._rewound[0]
+        message = self._rewound_message()
+        try:
+            for e in events:
+                if e.position >= cut:
+                    raise CorruptLog(message)
+                yield e
+        except CorruptLog as exc:
+            if str(exc) == message:
+                raise
+            # The bytes under this view changed (a record it indexed is gone or
+            # other): the reason is the cut, whatever the read met.
+            raise CorruptLog(f"{message} (the read met: {exc})") from None
+
+    def _rewound_message(self) -> str:
+        assert self._rewound is not None
+        cut, was = self._rewound
+        return (f"the log of {self.directory} went back: the writer's committed "
+                f"position is now {cut}, before {was} which this process had served; "
+                f"positions from {cut} on may hold other events than were read "
+                "before, so they are not served until this process restarts")
 
     # -- reads and lifetime ------------------------------------------------------
 

@@ -14,6 +14,7 @@ Without a loader (``hydra verify``) it indexes a whole log in memory.
 
 from __future__ import annotations
 
+import re
 from array import array
 from collections.abc import Callable
 from typing import NamedTuple
@@ -23,6 +24,7 @@ from hydra.storage.format import (
     ENVELOPE_SIZE,
     ENVELOPE_VERSION,
     FLAG_BATCH_END,
+    FRAME,
     FRAME_SIZE,
     INCARNATION,
     KIND_EVENT,
@@ -77,8 +79,9 @@ class Index:
     """Streams touched, their new events and event IDs, and the log-order positions."""
 
     __slots__ = ("all_positions", "corrupt", "damaged", "ended", "event_count", "gaps_ok",
-                 "holes", "load", "metadata", "metadata_count", "snapshot_count", "snapshots",
-                 "stream_delta", "streams", "tombstone_count", "tombstones", "tracking")
+                 "holes", "length_broken", "load", "metadata", "metadata_count",
+                 "snapshot_count", "snapshots", "stream_delta", "streams", "tombstone_count",
+                 "tombstones", "tracking")
 
     def __init__(self, load: Loader | None = None) -> None:
         self.load: Loader = load or _empty
@@ -103,6 +106,9 @@ class Index:
         # Positions of records in closed segments that failed their CRC check but
         # were indexed from their (intact-looking) header; reading them raises.
         self.corrupt: list[int] = []
+        # Positions of records of closed segments whose length field is broken but
+        # whose end was found (``true_end``): indexed, their reads fail.
+        self.length_broken: list[int] = []
         # stream key -> position of such a record: its event ID cannot be trusted,
         # so the writer refuses appends to the stream (a retry of that event
         # could otherwise be stored a second time).
@@ -245,14 +251,27 @@ class Index:
             if length == 0:
                 break
             nxt = offset + FRAME_SIZE + length
+            length_broken = False
             if length < ENVELOPE_SIZE or nxt > limit:
-                error = f"impossible record length {length}"
-                break
+                found = true_end(buf, offset, limit, crc) if tolerate_crc else -1
+                if found < 0:
+                    error = f"impossible record length {length}"
+                    break
+                nxt, length_broken = found, True
             payload = buf[offset + FRAME_SIZE:nxt]
             crc_ok = crc32(payload) == crc
-            if not crc_ok and not tolerate_crc:
-                error = "CRC mismatch"
-                break
+            if not crc_ok:
+                if not tolerate_crc:
+                    error = "CRC mismatch"
+                    break
+                if not _record_or_end(buf, nxt, limit):
+                    # A plausible length that does not lead to the next record: the
+                    # length field itself may be what is damaged.
+                    found = true_end(buf, offset, limit, crc)
+                    if found >= 0:
+                        nxt, length_broken, crc_ok = found, True, True
+                        payload = buf[offset + FRAME_SIZE:nxt]
+            length = nxt - offset - FRAME_SIZE
             if env_version != ENVELOPE_VERSION or r0 or r1 or flags & ~FLAG_BATCH_END:
                 error = f"unknown envelope version {env_version} or reserved bits set"
                 break
@@ -280,6 +299,10 @@ class Index:
                 self.corrupt.append(position)
                 self.damaged[key] = position
                 eid_len = 0  # an ID that cannot be trusted must not dedupe appends
+            elif length_broken:
+                # Its CRC holds over the bytes up to the next record: only the length
+                # field is wrong, so the event ID is exact and dedupes as before.
+                self.length_broken.append(position)
             if kind == KIND_EVENT:
                 st = streams.get(key)
                 if st is None:
@@ -356,3 +379,57 @@ class Index:
         if pending:
             self._rollback(pending)
         return ScanResult(end, offset, error, self.event_count - net_before)
+
+
+# Bytes 0-3 of an envelope (version 1, a known kind, flags, reserved 0): where a
+# record may start, 8 bytes after its frame.
+_ENVELOPE_START = re.compile(rb"\x01[\x01-\x06][\x00\x01]\x00")
+# How many valid-looking records after a broken length field are tried as its end.
+_TRUE_END_TRIES = 16
+
+
+def _valid_record_at(buf: Buffer, offset: int, limit: int) -> bool:
+    if offset + RECORD_HEADER_SIZE > limit:
+        return False
+    length, crc = FRAME.unpack_from(buf, offset)
+    end = offset + FRAME_SIZE + length
+    return ENVELOPE_SIZE <= length and end <= limit and crc32(buf[offset + FRAME_SIZE:end]) == crc
+
+
+def _record_or_end(buf: Buffer, offset: int, limit: int) -> bool:
+    """Whether a valid record, unwritten space (zeros) or the segment's end is at ``offset``."""
+    if offset + FRAME_SIZE > limit:
+        return offset <= limit
+    return buf[offset:offset + 4] == b"\0\0\0\0" or _valid_record_at(buf, offset, limit)
+
+
+def true_end(buf: Buffer, offset: int, limit: int, crc: int) -> int:
+    """Where the record at ``offset`` ends when its length field is broken, or -1.
+
+    In a closed segment the next record (or the unwritten zeros after the last
+    one) follows directly: the end is the first valid record start, or the start
+    of the zeros, such that the record's CRC holds over the bytes up to it. The
+    CRC makes a wrong answer as unlikely as any CRC collision; recovery uses it to
+    keep indexing past the damage instead of refusing the whole store.
+    """
+    first = offset + FRAME_SIZE + ENVELOPE_SIZE
+    tries = 0
+    for match in _ENVELOPE_START.finditer(buf, first + FRAME_SIZE, limit):  # type: ignore[arg-type]
+        end = match.start() - FRAME_SIZE
+        if not _valid_record_at(buf, end, limit):
+            continue
+        if crc32(buf[offset + FRAME_SIZE:end]) == crc:
+            return end
+        tries += 1
+        if tries >= _TRUE_END_TRIES:
+            return -1
+    # The last record of the segment: zeros follow it (its data may end in zeros too).
+    tail = bytes(buf[first:limit]).rstrip(b"\0")
+    end = first + len(tail)
+    for _ in range(_TRUE_END_TRIES * 4):
+        if end + FRAME_SIZE > limit:
+            break
+        if crc32(buf[offset + FRAME_SIZE:end]) == crc:
+            return end
+        end += 1
+    return -1

@@ -21,8 +21,10 @@ An invalid record in an earlier (closed) segment is damage to acknowledged
 data, never a torn write, and recovery does not drop data because of it: a
 record whose header is consistent but whose CRC fails is indexed from its header
 (reads of it raise CorruptLog; ``hydra verify`` reports it); a record whose
-framing or envelope is broken makes recovery refuse to open, naming segment and
-position, since nothing after it can be located.
+length field is broken is indexed up to its true end (``index.true_end``: the
+next record, found by the record's CRC); a record whose end cannot be found
+makes recovery refuse to open, naming segment and position, since nothing after
+it can be located.
 """
 
 from __future__ import annotations
@@ -140,9 +142,9 @@ def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: 
                 f"({'impossible length' if nxt > size or length < ENVELOPE_SIZE else 'CRC mismatch'}), "
                 f"before position {checkpoint} up to which the index says the log was "
                 "written and acknowledged; recovery does not drop acknowledged events or "
-                "reuse their positions. Run `hydra verify`, then restore the data "
-                "directory from a backup, or remove its index directory to keep only "
-                "the log before the damage"
+                "reuse their positions. Run `hydra repair DIR` to see what is lost and "
+                "choose: restore a backup (`hydra restore`), or keep the prefix "
+                "(`hydra repair DIR --keep-prefix`); `hydra verify` checks the rest"
             )
         offset = nxt
 

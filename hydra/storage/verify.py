@@ -12,7 +12,8 @@ the counters, as of the log position the index covers (an index that covers
 less than the log is behind, which the next open of the writer catches up).
 
 Exit status: 0 clean; 1 damage to committed data (named by segment and
-position); 3 only an unrecovered torn tail in the last segment (a crash left
+position; damage in the active segment before the index's covered position is
+reported with what keeping the prefix would lose: see ``hydra repair``); 3 only an unrecovered torn tail in the last segment (a crash left
 it; the next open discards it); 4 the index disagrees with the log (delete
 ``DIR/index``: the writer rebuilds it from the log on open); 2 usage or I/O error.
 """
@@ -119,6 +120,23 @@ def verify(directory: str) -> Report:
                 f"{segment_name(position // size)} position {position}: CRC mismatch "
                 "(reading this record fails)"
             )
+        for position in index.length_broken:
+            report.problems.append(
+                f"{segment_name(position // size)} position {position}: broken length field "
+                "(the record's end was found by its CRC and it is indexed; reading this "
+                "record fails)"
+            )
+        if report.torn_tail:
+            # An invalid record before the index's checkpoint is damage to
+            # acknowledged events, not a torn tail: the writer refuses to open.
+            from hydra.storage.repair import assess
+
+            damage = assess(directory)
+            if damage is not None:
+                report.torn_tail = None
+                report.problems.append(
+                    " ".join(damage.describe()[:2]) + " Run `hydra repair DIR` to see "
+                    "the streams affected and choose: restore a backup, or keep the prefix")
         report.events = index.event_count
         report.tombstones = len(index.tombstones)
         report.snapshots = index.snapshot_count

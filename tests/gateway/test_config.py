@@ -23,6 +23,9 @@ def test_defaults_and_environment(tmp_path):
     assert (c.host, c.http_port, c.grpc_port) == ("0.0.0.0", 81, 91)
     assert c.limits.max_event_size == 10 and c.access_log
     assert c.command_endpoint == "tcp://127.0.0.1:5000"
+    assert c.stall_timeout == 30
+    assert GatewayConfig.from_args([], {"HYDRA_DATA": str(tmp_path),
+                                        "HYDRA_STALL_TIMEOUT": "2.5"}).stall_timeout == 2.5
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -44,6 +47,9 @@ def test_defaults_and_environment(tmp_path):
     (["--data", "d", "--idle-timeout", "soon"], "--idle-timeout"),
     (["--data", "d", "--grpc-keepalive-time", "-5"], "grpc keepalive time"),
     (["--data", "d", "--grpc-max-connection-age", "99999999"], "grpc max connection age"),
+    (["--data", "d", "--stall-timeout", "0"], "stall timeout"),
+    (["--data", "d", "--stall-timeout", "inf"], "stall timeout"),
+    (["--data", "d", "--stall-timeout", "soon"], "--stall-timeout"),
 ])
 def test_bad_options(argv, words):
     with pytest.raises(InvalidArgument, match=words):

@@ -24,7 +24,7 @@ import pytest
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 
-from ._cluster import Cluster
+from ._cluster import BIN, Cluster
 
 SEGMENT = 256 * 1024
 EVENT = b"x" * 8000
@@ -169,5 +169,95 @@ def test_segment_cut_short_under_the_server_gives_clear_errors_not_sigbus() -> N
             assert http.get("/health").json()["pid"] == gateway_pid
         log = open(os.path.join(c.logs, "writer.log"), errors="replace").read()
         assert "Traceback" not in log
+    finally:
+        c.stop()
+
+
+def test_broken_length_in_a_closed_segment_does_not_stop_the_server() -> None:
+    """A broken length field in a closed segment, and the index rebuilt over it:
+    the writer starts, healthy data is served, reads that touch the record answer
+    503 damaged_log naming its position, and a retry of its event is a duplicate."""
+    c = Cluster(workers=1, HYDRA_SEGMENT_SIZE=str(SEGMENT)).start()
+    try:
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            for n in range(60):  # about 2 segments, of two streams
+                assert _append(http, f"len-{n % 2}", f"e{n}").status_code == 201
+            victim = _read_ndjson(http, "len-0")[3]
+            position = int(victim["position"])  # type: ignore[call-overload]
+            assert position < SEGMENT
+        c.ctl("stop", "all")
+        with open(os.path.join(c.data, "hydra-00000.log"), "r+b") as f:
+            f.seek(position)
+            f.write(b"\xff\xff\xff\x7f")
+        shutil.rmtree(os.path.join(c.data, "index"))
+        c.ctl("start", "all")
+        c.wait_ready()
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            assert len(_read_ndjson(http, "len-1")) == 30
+            r = http.get("/streams/len-0")
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "damaged_log"
+            assert f"position {position}" in r.json()["error"]
+            assert http.get("/all").status_code == 503
+            assert http.get("/all", params={"from": position + 1}).status_code == 200
+            retry = _append(http, "len-0", str(victim["eventId"]))
+            assert retry.status_code in (200, 201), retry.text
+            assert retry.json()["duplicate"] and retry.json()["position"] == position
+            assert _append(http, "len-0", "fresh").status_code == 201
+        out = subprocess.run([str(BIN / "hydra"), "verify", c.data], capture_output=True,
+                             text=True)
+        assert out.returncode == 1
+        assert f"hydra-00000.log position {position}: broken length field" in out.stdout
+    finally:
+        c.stop()
+
+
+def test_a_gateway_refuses_positions_the_writer_went_back_over() -> None:
+    """The log cut under a running gateway (damage before the checkpoint, then
+    `hydra repair --keep-prefix` while the gateway runs): when the new writer
+    announces a committed position before what the gateway served, the gateway
+    answers 503 for reads reaching past it, with a log line, instead of serving
+    new events at positions it had answered with other events."""
+    c = Cluster(workers=1, HYDRA_SEGMENT_SIZE=str(SEGMENT)).start()
+    try:
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            for n in range(20):
+                assert _append(http, f"back-{n % 2}", f"e{n}").status_code == 201
+            events = _read_ndjson(http, "back-0")
+            cut = int(events[5]["position"])  # type: ignore[call-overload]
+            c.ctl("stop", "writer")
+            with open(os.path.join(c.data, "hydra-00000.log"), "r+b") as f:
+                f.seek(cut + 20)
+                f.write(b"\xff\xff")  # inside the record: its CRC fails
+            repaired = subprocess.run([str(BIN / "hydra"), "repair", c.data, "--keep-prefix",
+                                       "--yes"], capture_output=True, text=True)
+            assert repaired.returncode == 0, repaired.stderr
+            c.ctl("start", "writer")
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                r = http.get("/streams/back-0")
+                if r.status_code == 503 and "went back" in r.text:
+                    break
+                time.sleep(0.2)
+            assert r.status_code == 503, r.text
+            assert r.json()["type"] == "damaged_log"
+            assert f"committed position is now {cut}" in r.json()["error"]
+            # What comes before the cut is unchanged and still served.
+            assert http.get("/streams/back-0", params={"limit": 5}).status_code == 200
+            # New events take the positions after the cut: this gateway refuses them.
+            assert _append(http, "back-2", "new").status_code == 201
+            r = http.get("/all", params={"from": cut})
+            assert r.status_code == 503 and "went back" in r.text
+            # A stream this gateway never saw may exist in the new history: not a 404.
+            r = http.get("/streams/back-2")
+            assert r.status_code == 503 and "went back" in r.text
+            assert http.get("/all", params={"limit": 3}).status_code == 200
+        log = open(os.path.join(c.logs, "gateway-0.log"), errors="replace").read()
+        assert "committed position went back from" in log and f"to {cut}" in log
+        # A restarted gateway serves the new history.
+        c.ctl("restart", "gateway:*")
+        c.wait_ready()
+        with httpx.Client(base_url=c.http_url, timeout=10) as http:
+            assert [e["eventId"] for e in _read_ndjson(http, "back-2")] == ["new"]
     finally:
         c.stop()
