@@ -303,3 +303,40 @@ def test_bad_snapshot_requests(raw, request_, fragment):
     r = raw.call({"id": 2, "op": "save_snapshot", **request_})
     assert r["ok"] is False and r["error"] == "invalid_argument", r
     assert fragment in r["message"]
+
+
+def test_feed_announces_commits_at_most_once_an_interval_and_never_drops_the_last(start_writer):
+    from hydra.writer._server import FEED_INTERVAL
+
+    w = start_writer("--sync", "async", "--sync-interval", "1.0")
+    r = Raw(w.command_endpoint)
+    ctx = zmq.Context()
+    sub = proto.peer_socket(ctx, "feed")
+    sub.setsockopt(zmq.CONFLATE, 0)
+    try:
+        sub.connect(w.feed_endpoint)
+        time.sleep(0.2)  # a SUB misses what is published before it joined
+        # A commit after a quiet spell is announced on its own.
+        first = r.call(append(1, "lone", [b"x"]))["committed"]
+        assert sub.poll(2000)
+        msg = proto.decode_feed(sub.recv())
+        assert (msg.heartbeat, msg.committed) == (False, first)
+        # A burst: one group per request, far more groups than intervals.
+        started = time.monotonic()
+        last = [r.call(append(2 + i, "burst", [b"y"]))["committed"] for i in range(300)][-1]
+        elapsed = time.monotonic() - started
+        got = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline and not any(m.committed == last for m in got):
+            if sub.poll(100):
+                got.append(proto.decode_feed(sub.recv()))
+    finally:
+        sub.close()
+        ctx.term()
+        r.close()
+    commits = [m for m in got if not m.heartbeat]
+    # The last position is announced (not left for the next heartbeat)...
+    assert commits and commits[-1].committed == last
+    # ...positions only grow, and the burst's 300 groups took few messages.
+    assert [m.committed for m in commits] == sorted(m.committed for m in commits)
+    assert len(commits) <= elapsed / FEED_INTERVAL + 2
