@@ -286,9 +286,8 @@ class SocketWatcher:
 
     The loop watches the socket's ``ZMQ_FD``, which is edge-triggered: readable
     means "look at the socket". Each look reads every waiting message with a
-    non-blocking ``recv`` (at most ``batch`` before giving the loop back), while
-    ``ZMQ_EVENTS`` says one is waiting; the ``ZMQ_EVENTS`` without ``POLLIN``
-    that ends it re-arms the edge. A send on the same socket can
+    non-blocking ``recv`` (at most ``batch`` before giving the loop back), and only
+    the ``EAGAIN`` that ends it re-arms the edge. A send on the same socket can
     consume the edge too, so whoever sends calls ``check()`` afterwards.
     """
 
@@ -318,16 +317,10 @@ class SocketWatcher:
         self._scheduled = False
         if self._fd is None:
             return
-        sock = self._sock
-        recv = sock.recv
-        events = sock.getsockopt
+        recv = self._sock.recv
         on_message = self._on_message
         for _ in range(self._batch):
             try:
-                # ZMQ_EVENTS without POLLIN re-arms the edge as EAGAIN would, and
-                # costs a C call where the EAGAIN costs pyzmq an exception object.
-                if not int(events(zmq.EVENTS)) & zmq.POLLIN:
-                    return
                 body = recv(zmq.NOBLOCK)
             except zmq.Again:
                 return
