@@ -220,9 +220,7 @@ class ServerBackend:
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> Appended:
-        result = await self._client.append(stream_id, events, expected_version, sync)
-        committed = self._after_write()
-        return Appended(result.position, result.version, result.duplicate, committed)
+        return self._appended(await self._client.append(stream_id, events, expected_version, sync))
 
     async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
         """``append`` for each item, all in one message to the writer (one group
@@ -230,6 +228,16 @@ class ServerBackend:
         # Calls made in one loop turn leave in one message (the writer client
         # queues them), so the items are group-committed together, in order.
         append = self._client.append
+        if len(items) == 1:
+            # (A lone append: no task and no gathering future around its call.)
+            s, events, expected, sync = items[0]
+            try:
+                one: Appended | HydraError = self._appended(
+                    await append(s, events, expected, sync=sync))
+            except HydraError as exc:
+                self._after_write()  # (a refusal reports the committed position too)
+                one = exc
+            return [one]
         results = await asyncio.gather(
             *(append(s, events, expected, sync=sync) for s, events, expected, sync in items),
             return_exceptions=True)
@@ -240,6 +248,9 @@ class ServerBackend:
         return [Appended(r.position, r.version, r.duplicate, committed)
                 if isinstance(r, AppendResult) else r  # type: ignore[misc]
                 for r in results]
+
+    def _appended(self, result: AppendResult) -> Appended:
+        return Appended(result.position, result.version, result.duplicate, self._after_write())
 
     async def append_multi(
         self, appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool

@@ -66,6 +66,15 @@ log = logging.getLogger("hydra.writer")
 # latency of everything in it) arbitrarily large.
 MAX_GROUP_MESSAGES = 4096
 MAX_GROUP_BYTES = 64 << 20
+# Least time between two feed messages that announce commits (seconds). A
+# commit after a quiet spell is announced at once; under load the positions of
+# the groups committed meanwhile go out together in one message at the end of
+# the interval. Every feed message wakes every gateway (and every other
+# subscriber); under load the writer commits a group every fraction of a
+# millisecond, and each gateway already knows its own appends' positions from
+# the replies, so announcing each one cost the gateways more than the appends'
+# own trip to the writer.
+FEED_INTERVAL = 0.002
 
 
 class WriterServer:
@@ -111,6 +120,8 @@ class WriterServer:
         self._seq = 0
         self._published = -1
         self._next_heartbeat = 0.0
+        self._last_feed = float("-inf")  # time.monotonic() of the last feed message
+        self._feed_due: float | None = None  # when the next commit announcement is due
         self._stop = False
         self._index_failing = False
         # Groups whose replies wait for an fsync: (log end it must cover, frames, replies).
@@ -165,6 +176,8 @@ class WriterServer:
                 if policy.deadline is not None and not syncer.busy:
                     # (While an fsync runs, its completion wakes the poller.)
                     wait = min(wait, policy.deadline - now)
+                if self._feed_due is not None:
+                    wait = min(wait, self._feed_due - now)
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:
                     _drain_pipe(wake_r)
@@ -175,6 +188,8 @@ class WriterServer:
                 now = time.monotonic()
                 if policy.due(now):
                     self._start_sync()
+                if self._feed_due is not None and now >= self._feed_due:
+                    self._publish(heartbeat=False)
                 if now >= self._next_heartbeat:
                     self._publish(heartbeat=True)
                     self._background_scavenge(now)
@@ -259,11 +274,10 @@ class WriterServer:
             # Replies wait for the fsync that covers this group (and everything
             # before it); the next group is handled while it runs.
             self._waiting.append((end, messages, replies))
-            self._start_sync()
+            self._start_sync(inline=True)
         else:
             self._send(messages, replies)
-        if self.committed > self._published:
-            self._publish(heartbeat=False)
+        self._announce()
 
     def _check_active_segment(self) -> None:
         """Refuse writes if the segment being written was cut short under the
@@ -304,8 +318,13 @@ class WriterServer:
             frames[-1] = packb(reply)
             send(frames)
 
-    def _start_sync(self) -> None:
-        """Start an fsync of everything written so far, unless one is running."""
+    def _start_sync(self, *, inline: bool = False) -> None:
+        """Start an fsync of everything written so far, unless one is running.
+
+        With ``inline``, when no request is queued behind the group and the disk
+        syncs fast, the fsync runs here and its groups are answered at once
+        (``Syncer.sync_here``): nothing could be handled meanwhile anyway.
+        """
         syncer = self._syncer
         assert syncer is not None
         end = self.engine.end
@@ -315,7 +334,11 @@ class WriterServer:
         # segment before it starts writing the next one.
         assert self._segments is not None
         self._syncing_records, self._unsynced_records = self._unsynced_records, 0
-        syncer.start(self._segments.fd((end - 1) // self._segments.segment_size), end)
+        fd = self._segments.fd((end - 1) // self._segments.segment_size)
+        if inline and syncer.fast and not int(self.router.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._synced_one(syncer.sync_here(fd, end))
+        else:
+            syncer.start(fd, end)
 
     def _synced_one(self, result: tuple[int, OSError | None] | None = None) -> None:
         """An fsync finished: release the groups it covers, publish, start the next."""
@@ -356,8 +379,7 @@ class WriterServer:
             self._send(messages, replies)
             done += 1
         del waiting[:done]
-        if self.committed > self._published:
-            self._publish(heartbeat=False)
+        self._announce()
         if self.handler.failure is not None:
             self._fail_waiting()
         elif waiting or (policy.every_write and self.engine.end > self.synced):
@@ -370,7 +392,17 @@ class WriterServer:
             self._send(messages, [_failed(r, failure) for r in replies])
         self._waiting.clear()
 
-    def _publish(self, *, heartbeat: bool) -> None:
+    def _announce(self) -> None:
+        """Publish a new committed position now, or at the end of the feed interval."""
+        if self.committed <= self._published or self._feed_due is not None:
+            return
+        now = time.monotonic()
+        if now >= self._last_feed + FEED_INTERVAL:
+            self._publish(heartbeat=False, now=now)
+        else:
+            self._feed_due = self._last_feed + FEED_INTERVAL
+
+    def _publish(self, *, heartbeat: bool, now: float | None = None) -> None:
         if heartbeat and self._index is not None:
             # Free the reader slots of reader processes that died (kill -9):
             # a dead reader's snapshot would keep the index from reusing pages.
@@ -381,7 +413,9 @@ class WriterServer:
         self.metrics.committed.set(committed)
         self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
         self._published = committed
-        self._next_heartbeat = time.monotonic() + self.config.heartbeat_interval
+        self._last_feed = time.monotonic() if now is None else now
+        self._feed_due = None
+        self._next_heartbeat = self._last_feed + self.config.heartbeat_interval
 
     def _sample_log(self) -> None:
         """The log's size for the metrics (once a heartbeat: a directory scan)."""

@@ -5,6 +5,14 @@ writes group N+1 into the log; N+1's replies wait for the next fsync, which
 then covers every group written meanwhile (pipelined group commit). The
 thread only ever calls fdatasync on a descriptor it is handed; all other state
 stays with the loop. A pipe tells the loop's poller when a sync finished.
+
+When nothing else waits (no request queued, no sync running) the loop syncs on
+its own thread instead (``sync_here``): handing one fdatasync to the thread and
+back costs two wake-ups of each thread (the queue's futex, the pipe, the
+poller), more than the fdatasync itself on a fast disk, and a lone append has
+nothing to overlap with it. The thread is kept for the next sync as soon as one
+took longer than ``INLINE_LIMIT``, so that a slow disk never stalls the loop
+(health answers, heartbeats) for more than that.
 """
 
 from __future__ import annotations
@@ -14,6 +22,10 @@ import queue
 import select
 import threading
 import time
+
+# Longest an fdatasync may have taken for the next one to run on the loop's own
+# thread (seconds; the last sync's duration predicts the next one's).
+INLINE_LIMIT = 0.002
 
 
 class Syncer:
@@ -41,6 +53,23 @@ class Syncer:
         assert self.target is None
         self.target = target
         self._requests.put(fd)
+
+    @property
+    def fast(self) -> bool:
+        """Whether the last fdatasync was quick enough to run the next one inline."""
+        return self.duration <= INLINE_LIMIT
+
+    def sync_here(self, fd: int, target: int) -> tuple[int, OSError | None]:
+        """fdatasync ``fd`` on the caller's thread: (``target``, error or None)."""
+        assert self.target is None
+        started = time.perf_counter()
+        error: OSError | None = None
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            error = exc
+        self.duration = time.perf_counter() - started
+        return target, error
 
     def finish(self) -> tuple[int, OSError | None]:
         """Collect the finished sync: (position it covers, error or None)."""

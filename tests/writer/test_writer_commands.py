@@ -38,6 +38,38 @@ class Raw:
 
 
 @pytest.fixture
+def subscribe():
+    """subscribe(endpoint): a SUB socket on a writer's feed that keeps every message."""
+    opened = []
+
+    def connect(endpoint):
+        ctx = zmq.Context()
+        sub = proto.peer_socket(ctx, "feed")
+        sub.setsockopt(zmq.CONFLATE, 0)
+        opened.append((ctx, sub))
+        sub.connect(endpoint)
+        time.sleep(0.2)  # a SUB misses what is published before it joined
+        return sub
+
+    yield connect
+    for ctx, sub in opened:
+        sub.close()
+        ctx.term()
+
+
+def feed_messages(sub, seconds, until=None):
+    """The feed messages received within ``seconds`` (or up to the first ``until``)."""
+    got = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if sub.poll(100):
+            got.append(proto.decode_feed(sub.recv()))
+            if until is not None and until(got[-1]):
+                break
+    return got
+
+
+@pytest.fixture
 def writer(start_writer):
     return start_writer()
 
@@ -166,22 +198,10 @@ def test_wrong_expected_version_reports_current(raw):
         "wrong_expected_version", 2, 5, "w")
 
 
-def test_feed_heartbeat_repeats_latest_position(writer, raw):
-    ctx = zmq.Context()
-    sub = proto.peer_socket(ctx, "feed")
-    sub.setsockopt(zmq.CONFLATE, 0)
-    try:
-        sub.connect(writer.feed_endpoint)
-        time.sleep(0.2)  # a SUB misses what is published before it joined
-        r = raw.call(append(1, "f", [b"x"]))
-        got = []
-        deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline:
-            if sub.poll(100):
-                got.append(proto.decode_feed(sub.recv()))
-    finally:
-        sub.close()
-        ctx.term()
+def test_feed_heartbeat_repeats_latest_position(writer, raw, subscribe):
+    sub = subscribe(writer.feed_endpoint)
+    r = raw.call(append(1, "f", [b"x"]))
+    got = feed_messages(sub, 2.5)
     assert any(not m.heartbeat and m.committed == r["committed"] for m in got)
     beats = [m for m in got if m.heartbeat]
     assert len(beats) >= 2 and all(m.committed == r["committed"] for m in beats)
@@ -334,3 +354,30 @@ def test_bad_stream_metadata_requests_write_nothing(raw, data_dir):
         assert fragment in r["message"], r
     with hydra.open(data_dir, read_only=True) as view:
         assert view.get_stream_metadata("meta2").position is None
+
+
+def test_feed_announces_commits_at_most_once_an_interval_and_never_drops_the_last(
+        start_writer, subscribe):
+    from hydra.writer._server import FEED_INTERVAL
+
+    w = start_writer("--sync", "async", "--sync-interval", "1.0")
+    r = Raw(w.command_endpoint)
+    sub = subscribe(w.feed_endpoint)
+    try:
+        # A commit after a quiet spell is announced (not left for a heartbeat).
+        first = r.call(append(1, "lone", [b"x"]))["committed"]
+        got = feed_messages(sub, 2.0, until=lambda m: not m.heartbeat)
+        assert got and got[-1].committed == first
+        # A burst: one group per request, far more groups than intervals.
+        started = time.monotonic()
+        last = [r.call(append(2 + i, "burst", [b"y"]))["committed"] for i in range(300)][-1]
+        elapsed = time.monotonic() - started
+        got = feed_messages(sub, 1.5, until=lambda m: m.committed == last)
+    finally:
+        r.close()
+    commits = [m for m in got if not m.heartbeat]
+    # The last position is announced too...
+    assert commits and commits[-1].committed == last
+    # ...positions only grow, and the burst's groups took few messages.
+    assert [m.committed for m in commits] == sorted(m.committed for m in commits)
+    assert len(commits) <= elapsed / FEED_INTERVAL + 2
