@@ -63,6 +63,7 @@ from hydra.storage.format import (
 )
 from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import TOMB, PersistentIndex
+from hydra.storage.retention import in_force, visible_from
 from hydra.storage.segments import SegmentSet, segment_name
 
 if TYPE_CHECKING:
@@ -147,9 +148,15 @@ class Removal:
     ``as_of`` must be a synced position: only what is durable before it counts.
     """
 
-    def __init__(self, index: PersistentIndex, as_of: int) -> None:
+    def __init__(self, index: PersistentIndex, as_of: int, segments: SegmentSet,
+                 now_us: int | None = None) -> None:
         self._index = index
         self._as_of = as_of
+        self._segments = segments
+        # max_age is measured at the scavenge's start: readers' clocks are later.
+        self._now_us = time.time_ns() // 1000 if now_us is None else now_us
+        # stream key -> versions of its live incarnation below this may go (0: none)
+        self._cuts: dict[bytes, int] = {}
         # stream key -> [(tombstone position, incarnation it ended)] before as_of
         self._tombs: dict[bytes, list[tuple[int, int]]] = {}
         # stream key -> (newest snapshot position, live incarnation or -2)
@@ -171,14 +178,41 @@ class Removal:
 
         Yes when a tombstone before ``as_of`` ended its incarnation, unless it is
         the incarnation's first event (kept: its position names the incarnation,
-        which an index rebuilt from the log needs). Retention goes here: also yes
-        when ``version`` is below the stream's first visible version as of
-        ``as_of`` (from its metadata), again keeping the incarnation's first event.
+        which an index rebuilt from the log needs). Also yes when it belongs to
+        the live incarnation and ``version`` is hidden by the stream's retention
+        rules as of ``as_of`` (``_retention``), again keeping the first event.
         """
         for t, inc in self._tombstones(key):
             if t > position:
                 return position != inc
-        return False
+        if position >= self._as_of or not version:
+            return False
+        cut = self._cuts.get(key)
+        if cut is None:
+            cut = self._cuts[key] = self._retention(key)
+        return version < cut
+
+    def _retention(self, key: bytes) -> int:
+        """The versions of the stream's live incarnation below this are hidden by
+        its retention rules as of ``as_of`` and may go (0: none). The last event
+        before ``as_of`` stays even when the rules hide it: an index rebuilt from
+        the log learns the stream's count from it."""
+        index = self._index
+        event_time = self._segments.event_time
+        with index.env.begin() as txn:
+            rules = index.metadata_at(txn, key, self._as_of)
+            if rules is None:
+                return 0
+            inc, count, history = index.stream_at(txn, key, self._as_of)
+            if count < 3:
+                return 0
+            last = TOMB.unpack_from(history, len(history) - TOMB.size)[0] if history else -1
+
+            def timestamp_of(version: int) -> int:
+                return event_time(index.position_of(txn, inc, version), version)
+
+            visible = visible_from(count, in_force(rules, last), timestamp_of, self._now_us)
+        return min(visible, count - 1)
 
     def snapshot(self, key: bytes, position: int, incarnation: int) -> bool:
         """Whether the snapshot record of stream ``key`` at ``position`` may be removed:
@@ -337,7 +371,7 @@ def scavenge(
     started = time.monotonic()
     progress = progress or Progress()
     pause = pause or Pacer(DUTY)
-    removal = Removal(index, as_of)
+    removal = Removal(index, as_of, segments)
     size = segments.segment_size
     total = max(0, first_open)
     progress.running, progress.segment, progress.segments = True, 0, total
