@@ -587,8 +587,9 @@ class ReadSide:
                     if (crc32(payload) != crc or kind != KIND_EVENT
                             or env_version != ENVELOPE_VERSION or d > length or length == 0):
                         if segments.removed(p):
-                            # Scavenged: an event of a deleted incarnation (which
-                            # no read returns) whose index entry stays.
+                            # Scavenged: an event of a deleted incarnation or one
+                            # hidden by retention (which no read returns) whose
+                            # index entry stays.
                             continue
                         decode_event(buf, off, p)  # raises CorruptLog with the reason
                         raise AssertionError("unreachable")

@@ -19,9 +19,9 @@ A crash (kill -9, power loss) at any step leaves either the old file or the
 new one in place, both holding the same surviving records at the same offsets;
 a leftover ``.scavenge`` file is deleted on the next open. The index is not
 changed: it keeps the positions of removed events (which belong to deleted
-incarnations, so no read returns them) and reads that meet such a position
-check ``SegmentSet.removed`` and pass over it; an index rebuilt from the log
-holds placeholders for them instead (``Index._fill``).
+incarnations or are hidden by retention, so no read returns them) and reads
+that meet such a position check ``SegmentSet.removed`` and pass over it; an
+index rebuilt from the log holds placeholders for them instead (``Index._fill``).
 
 Readers that mapped the old file keep reading it (same records, same offsets)
 until they notice the new inode (``SegmentSet.follow``, about once a second)
@@ -31,10 +31,14 @@ goes away.
 What may go is decided in one place, ``Removal``, from the index as of a
 position ``P`` that is synced (a tombstone that a crash could still undo never
 removes anything): events of a deleted incarnation (except the incarnation's
-first event, which names it for an index rebuild), snapshot records that are
-not their stream's newest, and snapshots of ended incarnations. Retention
-(stream metadata: max count, max age, truncate before) plugs into
-``Removal.event`` as "version below the stream's first visible version".
+first event, which names it for an index rebuild), events of a live
+incarnation hidden by its stream's retention rules (stream metadata: max count,
+max age by the scavenge's clock at its start, truncate before; again keeping
+the first event, and the last one, which gives an index rebuild the count),
+snapshot records that are not their stream's newest, and snapshots of ended
+incarnations. Once removed, hidden events are gone for good: reads start at
+the first version that survived even when a rule is relaxed later
+(``retention.visible_from``).
 """
 
 from __future__ import annotations
@@ -100,7 +104,7 @@ class ScavengeResult:
 
     segments_scanned: int
     segments_rewritten: int
-    events_removed: int
+    events_removed: int  # of deleted incarnations, and hidden by retention rules
     snapshots_removed: int
     bytes_reclaimed: int  # allocated bytes (st_blocks) given back
     duration: float  # seconds
@@ -486,8 +490,8 @@ def main(argv: list[str]) -> int:
 
     parser = ArgumentParser(
         prog="hydra scavenge",
-        description="Give back the disk space of deleted streams' events and superseded "
-                    "snapshots in closed segments; every other record keeps its position. "
+        description="Give back the disk space of deleted streams' events, events hidden "
+                    "by retention rules and superseded snapshots in closed segments; every other record keeps its position. "
                     "For a stopped store; a running one scavenges through POST "
                     "/admin/scavenge or the Scavenge RPC.")
     parser.add_argument("directory", help="the data directory")
