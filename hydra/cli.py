@@ -19,7 +19,7 @@ _COMMANDS = {
     "token": ("hydra._tokens", "add, remove or list bearer tokens (HYDRA_TOKENS_FILE)"),
     "watchdog": ("hydra._watchdog", "supervisord event listener: stop a server that cannot start"),
     "status": ("hydra._status", "show the processes of `make run` and the committed position"),
-    "scavenge": ("hydra.storage.scavenge:main", "reclaim the space of deleted streams (offline)"),
+    "scavenge": ("hydra.storage.scavenge:main", "reclaim the space of deleted and retention-hidden events (offline)"),
     "backup": ("hydra.storage.backup", "copy a store, running or stopped, up to its committed position"),
     "restore": ("hydra.storage.backup:restore_main", "make a new data directory from a backup"),
 }

@@ -182,7 +182,9 @@ class Index:
         Their positions are unknown, so each placeholder repeats ``position``
         (the record that revealed the gap), which keeps a stream's positions
         non-decreasing. Only events no read returns are ever removed (of deleted
-        incarnations, or hidden by retention), so no read meets a placeholder.
+        incarnations, or hidden by retention), so no read meets a placeholder:
+        reads of a stream under retention start at its first surviving version
+        (``retention.visible_from``), even once a rule was relaxed.
         Returns how many were added.
         """
         n = upto - st.count

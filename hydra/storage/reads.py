@@ -36,7 +36,7 @@ from hydra.storage.format import (
 )
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamPage, list_streams
 from hydra.storage.persistent import TOMB, stream_dbkey
-from hydra.storage.retention import Rules, as_metadata, first_visible, in_force
+from hydra.storage.retention import Rules, as_metadata, in_force, visible_from
 
 if TYPE_CHECKING:
     from hydra.limits import Limits
@@ -480,17 +480,16 @@ class ReadSide:
     def _first_visible(
         self, inc: int, count: int, new: Sequence[int], rules: Rules, now_us: int = 0
     ) -> int:
-        size = self._segments.segment_size
-        segments = self._segments
+        event_time = self._segments.event_time
 
         def timestamp_of(version: int) -> int:
-            p = self._position(inc, count, new, version)
-            s = p // size
-            return int(RECORD_HEADER.unpack_from(segments.map(s), p - s * size)[7])
+            return event_time(self._position(inc, count, new, version), version)
 
         try:
-            return first_visible(count + len(new), rules, timestamp_of,
-                                 now_us or _time_ns() // 1000)
+            # Versions the scavenger removed stay hidden (``visible_from``), so a
+            # read never meets their positions, even after a rule was relaxed.
+            return visible_from(count + len(new), rules, timestamp_of,
+                                now_us or _time_ns() // 1000)
         except (ValueError, IndexError, lmdb.Error) as exc:
             raise _read_error(self, exc) from None
 
@@ -588,8 +587,9 @@ class ReadSide:
                     if (crc32(payload) != crc or kind != KIND_EVENT
                             or env_version != ENVELOPE_VERSION or d > length or length == 0):
                         if segments.removed(p):
-                            # Scavenged: an event of a deleted incarnation (which
-                            # no read returns) whose index entry stays.
+                            # Scavenged: an event of a deleted incarnation or one
+                            # hidden by retention (which no read returns) whose
+                            # index entry stays.
                             continue
                         decode_event(buf, off, p)  # raises CorruptLog with the reason
                         raise AssertionError("unreachable")

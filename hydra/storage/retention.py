@@ -12,6 +12,10 @@ Metadata belongs to the stream ID and survives a delete and re-creation, except
 ``truncate_before``: it names versions, and versions restart at 0 after a
 delete, so a tombstone written after the metadata record ends it (a re-created
 stream is not truncated by a rule meant for its previous incarnation).
+
+Once the scavenger removed hidden events they are gone for good: ``visible_from``
+is ``first_visible`` over an incarnation the scavenger may have thinned, and a
+rule relaxed later never brings a removed event (nor the kept first one) back.
 """
 
 from __future__ import annotations
@@ -101,3 +105,38 @@ def first_visible(
         else:
             lo = mid
     return hi
+
+
+# What ``timestamp_of`` gives ``visible_from`` for a version the scavenger removed.
+REMOVED = -1
+
+
+def visible_from(
+    count: int, rules: Rules, timestamp_of: Callable[[int], int], now_us: int
+) -> int:
+    """``first_visible`` for an incarnation the scavenger may have thinned:
+    ``timestamp_of(version)`` is ``REMOVED`` for a version it removed.
+
+    The scavenger removes only hidden versions, always a prefix of the
+    incarnation except its first event (kept: its position names the
+    incarnation) and its last (kept: it holds the count for an index rebuilt
+    from the log). So when version 1 is gone, versions 1 .. k-1 are (found by
+    bisection), and the first event was hidden too when they went: the visible
+    versions start at k at the earliest, whatever the rules say now.
+    """
+    gone = 0
+    if count > 1 and timestamp_of(1) == REMOVED:
+        lo, hi = 1, count  # lo removed; hi present (or the end)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if timestamp_of(mid) == REMOVED:
+                lo = mid
+            else:
+                hi = mid
+        gone = hi
+        inner = timestamp_of
+
+        def timestamp_of(version: int) -> int:
+            return REMOVED if version < gone else inner(version)
+
+    return max(gone, first_visible(count, rules, timestamp_of, now_us))

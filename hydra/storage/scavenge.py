@@ -19,9 +19,9 @@ A crash (kill -9, power loss) at any step leaves either the old file or the
 new one in place, both holding the same surviving records at the same offsets;
 a leftover ``.scavenge`` file is deleted on the next open. The index is not
 changed: it keeps the positions of removed events (which belong to deleted
-incarnations, so no read returns them) and reads that meet such a position
-check ``SegmentSet.removed`` and pass over it; an index rebuilt from the log
-holds placeholders for them instead (``Index._fill``).
+incarnations or are hidden by retention, so no read returns them) and reads
+that meet such a position check ``SegmentSet.removed`` and pass over it; an
+index rebuilt from the log holds placeholders for them instead (``Index._fill``).
 
 Readers that mapped the old file keep reading it (same records, same offsets)
 until they notice the new inode (``SegmentSet.follow``, about once a second)
@@ -31,10 +31,14 @@ goes away.
 What may go is decided in one place, ``Removal``, from the index as of a
 position ``P`` that is synced (a tombstone that a crash could still undo never
 removes anything): events of a deleted incarnation (except the incarnation's
-first event, which names it for an index rebuild), snapshot records that are
-not their stream's newest, and snapshots of ended incarnations. Retention
-(stream metadata: max count, max age, truncate before) plugs into
-``Removal.event`` as "version below the stream's first visible version".
+first event, which names it for an index rebuild), events of a live
+incarnation hidden by its stream's retention rules (stream metadata: max count,
+max age by the scavenge's clock at its start, truncate before; again keeping
+the first event, and the last one, which gives an index rebuild the count),
+snapshot records that are not their stream's newest, and snapshots of ended
+incarnations. Once removed, hidden events are gone for good: reads start at
+the first version that survived even when a rule is relaxed later
+(``retention.visible_from``).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ from hydra.storage.format import (
 )
 from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import TOMB, PersistentIndex
+from hydra.storage.retention import in_force, visible_from
 from hydra.storage.segments import SegmentSet, segment_name
 
 if TYPE_CHECKING:
@@ -99,7 +104,7 @@ class ScavengeResult:
 
     segments_scanned: int
     segments_rewritten: int
-    events_removed: int
+    events_removed: int  # of deleted incarnations, and hidden by retention rules
     snapshots_removed: int
     bytes_reclaimed: int  # allocated bytes (st_blocks) given back
     duration: float  # seconds
@@ -147,9 +152,15 @@ class Removal:
     ``as_of`` must be a synced position: only what is durable before it counts.
     """
 
-    def __init__(self, index: PersistentIndex, as_of: int) -> None:
+    def __init__(self, index: PersistentIndex, as_of: int, segments: SegmentSet,
+                 now_us: int | None = None) -> None:
         self._index = index
         self._as_of = as_of
+        self._segments = segments
+        # max_age is measured at the scavenge's start: readers' clocks are later.
+        self._now_us = time.time_ns() // 1000 if now_us is None else now_us
+        # stream key -> versions of its live incarnation below this may go (0: none)
+        self._cuts: dict[bytes, int] = {}
         # stream key -> [(tombstone position, incarnation it ended)] before as_of
         self._tombs: dict[bytes, list[tuple[int, int]]] = {}
         # stream key -> (newest snapshot position, live incarnation or -2)
@@ -171,14 +182,41 @@ class Removal:
 
         Yes when a tombstone before ``as_of`` ended its incarnation, unless it is
         the incarnation's first event (kept: its position names the incarnation,
-        which an index rebuilt from the log needs). Retention goes here: also yes
-        when ``version`` is below the stream's first visible version as of
-        ``as_of`` (from its metadata), again keeping the incarnation's first event.
+        which an index rebuilt from the log needs). Also yes when it belongs to
+        the live incarnation and ``version`` is hidden by the stream's retention
+        rules as of ``as_of`` (``_retention``), again keeping the first event.
         """
         for t, inc in self._tombstones(key):
             if t > position:
                 return position != inc
-        return False
+        if position >= self._as_of or not version:
+            return False
+        cut = self._cuts.get(key)
+        if cut is None:
+            cut = self._cuts[key] = self._retention(key)
+        return version < cut
+
+    def _retention(self, key: bytes) -> int:
+        """The versions of the stream's live incarnation below this are hidden by
+        its retention rules as of ``as_of`` and may go (0: none). The last event
+        before ``as_of`` stays even when the rules hide it: an index rebuilt from
+        the log learns the stream's count from it."""
+        index = self._index
+        event_time = self._segments.event_time
+        with index.env.begin() as txn:
+            rules = index.metadata_at(txn, key, self._as_of)
+            if rules is None:
+                return 0
+            inc, count, history = index.stream_at(txn, key, self._as_of)
+            if count < 3:
+                return 0
+            last = TOMB.unpack_from(history, len(history) - TOMB.size)[0] if history else -1
+
+            def timestamp_of(version: int) -> int:
+                return event_time(index.position_of(txn, inc, version), version)
+
+            visible = visible_from(count, in_force(rules, last), timestamp_of, self._now_us)
+        return min(visible, count - 1)
 
     def snapshot(self, key: bytes, position: int, incarnation: int) -> bool:
         """Whether the snapshot record of stream ``key`` at ``position`` may be removed:
@@ -337,7 +375,7 @@ def scavenge(
     started = time.monotonic()
     progress = progress or Progress()
     pause = pause or Pacer(DUTY)
-    removal = Removal(index, as_of)
+    removal = Removal(index, as_of, segments)
     size = segments.segment_size
     total = max(0, first_open)
     progress.running, progress.segment, progress.segments = True, 0, total
@@ -452,8 +490,8 @@ def main(argv: list[str]) -> int:
 
     parser = ArgumentParser(
         prog="hydra scavenge",
-        description="Give back the disk space of deleted streams' events and superseded "
-                    "snapshots in closed segments; every other record keeps its position. "
+        description="Give back the disk space of deleted streams' events, events hidden "
+                    "by retention rules and superseded snapshots in closed segments; every other record keeps its position. "
                     "For a stopped store; a running one scavenges through POST "
                     "/admin/scavenge or the Scavenge RPC.")
     parser.add_argument("directory", help="the data directory")

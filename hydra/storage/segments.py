@@ -27,7 +27,9 @@ from hydra.errors import CorruptLog, StorageError
 from hydra.storage.format import (
     ENVELOPE_SIZE,
     FRAME_SIZE,
+    KIND_EVENT,
     KIND_SKIP,
+    KIND_TOMBSTONE,
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
 )
@@ -205,6 +207,22 @@ class SegmentSet:
                     self.remap(number)
             except OSError:
                 pass  # gone or unreadable: reads of it report that
+
+    def event_time(self, position: int, version: int) -> int:
+        """The commit time (microseconds) of the event of ``version`` that the index
+        puts at ``position``, or ``retention.REMOVED`` (-1) when the scavenger
+        removed it: its range is a hole, or the position is a placeholder of an
+        index rebuilt from the log (``Index._fill``: it repeats the position of a
+        later record of the stream, so the record there has another version or
+        kind). A damaged record gives what its header says (reads report it)."""
+        number, offset = divmod(position, self.segment_size)
+        header = RECORD_HEADER.unpack_from(self.map(number), offset)
+        kind, found, ts = header[3], header[6], header[7]
+        if header[0] and kind == KIND_EVENT:
+            return int(ts) if found == version else -1
+        if kind == KIND_TOMBSTONE or self.removed(position):
+            return -1
+        return int(ts)
 
     def removed(self, position: int) -> bool:
         """Whether ``position`` lies in a range the scavenger removed.
