@@ -224,6 +224,18 @@ def tombstones_of(history: bytes) -> list[tuple[int, int, int]]:
     return [TOMB.unpack_from(history, i) for i in range(0, len(history), TOMB.size)]
 
 
+def last_tombstone(history: bytes, before: int) -> int:
+    """Position of the last tombstone in ``history`` before position ``before``
+    (-1: none). Tombstones are kept in log order."""
+    last = -1
+    for i in range(0, len(history), TOMB.size):
+        t = TOMB.unpack_from(history, i)[0]
+        if t >= before:
+            break
+        last = t
+    return last
+
+
 class PersistentIndex:
     """One open LMDB environment of the index: the writer's (``writable``) or a reader's."""
 

@@ -35,7 +35,7 @@ from hydra.storage.format import (
     decode_snapshot,
 )
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamPage, list_streams
-from hydra.storage.persistent import TOMB, stream_dbkey
+from hydra.storage.persistent import last_tombstone, stream_dbkey
 from hydra.storage.retention import Rules, as_metadata, in_force, visible_from
 
 if TYPE_CHECKING:
@@ -428,12 +428,7 @@ class ReadSide:
             with pindex.env.begin() as txn:
                 raw = txn.get(stream_dbkey(sid), db=pindex.streams)
             history = raw[16:] if raw else b""
-        last = -1
-        for i in range(0, len(history), TOMB.size):
-            t = TOMB.unpack_from(history, i)[0]
-            if t < committed:
-                last = t
-        return last
+        return last_tombstone(history, committed)
 
     # -- stream metadata and retention ---------------------------------------------
 
@@ -463,12 +458,7 @@ class ReadSide:
             except lmdb.Error as exc:
                 raise _index_error(self, exc) from None
         if rules is not None and history:
-            last = -1
-            for i in range(0, len(history), TOMB.size):
-                t = TOMB.unpack_from(history, i)[0]
-                if t < committed:
-                    last = t
-            rules = in_force(rules, last)
+            rules = in_force(rules, last_tombstone(history, committed))
         return inc, count, new, rules
 
     def _position(self, inc: int, count: int, new: Sequence[int], version: int) -> int:

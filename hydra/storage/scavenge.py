@@ -66,7 +66,7 @@ from hydra.storage.format import (
     encode_skip,
 )
 from hydra.storage.manifest import fsync_dir
-from hydra.storage.persistent import TOMB, PersistentIndex
+from hydra.storage.persistent import PersistentIndex, last_tombstone, tombstones_of
 from hydra.storage.retention import in_force, visible_from
 from hydra.storage.segments import SegmentSet, segment_name
 
@@ -172,9 +172,7 @@ class Removal:
             index = self._index
             with index.env.begin() as txn:
                 history = index.stream_at(txn, key, self._as_of).history
-            found = self._tombs[key] = [
-                TOMB.unpack_from(history, i)[:2] for i in range(0, len(history), TOMB.size)
-            ]
+            found = self._tombs[key] = [t[:2] for t in tombstones_of(history)]
         return found
 
     def event(self, key: bytes, position: int, version: int, timestamp_us: int) -> bool:
@@ -210,7 +208,7 @@ class Removal:
             inc, count, history = index.stream_at(txn, key, self._as_of)
             if count < 3:
                 return 0
-            last = TOMB.unpack_from(history, len(history) - TOMB.size)[0] if history else -1
+            last = last_tombstone(history, self._as_of)
 
             def timestamp_of(version: int) -> int:
                 return event_time(index.position_of(txn, inc, version), version)
