@@ -105,8 +105,11 @@ def _run(c: Cluster) -> None:
           f"new writer, the last {max(resent, default=0):+.3f} s after it was ready "
           f"({ready - killed:.3f} s after the kill); first new ack "
           f"{first_ack - ready:+.3f} s after ready")
-    assert refused, "no request sent to the dead writer was refused"
-    assert max(refused) <= 0.5, refused
+    # Whether one was at the dead writer when it died depends on the instant of the
+    # kill (a fast disk answers a group in well under a millisecond); either way no
+    # request in flight waits for the writer timeout.
+    assert len(refused) + len(resent) == len(in_flight), in_flight
+    assert max(refused, default=0) <= 0.5, refused
     assert max(resent, default=0) <= 0.5, resent
     assert first_ack - ready <= 0.5, first_ack - ready
 
