@@ -16,6 +16,14 @@ expected" on its console, and keeps running after giving up. This listener
 
 "Why" is the program's last line that starts with ``hydra`` (the writer and the
 gateways print their start-up errors as one such line), else its last line.
+
+The exit status of an exit is read from supervisord's own log (``exited: NAME
+(exit status N; ...)`` after ``spawned: 'NAME' with pid PID``, the pid being the
+event's): by the time the listener handles the event, supervisord has usually
+started the program again, and its process information then holds the new
+process's (empty) status. That log line needs supervisord's ``loglevel`` at
+``warn`` or lower (supervisord.conf: ``info``); an exit the log does not explain
+counts as a crash.
 The listener's stderr is supervisord's console (``stderr_logfile=/dev/stderr``);
 its stdout is the event protocol and carries nothing else.
 """
@@ -23,10 +31,11 @@ its stdout is the event protocol and carries nothing else.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections import defaultdict, deque
-from typing import TextIO
+from typing import Any, TextIO
 from collections.abc import Callable
 
 FATAL_FILE = "fatal"
@@ -39,6 +48,9 @@ CANNOT_START = 78
 BAD_OPTIONS = 2  # argparse's status, and the programs' for a malformed setting
 CRASHES = 5
 CRASH_WINDOW = 60.0
+# How much of the end of supervisord's log is searched for an exit (bytes).
+LOG_TAIL = 256 * 1024
+SIGNALLED = -1  # supervisord's exit status of a process killed by a signal
 
 
 def reason(log_dir: str, process: str) -> str:
@@ -59,16 +71,33 @@ def reason(log_dir: str, process: str) -> str:
     return lines[-1] if lines else "(its log is empty)"
 
 
+def status_in_log(log: str, name: str, pid: str) -> int | None:
+    """The exit status supervisord's log ``log`` gives for process ``pid`` of
+    program ``name`` (``SIGNALLED`` when a signal ended it); None if it does not say."""
+    spawned = re.compile(rf"spawned: '{re.escape(name)}' with pid {re.escape(pid)}$", re.M)
+    starts = [m.end() for m in spawned.finditer(log)]
+    if not starts:
+        return None
+    # (The pid's last spawn: pids are reused.) Its exit is the program's next one.
+    exited = re.compile(rf"exited: {re.escape(name)} \((.*?); (?:not )?expected\)$", re.M)
+    m = exited.search(log, starts[-1])
+    if m is None:
+        return None
+    how = re.fullmatch(r"exit status (\d+)", m.group(1))
+    return int(how.group(1)) if how else SIGNALLED
+
+
 def _parse(line: str) -> dict[str, str]:
     return dict(token.split(":", 1) for token in line.split() if ":" in token)
 
 
 class Watchdog:
     def __init__(self, log_dir: str, console: TextIO,
-                 exit_status: Callable[[str], int] | None = None) -> None:
+                 exit_status: Callable[[str, str, str], int | None] | None = None) -> None:
         self.log_dir = log_dir
         self.console = console
-        # "group:name" -> the exit status supervisord recorded (-1: killed by a signal)
+        # (name, group, pid) -> the status that process exited with (SIGNALLED: a
+        # signal ended it; None: unknown)
         self.exit_status = exit_status or _exit_status
         self.told: dict[str, str] = {}
         self.crashes: dict[str, deque[float]] = defaultdict(deque)
@@ -90,16 +119,18 @@ class Watchdog:
             return False
         if event == "PROCESS_STATE_FATAL":
             return self.fatal(f"hydra: {name} cannot start: {reason(self.log_dir, name)}")
-        if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "1":
+        if event != "PROCESS_STATE_EXITED":
+            return False
+        status = self.exit_status(name, payload.get("groupname") or name,
+                                  payload.get("pid", ""))
+        if payload.get("expected") == "1":
             # supervisord.conf lists CANNOT_START and BAD_OPTIONS as the programs'
-            # `exitcodes` and restarts only on other ones, so the status is still there.
-            group = payload.get("groupname", name)
-            if self.exit_status(f"{group}:{name}") in (CANNOT_START, BAD_OPTIONS):
+            # `exitcodes` (and restarts only on other ones).
+            if status in (CANNOT_START, BAD_OPTIONS):
                 return self.fatal(f"hydra: {name} cannot start: {reason(self.log_dir, name)}")
             return False
-        if event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0":
-            group = payload.get("groupname", name)
-            if self.exit_status(f"{group}:{name}") <= 0:
+        if payload.get("expected") == "0":
+            if status is not None and status <= 0:
                 return False  # killed by a signal: not a crash loop of its own
             now = time.monotonic()
             times = self.crashes[name]
@@ -120,14 +151,21 @@ class Watchdog:
         return True
 
 
-def _exit_status(process: str) -> int:
+def _exit_status(name: str, group: str, pid: str) -> int | None:
+    """How process ``pid`` of ``group:name`` exited, from supervisord's log (module doc)."""
     from supervisor import childutils
 
+    rpc: Any = childutils.getRPCInterface(os.environ).supervisor
     try:
-        info = childutils.getRPCInterface(os.environ).supervisor.getProcessInfo(process)
-        return int(info["exitstatus"])
-    except Exception:  # noqa: BLE001 - unknown: count it, a crash loop must not hide
-        return 1
+        status = status_in_log(rpc.readLog(-LOG_TAIL, 0), name, pid)
+        if status is None:
+            # Not restarted after an expected exit: its process information holds it.
+            info = rpc.getProcessInfo(f"{group}:{name}")
+            if info["pid"] == 0 and info["statename"] == "EXITED":
+                status = int(info["exitstatus"])
+        return status
+    except Exception:  # noqa: BLE001 - unknown: counted as a crash, a crash loop must not hide
+        return None
 
 
 def _shutdown() -> None:

@@ -6,13 +6,13 @@ import io
 
 import pytest
 
-from hydra._watchdog import CRASHES, Watchdog, reason
+from hydra._watchdog import CRASHES, SIGNALLED, Watchdog, reason, status_in_log
 
 
-def _dog(tmp_path, log: str = "", status: int = 1) -> tuple[Watchdog, io.StringIO]:
+def _dog(tmp_path, log: str = "", status: int | None = 1) -> tuple[Watchdog, io.StringIO]:
     (tmp_path / "writer.log").write_text(log)
     console = io.StringIO()
-    return Watchdog(str(tmp_path), console, lambda process: status), console
+    return Watchdog(str(tmp_path), console, lambda name, group, pid: status), console
 
 
 def test_reason_is_the_programs_own_line(tmp_path) -> None:
@@ -70,3 +70,41 @@ def test_other_expected_exits_are_not_fatal(tmp_path) -> None:
     assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "gateway-0",
                                                    "groupname": "gateway", "expected": "1"})
     assert console.getvalue() == ""
+
+
+SUPERVISORD_LOG = """\
+2026-12-02 04:00:00,100 INFO spawned: 'writer' with pid 120
+2026-12-02 04:00:00,200 INFO spawned: 'gateway-0' with pid 12
+2026-12-02 04:00:03,300 INFO success: writer entered RUNNING state, process has stayed up for > than 3 seconds (startsecs)
+2026-12-02 04:00:09,400 WARN exited: gateway-0 (terminated by SIGKILL; not expected)
+2026-12-02 04:00:09,500 INFO spawned: 'gateway-0' with pid 130
+2026-12-02 04:00:10,600 WARN exited: writer (exit status 1; not expected)
+2026-12-02 04:00:10,700 INFO spawned: 'writer' with pid 131
+2026-12-02 04:00:11,800 WARN exited: gateway-0 (terminated by SIGSEGV (core dumped); not expected)
+2026-12-02 04:00:12,900 INFO exited: writer (exit status 78; expected)
+2026-12-02 04:00:13,000 INFO spawned: 'gateway-0' with pid 120
+"""
+
+
+def test_the_exit_status_is_the_one_of_the_pid_that_exited() -> None:
+    """Read from supervisord's log, where the exit of each pid stays after the
+    program was started again (its process information then has the new one)."""
+    assert status_in_log(SUPERVISORD_LOG, "writer", "120") == 1
+    assert status_in_log(SUPERVISORD_LOG, "writer", "131") == 78
+    assert status_in_log(SUPERVISORD_LOG, "gateway-0", "12") == SIGNALLED
+    assert status_in_log(SUPERVISORD_LOG, "gateway-0", "130") == SIGNALLED
+    # Not exited yet (a reused pid: its last spawn counts), unknown pid or program.
+    assert status_in_log(SUPERVISORD_LOG, "gateway-0", "120") is None
+    assert status_in_log(SUPERVISORD_LOG, "gateway-0", "1") is None
+    assert status_in_log(SUPERVISORD_LOG, "writer", "13") is None
+    assert status_in_log("", "writer", "120") is None
+
+
+def test_an_exit_of_unknown_status_counts_as_a_crash(tmp_path) -> None:
+    dog, console = _dog(tmp_path, "hydra writer: boom\n", status=None)
+    for _ in range(CRASHES - 1):
+        assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "writer", "expected": "0"})
+    assert dog.handle("PROCESS_STATE_EXITED", {"processname": "writer", "expected": "0"})
+    # An expected exit of unknown status is not a refusal to start.
+    dog, console = _dog(tmp_path, "", status=None)
+    assert not dog.handle("PROCESS_STATE_EXITED", {"processname": "writer", "expected": "1"})

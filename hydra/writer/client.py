@@ -34,6 +34,17 @@ requests it had been sent and had not answered fail at once with a retryable
 ``Unavailable`` (their outcome is unknown: the dead writer may have written
 them), instead of waiting for their timeout: a ZeroMQ socket monitor reports
 the disconnection. Requests not yet sent stay queued and go to the next writer.
+
+From the disconnection until the monitor reports the next writer's completed
+handshake, nothing is sent. ZeroMQ reports a disconnection before its I/O thread
+has dropped the dead connection's queue, and the socket learns of the drop only
+when it next processes its commands: a message sent in between is accepted and
+silently discarded with that queue. It would be sent after the release above
+and never answered, and (one group in flight) hold every later request for the
+whole timeout. The handshake is reported after the dead queue was dropped and the
+new one attached, and the socket processes both (``ZMQ_EVENTS``) before the queue
+leaves, so every message sent goes to a live writer or fails with the connection
+that carried it.
 """
 
 from __future__ import annotations
@@ -73,9 +84,11 @@ from hydra.errors import InvalidArgument, StorageError, Unavailable
 # Coalesced messages stop growing past this size (a single bigger request is
 # still sent alone, up to MAX_MESSAGE_SIZE).
 _COALESCE_BYTES = 1 << 20
-# While no writer is connected, queued requests are retried this often until
-# their deadline passes.
+# When the socket's queue is full (or no writer is connected yet), queued requests
+# are retried this often until their deadline passes.
 _RETRY_SECONDS = 0.01
+# What the socket monitor reports: the two events the client acts on.
+_MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
 class _Pending:
@@ -134,6 +147,10 @@ class WriterClient:
         self._monitor: zmq.Socket[Any] | None = None
         self._monitor_watcher: SocketWatcher | None = None
         self.disconnects = 0  # how often the connection to a writer dropped
+        # False from a disconnection until the next writer's handshake: nothing is
+        # sent meanwhile (module doc). True before the first connection: a send
+        # then fails (no queue to a writer exists yet) and is retried.
+        self._connected = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ids = itertools.count(1)
         self._pending: dict[int, _Pending] = {}
@@ -387,19 +404,27 @@ class WriterClient:
         loop = asyncio.get_running_loop()
         sock = peer_socket(plain_context(self._context), "command")
         secure_client(sock, self._curve)
+        # (Monitored before it connects: no event of the first connection is missed.)
+        self._monitor = sock.get_monitor_socket(_MONITOR_EVENTS)
         sock.connect(self.command_endpoint)
         self._socket = sock
         self._loop = loop
         self._watcher = SocketWatcher(loop, sock, self._on_message)
-        self._monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         self._monitor_watcher = SocketWatcher(loop, self._monitor, self._on_monitor)
         return loop
 
     def _on_monitor(self, frame: bytes) -> None:
         """A socket monitor event (two frames: event and value, then the endpoint)."""
-        if len(frame) != 6 or struct.unpack_from("<H", frame)[0] != zmq.EVENT_DISCONNECTED:
+        if len(frame) != 6:
+            return
+        event = struct.unpack_from("<H", frame)[0]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self._on_connected()
+            return
+        if event != zmq.EVENT_DISCONNECTED:
             return
         self.disconnects += 1
+        self._connected = False
         # Replies that arrived before the connection dropped are still answers.
         if self._socket is not None:
             while True:
@@ -420,12 +445,29 @@ class WriterClient:
             if p is not None and not p.future.done():
                 p.future.set_exception(err)
 
+    def _on_connected(self) -> None:
+        """A writer's handshake completed: the queue may leave (``_on_monitor``)."""
+        self._connected = True
+        sock = self._socket
+        if sock is None:
+            return
+        # Process the socket's pending commands now, so that the dead connection's
+        # queue is dropped and the new one attached before anything is sent (a
+        # send processes them at most about once a millisecond).
+        sock.getsockopt(zmq.EVENTS)
+        if self._queue:
+            if self._flush_handle is not None:  # (a retry or a linger: go now)
+                self._flush_handle.cancel()
+            self._flush()
+        if self._watcher is not None:
+            self._watcher.check()  # (processing the commands can take the read edge)
+
     def _flush(self) -> None:
         """Send every queued request, coalesced; keep the rest for a retry."""
         self._flush_handle = None
         sock = self._socket
-        if sock is None:
-            return
+        if sock is None or not self._connected:
+            return  # (the next writer's handshake sends the queue)
         limit = self.groups_in_flight
         if limit is not None and len(self._groups) >= limit:
             return  # the next reply that settles a group sends the queue
