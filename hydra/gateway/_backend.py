@@ -19,13 +19,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, overload
 
 from hydra._curve import client_keys
 from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 from hydra.storage.engine import AppendResult, NewEvent, SnapshotSaved, StreamAppend
 from hydra.storage.format import RecordedEvent, Snapshot, StreamMetadata
 from hydra.storage.listing import StreamPage
+from hydra.storage.reads import Build
 from hydra.storage.scavenge import ScavengeResult
 from hydra.limits import Limits
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from hydra.readers.tailer import Tailer
     from hydra.writer.client import WriterClient
 
+_T = TypeVar("_T")
 log = logging.getLogger("hydra.gateway")
 
 
@@ -89,13 +91,31 @@ class Backend(Protocol):
 
     def stream_version(self, stream_id: str) -> int: ...
 
+    # Reads from this process's read side: RecordedEvents, or what ``build``
+    # makes of each record (``hydra.storage.reads.Build``).
+    @overload
     def read_stream(
-        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
+        build: None = None,
     ) -> Iterator[RecordedEvent]: ...
 
+    @overload
+    def read_stream(
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
+        build: Build[_T],
+    ) -> Iterator[_T]: ...
+
+    @overload
     def read_all(
-        self, from_position: int | None, limit: int | None, backward: bool
+        self, from_position: int | None, limit: int | None, backward: bool,
+        build: None = None,
     ) -> Iterator[RecordedEvent]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int | None, limit: int | None, backward: bool,
+        build: Build[_T],
+    ) -> Iterator[_T]: ...
 
     def list_streams(self, prefix: str, after: str, limit: int) -> StreamPage: ...
 
@@ -324,14 +344,16 @@ class ServerBackend:
         return self._view.stream_version(stream_id)
 
     def read_stream(
-        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
-    ) -> Iterator[RecordedEvent]:
-        return self._view.read_stream(stream_id, from_version, limit, backward)
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
+        return self._view.read_stream(stream_id, from_version, limit, backward, build)
 
     def read_all(
-        self, from_position: int | None, limit: int | None, backward: bool
-    ) -> Iterator[RecordedEvent]:
-        return self._view.read_all(from_position, limit, backward)
+        self, from_position: int | None, limit: int | None, backward: bool,
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
+        return self._view.read_all(from_position, limit, backward, build)
 
     def read_ordinals(
         self, from_ordinal: int, limit: int | None

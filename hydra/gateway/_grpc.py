@@ -25,11 +25,11 @@ from grpc_reflection.v1alpha import (  # type: ignore[import-untyped]
 )
 
 from hydra.storage.engine import ANY, NewEvent, StreamAppend
-from hydra.storage.format import RecordedEvent
 from hydra._proto import eventstore_pb2 as pb
 from hydra._proto import eventstore_pb2_grpc as pb_grpc
 from hydra.errors import InvalidArgument, StreamNotFound, Unavailable
 from hydra.gateway import _grpc_batched
+from hydra.gateway._grpc_batched import event_of_record
 from hydra.gateway._backend import Backend
 from hydra.gateway._encoding import event_message
 from hydra.gateway._errors import grpc_error
@@ -256,11 +256,13 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
     # -- reads -------------------------------------------------------------------
 
     # Reads write each Event already serialized with ``context.write`` from a
-    # coroutine (``_READ_SERIALIZER``), rather than yield messages from a generator
-    # for grpc to serialize: one Python frame resumed per message instead of two
-    # generator layers, which measured at a bare grpc.aio server's cost per message
-    # (one message per event is the Go system's wire format and grpc.aio's own
-    # cost per message is most of a read; see docs/BENCHMARKS.md).
+    # coroutine (``_SUBSCRIPTION_SERIALIZER`` passes the bytes through), rather
+    # than yield messages from a generator for grpc to serialize; each message is
+    # built straight from the event's record (``event_of_record``). One message
+    # per event is the Go system's wire format, and grpc.aio's own cost per
+    # message is most of a read; the Python work per event is the rest, and on
+    # two busy cores it costs several times what it costs alone (see
+    # docs/BENCHMARKS.md), so it is kept to a few slices and one bytes format.
 
     async def ReadStream(self, request: pb.ReadStreamRequest,
                          context: grpc.aio.ServicerContext) -> None:
@@ -275,9 +277,10 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             await self._wait(request.min_position)
             if self.backend.stream_version(stream_id) == 0:
                 raise StreamNotFound(stream_id)
-            await _write_events(
-                self.backend.read_stream(stream_id, start, limit, request.backward), context,
-                self.subscriptions.guard, "ReadStream")
+            await write_guarded(
+                self.backend.read_stream(stream_id, start, limit, request.backward,
+                                         event_of_record),
+                context, self.subscriptions.guard, "ReadStream", runs=True)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
 
@@ -291,8 +294,9 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
             limit = (check_limit(request.limit, self.limits) if request.HasField("limit")
                      else None)
             await self._wait(request.min_position)
-            await _write_events(self.backend.read_all(start, limit, request.backward), context,
-                                self.subscriptions.guard, "ReadAll")
+            await write_guarded(
+                self.backend.read_all(start, limit, request.backward, event_of_record),
+                context, self.subscriptions.guard, "ReadAll", runs=True)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await _abort(context, exc)
 
@@ -508,31 +512,53 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         )
 
 
-async def _write_events(events: Iterable[RecordedEvent], context: grpc.aio.ServicerContext,
-                        guard: StallGuard, method: str) -> None:
-    """Send each event as one serialized ``Event`` message. Each write waits for
-    grpc to take the message, so other RPCs run between two events; a client that
-    takes nothing for the stall timeout has its call cut off (``StallGuard``)."""
-    await write_guarded(
-        (serialize(event_message(e)) for e in events), context, guard, method)
-
-
 serialize = pb.Event.SerializeToString
 
 
+# A streaming read built ahead at most this many messages or bytes (``runs``).
+RUN_MESSAGES = 64
+RUN_BYTES = 64 * 1024
+
+
 async def write_guarded(messages: Iterable[bytes], context: grpc.aio.ServicerContext,
-                        guard: StallGuard, method: str, turns: bool = False) -> None:
+                        guard: StallGuard, method: str, turns: bool = False,
+                        runs: bool = False) -> None:
     """Write every message of a streaming read under the stall guard (``turns``:
-    give other calls a turn of the event loop after each message)."""
+    give other calls a turn of the event loop after each message; ``runs``: build
+    the messages in runs of RUN_MESSAGES or RUN_BYTES, then send them). Each write
+    waits for grpc to take the message, so other RPCs run between two messages;
+    a client that takes nothing for the stall timeout has its call cut off
+    (``StallGuard``)."""
     watch = guard.watch()
     watch.writing = True
     write = context.write
     try:
-        for message in messages:
-            await write(message)
-            watch.writes += 1
-            if turns:
-                await asyncio.sleep(0)
+        if runs:
+            # Build a run of messages, then send it: the read's Python work done
+            # in one stretch between two sends costs less than the same work
+            # interleaved with them (gRPC's completion thread and the event loop
+            # then wake less often; measured in docs/BENCHMARKS.md).
+            run: list[bytes] = []
+            size = 0
+            add = run.append
+            for message in messages:
+                add(message)
+                size += len(message)
+                if size >= RUN_BYTES or len(run) >= RUN_MESSAGES:
+                    for m in run:
+                        await write(m)
+                        watch.writes += 1
+                    run.clear()
+                    size = 0
+            for m in run:
+                await write(m)
+                watch.writes += 1
+        else:
+            for message in messages:
+                await write(message)
+                watch.writes += 1
+                if turns:
+                    await asyncio.sleep(0)
     except asyncio.CancelledError:
         if not watch.stalled:
             raise

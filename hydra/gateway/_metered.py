@@ -21,6 +21,7 @@ from hydra.errors import HydraError
 from hydra.gateway._backend import Appended, AppendItem, Backend, Deleted
 from hydra.storage.engine import AppendResult, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
+from hydra.storage.reads import Build
 
 _first = itemgetter(0)
 
@@ -131,19 +132,21 @@ class MeteredBackend:
     # -- reads -------------------------------------------------------------------
 
     def read_stream(
-        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
-    ) -> Iterator[RecordedEvent]:
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
         self._reads["stream"].inc()
         return self._counted(self._backend.read_stream(stream_id, from_version, limit,
-                                                       backward))
+                                                       backward, build))
 
     def read_all(
-        self, from_position: int | None, limit: int | None, backward: bool
-    ) -> Iterator[RecordedEvent]:
+        self, from_position: int | None, limit: int | None, backward: bool,
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
         self._reads["all"].inc()
-        return self._counted(self._backend.read_all(from_position, limit, backward))
+        return self._counted(self._backend.read_all(from_position, limit, backward, build))
 
-    def _counted(self, events: Iterator[RecordedEvent]) -> Iterator[RecordedEvent]:
+    def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not
         # when ``events`` ends), all in C; the tail runs once, after the last event,
         # and adds the count. A read abandoned midway (client gone) is not counted.

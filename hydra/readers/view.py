@@ -25,16 +25,15 @@ Two ways to move the view forward:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from hydra.errors import CorruptLog, InvalidArgument, StorageError, StoreClosed
 from hydra.limits import DEFAULT_LIMITS, Limits
-from hydra.storage.format import RecordedEvent
 from hydra.storage.index import Index, StreamState
 from hydra.storage.persistent import PersistentIndex
-from hydra.storage.reads import ReadSide
+from hydra.storage.reads import Build, Cuts, ReadSide
 from hydra.storage.segments import SegmentSet, segment_name
 
 
@@ -278,29 +277,33 @@ class ReadOnlyView(ReadSide):
             raise CorruptLog(self._rewound_message())
         return count
 
-    def read_stream(
-        self, stream_id: str, from_version: int | None = None, limit: int | None = None,
-        backward: bool = False,
-    ) -> Iterator[RecordedEvent]:
-        events = super().read_stream(stream_id, from_version, limit, backward)
-        return events if self._rewound is None else self._before_cut(events)
+    def _events(
+        self, batches: Iterable[Sequence[int]], limit: int | None, cuts: Cuts | None = None,
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
+        # Every read (streams, $all, ordinals) of a log that went back stops at the cut.
+        if self._rewound is None:
+            return super()._events(batches, limit, cuts, build)
+        return self._before_cut(super()._events(self._upto_cut(batches), limit, cuts, build))
 
-    def read_all(
-        self, from_position: int | None = None, limit: int | None = None,
-        backward: bool = False,
-    ) -> Iterator[RecordedEvent]:
-        events = super().read_all(from_position, limit, backward)
-        return events if self._rewound is None else self._before_cut(events)
-
-    def _before_cut(self, events: Iterator[RecordedEvent]) -> Iterator[RecordedEvent]:
+    def _upto_cut(self, batches: Iterable[Sequence[int]]) -> Iterator[Sequence[int]]:
+        """The positions of ``batches`` until the first at or past the cut, where
+        the read fails."""
         assert self._rewound is not None
         cut = self._rewound[0]
+        for positions in batches:
+            stop = next((i for i, p in enumerate(positions) if p >= cut), None)
+            if stop is None:
+                yield positions
+                continue
+            if stop:
+                yield positions[:stop]
+            raise CorruptLog(self._rewound_message())
+
+    def _before_cut(self, events: Iterator[Any]) -> Iterator[Any]:
         message = self._rewound_message()
         try:
-            for e in events:
-                if e.position >= cut:
-                    raise CorruptLog(message)
-                yield e
+            yield from events
         except CorruptLog as exc:
             if str(exc) == message:
                 raise

@@ -15,7 +15,7 @@ import time
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 from zlib import crc32
 
 import lmdb
@@ -51,6 +51,13 @@ _time_ns = time.time_ns
 # read_all's per-stream visibility: stream key -> position of its first visible
 # event (events before it are hidden: deleted, or retention), and how to find it.
 Cuts = tuple[dict[bytes, int], Callable[[bytes], int]]
+# What a read may build each event as instead of a RecordedEvent, straight from
+# its record: build(position, payload, a, b, c, d, version, timestamp_us), where
+# ``payload`` is the record after its frame (the envelope and the body): the
+# stream ID is payload[32:a], the event ID [a:b], the event type [b:c] (UTF-8),
+# the metadata [c:d] and the data [d:].
+_T = TypeVar("_T")
+Build = Callable[[int, bytes, int, int, int, int, int, int], _T]
 
 
 class ReadSide:
@@ -168,17 +175,31 @@ class ReadSide:
         except lmdb.Error as exc:
             raise _index_error(self, exc) from None
 
+    @overload
+    def read_stream(
+        self, stream_id: str, from_version: int | None = None, limit: int | None = None,
+        backward: bool = False, build: None = None,
+    ) -> Iterator[RecordedEvent]: ...
+
+    @overload
+    def read_stream(
+        self, stream_id: str, from_version: int | None, limit: int | None,
+        backward: bool, build: Build[_T],
+    ) -> Iterator[_T]: ...
+
     def read_stream(
         self,
         stream_id: str,
         from_version: int | None = None,
         limit: int | None = None,
         backward: bool = False,
-    ) -> Iterator[RecordedEvent]:
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
         """Events of one stream in version order (or reverse with ``backward``).
 
         ``from_version`` is inclusive; None means the first event (forward) or the
-        last (backward). A missing or deleted stream yields nothing.
+        last (backward). A missing or deleted stream yields nothing. Each event is
+        a ``RecordedEvent``, or what ``build`` makes of its record (``Build``).
         """
         key = self._key(stream_id)
         start, limit = self._check_range(from_version, limit, backward, "from_version")
@@ -195,13 +216,14 @@ class ReadSide:
             hi = top if limit is None else min(top, lo + limit)
             if lo >= hi:
                 return iter(())
-            return self._events(self._versions(inc, count, new, lo, hi), None)
+            return self._events(self._versions(inc, count, new, lo, hi), None, None, build)
         hi = top - 1 if start is None else min(top - 1, start)
         lo = -1 if limit is None else max(-1, hi - limit)
         lo = max(lo, visible - 1)
         if hi <= lo:
             return iter(())
-        return self._events(self._versions_backward(inc, count, new, lo + 1, hi + 1), None)
+        return self._events(self._versions_backward(inc, count, new, lo + 1, hi + 1), None,
+                            None, build)
 
     def _versions(
         self, inc: int, count: int, new: Sequence[int], lo: int, hi: int
@@ -234,13 +256,27 @@ class ReadSide:
             yield part
             v = down
 
+    @overload
+    def read_all(
+        self, from_position: int | None = None, limit: int | None = None,
+        backward: bool = False, build: None = None,
+    ) -> Iterator[RecordedEvent]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int | None, limit: int | None, backward: bool,
+        build: Build[_T],
+    ) -> Iterator[_T]: ...
+
     def read_all(
         self,
         from_position: int | None = None,
         limit: int | None = None,
         backward: bool = False,
-    ) -> Iterator[RecordedEvent]:
-        """All committed events in log order (or reverse with ``backward``).
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
+        """All committed events in log order (or reverse with ``backward``), each a
+        ``RecordedEvent`` or what ``build`` makes of its record.
 
         ``from_position`` is inclusive: reading starts at the first event at or
         after it (at or before it, backward), so any position a read returned, or
@@ -268,7 +304,7 @@ class ReadSide:
                 batches = _chain(first, pindex.all_positions(start, as_of, True))
             else:
                 batches = first
-        return self._events(batches, limit, self._cuts(as_of, committed))
+        return self._events(batches, limit, self._cuts(as_of, committed), build)
 
     # -- ordinals: events numbered 1, 2, 3, ... in log order -------------------------
 
@@ -543,12 +579,16 @@ class ReadSide:
         batches: Iterable[Sequence[int]],
         limit: int | None,
         cuts: Cuts | None = None,
-    ) -> Iterator[RecordedEvent]:
+        build: Build[Any] | None = None,
+    ) -> Iterator[Any]:
         """Decode the events at the positions of ``batches``, in order, skipping
         those before their stream's cut (``cuts``: deleted or hidden by retention).
 
         The decoding of ``decode_event`` is inlined: this loop is the read hot
-        path, and a call per event costs more than the rest of the work.
+        path, and a call per event costs more than the rest of the work. With
+        ``build``, each event is what it makes of the record once its CRC and
+        layout are checked (no RecordedEvent, no str objects: the texts were
+        valid UTF-8 when written, and the CRC says the bytes are those).
         """
         size = self._segments.segment_size
         segments = self._segments
@@ -591,13 +631,16 @@ class ReadSide:
                             cut = cut_of(sid)  # type: ignore[misc]
                         if p < cut:
                             continue
-                    try:
-                        ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
-                                       payload[b:c].decode(), payload[d:], payload[c:d],
-                                       ts / 1e6))
-                    except UnicodeDecodeError:
-                        decode_event(buf, off, p)
-                        raise
+                    if build is not None:
+                        ev = build(p, payload, a, b, c, d, version, ts)
+                    else:
+                        try:
+                            ev = new(cls, (p, sid.decode(), version, payload[a:b].decode(),
+                                           payload[b:c].decode(), payload[d:], payload[c:d],
+                                           ts / 1e6))
+                        except UnicodeDecodeError:
+                            decode_event(buf, off, p)
+                            raise
                     if left > 0:
                         left -= 1
                     yield ev

@@ -66,14 +66,15 @@ class StoreBackend:
         return self.store.stream_version(stream_id)
 
     def read_stream(
-        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool
+        self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
+        build=None,
     ) -> Iterator[RecordedEvent]:
-        return self.store.read_stream(stream_id, from_version, limit, backward)
+        return self.store.read_stream(stream_id, from_version, limit, backward, build)
 
     def read_all(
-        self, from_position: int | None, limit: int | None, backward: bool
+        self, from_position: int | None, limit: int | None, backward: bool, build=None,
     ) -> Iterator[RecordedEvent]:
-        return self.store.read_all(from_position, limit, backward)
+        return self.store.read_all(from_position, limit, backward, build)
 
     def read_ordinals(self, from_ordinal: int, limit: int | None):
         return self.store.read_ordinals(from_ordinal, limit)

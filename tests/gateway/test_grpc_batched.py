@@ -9,10 +9,10 @@ import uuid
 import grpc
 import pytest
 
-from hydra.storage.format import RecordedEvent
+from hydra.storage.format import ENVELOPE_SIZE, FRAME_SIZE, RecordedEvent, encode_event
 from hydra._proto import eventstore_pb2 as pb
 from hydra.gateway._encoding import event_message
-from hydra.gateway._grpc_batched import BATCH_EVENTS, _event_batches, varint
+from hydra.gateway._grpc_batched import BATCH_EVENTS, _event_batches, event_of_record, varint
 
 
 def _proto_varint(n: int) -> bytes:
@@ -26,16 +26,38 @@ def test_varint_is_protobufs(n):
     assert varint(n) == _proto_varint(n)
 
 
+def _built(e: RecordedEvent) -> bytes:
+    """What a read with ``build=event_of_record`` makes of ``e``'s record."""
+    ts = round(e.timestamp * 1_000_000)
+    record = encode_event(e.stream_id.encode(), e.event_id.encode(), e.event_type.encode(),
+                          e.metadata, e.data, e.version, ts, 0)
+    payload = record[FRAME_SIZE:]
+    a = ENVELOPE_SIZE + len(e.stream_id.encode())
+    b = a + len(e.event_id.encode())
+    c = b + len(e.event_type.encode())
+    d = c + len(e.metadata)
+    return event_of_record(e.position, payload, a, b, c, d, e.version, ts)
+
+
+EVENTS = [
+    RecordedEvent(0, "s", 0, "", "", b"", b"", 0.0),
+    RecordedEvent(2**40 + 7, "strömé-é", 2**33, "e" * 128, "T" * 256, b"\x00" * 20000,
+                  b"m" * 200, 1_764_612_345.123456),
+    RecordedEvent(5, "x" * 256, 3, "id", "type", b"d" * (3 << 20), b"", 1.5),
+    RecordedEvent(6, "y" * 20000, 4, "i" * 30000, "t" * 65535, b"", b"", 1.5),
+    RecordedEvent(7, "z" * 16383, 16383, "i" * 16384, "t", b"x" * 16384, b"m" * 16383, 3.0),
+]
+
+
+def test_event_of_record_parses_as_the_event():
+    for e in EVENTS:
+        assert pb.Event.FromString(_built(e)) == event_message(e)
+
+
 def test_event_batches_parse_as_the_same_events():
-    events = [
-        RecordedEvent(0, "s", 0, "", "", b"", b"", 0.0),
-        RecordedEvent(2**40 + 7, "strömé-é", 2**33, "e" * 128, "T" * 256, b"\x00" * 20000,
-                      b"m" * 200, 1_764_612_345.123456),
-        RecordedEvent(5, "x" * 256, 3, "id", "type", b"d" * (3 << 20), b"", 1.5),
-        RecordedEvent(6, "y" * 20000, 4, "i" * 30000, "t" * 65535, b"", b"", 1.5),
-    ] + [RecordedEvent(100 + i, "many", i, f"e{i}", "", b"x", b"", 2.0)
-         for i in range(2 * BATCH_EVENTS + 5)]
-    batches = [pb.EventBatch.FromString(b) for b in _event_batches(events)]
+    events = EVENTS + [RecordedEvent(100 + i, "many", i, f"e{i}", "", b"x", b"", 2.0)
+                       for i in range(2 * BATCH_EVENTS + 5)]
+    batches = [pb.EventBatch.FromString(b) for b in _event_batches(map(_built, events))]
     got = [e for b in batches for e in b.events]
     assert got == [event_message(e) for e in events]
     # One message stops at BATCH_EVENTS events (or once past 1 MiB).
