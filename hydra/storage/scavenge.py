@@ -2,18 +2,25 @@
 
 It works on closed segments only (never the one being written, never the one
 holding the index's covered position, whose bytes recovery checks). For each,
-it walks the records and asks ``Removal`` which ones may go; when some may, it
-writes a replacement segment:
+``prepare`` walks the records and asks ``Removal`` which ones may go; when
+some may, it writes a replacement segment:
 
-1. ``hydra-NNNNN.log.scavenge`` is created sparse at the full segment size
-   (``ftruncate``: no blocks yet);
+1. ``hydra-NNNNN.log.PID.scavenge`` (PID: the process writing it) is created
+   sparse at the full segment size (``ftruncate``: no blocks yet);
 2. every surviving record is copied to the *same offset* (``copy_file_range``,
    in bounded chunks, so no byte moves through Python and the GIL is free), so
    every global position stays valid;
 3. each removed range starts with a 40-byte skip record (``format.encode_skip``)
    giving its length; the rest of the range is never written, so it is a hole
    that occupies no disk blocks, and so is the unwritten end of the segment;
-4. the file is fsynced, renamed over the segment, and the directory fsynced.
+4. the file is fsynced; then ``install`` checks that the segment is still the
+   file that was copied, renames the copy over it and fsyncs the directory.
+
+``prepare`` only reads the segment and the index, so it may run in another
+process: the writer's scavenges run it in a worker process
+(``hydra.storage._scavenge_worker``) and only ``install`` in the writer, whose
+GIL then stays with appends. The embedded Store and ``hydra scavenge`` run
+both in the calling thread.
 
 A crash (kill -9, power loss) at any step leaves either the old file or the
 new one in place, both holding the same surviving records at the same offsets;
