@@ -4,7 +4,8 @@ Builds a store of --size-mb (streams written in batches, round robin; then
 every other stream deleted), starts a real writer process on it, measures the
 append rate of --appenders concurrent clients for --seconds without a
 scavenge, then asks the writer to scavenge while the same clients append and
-measures the rate over the scavenge. Each run builds its own store. Prints
+measures the rate over the scavenge. The store is built once into --cache
+(keyed by its parameters) and each run scavenges a fresh copy of it. Prints
 JSON: medians over --runs and every run.
 
     flock /tmp/hydra-heavy.lock .venv/bin/python benchmarks/bench_scavenge.py --size-mb 2048
@@ -18,14 +19,42 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 import hydra
 from hydra.storage.engine import NewEvent
 from hydra.writer.client import WriterClient
 from hydra.writer.process import WriterProcess
+
+
+def cached(a: argparse.Namespace) -> tuple[dict[str, object], float]:
+    """The built store for these parameters (built now if the cache lacks it) and
+    the seconds its build took (0 when it came from the cache)."""
+    key = (f"s{a.size_mb}-g{a.segment_mb}-e{a.event_bytes}-b{a.batch}-n{a.streams}"
+           f"-r{a.seed}")
+    directory = os.path.join(a.cache, key)
+    meta = directory + ".json"
+    if os.path.exists(meta):
+        with open(meta) as f:
+            return json.load(f), 0.0
+    os.makedirs(a.cache, exist_ok=True)
+    shutil.rmtree(directory, ignore_errors=True)
+    t = time.monotonic()
+    built = build(directory, a.size_mb << 20, a.segment_mb << 20, a.event_bytes,
+                  a.batch, a.streams, a.seed)
+    took = time.monotonic() - t
+    out = {"directory": directory, **built}
+    # Written last: a build that did not finish is never taken from the cache.
+    with open(meta + ".tmp", "w") as f:
+        json.dump(out, f)
+    os.replace(meta + ".tmp", meta)
+    return out, took
 
 
 def build(directory: str, size: int, segment: int, event_bytes: int, batch: int,
@@ -66,11 +95,24 @@ async def appends(c: WriterClient, until: asyncio.Event | float, workers: int) -
     return count
 
 
-async def measure(endpoint: str, seconds: float, workers: int) -> dict[str, float]:
+def spy(pid: int, out: str) -> subprocess.Popen[bytes]:
+    """py-spy on the writer while it scavenges: only samples that hold the GIL
+    (--gil), with native frames, as collapsed stacks in ``out``."""
+    return subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "py-spy"), "record", "--gil",
+         "--native", "--threads", "-r", "200", "-f", "raw", "-o", out, "-p", str(pid)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+async def measure(endpoint: str, seconds: float, workers: int,
+                  profile: Callable[[], Callable[[], None]] | None = None) -> dict[str, float]:
+    """The append rate for ``seconds`` before the scavenge, during it, and for
+    ``seconds`` after it: the rate without a scavenge is that of before and after
+    together, so a change of the machine's load during the run counts on both sides."""
     async with WriterClient(endpoint) as c:
         t0 = time.monotonic()
-        base = await appends(c, t0 + seconds, workers)
-        base_rate = base / (time.monotonic() - t0)
+        before = await appends(c, t0 + seconds, workers)
+        before_s = time.monotonic() - t0
         done = asyncio.Event()
 
         async def scavenge() -> hydra.ScavengeResult:
@@ -79,10 +121,18 @@ async def measure(endpoint: str, seconds: float, workers: int) -> dict[str, floa
             finally:
                 done.set()
 
+        stop_profile = profile() if profile else None
         t1 = time.monotonic()
         result, during = await asyncio.gather(scavenge(), appends(c, done, workers))
         took = time.monotonic() - t1
-    return {"append_rate": base_rate, "append_rate_during": during / took,
+        if stop_profile:
+            stop_profile()
+        t2 = time.monotonic()
+        after = await appends(c, t2 + seconds, workers)
+        after_s = time.monotonic() - t2
+    base_rate = (before + after) / (before_s + after_s)
+    return {"append_rate": base_rate, "append_rate_before": before / before_s,
+            "append_rate_after": after / after_s, "append_rate_during": during / took,
             "ratio": during / took / base_rate, "scavenge_seconds": result.duration,
             "segments_scanned": result.segments_scanned,
             "segments_rewritten": result.segments_rewritten,
@@ -97,28 +147,44 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=20, help="events per append while building")
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--appenders", type=int, default=16)
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=8.0,
+                   help="appends measured without a scavenge, before it and after it")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--dir", default=None, help="where to build (default: a temp dir)")
+    p.add_argument("--dir", default=None, help="where each run's copy goes (default: /tmp)")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="py-spy --gil --native on the writer during each scavenge, "
+                        "collapsed stacks written to PREFIX-RUN.txt")
+    p.add_argument("--cache", default="/tmp/hydra-bench-scavenge",
+                   help="where the built store is kept between runs and invocations")
     a = p.parse_args()
+    built, build_s = cached(a)
     runs = []
     for run in range(a.runs):
         root = tempfile.mkdtemp(prefix="hybs", dir=a.dir or "/tmp")
         directory = os.path.join(root, "d")
         try:
-            t = time.monotonic()
-            built = build(directory, a.size_mb << 20, a.segment_mb << 20, a.event_bytes,
-                          a.batch, a.streams, a.seed + run)
-            build_s = time.monotonic() - t
+            shutil.copytree(built["directory"], directory)
+            # The copy's writeback must not overlap the measurements.
+            os.sync()
             w = WriterProcess(directory).start()
+            profile = None
+            if a.profile:
+                def profile(pid: int = w.pid, out: str = f"{a.profile}-{run}.txt"
+                            ) -> Callable[[], None]:
+                    proc = spy(pid, out)
+
+                    def stop() -> None:
+                        proc.send_signal(signal.SIGINT)
+                        proc.wait(30)
+                    return stop
             try:
-                m = measure(w.command_endpoint, a.seconds, a.appenders)
+                m = measure(w.command_endpoint, a.seconds, a.appenders, profile)
                 m = asyncio.run(m)
             finally:
                 w.terminate(timeout=10)
             closed = m["segments_scanned"] * (a.segment_mb << 20)
-            m.update(build_seconds=build_s, allocated_before=built["allocated"],
+            m.update(load_average=os.getloadavg()[0], build_seconds=build_s if run == 0 else 0.0, allocated_before=built["allocated"],
                      scavenge_mb_per_s=closed / 2**20 / m["scavenge_seconds"],
                      reclaimed_share=m["bytes_reclaimed"] / built["allocated"])
             runs.append(m)

@@ -12,6 +12,7 @@ import time
 import pytest
 
 import hydra
+from hydra.errors import StorageError
 from hydra.storage.verify import verify
 
 CHILD = os.path.join(os.path.dirname(__file__), "scavenge_child.py")
@@ -229,3 +230,37 @@ def test_a_damaged_record_is_left_for_verify_to_report(data_dir):
         assert result.events_removed > 0
     report = verify(data_dir)
     assert any(f"position {victim}:" in p for p in report.problems), report.problems
+
+
+def test_a_replacement_of_a_segment_that_changed_is_refused(data_dir):
+    from hydra.storage import scavenge
+
+    with hydra.open(data_dir, segment_size=SEG) as store:
+        _fill(store)
+        expected = _state(store)
+        segments, index = store._segments, store._index.persistent
+        store.flush()
+        removal = scavenge.Removal(index, store._index.covered, segments)
+        replacement = scavenge.prepare(segments, 0, removal, lambda: None)
+        assert replacement is not None and os.path.exists(replacement.tmp)
+        # Another file (same bytes, new inode) took the segment's name meanwhile.
+        path = segments.path(0)
+        shutil.copyfile(path, path + ".other")
+        os.rename(path + ".other", path)
+        with pytest.raises(StorageError, match="changed"):
+            scavenge.install(segments, replacement)
+        assert not os.path.exists(replacement.tmp)
+        assert _state(store) == expected
+
+
+def test_leftovers_of_one_process_or_all_are_removed(tmp_path):
+    from hydra.storage.scavenge import remove_leftovers
+
+    names = ["hydra-00000.log.scavenge", "hydra-00001.log.41.scavenge",
+             "hydra-00002.log.42.scavenge", "hydra-00003.log", "notes.scavenge"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_leftovers(str(tmp_path), 42)
+    assert sorted(os.listdir(tmp_path)) == sorted(set(names) - {names[2]})
+    remove_leftovers(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["hydra-00003.log", "notes.scavenge"]

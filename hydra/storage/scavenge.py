@@ -2,18 +2,25 @@
 
 It works on closed segments only (never the one being written, never the one
 holding the index's covered position, whose bytes recovery checks). For each,
-it walks the records and asks ``Removal`` which ones may go; when some may, it
-writes a replacement segment:
+``prepare`` walks the records and asks ``Removal`` which ones may go; when
+some may, it writes a replacement segment:
 
-1. ``hydra-NNNNN.log.scavenge`` is created sparse at the full segment size
-   (``ftruncate``: no blocks yet);
+1. ``hydra-NNNNN.log.PID.scavenge`` (PID: the process writing it) is created
+   sparse at the full segment size (``ftruncate``: no blocks yet);
 2. every surviving record is copied to the *same offset* (``copy_file_range``,
    in bounded chunks, so no byte moves through Python and the GIL is free), so
    every global position stays valid;
 3. each removed range starts with a 40-byte skip record (``format.encode_skip``)
    giving its length; the rest of the range is never written, so it is a hole
    that occupies no disk blocks, and so is the unwritten end of the segment;
-4. the file is fsynced, renamed over the segment, and the directory fsynced.
+4. the file is fsynced; then ``install`` checks that the segment is still the
+   file that was copied, renames the copy over it and fsyncs the directory.
+
+``prepare`` only reads the segment and the index, so it may run in another
+process: the writer's scavenges run it in a worker process
+(``hydra.storage._scavenge_worker``) and only ``install`` in the writer, whose
+GIL then stays with appends. The embedded Store and ``hydra scavenge`` run
+both in the calling thread.
 
 A crash (kill -9, power loss) at any step leaves either the old file or the
 new one in place, both holding the same surviving records at the same offsets;
@@ -45,6 +52,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -65,6 +73,7 @@ from hydra.storage.format import (
     RECORD_HEADER_SIZE,
     encode_skip,
 )
+from hydra.errors import StorageError
 from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import PersistentIndex, last_tombstone, tombstones_of
 from hydra.storage.retention import in_force, visible_from
@@ -92,6 +101,10 @@ SWITCH_INTERVAL = 0.0005
 DUTY = 0.3
 # Bytes copied per copy_file_range call: bounds each burst of I/O.
 COPY_CHUNK = 1 << 20
+
+# A replacement's name: the segment's, the writing process's ID, SUFFIX (older
+# versions wrote it without the ID).
+_LEFTOVER = re.compile(r"hydra-\d+\.log(?:\.(\d+))?" + re.escape(SUFFIX))
 
 # Test hook: called with the name of each step of a segment's replacement
 # (crash tests kill the process there). None in production.
@@ -296,60 +309,119 @@ def _step(name: str) -> None:
         fault_hook(name)
 
 
-def _rewrite(segments: SegmentSet, number: int, holes: list[tuple[int, int, int]],
-             end: int, pause: Callable[[], None]) -> int:
-    """Replace segment ``number`` by a sparse copy without ``holes``; return the
-    allocated bytes given back."""
-    path = segments.path(number)
-    tmp = path + SUFFIX
+@dataclass(frozen=True, slots=True)
+class Replacement:
+    """A segment's sparse copy, written and synced under a temporary name, that
+    ``install`` puts in the segment's place."""
+
+    number: int
+    tmp: str
+    inode: int  # of the segment file it is a copy of
+    events: int  # removed by it
+    snapshots: int
+    old_blocks: int  # st_blocks of the segment file, and of the copy
+    new_blocks: int
+
+
+def tmp_path(segments: SegmentSet, number: int) -> str:
+    """Where this process writes segment ``number``'s replacement. The name holds
+    the process ID: a scavenge worker that outlives its writer can never write
+    into the replacement of a scavenge started after a restart."""
+    return f"{segments.path(number)}.{os.getpid()}{SUFFIX}"
+
+
+def prepare(segments: SegmentSet, number: int, removal: Removal,
+            pause: Callable[[], None]) -> Replacement | None:
+    """Plan segment ``number`` and write its replacement (None: nothing to remove).
+
+    Only reads the segment (closed segments change only by ``install``, which
+    checks that the segment is still the file this copied) and writes the
+    temporary file, so it may run in another process (``hydra.writer._scavenge_worker``).
+    """
+    mm = segments.map(number)
     src = segments.fd(number)
-    old_blocks = os.fstat(src).st_blocks
+    st = os.fstat(src)
+    size = segments.segment_size
+    holes, end, events, snapshots = _plan(mm, number * size, size, removal, pause)
+    if not events and not snapshots:
+        return None
+    tmp = tmp_path(segments, number)
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         _step("created")
         # Full size, no blocks: what is never written stays a hole.
-        os.ftruncate(fd, segments.segment_size)
-        kept = 0
-        unsynced = 0
-        for start, stop, flags in holes + [(end, end, 0)]:
-            offset = kept
-            while offset < start:
-                n = os.copy_file_range(src, fd, min(COPY_CHUNK, start - offset),
-                                       offset, offset)
-                if n <= 0:
-                    raise OSError(f"copying {path} stopped at offset {offset}")
-                offset += n
-                unsynced += n
-                if unsynced >= SYNC_EVERY:
-                    os.fdatasync(fd)
-                    unsynced = 0
-                pause()
-                _step("copied")
-            if stop > start:
-                os.pwrite(fd, encode_skip(stop - start, flags), start)
-            kept = stop
+        os.ftruncate(fd, size)
+        _copy(src, fd, holes, end, pause, segments.path(number))
         _step("written")
         # The replacement must be whole on disk before its name replaces the old file.
         os.fsync(fd)
         _step("synced")
         new_blocks = os.fstat(fd).st_blocks
     except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        discard(tmp)
         raise
-    os.close(fd)
+    finally:
+        os.close(fd)
+    return Replacement(number, tmp, st.st_ino, events, snapshots, st.st_blocks, new_blocks)
+
+
+def _copy(src: int, fd: int, holes: list[tuple[int, int, int]], end: int,
+          pause: Callable[[], None], path: str) -> None:
+    """Copy every byte of ``src`` below ``end`` outside ``holes`` to the same offset
+    of ``fd`` (``copy_file_range``: the kernel copies, no byte passes through
+    Python), and a skip record at the start of each hole."""
+    kept = 0
+    unsynced = 0
+    for start, stop, flags in holes + [(end, end, 0)]:
+        offset = kept
+        while offset < start:
+            n = os.copy_file_range(src, fd, min(COPY_CHUNK, start - offset), offset, offset)
+            if n <= 0:
+                raise OSError(f"copying {path} stopped at offset {offset}")
+            offset += n
+            unsynced += n
+            if unsynced >= SYNC_EVERY:
+                os.fdatasync(fd)
+                unsynced = 0
+            pause()
+            _step("copied")
+        if stop > start:
+            os.pwrite(fd, encode_skip(stop - start, flags), start)
+        kept = stop
+
+
+def discard(tmp: str) -> None:
+    try:
+        os.unlink(tmp)
+    except OSError:
+        pass
+
+
+def install(segments: SegmentSet, r: Replacement) -> int:
+    """Rename replacement ``r`` over its segment; return the allocated bytes given back.
+
+    Refused (``StorageError``, the replacement deleted) when the segment is no
+    longer the file ``r`` was copied from.
+    """
+    path = segments.path(r.number)
+    try:
+        same = (os.fstat(segments.fd(r.number)).st_ino == r.inode == os.stat(path).st_ino
+                and os.stat(r.tmp).st_size == segments.segment_size)
+    except OSError:
+        same = False
+    if not same:
+        discard(r.tmp)
+        raise StorageError(f"{path} changed while its replacement was written; "
+                           "it stays as it is")
     # Atomic: a reader or a restart finds the old file or the new one, never a mix.
-    os.rename(tmp, path)
+    os.rename(r.tmp, path)
     _step("renamed")
     # The rename must survive a crash before the old blocks are counted as freed.
     fsync_dir(segments.directory)
     _step("dir-synced")
-    segments.remap(number)
+    segments.remap(r.number)
     _step("remapped")
-    return max(0, old_blocks - new_blocks) * 512
+    return max(0, r.old_blocks - r.new_blocks) * 512
 
 
 def scavenge(
@@ -361,49 +433,63 @@ def scavenge(
     progress: Progress | None = None,
     pause: Callable[[], None] | None = None,
     stop: threading.Event | None = None,
+    worker: bool = False,
 ) -> ScavengeResult:
     """Scavenge the closed segments below ``first_open`` using the index as of ``as_of``.
 
     ``first_open`` is the first segment that must not change: the one being
     written, or the one holding the index's covered position if that is lower.
-    ``pause`` runs after each chunk copied (the writer uses it to bound I/O);
-    once ``stop`` is set the scavenge ends after the segment in hand (the store
-    is closing).
+    ``pause`` runs after each burst of work (the default paces the scavenge to
+    ``DUTY``); once ``stop`` is set the scavenge ends after the segment in hand
+    (the store is closing). With ``worker``, a process of its own plans and
+    copies each segment (``hydra.storage._scavenge_worker``) and this thread
+    only installs the replacements: the caller's process keeps its GIL.
     """
     started = time.monotonic()
     progress = progress or Progress()
-    pause = pause or Pacer(DUTY)
-    removal = Removal(index, as_of, segments)
-    size = segments.segment_size
+    now_us = time.time_ns() // 1000
     total = max(0, first_open)
     progress.running, progress.segment, progress.segments = True, 0, total
     progress.events_removed = progress.bytes_reclaimed = 0
     progress.started = time.time()
     rewritten = events = snapshots = reclaimed = 0
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
+    source: Callable[[int], Replacement | None]
+    if worker:
+        from hydra.storage._scavenge_worker import Worker
+
+        source = helper = Worker(segments, index, as_of, now_us)
+    else:
+        helper = None
+        removal = Removal(index, as_of, segments, now_us)
+        paced = pause or Pacer(DUTY)
+        source = lambda number: prepare(segments, number, removal, paced)  # noqa: E731
+        # The walk holds the GIL between its pauses: hand it over more often.
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     try:
         for number in range(total):
             if stop is not None and stop.is_set():
                 log.info("scavenge: stopped before segment %d of %d", number + 1, total)
                 break
             progress.segment = number + 1
-            mm = segments.map(number)
-            holes, end, ev, sn = _plan(mm, number * size, size, removal, pause)
             name = segment_name(number)
-            if not ev and not sn:
+            replacement = source(number)
+            if replacement is None:
                 log.info("scavenge: segment %d of %d (%s): nothing to remove",
                          number + 1, total, name)
                 continue
-            freed = _rewrite(segments, number, holes, end, pause)
+            freed = install(segments, replacement)
             rewritten += 1
-            events += ev
-            snapshots += sn
+            events += replacement.events
+            snapshots += replacement.snapshots
             reclaimed += freed
             progress.events_removed, progress.bytes_reclaimed = events, reclaimed
             log.info("scavenge: segment %d of %d (%s): removed %d events and %d snapshots, "
-                     "reclaimed %d bytes", number + 1, total, name, ev, sn, freed)
+                     "reclaimed %d bytes", number + 1, total, name, replacement.events,
+                     replacement.snapshots, freed)
     finally:
+        if helper is not None:
+            helper.close()
         sys.setswitchinterval(switch)
         progress.running = False
     result = ScavengeResult(total, rewritten, events, snapshots, reclaimed,
@@ -436,11 +522,13 @@ class Pacer:
         self._since = time.monotonic()
 
 
-def remove_leftovers(directory: str) -> None:
-    """Delete replacement segments a crash left unfinished (never renamed into place)."""
+def remove_leftovers(directory: str, pid: int | None = None) -> None:
+    """Delete replacement segments a crash left unfinished (never renamed into
+    place); with ``pid``, only those of that process."""
     for name in os.listdir(directory):
-        if name.startswith("hydra-") and name.endswith(".log" + SUFFIX):
-            os.unlink(os.path.join(directory, name))
+        m = _LEFTOVER.fullmatch(name)
+        if m and (pid is None or m.group(1) == str(pid)):
+            discard(os.path.join(directory, name))
 
 
 def first_open(as_of: int, active: int, segment_size: int) -> int:
@@ -451,9 +539,11 @@ def first_open(as_of: int, active: int, segment_size: int) -> int:
 
 
 class Scavenger:
-    """One scavenge at a time for a store; runs it in the calling thread."""
+    """One scavenge at a time for a store; runs it in the calling thread (and,
+    with ``worker``, a process of its own)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, worker: bool = False) -> None:
+        self.worker = worker
         self.progress = Progress()
         self.stop = threading.Event()
         self._lock = threading.Lock()
@@ -464,7 +554,8 @@ class Scavenger:
             try:
                 return scavenge(segments, index, as_of=as_of,
                                 first_open=first_open(as_of, active, segments.segment_size),
-                                progress=self.progress, pause=pause, stop=self.stop)
+                                progress=self.progress, pause=pause, stop=self.stop,
+                                worker=self.worker)
             except Exception as exc:
                 self.progress.error = str(exc) or type(exc).__name__
                 self.progress.runs += 1

@@ -23,7 +23,8 @@ class ScavengeThread:
 
     def __init__(self, segments: SegmentSet, index: PersistentIndex,
                  bounds: Callable[[], tuple[int, int]]) -> None:
-        self.scavenger = Scavenger()
+        # The writer keeps its GIL for appends: a worker process walks and copies.
+        self.scavenger = Scavenger(worker=True)
         self._segments = segments
         self._index = index
         self._bounds = bounds
