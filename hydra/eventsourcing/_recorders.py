@@ -42,7 +42,7 @@ from eventsourcing.persistence import (
 
 from hydra.errors import StreamExists, WrongExpectedVersion
 from hydra.eventsourcing._errors import translate
-from hydra.storage.engine import NO_STREAM, NewEvent, StreamAppend
+from hydra.storage.engine import NO_STREAM, AppendResult, NewEvent, StreamAppend
 
 # Bases kept per recorder; past this the cache starts over (a miss costs one read).
 _MAX_CACHED = 1 << 16
@@ -105,9 +105,9 @@ class HydraRecorder:
         return base
 
     def _append(self, stored_events: Sequence[StoredEvent],
-                tracking: Tracking | None = None) -> list[int]:
+                tracking: Tracking | None = None) -> list[AppendResult]:
         """Append the events (and tracking record) in one atomic append; return
-        the position of each stream part's last event."""
+        the result of each stream part (its last event's position and ordinal)."""
         groups: dict[str, list[StoredEvent]] = {}
         for se in stored_events:
             groups.setdefault(str(se.originator_id), []).append(se)
@@ -158,7 +158,7 @@ class HydraRecorder:
                         self._bases.setdefault(stream_id, v0)
             if self._on_write is not None:
                 self._on_write()
-            return [r.position for r in results]
+            return results  # type: ignore[no-any-return]
         raise IntegrityError("the streams of this insert changed while it was tried")
 
     def _select(self, originator_id: UUID | str, gt: int | None, lte: int | None,
@@ -242,15 +242,37 @@ class HydraApplicationRecorder(HydraAggregateRecorder, ApplicationRecorder):
         tracking = kwargs.get("tracking")
         if not stored_events and tracking is None:
             return None
-        positions = self._append(stored_events, tracking)
+        results = self._append(stored_events, tracking)
         if not stored_events:
             return []
-        # The events of one atomic append are contiguous in the log, so their
-        # ordinals are consecutive, ending at the last one's.
-        with translate():
-            last = self.backend.ordinal_of(max(positions))
         n = len(stored_events)
-        return list(range(last - n + 1, last + 1))
+        # The events of one atomic append are contiguous in the log, so their
+        # ordinals are consecutive, ending at the last one's: the append's answer
+        # tells it (a server older than that is asked for it).
+        last = results[-1].ordinal
+        if last is None:
+            with translate():
+                last = self.backend.ordinal_of(results[-1].position)
+        if len(results) == 1:
+            return list(range(last - n + 1, last + 1))
+        # Several aggregates: each part (one per aggregate, in order of first
+        # appearance) was written whole, so an event's ID follows from its part's
+        # first; the IDs are returned in the order of ``stored_events``.
+        firsts: dict[str, int] = {}
+        first = last - n + 1
+        for se in stored_events:
+            sid = str(se.originator_id)
+            if sid not in firsts:
+                firsts[sid] = 0
+            firsts[sid] += 1
+        for sid, count in firsts.items():
+            firsts[sid], first = first, first + count
+        ids = []
+        for se in stored_events:
+            sid = str(se.originator_id)
+            ids.append(firsts[sid])
+            firsts[sid] += 1
+        return ids
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *,

@@ -45,11 +45,18 @@ _time_ns = time.time_ns
 
 
 class AppendResult(NamedTuple):
-    """Where an append landed. For a batch: the last event's position and version."""
+    """Where an append landed. For a batch: the last event's position and version.
+
+    ``ordinal`` (multi-stream appends only, None elsewhere and from a server that
+    does not tell it): the ordinal of that last event, its 1-based number among
+    all events of the log (``ReadSide.last_ordinal``). The events one part wrote
+    are numbered consecutively up to it.
+    """
 
     position: int
     version: int
     duplicate: bool = False
+    ordinal: int | None = None
 
 
 class SnapshotSaved(NamedTuple):
@@ -380,8 +387,11 @@ class Engine:
             count = st.base + len(st.positions)
             counts.append(count)
             result = self._repeat(part.stream_id, key, st, eids) if st.ids or st.base else None
-            if result is None and part.expected_version != ANY:
-                _check_current(part.stream_id, part.expected_version, count)
+            if result is None:
+                if part.expected_version != ANY:
+                    _check_current(part.stream_id, part.expected_version, count)
+            else:
+                result = result._replace(ordinal=index.ordinal_of(result.position))
             results.append(result)
         if track is not None:
             self._check_tracking_free(*track)
@@ -404,11 +414,15 @@ class Engine:
                 f"of {self._segment_size} bytes"
             )
         p = self.log.write(records)
+        # Written events are numbered on from the last one the index holds: the
+        # ordinal of a part's last event is the count of events written so far.
+        numbered = index.ordinal_base()
+        all_positions = index.pending.all_positions
         for i, parts in zip(writing, chunks):
             key, _p, eids, _t, _m, datas = plans[i]
             end = self._index_batch(index.state(key), eids, counts[i], parts, p)
             results[i] = AppendResult(end - 8 - len(parts[-1]), counts[i] + len(datas) - 1,
-                                      False)
+                                      False, numbered + len(all_positions))
             p = end
         if track is not None:
             index.pending.tracking[track[0]] = (track[1], p)
