@@ -342,6 +342,8 @@ class Engine:
             raise InvalidArgument(f"appends must be a list, got {type(appends).__name__}")
         if not appends and tracking is None:
             raise InvalidArgument("a multi-stream append needs at least one stream or tracking")
+        if len(appends) == 1 and tracking is None:
+            return [self._append_one(appends[0])]
         limits = self.limits
         if len(appends) > limits.max_batch_events:
             raise InvalidArgument(
@@ -427,6 +429,21 @@ class Engine:
         if track is not None:
             index.pending.tracking[track[0]] = (track[1], p)
         return results  # type: ignore[return-value]
+
+    def _append_one(self, part: object) -> AppendResult:
+        """A multi-stream append of one stream and no tracking record: that
+        stream's atomic batch (``append_events``, the same checks and records
+        with less work per call), numbered."""
+        if type(part) is not StreamAppend:
+            if not isinstance(part, tuple) or not 2 <= len(part) <= 3:
+                raise InvalidArgument("appends[0] must be a StreamAppend")
+            part = StreamAppend(*part)
+        position, version, duplicate, _ = self.append_events(*part)  # type: ignore[misc]
+        index = self.index
+        if duplicate:
+            return AppendResult(position, version, True, index.ordinal_of(position))
+        return AppendResult(position, version, False,
+                            index.ordinal_base() + len(index.pending.all_positions))
 
     def _refuse_damaged(self, stream_id: str, key: bytes) -> NoReturn:
         raise CorruptLog(
