@@ -14,8 +14,11 @@ The workloads are the library's own (``eventsourcing.tests.persistence``):
   ``select_cpu``: the same read again, per CPU second of this process.
 
 Every default mode is durable per insert: SQLite in a file (WAL, the library's
-settings: one fdatasync per commit), Hydra ``every-write`` (one fdatasync per
-append, shared by concurrent appends). Each figure is the median of ``--runs`` runs, each on fresh
+settings, SQLite's default ``synchronous=FULL``: one fdatasync of the WAL per
+commit), Hydra ``every-write`` (one fdatasync per append, shared by concurrent
+appends). Two more modes compare the two without a sync per insert:
+``embedded-async`` (Hydra ``HYDRA_SYNC=async``: synced at most 10 ms later) and
+``sqlite-normal`` (``synchronous=NORMAL``: the WAL synced at checkpoints only). Each figure is the median of ``--runs`` runs, each on fresh
 stores; in a run each workload runs for every mode back to back, and a ratio is
 the median over the runs of Hydra's figure over SQLite's in the same run. Run under the shared lock::
 
@@ -50,8 +53,9 @@ from eventsourcing.persistence import (  # noqa: E402
     Tracking,
 )
 
-MODES = ("sqlite", "embedded", "server", "embedded-async")
+MODES = ("sqlite", "embedded", "server", "embedded-async", "sqlite-normal")
 DEFAULT_MODES = ("sqlite", "embedded", "server")
+WORKLOADS = ("insert", "concurrent", "process", "select", "select_cpu")
 
 
 @contextmanager
@@ -60,7 +64,7 @@ def factory(mode: str) -> Iterator[Any]:
     root = tempfile.mkdtemp(prefix="hes-bench-", dir="/tmp")
     server = None
     try:
-        if mode == "sqlite":
+        if mode.startswith("sqlite"):
             env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                    "SQLITE_DBNAME": os.path.join(root, "app.db")}
         elif mode.startswith("embedded"):
@@ -71,6 +75,8 @@ def factory(mode: str) -> Iterator[Any]:
             server = Server(workers=2, sync="every-write", loop="uvloop")
             env = {"PERSISTENCE_MODULE": "hydra.eventsourcing", "HYDRA_URI": server.grpc}
         f = InfrastructureFactory.construct(env)
+        if mode == "sqlite-normal":
+            _synchronous_normal(f.datastore.pool)
         try:
             yield f
         finally:
@@ -79,6 +85,30 @@ def factory(mode: str) -> Iterator[Any]:
         if server is not None:
             server.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _synchronous_normal(pool: Any) -> None:
+    """Every connection of the pool with ``PRAGMA synchronous=NORMAL``: in WAL mode
+    a commit is not synced (the WAL is synced at checkpoints), the durability of
+    Hydra's ``async`` mode rather than ``every-write``. The library leaves
+    SQLite's default, FULL (a sync of the WAL per commit)."""
+    create = pool._create_connection
+
+    def create_normal() -> Any:
+        conn = create()
+        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    pool._create_connection = create_normal
+    for conn in list(pool._pool):
+        conn._sqlite_conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def synchronous_of(f: Any) -> int:
+    """The ``PRAGMA synchronous`` a SQLite factory's connections run with."""
+    with f.datastore.transaction(commit=False) as cursor:
+        cursor.execute("PRAGMA synchronous")
+        return int(cursor.fetchone()[0])
 
 
 def _event(originator: Any = None, version: int = 1) -> StoredEvent:
@@ -162,7 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "select": lambda f: select(f, args.select_events, args.page),
         "select_cpu": lambda f: select_cpu(f, args.page),
     }
+    work = {w: fn for w, fn in work.items() if w in args.workloads}
     figures: dict[str, dict[str, list[float]]] = {m: {w: [] for w in work} for m in args.modes}
+    synchronous: dict[str, int] = {}
     per_run_ratios: dict[str, dict[str, list[float]]] = {
         m: {w: [] for w in work} for m in args.modes if m != "sqlite"}
     for r in range(args.runs):
@@ -170,10 +202,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # back to back, so the modes compared meet the same load on the machine.
         with ExitStack() as stack:
             factories = {m: stack.enter_context(factory(m)) for m in args.modes}
+            synchronous = {m: synchronous_of(f) for m, f in factories.items()
+                           if m.startswith("sqlite")}
             for name, fn in work.items():
                 for mode in args.modes:
                     figures[mode][name].append(fn(factories[mode]))
                     if mode != "sqlite" and "sqlite" in args.modes:
+                        # Every other mode against SQLite as the library sets it up.
                         per_run_ratios[mode][name].append(
                             figures[mode][name][-1] / figures["sqlite"][name][-1])
         print(f"run {r + 1}/{args.runs} done", file=sys.stderr)
@@ -184,6 +219,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"runs": args.runs, "inserts": args.inserts, "jobs": args.jobs,
             "select_events": args.select_events, "page": args.page,
             "load_average": os.getloadavg(),
+            # SQLite's PRAGMA synchronous per mode (2 FULL: the WAL synced per commit).
+            "sqlite_synchronous": synchronous,
             "median_per_second": {m: {w: round(v) for w, v in ws.items()}
                                   for m, ws in medians.items()},
             # The median of each run's ratio (the modes measured back to back).
@@ -203,6 +240,8 @@ def main() -> None:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(DEFAULT_MODES),
                    help="embedded-async: HYDRA_SYNC=async, not durable when an insert "
                         "returns (an fsync at most 10 ms later); for the headroom only")
+    p.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS),
+                   help="select_cpu reads the log select wrote: run them together")
     p.add_argument("--json", help="also write the result to this file")
     args = p.parse_args()
     result = run(args)

@@ -82,7 +82,8 @@ HEALTH_FIELDS: Final = frozenset(("id", "op"))
 EVENT_FIELDS: Final = frozenset(("data", "event_id", "event_type", "metadata"))
 # Multi-stream appends: "appends" is an array of maps with PART_FIELDS;
 # "tracking" is an array [application name, notification ID]. The reply's
-# "results" is an array of [position, version, duplicate], in request order.
+# "results" is an array of [position, version, duplicate, ordinal], in request
+# order (ordinal: of the part's last event, as ``AppendResult.ordinal``).
 APPEND_MULTI_FIELDS: Final = frozenset(("id", "op", "appends", "tracking", "sync"))
 PART_FIELDS: Final = frozenset(("stream", "events", "expected_version"))
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Literal, Self
 
@@ -466,13 +465,8 @@ class Store(ReadSide):
             if self._closed:
                 raise StoreClosed(f"store {self.directory} is closed")
             index = self._index
-            covered = index.covered
-            if covered <= position < self._committed:
-                pending = index.pending.all_positions
-                i = bisect_left(pending, position)
-                if i == len(pending) or pending[i] != position:
-                    return None
-                return index.persistent.last_ordinal(covered) + i + 1
+            if index.covered <= position < self._committed:
+                return index.ordinal_of(position)
         return super().ordinal_of(position)
 
     def stats(self) -> dict[str, int]:

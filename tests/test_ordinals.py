@@ -145,3 +145,32 @@ def test_the_store_numbers_events_its_index_has_not_flushed(data_dir, sync) -> N
         assert store.ordinal_of(more[0] + 1) is None
         assert store._index.covered == covered
         assert [store.ordinal_of(p) for p in first + more] == list(range(1, 141))
+
+
+def test_multi_stream_appends_return_their_ordinals(data_dir) -> None:
+    """Each part's result carries its last event's ordinal, numbered on from the
+    index across flushes (every 64 events a new chunk) and reopens; a duplicate
+    part's is the stored event's."""
+    ev = hydra.NewEvent
+    expected = 0
+    with hydra.open(data_dir, sync="async") as store:
+        for i in range(60):
+            if i % 20 == 19:
+                store.flush()
+            results = store.append_multi([
+                hydra.StreamAppend(f"a{i % 5}", [ev(b"1", f"x-{i}"), ev(b"2", f"y-{i}")]),
+                hydra.StreamAppend(f"b{i % 3}", [ev(b"3")]),
+            ], tracking=("app", i))
+            expected += 3
+            assert [r.ordinal for r in results] == [expected - 1, expected]
+            assert [store.ordinal_of(r.position) for r in results] == [expected - 1, expected]
+        stored = results[0]
+    with hydra.open(data_dir, sync="async") as store:
+        again = store.append_multi([
+            hydra.StreamAppend("a4", [ev(b"1", "x-59"), ev(b"2", "y-59")]),  # a repeat
+            hydra.StreamAppend("c", [ev(b"4"), ev(b"5")]),
+        ])
+        assert again[0] == stored._replace(duplicate=True)
+        assert again[1].ordinal == expected + 2 == store.last_ordinal()
+        # Single-stream appends do not number their results.
+        assert store.append("d", "", b"6").ordinal is None

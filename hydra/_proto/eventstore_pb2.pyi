@@ -295,12 +295,14 @@ class AppendMultiRequest(_message.Message):
     def __init__(self, appends: _Optional[_Iterable[_Union[StreamAppend, _Mapping]]] = ..., tracking: _Optional[_Union[Tracking, _Mapping]] = ..., sync: _Optional[bool] = ...) -> None: ...
 
 class AppendMultiResponse(_message.Message):
-    __slots__ = ("results", "committed_position")
+    __slots__ = ("results", "committed_position", "ordinals")
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     COMMITTED_POSITION_FIELD_NUMBER: _ClassVar[int]
+    ORDINALS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[AppendResponse]
     committed_position: int
-    def __init__(self, results: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ..., committed_position: _Optional[int] = ...) -> None: ...
+    ordinals: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ..., committed_position: _Optional[int] = ..., ordinals: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetTrackingRequest(_message.Message):
     __slots__ = ("application_name", "min_position")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from hydra.storage.engine import ANY, NewEvent, StreamAppend
+from hydra.storage.engine import ANY, AppendResult, NewEvent, StreamAppend
 from hydra._proto import eventstore_pb2 as pb
 from hydra.client._model import (
     ReadCursor,
@@ -133,6 +133,16 @@ def append_multi_request(
     if tracking is not None:
         request.tracking.application_name, request.tracking.notification_id = tracking
     return request
+
+
+def append_multi_results(r: pb.AppendMultiResponse) -> list[AppendResult]:
+    """The results of an ``AppendMulti`` answer, each with its part's ordinal when
+    the server sent them (an older one sends none)."""
+    ordinals: Sequence[int | None] = r.ordinals
+    if len(ordinals) != len(r.results):
+        ordinals = [None] * len(r.results)
+    return [AppendResult(x.position, x.version, x.duplicate, o)
+            for x, o in zip(r.results, ordinals)]
 
 
 def delete_request(stream_id: str, expected_version: int) -> pb.DeleteStreamRequest:

@@ -307,7 +307,7 @@ class HydraClient:
         except grpc.RpcError as err:
             raise from_grpc_multi(err, parts, track) from None
         self._saw(r.committed_position)
-        return [AppendResult(x.position, x.version, x.duplicate) for x in r.results]
+        return msg.append_multi_results(r)
 
     def max_tracking_id(self, name: str, *, timeout: float | None = None) -> int | None:
         """The highest notification ID tracked for application ``name`` (None: none)."""

@@ -242,8 +242,7 @@ class AsyncHttpClient:
         doc = await self._request("POST", "/append", False, self._timeout(timeout),
                                 content=body, headers=msg.JSON_HEADERS)
         self._saw(doc)
-        return [AppendResult(r["position"], r["version"], bool(r.get("duplicate")))
-                for r in doc["results"]]
+        return msg.append_multi_results(doc)
 
     async def max_tracking_id(self, name: str, *, timeout: float | None = None) -> int | None:
         """The highest notification ID tracked for application ``name`` (None: none)."""

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import orjson
 
-from hydra.storage.engine import ANY, NewEvent, StreamAppend
+from hydra.storage.engine import ANY, AppendResult, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
 from hydra.client._errors import from_http
 from hydra.client._model import ReadCursor, check_filter, check_stream_id, event_from_json
@@ -89,6 +89,13 @@ def append_multi_body(
     if sync:
         doc["sync"] = True
     return orjson.dumps(doc)
+
+
+def append_multi_results(doc: dict[str, Any]) -> list[AppendResult]:
+    """The results of a ``POST /append`` answer (``ordinal`` None from a server
+    older than that field)."""
+    return [AppendResult(r["position"], r["version"], bool(r.get("duplicate")),
+                         r.get("ordinal")) for r in doc["results"]]
 
 
 def metadata_path(stream_id: str) -> str:

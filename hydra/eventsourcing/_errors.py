@@ -19,9 +19,19 @@ from hydra.errors import (
     InvalidArgument,
     StoreClosed,
     StreamExists,
-    Unavailable,
     WrongExpectedVersion,
 )
+
+
+def library_error(exc: HydraError) -> PersistenceError:
+    """The library's exception for a Hydra error (as ``translate``)."""
+    if isinstance(exc, ConcurrencyError):  # a version or tracking conflict
+        return IntegrityError(str(exc))
+    if isinstance(exc, InvalidArgument):
+        return DataError(str(exc))
+    if isinstance(exc, StoreClosed):
+        return InterfaceError(str(exc))
+    return OperationalError(str(exc))
 
 
 @contextmanager
@@ -35,20 +45,8 @@ def translate(*, conflicts: bool = True) -> Iterator[None]:
     """
     try:
         yield
-    except PersistenceError:
-        raise
-    except (StreamExists, WrongExpectedVersion) as exc:
-        if not conflicts:
-            raise
-        raise IntegrityError(str(exc)) from exc
-    except ConcurrencyError as exc:  # TrackingConflict
-        raise IntegrityError(str(exc)) from exc
-    except InvalidArgument as exc:
-        raise DataError(str(exc)) from exc
-    except StoreClosed as exc:
-        raise InterfaceError(str(exc)) from exc
-    except Unavailable as exc:
-        raise OperationalError(str(exc)) from exc
     except HydraError as exc:
-        raise OperationalError(str(exc)) from exc
+        if not conflicts and isinstance(exc, (StreamExists, WrongExpectedVersion)):
+            raise
+        raise library_error(exc) from exc
 

@@ -40,9 +40,9 @@ from eventsourcing.persistence import (
     TrackingRecorder,
 )
 
-from hydra.errors import StreamExists, WrongExpectedVersion
-from hydra.eventsourcing._errors import translate
-from hydra.storage.engine import NO_STREAM, NewEvent, StreamAppend
+from hydra.errors import HydraError, StreamExists, WrongExpectedVersion
+from hydra.eventsourcing._errors import library_error, translate
+from hydra.storage.engine import NO_STREAM, AppendResult, NewEvent, StreamAppend
 
 # Bases kept per recorder; past this the cache starts over (a miss costs one read).
 _MAX_CACHED = 1 << 16
@@ -105,9 +105,64 @@ class HydraRecorder:
         return base
 
     def _append(self, stored_events: Sequence[StoredEvent],
-                tracking: Tracking | None = None) -> list[int]:
+                tracking: Tracking | None = None) -> list[AppendResult]:
         """Append the events (and tracking record) in one atomic append; return
-        the position of each stream part's last event."""
+        the result of each stream part (its last event's position and ordinal)."""
+        if len(stored_events) == 1:
+            # One event (most inserts): one part, nothing to group.
+            se = stored_events[0]
+            v = se.originator_version
+            plans = [(str(se.originator_id), v,
+                      [NewEvent(se.state, "", se.topic, str(v).encode())])]
+        else:
+            plans = self._plans(stored_events)
+        track = None if tracking is None else (tracking.application_name,
+                                               tracking.notification_id)
+        bases = self._bases
+        append_multi = self.backend.append_multi
+        # A stream whose base is unknown is first taken for a new one (the usual
+        # case: a new aggregate, no read); when it exists, its base is read and
+        # the append is tried again. The expected versions keep every attempt
+        # all-or-nothing.
+        for _ in range(len(plans) + 1):
+            appends = []
+            for stream_id, v0, new in plans:
+                base = bases.get(stream_id)
+                if base is None:
+                    expected = NO_STREAM
+                else:
+                    expected = v0 - base
+                    if expected < 0:
+                        raise IntegrityError(
+                            f"version {v0} of {stream_id} is before its first ({base})")
+                appends.append(StreamAppend(stream_id, new, expected))
+            try:
+                results = append_multi(appends, tracking=track)
+            except (StreamExists, WrongExpectedVersion) as exc:
+                stream_id = exc.stream_id
+                if (isinstance(exc, StreamExists) and stream_id not in bases
+                        and self._base(stream_id) is not None):
+                    continue  # learnt an existing stream's base: try again
+                bases.pop(stream_id, None)
+                raise IntegrityError(
+                    f"a version of {stream_id} in this insert is recorded already "
+                    f"({exc})") from exc
+            except HydraError as exc:
+                raise library_error(exc) from exc
+            for stream_id, v0, _ in plans:
+                if stream_id not in bases:
+                    if len(bases) >= _MAX_CACHED:
+                        with self._bases_lock:
+                            bases.clear()
+                    bases.setdefault(stream_id, v0)  # one call: atomic under the GIL
+            if self._on_write is not None:
+                self._on_write()
+            return results  # type: ignore[no-any-return]
+        raise IntegrityError("the streams of this insert changed while it was tried")
+
+    @staticmethod
+    def _plans(stored_events: Sequence[StoredEvent]) -> list[tuple[str, int, list[NewEvent]]]:
+        """(stream ID, first version, events) per aggregate, in order of first appearance."""
         groups: dict[str, list[StoredEvent]] = {}
         for se in stored_events:
             groups.setdefault(str(se.originator_id), []).append(se)
@@ -122,44 +177,7 @@ class HydraRecorder:
             plans.append((stream_id, v0, [NewEvent(se.state, "", se.topic,
                                                    str(se.originator_version).encode())
                                           for se in events]))
-        track = None if tracking is None else (tracking.application_name,
-                                               tracking.notification_id)
-        # A stream whose base is unknown is first taken for a new one (the usual
-        # case: a new aggregate, no read); when it exists, its base is read and
-        # the append is tried again. The expected versions keep every attempt
-        # all-or-nothing.
-        for _ in range(len(plans) + 1):
-            appends = []
-            for stream_id, v0, new in plans:
-                base = self._bases.get(stream_id)
-                if base is None:
-                    expected = NO_STREAM
-                else:
-                    expected = v0 - base
-                    if expected < 0:
-                        raise IntegrityError(
-                            f"version {v0} of {stream_id} is before its first ({base})")
-                appends.append(StreamAppend(stream_id, new, expected))
-            try:
-                with translate(conflicts=False):
-                    results = self.backend.append_multi(appends, tracking=track)
-            except (StreamExists, WrongExpectedVersion) as exc:
-                stream_id = exc.stream_id
-                if (isinstance(exc, StreamExists) and stream_id not in self._bases
-                        and self._base(stream_id) is not None):
-                    continue  # learnt an existing stream's base: try again
-                self._bases.pop(stream_id, None)
-                raise IntegrityError(
-                    f"a version of {stream_id} in this insert is recorded already "
-                    f"({exc})") from exc
-            for stream_id, v0, _ in plans:
-                if stream_id not in self._bases:
-                    with self._bases_lock:
-                        self._bases.setdefault(stream_id, v0)
-            if self._on_write is not None:
-                self._on_write()
-            return [r.position for r in results]
-        raise IntegrityError("the streams of this insert changed while it was tried")
+        return plans
 
     def _select(self, originator_id: UUID | str, gt: int | None, lte: int | None,
                 desc: bool, limit: int | None) -> list[StoredEvent]:
@@ -242,15 +260,37 @@ class HydraApplicationRecorder(HydraAggregateRecorder, ApplicationRecorder):
         tracking = kwargs.get("tracking")
         if not stored_events and tracking is None:
             return None
-        positions = self._append(stored_events, tracking)
+        results = self._append(stored_events, tracking)
         if not stored_events:
             return []
-        # The events of one atomic append are contiguous in the log, so their
-        # ordinals are consecutive, ending at the last one's.
-        with translate():
-            last = self.backend.ordinal_of(max(positions))
         n = len(stored_events)
-        return list(range(last - n + 1, last + 1))
+        # The events of one atomic append are contiguous in the log, so their
+        # ordinals are consecutive, ending at the last one's: the append's answer
+        # tells it (a server older than that is asked for it).
+        last = results[-1].ordinal
+        if last is None:
+            with translate():
+                last = self.backend.ordinal_of(results[-1].position)
+        if len(results) == 1:
+            return list(range(last - n + 1, last + 1))
+        # Several aggregates: each part (one per aggregate, in order of first
+        # appearance) was written whole, so an event's ID follows from its part's
+        # first; the IDs are returned in the order of ``stored_events``.
+        firsts: dict[str, int] = {}
+        first = last - n + 1
+        for se in stored_events:
+            sid = str(se.originator_id)
+            if sid not in firsts:
+                firsts[sid] = 0
+            firsts[sid] += 1
+        for sid, count in firsts.items():
+            firsts[sid], first = first, first + count
+        ids = []
+        for se in stored_events:
+            sid = str(se.originator_id)
+            ids.append(firsts[sid])
+            firsts[sid] += 1
+        return ids
 
     def select_notifications(self, start: int | None, limit: int, stop: int | None = None,
                              topics: Sequence[str] = (), *,

@@ -237,11 +237,14 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         if request.HasField("tracking"):
             tracking = (request.tracking.application_name, request.tracking.notification_id)
         results, committed = await self.backend.append_multi(parts, tracking, request.sync)
+        ordinals = [r.ordinal for r in results if r.ordinal is not None]
         return pb.AppendMultiResponse(
             results=[pb.AppendResponse(position=r.position, version=r.version,
                                        duplicate=r.duplicate, committed_position=committed)
                      for r in results],
-            committed_position=committed)
+            committed_position=committed,
+            # All or none: an empty list tells the client to ask (GetOrdinal).
+            ordinals=ordinals if len(ordinals) == len(results) else [])
 
     @_unary
     async def GetTracking(

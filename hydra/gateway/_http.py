@@ -184,7 +184,7 @@ class HttpApi:
                                                              cmd.sync)
         return _json(201, {
             "results": [{"position": r.position, "version": r.version,
-                         "duplicate": r.duplicate} for r in results],
+                         "duplicate": r.duplicate, "ordinal": r.ordinal} for r in results],
             "committedPosition": committed,
         })
 

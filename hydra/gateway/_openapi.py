@@ -705,9 +705,18 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                 "properties": {
                     "results": {"type": "array", "items": {
                         "type": "object",
-                        "properties": {"position": {"type": "integer"},
-                                       "version": {"type": "integer"},
-                                       "duplicate": {"type": "boolean"}},
+                        "properties": {
+                            "position": {"type": "integer"},
+                            "version": {"type": "integer"},
+                            "duplicate": {"type": "boolean"},
+                            "ordinal": {
+                                "type": ["integer", "null"],
+                                "description": "Of the part's last event: its 1-based "
+                                               "number among all events of the log (the "
+                                               "part's events are numbered consecutively "
+                                               "up to it).",
+                            },
+                        },
                     }},
                     "committedPosition": {"type": "integer"},
                 },

@@ -14,6 +14,7 @@ Not thread-safe: the single writer serialises calls (the Store's engine lock).
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from zlib import crc32
 
 from hydra.storage.idfilter import IdFilter
@@ -71,6 +72,8 @@ class WriterIndex:
         # Streams holding a record whose CRC failed (key -> its position): the
         # engine refuses appends to them.
         self.damaged = persistent.damaged()
+        # Events in the persistent index (the ordinal of its last), known once asked.
+        self._ordinal_base: int | None = None
 
     def _load(self, key: bytes) -> StreamState:
         inc, count, history = self.persistent.stream_at(self._txn, key, LATEST)
@@ -121,6 +124,24 @@ class WriterIndex:
     def delete_stream(self, key: bytes, position: int) -> None:
         self.pending.delete_stream(key, position)
 
+    def ordinal_base(self) -> int:
+        """The ordinal of the last event in the persistent index (0: none); the
+        pending events are numbered on from it, in ``pending.all_positions`` order."""
+        base = self._ordinal_base
+        if base is None:
+            base = self._ordinal_base = self.persistent.last_ordinal(self.covered)
+        return base
+
+    def ordinal_of(self, position: int) -> int | None:
+        """The ordinal of the event written at ``position`` (flushed or pending), or None."""
+        if position < self.covered:
+            return self.persistent.ordinal_at(position, self.covered)
+        pending = self.pending.all_positions
+        i = bisect_left(pending, position)
+        if i == len(pending) or pending[i] != position:
+            return None
+        return self.ordinal_base() + i + 1
+
     def snapshot(self, key: bytes) -> tuple[int, int, int] | None:
         """(position, incarnation, version) of the stream's newest snapshot record, or None."""
         entry = self.pending.snapshots.get(key)
@@ -158,6 +179,9 @@ class WriterIndex:
             self.damaged.update(pending.damaged)
             damaged = encode_damaged(self.damaged)
         flush(self.persistent, pending, end, self._crc_to(end), damaged)
+        if self._ordinal_base is not None:
+            # The flush appended the pending events to ``all``: ordinals are dense.
+            self._ordinal_base += len(pending.all_positions)
         self.covered = end
         self.flushes += 1
         self._txn.abort()

@@ -212,7 +212,7 @@ class CommandHandler:
         if sync:
             self.sync_requested = True
         return {"id": rid, "ok": True,
-                "results": [[r.position, r.version, r.duplicate] for r in results]}
+                "results": [[r.position, r.version, r.duplicate, r.ordinal] for r in results]}
 
     def _delete(self, rid: int, req: dict[str, Any]) -> Reply:
         _check_fields(req, DELETE_FIELDS)

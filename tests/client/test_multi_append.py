@@ -22,6 +22,10 @@ def test_append_multi_contract(store, stream):
     ], tracking=(app, 10))
     assert [r.version for r in results] == [0, 1]
     assert results[0].position < results[1].position
+    # Each part's last event's ordinal: a's one event, then b's two.
+    assert results[1].ordinal == results[0].ordinal + 2
+    if hasattr(store, "ordinal_of"):  # the embedded Store and the gRPC clients
+        assert [store.ordinal_of(r.position) for r in results] == [r.ordinal for r in results]
     assert store.max_tracking_id(app) == 10
     assert [e.data for e in store.read_stream(b)] == [b"2", b"3"]
 

@@ -43,6 +43,11 @@ import hydra.eventsourcing as hes
 MakeEnv = Callable[[unittest.TestCase], dict[str, str]]
 
 
+class TrackingSubclass(hes.HydraTrackingRecorder):
+    """One class for every mode: the library caches a recorder class by its topic,
+    so two classes of one name (one per mode) in one process would collide."""
+
+
 def contract_cases(make_env: MakeEnv) -> dict[str, type]:
     class FactoryMixin:
         def factory(self) -> hes.Factory:
@@ -90,9 +95,6 @@ def contract_cases(make_env: MakeEnv) -> dict[str, type]:
     class NonInterleaving(FactoryMixin, NonInterleavingNotificationIDsBaseCase):
         def create_recorder(self) -> Any:
             return self.factory().application_recorder()
-
-    class TrackingSubclass(hes.HydraTrackingRecorder):
-        pass
 
     class Factory(InfrastructureFactoryTestCase[hes.Factory]):
         def setUp(self) -> None:

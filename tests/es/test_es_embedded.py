@@ -100,3 +100,26 @@ def test_factories_of_one_directory_share_one_store(tmp_path) -> None:
         assert not b.backend._closed  # still in use by b
         b.close()
         assert a.backend._closed
+
+
+def test_ids_of_an_insert_of_several_aggregates_follow_the_events_given(tmp_path) -> None:
+    """Each aggregate's events are written together (in order of first appearance):
+    the IDs come back in the order of the stored events, each naming its event."""
+    import uuid
+
+    from eventsourcing.persistence import StoredEvent
+
+    from hydra.eventsourcing import Factory
+
+    factory = Factory({"HYDRA_PATH": str(tmp_path / "data")})
+    try:
+        recorder = factory.application_recorder()
+        a, b = uuid.uuid4(), uuid.uuid4()
+        given = [StoredEvent(a, 1, "t", b"a1"), StoredEvent(b, 1, "t", b"b1"),
+                 StoredEvent(a, 2, "t", b"a2"), StoredEvent(b, 2, "t", b"b2")]
+        ids = recorder.insert_events(given)
+        assert ids == [1, 3, 2, 4]
+        by_id = {n.id: n.state for n in recorder.select_notifications(1, 10)}
+        assert [by_id[i] for i in ids] == [e.state for e in given]
+    finally:
+        factory.close()

@@ -142,3 +142,59 @@ def test_a_live_subscription_after_an_id_not_reached_yet_skips_up_to_it() -> Non
         assert [(n.id, n.originator_version) for n in got] == [(top + 4, 4), (top + 5, 5)]
     finally:
         factory.close()
+
+
+class _Counting:
+    """The recorder's real client, with each call it makes counted by name; with
+    ``old_server`` its append answers lack ordinals (as from an older server)."""
+
+    def __init__(self, client: object, old_server: bool = False) -> None:
+        self.client = client
+        self.old_server = old_server
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self.client, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: object, **kwargs: object) -> object:
+            self.calls.append(name)
+            result = attr(*args, **kwargs)
+            if name == "append_multi" and self.old_server:
+                result = [r._replace(ordinal=None) for r in result]
+            return result
+
+        return call
+
+
+@pytest.mark.parametrize("old_server", [False, True])
+def test_an_insert_is_one_round_trip(old_server: bool) -> None:
+    """The append's answer carries the notification IDs (no GetOrdinal call); an
+    answer without them (an older server) makes the recorder ask."""
+    import uuid
+
+    from eventsourcing.persistence import StoredEvent
+
+    import hydra.eventsourcing as hes
+
+    assert _servers is not None
+    factory = hes.Factory({"HYDRA_URI": _servers.shared().target})
+    try:
+        recorder = factory.application_recorder()
+        counting = _Counting(recorder.backend, old_server)
+        recorder.backend = counting
+        a, b = uuid.uuid4(), uuid.uuid4()
+        ids = recorder.insert_events([StoredEvent(a, 1, "t", b"1"), StoredEvent(b, 1, "t", b"2"),
+                                      StoredEvent(a, 2, "t", b"3")])
+        assert counting.calls == (["append_multi", "ordinal_of"] if old_server
+                                  else ["append_multi"])
+        # Each aggregate's events are written together (a's two, then b's): the
+        # IDs are returned in the order of the stored events given.
+        first = ids[0]
+        assert list(ids) == [first, first + 2, first + 1]
+        got = recorder.select_notifications(first, 3)
+        assert [(n.id, n.originator_id, n.state) for n in got] == \
+            [(first, a, b"1"), (first + 1, a, b"3"), (first + 2, b, b"2")]
+    finally:
+        factory.close()

@@ -37,6 +37,9 @@ def test_http_append_multi_and_tracking(http, stream, app):
     assert r.status_code == 201, r.text
     doc = r.json()
     assert [x["version"] for x in doc["results"]] == [0, 1]
+    # The parts' last events' ordinals: a's one event, then b's two.
+    first, last = (x["ordinal"] for x in doc["results"])
+    assert last == first + 2
     committed = doc["committedPosition"]
     assert committed > doc["results"][1]["position"]
     t = http.get(f"/tracking/{app}", params={"min_position": committed})
@@ -97,6 +100,10 @@ def test_grpc_append_multi_and_tracking(stub, stream, app):
         tracking=pb.Tracking(application_name=app, notification_id=3))
     r = stub.AppendMulti(req)
     assert [x.version for x in r.results] == [0, 1]
+    assert len(r.ordinals) == 2 and r.ordinals[1] == r.ordinals[0] + 2
+    o = stub.GetOrdinal(pb.GetOrdinalRequest(position=r.results[1].position,
+                                             min_position=r.committed_position))
+    assert (o.found, o.ordinal) == (True, r.ordinals[1])
     t = stub.GetTracking(pb.GetTrackingRequest(application_name=app,
                                                min_position=r.committed_position))
     assert (t.found, t.notification_id) == (True, 3)

@@ -28,6 +28,8 @@ def test_append_multi_over_the_writer(start_writer, data_dir):
                 StreamAppend("stock-7", [ev(b"s1"), ev(b"s2")], hydra.NO_STREAM),
             ], tracking=("app", 1))
             assert [r.version for r in results] == [0, 1]
+            # The reply numbers the events: order-1's one, then stock-7's two.
+            assert [r.ordinal for r in results] == [1, 3]
             assert c.last_committed > results[1].position
             with pytest.raises(hydra.WrongExpectedVersion) as info:
                 await c.append_multi([StreamAppend("order-1", [ev(b"x")], 1),
@@ -39,18 +41,25 @@ def test_append_multi_over_the_writer(start_writer, data_dir):
                 ("app", 1, 1)
             again = await c.append_multi([StreamAppend("order-1", [ev(b"o", "o1")])])
             assert again[0].duplicate and again[0].position == results[0].position
+            assert again[0].ordinal == 1  # the stored event's
             with pytest.raises(InvalidArgument, match="appears twice"):
                 await c.append_multi([StreamAppend("a", [ev(b"1")]),
                                       StreamAppend("a", [ev(b"2")])])
             await c.append_multi([], tracking=("app", 2))
             h = await c.health()
             assert h["events"] == 3
+            # Across group commits (each flushes the index) the numbering goes on.
+            for n in range(4, 150, 3):
+                more = await c.append_multi([StreamAppend(f"s{n}", [ev(b"1"), ev(b"2")]),
+                                             StreamAppend(f"t{n}", [ev(b"3")])])
+                assert [r.ordinal for r in more] == [n + 1, n + 2]
 
     asyncio.run(main())
     assert w.terminate() == 0
     with hydra.open(data_dir) as store:
-        assert [(e.stream_id, e.version) for e in store.read_all()] == [
+        assert [(e.stream_id, e.version) for e in store.read_all()][:3] == [
             ("order-1", 0), ("stock-7", 0), ("stock-7", 1)]
+        assert store.last_ordinal() == 150
         assert store.max_tracking_id("app") == 2
 
 
