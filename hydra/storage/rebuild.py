@@ -269,10 +269,17 @@ def _chunks(st: StreamState, n: int, out: list[tuple[bytes, bytes]]) -> None:
         c += 1
 
 
+# The packed values of the first versions (most streams are short).
+_VERSIONS = [_pack_u64(v) for v in range(1 << 12)]
+
+
 def _id_items(st: StreamState, out: list[tuple[bytes, bytes]]) -> None:
     pk = _pack_key64(st.inc)
-    for eid, v in st.ids.items():
-        out.append((pk + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid), _pack_u64(v)))
+    inc = st.inc
+    versions = _VERSIONS
+    top = len(versions)
+    out.extend([(pk + eid if len(eid) <= MAX_KEY else id_dbkey(inc, eid),
+                 versions[v] if v < top else _pack_u64(v)) for eid, v in st.ids.items()])
 
 
 def _put_sorted(txn: lmdb.Transaction, db: Any, items: list[tuple[bytes, bytes]]) -> None:
