@@ -173,7 +173,6 @@ class _Builder:
         """Write what the batch added to the per-event tables, and forget it."""
         index = self.index
         built = self.built
-        add_ids = self.filter.add_all
         pack_key64 = _pack_key64
         id_items: list[tuple[bytes, bytes]] = []
         chunk_items: list[tuple[bytes, bytes]] = []
@@ -184,13 +183,17 @@ class _Builder:
             if st.ids:
                 _id_items(st, id_items)
         index.ended = []
+        with_ids: list[tuple[bytes, dict[bytes, int]]] = []
         for key, st in index.streams.items():
             if st.inc < 0 and st.positions:
                 st.inc = st.positions[0]
             if st.ids:
-                add_ids(key, st.ids)
+                with_ids.append((key, st.ids))
                 _id_items(st, id_items)
                 st.ids = {}
+        # The filter's bits before the IDs are in the index (as the writer does).
+        self.filter.add_streams(with_ids)
+        del with_ids
         new_all = index.all_positions
         self.held += len(new_all)
         if self.held > SPILL_POSITIONS:
