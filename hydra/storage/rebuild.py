@@ -31,6 +31,7 @@ so readers in other processes fall back to the log until the new one is there.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import struct
@@ -80,13 +81,13 @@ _pack_key64 = KEY_U64.pack
 _pack_u64 = U64.pack
 
 
-def rebuild(segments: SegmentSet, numbers: list[int],
-            zero_tail: Any) -> PersistentIndex:
+def rebuild(segments: SegmentSet, numbers: list[int], zero_tail: Any, *,
+            announce: bool = True) -> PersistentIndex:
     """Build the index of the whole log into ``index.new`` and put it in place.
 
-    ``numbers`` are the log's segments (at least one); ``zero_tail(mm, offset,
-    fd)`` discards the torn tail of the last one. Returns the new index, open for
-    writing, covering the whole log.
+    ``numbers`` are the log's segments; ``zero_tail(mm, offset, fd)`` discards
+    the torn tail of the last one. With ``announce``, progress is logged.
+    Returns the new index, open for writing, covering the whole log.
     """
     directory = segments.directory
     size = segments.segment_size
@@ -102,13 +103,21 @@ def rebuild(segments: SegmentSet, numbers: list[int],
         index_id = built.index_id()
         # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
         IdFilter.create(built.path, index_id, bits_for(len(numbers) * size // 200))
+        # None when its space cannot be allocated (a full disk): the index is
+        # then built with its filter switched off (every ID is looked up).
         id_filter = IdFilter.open(built.path, index_id)
-        if id_filter is None:
-            raise CorruptLog(f"{built.path}: the new ID filter cannot be opened")
+        # Millions of small objects are made and kept (stream states, ID entries):
+        # the cyclic garbage collector would walk them all again and again, and
+        # none of them is part of a cycle.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
-            _Builder(built, id_filter).run(segments, numbers, zero_tail)
+            _Builder(built, id_filter, announce).run(segments, numbers, zero_tail)
         finally:
-            id_filter.close(sync=True)
+            if collecting:
+                gc.enable()
+            if id_filter is not None:
+                id_filter.close(sync=True)
         built.env.sync(True)
     finally:
         built.release()
@@ -124,8 +133,10 @@ def rebuild(segments: SegmentSet, numbers: list[int],
 class _Builder:
     """The state of one rebuild: the index being loaded and what is held for it."""
 
-    def __init__(self, built: PersistentIndex, id_filter: IdFilter) -> None:
+    def __init__(self, built: PersistentIndex, id_filter: IdFilter | None,
+                 announce: bool) -> None:
         self.built = built
+        self.announce = announce
         self.filter = id_filter
         self.index = Index()
         self.held = 0  # stream positions held in memory (an estimate: placeholders not counted)
@@ -134,6 +145,9 @@ class _Builder:
     def run(self, segments: SegmentSet, numbers: list[int], zero_tail: Any) -> None:
         size = segments.segment_size
         index = self.index
+        if not numbers:
+            self.finish(0, 0)
+            return
         last = numbers[-1]
         started = shown = time.monotonic()
         events = 0
@@ -153,7 +167,7 @@ class _Builder:
                 if len(index.all_positions) >= BATCH_EVENTS:
                     self.flush_batch()
                 now = time.monotonic()
-                if now - shown >= _PROGRESS_SECONDS:
+                if self.announce and now - shown >= _PROGRESS_SECONDS:
                     shown = now
                     log.warning("rebuilding the index: segment %d of %d (%.0f%%), %d events, "
                                 "%.0f events/s", number + 1, last + 1,
@@ -165,8 +179,9 @@ class _Builder:
             self.flush_batch()
             self.finish(end, segment_crc(segments, end))
             took = time.monotonic() - started
-            log.warning("rebuilt the index: %d events in %.1f s (%.0f events/s)",
-                        events, took, events / took if took else 0.0)
+            if self.announce:
+                log.warning("rebuilt the index: %d events in %.1f s (%.0f events/s)",
+                            events, took, events / took if took else 0.0)
             return
 
     def flush_batch(self) -> None:
@@ -191,8 +206,9 @@ class _Builder:
                 with_ids.append((key, st.ids))
                 _id_items(st, id_items)
                 st.ids = {}
-        # The filter's bits before the IDs are in the index (as the writer does).
-        self.filter.add_streams(with_ids)
+        if self.filter is not None:
+            # The filter's bits before the IDs are in the index (as the writer does).
+            self.filter.add_streams(with_ids)
         del with_ids
         new_all = index.all_positions
         self.held += len(new_all)
@@ -259,6 +275,8 @@ class _Builder:
             txn.put(b"tail", TAIL.pack(tail_crc), db=built.meta)
             if index.damaged:
                 txn.put(b"damaged", encode_damaged(index.damaged), db=built.meta)
+            if self.filter is None:
+                txn.put(b"filter", b"off", db=built.meta)
 
 
 def _chunks(st: StreamState, n: int, out: list[tuple[bytes, bytes]]) -> None:

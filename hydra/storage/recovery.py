@@ -36,10 +36,9 @@ from zlib import crc32
 
 from hydra.errors import CorruptLog
 from hydra.storage.format import ENVELOPE_SIZE, FRAME, FRAME_SIZE
-from hydra.storage.idfilter import IdFilter, bits_for
+from hydra.storage.idfilter import IdFilter
 from hydra.storage.indexer import WriterIndex, segment_crc
-from hydra.storage.manifest import fsync_dir
-from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
+from hydra.storage.persistent import PersistentIndex
 from hydra.storage.rebuild import rebuild
 from hydra.storage.scavenge import remove_leftovers
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
@@ -87,14 +86,13 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
             persistent.close(clean=False)
             persistent = None
     if persistent is None:
-        if numbers and segments.map(0)[:4] != b"\0\0\0\0":
+        # (A log without records gets its empty index the same way, silently.)
+        announce = bool(numbers) and segments.map(0)[:4] != b"\0\0\0\0"
+        if announce:
             log.warning("index of %s: %s; rebuilding it from the log", directory, why)
-            persistent = rebuild(segments, numbers, _zero_tail)
-            covered = persistent.covered()
-            crc = persistent.tail_crc()
-        else:
-            covered = crc = 0
-            persistent = _fresh(directory, size, len(numbers) * size)
+        persistent = rebuild(segments, numbers, _zero_tail, announce=announce)
+        covered = persistent.covered()
+        crc = persistent.tail_crc()
     index_id = persistent.index_id()
     id_filter = IdFilter.open(persistent.path, index_id) if index_id else None
     persistent.mark_open(filter_ok=id_filter is not None)
@@ -147,31 +145,6 @@ def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: 
                 "(`hydra repair DIR --keep-prefix`); `hydra verify` checks the rest"
             )
         offset = nxt
-
-
-def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
-    """Create an empty index in a new directory and put it in place of the old one."""
-    new = INDEX_DIR + ".new"
-    remove_index(directory, new)
-    built = PersistentIndex.create(directory, size, new)
-    # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
-    IdFilter.create(built.path, built.index_id(), bits_for(log_bytes // 200))
-    built.env.sync(True)
-    built.release()
-    old = os.path.join(directory, INDEX_DIR + ".old")
-    remove_index(directory, INDEX_DIR + ".old")
-    if os.path.exists(os.path.join(directory, INDEX_DIR)):
-        # Readers that still map the old index keep reading it until they notice
-        # (its data file's inode changed) and reopen.
-        os.rename(os.path.join(directory, INDEX_DIR), old)
-    os.rename(os.path.join(directory, new), os.path.join(directory, INDEX_DIR))
-    # The new index must be the one a restart finds.
-    fsync_dir(directory)
-    remove_index(directory, INDEX_DIR + ".old")
-    persistent, why = PersistentIndex.open_writer(directory, size)
-    if persistent is None:
-        raise CorruptLog(f"{directory}: the new index cannot be opened ({why})")
-    return persistent
 
 
 def _index_log(
