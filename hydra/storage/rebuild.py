@@ -198,17 +198,22 @@ class _Builder:
             if st.ids:
                 _id_items(st, id_items)
         index.ended = []
-        with_ids: list[tuple[bytes, dict[bytes, int]]] = []
-        for key, st in index.streams.items():
-            if st.inc < 0 and st.positions:
-                st.inc = st.positions[0]
-            if st.ids:
-                with_ids.append((key, st.ids))
-                _id_items(st, id_items)
-                st.ids = {}
+        # Few IDs per stream per batch in a large log: one loop over all of them
+        # (not a call per stream).
+        with_ids = [(key, st) for key, st in index.streams.items() if st.ids]
+        for _, st in with_ids:
+            if st.inc < 0:
+                st.inc = st.positions[0]  # IDs here: its first event is held
+        versions = _VERSIONS
+        top = len(versions)
+        id_items += [(_pack_key64(st.inc) + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid),
+                      versions[v] if v < top else _pack_u64(v))
+                     for _, st in with_ids for eid, v in st.ids.items()]
         if self.filter is not None:
             # The filter's bits before the IDs are in the index (as the writer does).
-            self.filter.add_streams(with_ids)
+            self.filter.add_streams([(key, st.ids) for key, st in with_ids])
+        for _, st in with_ids:
+            st.ids = {}
         del with_ids
         new_all = index.all_positions
         self.held += len(new_all)
@@ -283,6 +288,8 @@ def _chunks(st: StreamState, n: int, out: list[tuple[bytes, bytes]]) -> None:
     """The chunk entries of the first ``n`` held positions of ``st`` (``st.base``
     is always a multiple of CHUNK here: chunks are written whole, or last)."""
     positions = st.positions
+    if st.inc < 0:
+        st.inc = positions[0]
     inc = st.inc
     c = st.base // CHUNK
     for i in range(0, n, CHUNK):
