@@ -31,6 +31,7 @@ so readers in other processes fall back to the log until the new one is there.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import logging
 import os
@@ -118,6 +119,10 @@ def rebuild(segments: SegmentSet, numbers: list[int], zero_tail: Any, *,
                 gc.enable()
             if id_filter is not None:
                 id_filter.close(sync=True)
+            # The process goes on as the writer: give the rebuild's memory back
+            # (measured on 2M events: 303 MiB of private memory left, 17 MiB after).
+            gc.collect()
+            _trim_heap()
         built.env.sync(True)
     finally:
         built.release()
@@ -128,6 +133,14 @@ def rebuild(segments: SegmentSet, numbers: list[int], zero_tail: Any, *,
     if persistent is None:
         raise CorruptLog(f"{directory}: the rebuilt index cannot be opened ({why})")
     return persistent
+
+
+def _trim_heap() -> None:
+    """Return the freed heap to the system (glibc keeps it; elsewhere: nothing)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Builder:
