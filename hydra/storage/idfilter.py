@@ -88,17 +88,18 @@ class IdFilter:
             return None
         return cls(mm, fd, bits_log2)
 
-    def add_all(self, stream: bytes, event_ids: Iterable[bytes]) -> None:
-        """Add the event IDs of one stream."""
+    def add_streams(self, streams: Iterable[tuple[bytes, Iterable[bytes]]]) -> None:
+        """Add the event IDs of many streams: (stream ID, its event IDs) each."""
         mm = self._mm
         mask = self._mask
-        s1 = crc32(stream)
-        s2 = crc32(stream, _SEED)
-        for eid in event_ids:
-            bit = crc32(eid, s1) & mask
-            mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
-            bit = crc32(eid, s2) & mask
-            mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
+        for stream, event_ids in streams:
+            s1 = crc32(stream)
+            s2 = crc32(stream, _SEED)
+            for eid in event_ids:
+                bit = crc32(eid, s1) & mask
+                mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
+                bit = crc32(eid, s2) & mask
+                mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
 
     def might_contain(self, stream: bytes, event_id: bytes) -> bool:
         mm = self._mm

@@ -15,6 +15,7 @@ Without a loader (``hydra verify``) it indexes a whole log in memory.
 from __future__ import annotations
 
 import re
+import struct
 from array import array
 from collections.abc import Callable
 from typing import NamedTuple
@@ -234,6 +235,7 @@ class Index:
         the log stays available.
         """
         unpack = RECORD_HEADER.unpack_from
+        unpack_event = _EVENT_HEADER.unpack_from
         streams = self.streams
         load = self.load
         all_append = self.all_positions.append
@@ -248,6 +250,38 @@ class Index:
                 if offset + FRAME_SIZE <= limit and buf[offset:offset + 4] != b"\0\0\0\0":
                     error = "record cut by the end of the segment"
                 break
+            # The common case first: a whole, intact event record. Anything else
+            # (or a version that does not follow on) takes the general path below.
+            length, crc, word, version, sid_len, eid_len, type_len, r1, meta_len = \
+                unpack_event(buf, offset)
+            if word == _WORD_EVENT_END or word == _WORD_EVENT:
+                nxt = offset + FRAME_SIZE + length
+                a = ENVELOPE_SIZE + sid_len
+                if (sid_len and not r1 and a + eid_len + type_len + meta_len <= length
+                        and nxt <= limit):
+                    payload = buf[offset + FRAME_SIZE:nxt]
+                    if crc32(payload) == crc:
+                        key = payload[ENVELOPE_SIZE:a]
+                        st = streams.get(key)
+                        if st is None:
+                            st = streams[key] = load(key)
+                        positions = st.positions
+                        if version == st.base + len(positions):
+                            if not version:
+                                self.stream_delta += 1
+                            if eid_len:
+                                st.ids[payload[a:a + eid_len]] = version
+                            positions.append(base + offset)
+                            all_append(base + offset)
+                            added += 1
+                            if word == _WORD_EVENT_END:
+                                if pending:
+                                    pending = []
+                                end = nxt
+                            else:
+                                pending.append(key)
+                            offset = nxt
+                            continue
             (length, crc, env_version, kind, flags, r0, version, _ts,
              sid_len, eid_len, type_len, r1, meta_len) = unpack(buf, offset)
             if length == 0:
@@ -382,6 +416,13 @@ class Index:
             self._rollback(pending)
         return ScanResult(end, offset, error, self.event_count - net_before)
 
+
+# The fields of an event record's header that the scan's fast path checks:
+# frame, the envelope's first 4 bytes as one word, version, the field lengths.
+_EVENT_HEADER = struct.Struct("<IIIq8xHHHHI")
+assert _EVENT_HEADER.size == RECORD_HEADER_SIZE
+_WORD_EVENT = ENVELOPE_VERSION | KIND_EVENT << 8  # no flags, reserved byte 0
+_WORD_EVENT_END = _WORD_EVENT | FLAG_BATCH_END << 16
 
 # Bytes 0-3 of an envelope (version 1, a known kind, flags, reserved 0): where a
 # record may start, 8 bytes after its frame.

@@ -170,10 +170,7 @@ class WriterIndex:
         filt = self.filter
         if filt is not None:
             # Before the commit: an ID in the index is never missing from the filter.
-            add_all = filt.add_all
-            for key, st in pending.streams.items():
-                if st.ids:
-                    add_all(key, st.ids)
+            filt.add_streams((key, st.ids) for key, st in pending.streams.items() if st.ids)
         damaged = None
         if pending.damaged:
             self.damaged.update(pending.damaged)

@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 
 from zlib import crc32
 
 from hydra.errors import CorruptLog
 from hydra.storage.format import ENVELOPE_SIZE, FRAME, FRAME_SIZE
-from hydra.storage.idfilter import IdFilter, bits_for
+from hydra.storage.idfilter import IdFilter
 from hydra.storage.indexer import WriterIndex, segment_crc
-from hydra.storage.manifest import fsync_dir
-from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
+from hydra.storage.persistent import PersistentIndex
+from hydra.storage.rebuild import rebuild
 from hydra.storage.scavenge import remove_leftovers
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
 
@@ -49,7 +48,6 @@ log = logging.getLogger("hydra.storage")
 _ZERO_CHUNK = bytes(1 << 20)
 # While indexing a long log, flush after this many events: memory stays bounded.
 FLUSH_EVENTS = 1 << 20
-_PROGRESS_SECONDS = 2.0
 
 
 def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
@@ -87,20 +85,20 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
                 raise
             persistent.close(clean=False)
             persistent = None
-    rebuilding = persistent is None
     if persistent is None:
-        covered = crc = 0
-        persistent = _fresh(directory, size, len(numbers) * size)
-        if numbers and segments.map(0)[:4] != b"\0\0\0\0":
+        # (A log without records gets its empty index the same way, silently.)
+        announce = bool(numbers) and segments.map(0)[:4] != b"\0\0\0\0"
+        if announce:
             log.warning("index of %s: %s; rebuilding it from the log", directory, why)
-        else:
-            rebuilding = False
+        persistent = rebuild(segments, numbers, _zero_tail, announce=announce)
+        covered = persistent.covered()
+        crc = persistent.tail_crc()
     index_id = persistent.index_id()
     id_filter = IdFilter.open(persistent.path, index_id) if index_id else None
     persistent.mark_open(filter_ok=id_filter is not None)
     index = WriterIndex(persistent, segments, covered, crc, id_filter)
     try:
-        end = _index_log(segments, index, numbers, covered, rebuilding)
+        end = _index_log(segments, index, numbers, covered)
     except BaseException:
         index.close(clean=False)
         raise
@@ -149,34 +147,8 @@ def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: 
         offset = nxt
 
 
-def _fresh(directory: str, size: int, log_bytes: int) -> PersistentIndex:
-    """Create an empty index in a new directory and put it in place of the old one."""
-    new = INDEX_DIR + ".new"
-    remove_index(directory, new)
-    built = PersistentIndex.create(directory, size, new)
-    # Sized for the log there is (about 200 bytes an event), rounded up to a power of 2.
-    IdFilter.create(built.path, built.index_id(), bits_for(log_bytes // 200))
-    built.env.sync(True)
-    built.release()
-    old = os.path.join(directory, INDEX_DIR + ".old")
-    remove_index(directory, INDEX_DIR + ".old")
-    if os.path.exists(os.path.join(directory, INDEX_DIR)):
-        # Readers that still map the old index keep reading it until they notice
-        # (its data file's inode changed) and reopen.
-        os.rename(os.path.join(directory, INDEX_DIR), old)
-    os.rename(os.path.join(directory, new), os.path.join(directory, INDEX_DIR))
-    # The new index must be the one a restart finds.
-    fsync_dir(directory)
-    remove_index(directory, INDEX_DIR + ".old")
-    persistent, why = PersistentIndex.open_writer(directory, size)
-    if persistent is None:
-        raise CorruptLog(f"{directory}: the new index cannot be opened ({why})")
-    return persistent
-
-
 def _index_log(
     segments: SegmentSet, index: WriterIndex, numbers: list[int], covered: int,
-    rebuilding: bool,
 ) -> int:
     """Index the log from ``covered``; zero the torn tail; return the end of the log."""
     size = segments.segment_size
@@ -184,21 +156,16 @@ def _index_log(
         return 0
     last = numbers[-1]
     first = min(covered // size, last)
-    started = time.monotonic()
-    shown = started
-    events = 0
     gaps_ok = False
     for number in range(first, last + 1):
         mm = segments.map(number)
         base = number * size
         offset = covered - base if number == first and covered > base else 0
         pending = index.pending
-        before = len(pending.all_positions)
         # A scavenged segment lets later versions of a stream skip (see Index._fill).
         pending.gaps_ok = gaps_ok
         result = pending.scan(mm, base, offset, size, tolerate_crc=number < last)
         gaps_ok = pending.gaps_ok
-        events += len(pending.all_positions) - before
         if number < last:
             clean = result.error is None and result.end == result.stopped
             if not clean:
@@ -209,20 +176,10 @@ def _index_log(
                 )
             if len(pending) >= FLUSH_EVENTS:
                 index.flush(base + result.end)
-            now = time.monotonic()
-            if rebuilding and now - shown >= _PROGRESS_SECONDS:
-                shown = now
-                log.warning("rebuilding the index: segment %d of %d (%.0f%%), %d events, "
-                            "%.0f events/s", number + 1, last + 1,
-                            100.0 * (number + 1) / (last + 1), events, events / (now - started))
             continue
         _zero_tail(mm, result.end, segments.fd(number))
         end = base + result.end
         index.flush(end)
-        if rebuilding:
-            took = time.monotonic() - started
-            log.warning("rebuilt the index: %d events in %.1f s (%.0f events/s)",
-                        events, took, events / took if took else 0.0)
         return end
     raise AssertionError("unreachable")
 
