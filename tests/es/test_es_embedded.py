@@ -123,3 +123,48 @@ def test_ids_of_an_insert_of_several_aggregates_follow_the_events_given(tmp_path
         assert [by_id[i] for i in ids] == [e.state for e in given]
     finally:
         factory.close()
+
+
+def test_an_application_closed_by_the_garbage_collector_inside_an_open(tmp_path) -> None:
+    """An Application the program never closed is closed by its ``__del__`` when
+    the garbage collector finds it, which may be in the middle of another
+    factory's opening of a store in the same thread (here: the full collection
+    after rebuilding a large log's index): that must neither deadlock nor lose
+    either store."""
+    import shutil
+    import threading
+
+    import hydra
+    from hydra.eventsourcing import Factory
+    from hydra.storage.persistent import INDEX_DIR
+    from hydra.storage.rebuild import _TRIM_EVENTS
+
+    big = tmp_path / "big"
+    with hydra.open(big, sync="async") as store:
+        for n in range(0, _TRIM_EVENTS, 5000):
+            store.append_events(f"s-{n}", [hydra.NewEvent(data=b"x", event_id=f"e{n + i}")
+                                           for i in range(5000)])
+    shutil.rmtree(big / INDEX_DIR)  # the next open rebuilds it, then collects
+
+    def scenario() -> None:
+        left = Factory({"HYDRA_PATH": str(tmp_path / "left")})
+
+        class Cycle:
+            def __del__(self) -> None:
+                left.close()
+
+        garbage = Cycle()
+        garbage.self = garbage  # type: ignore[attr-defined]  # only a full collection frees it
+        del garbage
+        other = Factory({"HYDRA_PATH": str(big)})
+        # The left store was closed and released: a new factory can open it again.
+        again = Factory({"HYDRA_PATH": str(tmp_path / "left")})
+        again.close()
+        other.close()
+        done.set()
+
+    done = threading.Event()
+    thread = threading.Thread(target=scenario, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert done.is_set(), "opening a store deadlocked on a release from the garbage collector"
