@@ -27,15 +27,20 @@ def append(store: hydra.Store, stream: str, n: int, event_type: str = "") -> Non
     store.append_events(stream, [NewEvent(b"x%d" % i, "", event_type, b"") for i in range(n)])
 
 
+# Long enough for a catch-up read's turn on a loaded machine (5 ms was not, in CI).
+QUIET = 0.05
+
+
 async def drain(sub: Subscriber, hub: Hub | None = None) -> list[RecordedEvent]:
-    """Everything the subscriber has to give now (pumping the hub first)."""
+    """Everything the subscriber has to give now (pumping the hub first): until
+    it has given nothing for QUIET seconds."""
     if hub is not None:
         while hub.pump():
             pass
     out: list[RecordedEvent] = []
     while True:
         try:
-            slices = await asyncio.wait_for(sub.next(), 0.005)
+            slices = await asyncio.wait_for(sub.next(), QUIET)
         except TimeoutError:
             return out
         assert slices is not None
