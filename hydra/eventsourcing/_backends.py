@@ -56,7 +56,7 @@ def acquire_store(path: str, sync: str) -> SharedStore:
             shared.users += 1
         finally:
             _busy = False
-        _release_deferred()
+            _release_deferred()
         return shared
 
 

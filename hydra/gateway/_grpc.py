@@ -12,7 +12,7 @@ import asyncio
 import functools
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import grpc  # type: ignore[import-untyped]
@@ -523,6 +523,24 @@ RUN_MESSAGES = 64
 RUN_BYTES = 64 * 1024
 
 
+def _in_runs(messages: Iterable[bytes]) -> Iterator[list[bytes]]:
+    """The messages in runs of RUN_MESSAGES or RUN_BYTES, each built before it is
+    sent: the read's Python work done in one stretch between two sends costs
+    less than the same work interleaved with them (gRPC's completion thread and
+    the event loop wake less often; measured in docs/BENCHMARKS.md)."""
+    run: list[bytes] = []
+    size = 0
+    for message in messages:
+        run.append(message)
+        size += len(message)
+        if size >= RUN_BYTES or len(run) >= RUN_MESSAGES:
+            yield run
+            run = []
+            size = 0
+    if run:
+        yield run
+
+
 async def write_guarded(messages: Iterable[bytes], context: grpc.aio.ServicerContext,
                         guard: StallGuard, method: str, turns: bool = False,
                         runs: bool = False) -> None:
@@ -536,28 +554,8 @@ async def write_guarded(messages: Iterable[bytes], context: grpc.aio.ServicerCon
     watch.writing = True
     write = context.write
     try:
-        if runs:
-            # Build a run of messages, then send it: the read's Python work done
-            # in one stretch between two sends costs less than the same work
-            # interleaved with them (gRPC's completion thread and the event loop
-            # then wake less often; measured in docs/BENCHMARKS.md).
-            run: list[bytes] = []
-            size = 0
-            add = run.append
-            for message in messages:
-                add(message)
-                size += len(message)
-                if size >= RUN_BYTES or len(run) >= RUN_MESSAGES:
-                    for m in run:
-                        await write(m)
-                        watch.writes += 1
-                    run.clear()
-                    size = 0
-            for m in run:
-                await write(m)
-                watch.writes += 1
-        else:
-            for message in messages:
+        for run in (_in_runs(messages) if runs else ((m,) for m in messages)):
+            for message in run:
                 await write(message)
                 watch.writes += 1
                 if turns:

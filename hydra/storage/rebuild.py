@@ -114,7 +114,7 @@ def rebuild(segments: SegmentSet, numbers: list[int], zero_tail: Any, *,
         # none of them is part of a cycle.
         collecting = gc.isenabled()
         gc.disable()
-        events = BATCH_EVENTS
+        events = 0  # a rebuild that fails leaves its process (the writer does not start)
         try:
             events = _Builder(built, id_filter, announce).run(segments, numbers, zero_tail)
         finally:

@@ -185,3 +185,16 @@ def test_append_many_malformed_bytes(channel):
     with pytest.raises(grpc.RpcError) as info:
         call(b"\x0a\x05ab", timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_streamed_reads_are_built_in_bounded_runs():
+    from hydra.gateway._grpc import RUN_BYTES, RUN_MESSAGES, _in_runs
+
+    messages = [bytes([i % 256]) * (i % 3000) for i in range(1000)] + [b"x" * (RUN_BYTES * 2)]
+    runs = list(_in_runs(iter(messages)))
+    assert [m for run in runs for m in run] == messages  # every message, in order
+    for run in runs:
+        assert 0 < len(run) <= RUN_MESSAGES
+        # A run closes at the message that takes it to RUN_BYTES.
+        assert sum(map(len, run[:-1])) < RUN_BYTES
+    assert list(_in_runs(iter([]))) == []
