@@ -66,6 +66,9 @@ log = logging.getLogger("hydra.writer")
 # latency of everything in it) arbitrarily large.
 MAX_GROUP_MESSAGES = 4096
 MAX_GROUP_BYTES = 64 << 20
+# With every-write, the most events the writer holds unindexed while it waits for
+# an fsync (_group).
+INDEX_FLUSH_EVENTS = 8192
 # Least time between two feed messages that announce commits (seconds). A
 # commit after a quiet spell is announced at once; under load the positions of
 # the groups committed meanwhile go out together in one message at the end of
@@ -254,8 +257,16 @@ class WriterServer:
         end = self.engine.end
         # The index covers the group before any reader can be told it is
         # committed (readers filter by the committed position, so an index
-        # ahead of the fsync is safe; one behind it is not).
-        self._flush_index(end)
+        # ahead of the fsync is safe; one behind it is not). With every-write
+        # nobody is told before the fsync that covers the group: the flush waits
+        # for it (_synced_one), so the groups handled while one fsync runs go
+        # into the index in one transaction instead of one each. A long wait
+        # flushes early, which keeps the writer's pending entries (and the tail
+        # a restart after a crash indexes) short.
+        assert self._index is not None
+        if (not policy.every_write or handler.failure is not None or end <= self.synced
+                or len(self._index.pending.all_positions) >= INDEX_FLUSH_EVENTS):
+            self._flush_index(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
             if not policy.every_write:
@@ -369,6 +380,9 @@ class WriterServer:
         self.synced = end
         policy = self.policy
         if policy.every_write:
+            # Before the replies and the feed tell anyone (_group): everything
+            # handled so far, the groups after this fsync's end included.
+            self._flush_index(self.engine.end)
             self.committed = end
         policy.synced()
         if self.engine.end > end:
@@ -454,6 +468,7 @@ class WriterServer:
             "errors": self.handler.errors,
             "groups": self.groups,
             "fsyncs": self.fsyncs,
+            "index_flushes": self._index.flushes if self._index is not None else 0,
             "segment_size": self.engine.log.segment_size,
             "writer": self.writer_id,
             "pid": os.getpid(),
