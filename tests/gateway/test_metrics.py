@@ -47,6 +47,19 @@ def scrape(url: str) -> tuple[httpx.Response, Samples]:
     return r, parse(r.text)
 
 
+def flushed(url: str, before: Samples, name: str, delta: float, **labels: str) -> Samples:
+    """A scrape in which ``name`` has grown by ``delta`` since ``before`` (polled: the
+    other gateway's counts reach the shared files within its flush interval)."""
+    deadline = time.monotonic() + 10
+    while True:
+        _, now = scrape(url)
+        grown = value(now, name, **labels) - value(before, name, **labels)
+        if grown >= delta:
+            return now
+        assert time.monotonic() < deadline, f"{name} grew by {grown}, not {delta}"
+        time.sleep(0.05)
+
+
 def test_every_gateway_answers_metrics(http: httpx.Client) -> None:
     """Embedded (series in memory), the real server, and with authentication + TLS."""
     r = http.get("/metrics")
@@ -82,7 +95,11 @@ def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
             events=[pb.NewEvent(event_id=f"g{i}", data=b"y") for i in range(3)]))
         assert len(list(stub.ReadStream(pb.ReadStreamRequest(stream_id=stream)))) == 8
 
-    # Every scrape, whichever gateway answers, holds the other gateway's counts too.
+    # A gateway flushes its counts into the shared files within 0.1 s (the gateway
+    # that answers a scrape flushes its own first): once a scrape shows them all,
+    # every scrape, whichever gateway answers, holds the other gateway's counts too.
+    flushed(cluster.http_url, before, "hydra_appends_total", 9)
+    flushed(cluster.http_url, before, "hydra_read_events_total", 13)
     for _ in range(6):
         r, after = scrape(cluster.http_url)
         assert r.headers["content-type"].startswith("text/plain")
