@@ -173,7 +173,7 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     http_backend, grpc_backend = backend, backend
     # Both APIs count into one tally, so that this gateway's /metrics (and its
     # shutdown) flushes all it counted.
-    tally = Tally(series) if series.on else None
+    tally = Tally(series, config.metrics_flush) if series.on else None
     if tally is not None:
         http_backend = MeteredBackend(backend, "http", series, tally)  # type: ignore[assignment]
         grpc_backend = MeteredBackend(backend, "grpc", series, tally)  # type: ignore[assignment]
