@@ -26,6 +26,7 @@ from hydra.storage.format import RecordedEvent
 from hydra.storage.reads import Build
 
 _first = itemgetter(0)
+_clock = time.perf_counter
 
 
 class MeteredBackend:
@@ -60,27 +61,33 @@ class MeteredBackend:
     def _count(self, counts: list[int], events: int) -> None:
         counts[0] += 1
         counts[1] += events
-        self.tally.changed()
+        if self.tally.timer is None:
+            self.tally.changed()
 
     # -- writes ------------------------------------------------------------------
 
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> Appended:
-        started = time.perf_counter()
+        started = _clock()
         try:
             result = await self._backend.append(stream_id, events, expected_version, sync)
         except HydraError as exc:
             self._count(self._counts(outcome(exc)), len(events))
             raise
-        self._latency.append(time.perf_counter() - started)
-        self._count(self._duplicate if result.duplicate else self._ok, len(events))
+        self._latency.append(_clock() - started)
+        # The hot path: _count() inline.
+        counts = self._duplicate if result.duplicate else self._ok
+        counts[0] += 1
+        counts[1] += len(events)
+        if self.tally.timer is None:
+            self.tally.changed()
         return result
 
     async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
         """The real backend's ``append_many`` (or the appends side by side), counted
         per item; the call's duration is observed once, as one acknowledgement."""
-        started = time.perf_counter()
+        started = _clock()
         many = getattr(self._backend, "append_many", None)
         if many is not None:
             results: list[Any] = await many(items)
@@ -88,7 +95,7 @@ class MeteredBackend:
             results = await asyncio.gather(
                 *(self._backend.append(i.stream_id, i.events, i.expected_version, i.sync)
                   for i in items), return_exceptions=True)
-        self._latency.append(time.perf_counter() - started)
+        self._latency.append(_clock() - started)
         for item, r in zip(items, results, strict=True):
             if isinstance(r, BaseException):
                 counts = self._counts(outcome(r))
@@ -96,21 +103,22 @@ class MeteredBackend:
                 counts = self._duplicate if r.duplicate else self._ok
             counts[0] += 1
             counts[1] += len(item.events)
-        self.tally.changed()
+        if self.tally.timer is None:
+            self.tally.changed()
         return results
 
     async def append_multi(
         self, appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
     ) -> tuple[list[AppendResult], int]:
         """One atomic multi-stream append, counted as one append of all its events."""
-        started = time.perf_counter()
+        started = _clock()
         events = sum(len(a.events) for a in appends)
         try:
             done = await self._backend.append_multi(appends, tracking, sync)
         except HydraError as exc:
             self._count(self._counts(outcome(exc)), events)
             raise
-        self._latency.append(time.perf_counter() - started)
+        self._latency.append(_clock() - started)
         duplicate = bool(done[0]) and all(r.duplicate for r in done[0])
         self._count(self._duplicate if duplicate else self._ok, events)
         return done
@@ -119,12 +127,15 @@ class MeteredBackend:
         try:
             result = await self._backend.delete(stream_id, expected_version)
         except HydraError as exc:
-            self.tally.delete_count(self._api, outcome(exc))[0] += 1
-            self.tally.changed()
+            self._deleted(outcome(exc))
             raise
-        self.tally.delete_count(self._api, "ok")[0] += 1
-        self.tally.changed()
+        self._deleted("ok")
         return result
+
+    def _deleted(self, label: str) -> None:
+        self.tally.delete_count(self._api, label)[0] += 1
+        if self.tally.timer is None:
+            self.tally.changed()
 
     # -- reads -------------------------------------------------------------------
 
@@ -133,7 +144,6 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["stream"][0] += 1
-        self.tally.changed()
         return self._counted(self._backend.read_stream(stream_id, from_version, limit,
                                                        backward, build))
 
@@ -142,25 +152,27 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["all"][0] += 1
-        self.tally.changed()
         return self._counted(self._backend.read_all(from_position, limit, backward, build))
 
     def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not
         # when ``events`` ends), all in C; the tail runs once, after the last event,
-        # and adds the count. A read abandoned midway (client gone) is not counted.
+        # adds the count and sees to the flush (of the request's count too).
+        # A read abandoned midway (client gone) leaves its events uncounted.
+        if self.tally.timer is None:
+            self.tally.changed()
         ticks = itertools.count()
-        return itertools.chain(map(_first, zip(events, ticks)), _tail(ticks, self))
-
-    def _read(self, n: int) -> None:
-        self._read_events[0] += n
-        self.tally.changed()
+        return itertools.chain(map(_first, zip(events, ticks)),
+                               _tail(ticks, self._read_events, self.tally))
 
 
-def _tail(ticks: itertools.count[int], metered: MeteredBackend) -> Iterator[RecordedEvent]:
+def _tail(ticks: itertools.count[int], counted: list[int],
+          tally: Tally) -> Iterator[RecordedEvent]:
     n = next(ticks)
     if n:
-        metered._read(n)
+        counted[0] += n
+        if tally.timer is None:
+            tally.changed()
     return
     yield  # makes this a generator
 

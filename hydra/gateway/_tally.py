@@ -26,17 +26,16 @@ at every change.
 from __future__ import annotations
 
 import asyncio
+import functools
+import operator
 import threading
 from bisect import bisect_left
+from collections import Counter
 from typing import Any, Final
 
 from hydra._metrics import Series
 
 FLUSH_INTERVAL: Final = 0.1
-
-# Observations kept between two flushes at most: past it the tally flushes at once
-# (memory stays bounded even if the loop never runs the timer).
-MAX_PENDING: Final = 10_000
 
 # Serialises the read-modify-write of a histogram's sum across tallies of one
 # process (embedded gateways in test threads share the process's series).
@@ -44,7 +43,14 @@ _sum_lock = threading.Lock()
 
 
 class Tally:
-    """Counts by series and labels since the last flush into ``series``."""
+    """Counts by series and labels since the last flush into ``series``.
+
+    A backend that counts calls ``changed()`` when ``timer`` is None (the first
+    change since the last flush); the timer's flush then takes all that follows.
+    """
+
+    __slots__ = ("series", "interval", "appends", "deletes", "reads", "read_events",
+                 "latency", "timer")
 
     def __init__(self, series: Series, interval: float = FLUSH_INTERVAL) -> None:
         self.series = series
@@ -60,7 +66,6 @@ class Tally:
         # api -> append acknowledgement times (s), in the order observed
         self.latency: dict[str, list[float]] = {}
         self.timer: asyncio.TimerHandle | None = None
-        self.pending = 0
 
     # -- what the metered backends count into: the same list for the tally's life.
     # Each also creates its series' child, so that the series shows (at 0) from the
@@ -93,25 +98,20 @@ class Tally:
 
     def changed(self) -> None:
         """Something was counted: make sure a flush follows within ``interval``."""
-        self.pending += 1
-        if self.timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()  # no loop to flush later
-                return
-            self.timer = loop.call_later(self.interval, self.flush)
-        elif self.pending >= MAX_PENDING:
-            self.flush()
+        if self.timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()  # no loop to flush later
+            return
+        self.timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
         """Add everything counted since the last flush to the series; reset the tally."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if not self.pending:
-            return
-        self.pending = 0
         s = self.series
         for (api, outcome), counts in self.appends.items():
             if counts[0]:
@@ -137,16 +137,13 @@ def replay(child: Any, observed: list[float]) -> None:
     """What ``child.observe(v)`` for each ``v`` of ``observed``, in order, would do to a
     prometheus_client histogram child, with one write per bucket touched and one for
     the sum (the library has no call to observe many values at once)."""
-    bounds = child._upper_bounds  # ascending, ending with +Inf
-    counts = [0] * len(bounds)
-    for v in observed:
-        # observe() counts v in the first bucket whose bound is >= v.
-        counts[bisect_left(bounds, v)] += 1
+    # observe() counts v in the first bucket whose bound is >= v (the bounds are
+    # ascending and end with +Inf); the loops over ``observed`` run in C.
+    counts = Counter(map(functools.partial(bisect_left, child._upper_bounds), observed))
     with _sum_lock:
-        total = child._sum.get()
-        for v in observed:
-            total += v
-        child._sum.set(total)
-    for bucket, n in zip(child._buckets, counts, strict=True):
-        if n:
-            bucket.inc(n)
+        # Added one by one, left to right, as observe() would (not sum(), which
+        # compensates rounding from Python 3.12 on).
+        child._sum.set(functools.reduce(operator.add, observed, child._sum.get()))
+    buckets = child._buckets
+    for i, n in counts.items():
+        buckets[i].inc(n)
