@@ -68,8 +68,9 @@ class Tally:
         self.timer: asyncio.TimerHandle | None = None
 
     # -- what the metered backends count into: the same list for the tally's life.
-    # Each also creates its series' child, so that the series shows (at 0) from the
-    # moment a backend can count into it, as when counting went straight there.
+    # Those a backend takes when it is made also create their series' children, so
+    # that these series show (at 0) from the start, as when counting went straight
+    # to the series; an error outcome's or a deletion's appear with their first flush.
 
     def append_counts(self, api: str, outcome: str) -> list[int]:
         counts = self.appends.get((api, outcome))
