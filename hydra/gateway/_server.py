@@ -231,7 +231,12 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     stop_task.cancel()
     sampler.cancel()
     if tally is not None:
-        tally.flush()  # what the drained requests counted, before the process ends
+        # What the drained requests counted, before the process ends (a failure
+        # here must not keep the backend from closing).
+        try:
+            tally.flush()
+        except Exception:
+            log.exception("%s: could not write the last metrics", config.name)
     await backend.close()
     if http_task.done() and not http_task.cancelled() and http_task.exception() is not None:
         log.error("%s: the HTTP server failed: %s", config.name, http_task.exception())
