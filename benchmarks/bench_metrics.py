@@ -7,7 +7,7 @@ in the machine's other load affects both alike. Reports per scenario the medians
 of throughput and of server CPU per operation, and the ratios on / off (target:
 throughput >= 0.95x).
 
-Usage: python benchmarks/bench_metrics.py [--runs 3] [--duration 4] [--out FILE]
+Usage: python benchmarks/bench_metrics.py [--runs 3] [--duration 4] [--aa] [--out FILE]
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scenario", action="append", choices=SCENARIOS)
     p.add_argument("--first", default="on", choices=("on", "off"),
                    help="which server to start (and fill) first")
+    p.add_argument("--aa", action="store_true",
+                   help="A/A: metrics on in both servers (the 'off' one too), to see the "
+                        "difference between two identical servers")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
     args.first = [args.first, "off" if args.first == "on" else "on"]
@@ -53,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, bg.Server] = {}
     for mode in args.first:
         servers[mode] = bg.Server(args.workers, "every-write", "uvloop",
-                                  extra_env={"HYDRA_METRICS": mode})
+                                  extra_env={"HYDRA_METRICS": "on" if args.aa else mode})
     channels = {k: grpc.insecure_channel(s.grpc) for k, s in servers.items()}
     stubs = {k: pb_grpc.EventStoreStub(c) for k, c in channels.items()}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -15,8 +15,9 @@ CPU and memory come from the library's process collector, run at scrape time
 for each live process of the server (``hydra_process_*{process, pid}``).
 
 Hot-path cost: a counter ``inc`` is about 2 µs and a histogram ``observe`` 4.5 µs
-in this mode, so the gateways count per request and the writer per group and per
-fsync, never per event. A process that never called ``start()`` (an embedded
+in this mode, so the writer counts per group and per fsync, never per event, and
+the gateways count per request into plain ints (``hydra.gateway._tally``), written
+here at most every 0.1 s and before their own scrapes. A process that never called ``start()`` (an embedded
 gateway in a test) gets the same series in memory, exposed for that process.
 
 ``HYDRA_METRICS=off`` in a process's environment turns it all off there: the

@@ -122,8 +122,10 @@ class HttpApi:
     def __init__(
         self, backend: Backend, max_request_size: int, name: str = "gateway",
         subscriptions: Subscriptions | None = None,
+        before_scrape: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
+        self._before_scrape = before_scrape
         self.subscriptions = subscriptions or Subscriptions(backend)
         self.limits = backend.limits
         self.max_request_size = max_request_size
@@ -365,6 +367,9 @@ class HttpApi:
     # -- metrics -----------------------------------------------------------------
 
     async def metrics(self, request: Request) -> Response:
+        if self._before_scrape is not None:
+            # On the loop, where this gateway counts: then the files hold all of it.
+            self._before_scrape()
         # Reading every process's metric files takes a few milliseconds: not on the loop.
         body = await asyncio.to_thread(_metrics.exposition)
         return Response(body, 200, headers={"content-type": _metrics.CONTENT_TYPE})
@@ -444,9 +449,11 @@ class _OwnPath(Route):
 def build_app(
     backend: Backend, max_request_size: int, name: str = "gateway",
     subscriptions: Subscriptions | None = None,
+    before_scrape: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The Starlette app of the HTTP API over ``backend``."""
-    api = HttpApi(backend, max_request_size, name, subscriptions)
+    """The Starlette app of the HTTP API over ``backend``; ``GET /metrics`` calls
+    ``before_scrape`` first (the gateway flushes its counts into its series)."""
+    api = HttpApi(backend, max_request_size, name, subscriptions, before_scrape)
     routes = [
         # Before the stream route, whose path would swallow ".../snapshot"
         # (stream IDs cannot contain "/", so no stream is hidden by it).

@@ -1,10 +1,11 @@
 """A ``Backend`` that counts what one API asks of the real one (``hydra._metrics``).
 
 The HTTP app and the gRPC servicer each get their own ``MeteredBackend`` (label
-``api``), so neither front end carries metrics code. Counting is per request:
-an append costs two counter increments and one histogram observation; a read
-costs one increment for the request and one for its events, which are counted
-without any Python code per event (below).
+``api``), so neither front end carries metrics code. Counting is per request, into
+the gateway's ``Tally`` (plain ints and lists, flushed into the series at most
+every 0.1 s, ``_tally.py``): an append adds to two ints and keeps its latency; a
+read adds one for the request and its events, which are counted without any
+Python code per event (below).
 """
 
 from __future__ import annotations
@@ -19,63 +20,74 @@ from typing import Any
 from hydra._metrics import Series, outcome
 from hydra.errors import HydraError
 from hydra.gateway._backend import Appended, AppendItem, Backend, Deleted
+from hydra.gateway._tally import Tally
 from hydra.storage.engine import AppendResult, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
 from hydra.storage.reads import Build
 
 _first = itemgetter(0)
+_clock = time.perf_counter
 
 
 class MeteredBackend:
-    """``backend`` with every append, delete and read counted under ``api``."""
+    """``backend`` with every append, delete and read counted under ``api``, into
+    ``tally`` (one of its own when none is given: share one per gateway, so that
+    one flush covers both APIs)."""
 
-    def __init__(self, backend: Backend, api: str, series: Series) -> None:
+    def __init__(self, backend: Backend, api: str, series: Series,
+                 tally: Tally | None = None) -> None:
         self._backend = backend
         self.limits = backend.limits
         self._api = api
-        self._series = series
-        self._latency = series.append_seconds.labels(api)
-        self._outcomes: dict[str, tuple[Any, Any]] = {}
-        self._reads = {target: series.reads.labels(api, target) for target in ("stream", "all")}
-        self._read_events = series.read_events.labels(api)
-        self._ok = self._counters("ok")
-        self._duplicate = self._counters("duplicate")
+        self.tally = tally = tally if tally is not None else Tally(series)
+        self._latency = tally.latencies(api)
+        self._outcomes: dict[str, list[int]] = {}
+        self._reads = {target: tally.read_count(api, target) for target in ("stream", "all")}
+        self._read_events = tally.read_event_count(api)
+        self._ok = self._counts("ok")
+        self._duplicate = self._counts("duplicate")
 
     def __getattr__(self, name: str) -> Any:
         # Everything not counted (waits, versions, health, close) goes straight through.
         return getattr(self._backend, name)
 
-    def _counters(self, label: str) -> tuple[Any, Any]:
-        pair = self._outcomes.get(label)
-        if pair is None:
-            s = self._series
-            pair = self._outcomes[label] = (s.appends.labels(self._api, label),
-                                            s.append_events.labels(self._api, label))
-        return pair
+    def _counts(self, label: str) -> list[int]:
+        """[requests, events] of outcome ``label``."""
+        counts = self._outcomes.get(label)
+        if counts is None:
+            counts = self._outcomes[label] = self.tally.append_counts(self._api, label)
+        return counts
+
+    def _count(self, counts: list[int], events: int) -> None:
+        counts[0] += 1
+        counts[1] += events
+        if self.tally.timer is None:
+            self.tally.changed()
 
     # -- writes ------------------------------------------------------------------
 
     async def append(
         self, stream_id: str, events: list[NewEvent], expected_version: int, sync: bool
     ) -> Appended:
-        started = time.perf_counter()
+        started = _clock()
         try:
             result = await self._backend.append(stream_id, events, expected_version, sync)
         except HydraError as exc:
-            requests, counted = self._counters(outcome(exc))
-            requests.inc()
-            counted.inc(len(events))
+            self._count(self._counts(outcome(exc)), len(events))
             raise
-        self._latency.observe(time.perf_counter() - started)
-        requests, counted = self._duplicate if result.duplicate else self._ok
-        requests.inc()
-        counted.inc(len(events))
+        self._latency.append(_clock() - started)
+        # The hot path: _count() inline.
+        counts = self._duplicate if result.duplicate else self._ok
+        counts[0] += 1
+        counts[1] += len(events)
+        if self.tally.timer is None:
+            self.tally.changed()
         return result
 
     async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
         """The real backend's ``append_many`` (or the appends side by side), counted
         per item; the call's duration is observed once, as one acknowledgement."""
-        started = time.perf_counter()
+        started = _clock()
         many = getattr(self._backend, "append_many", None)
         if many is not None:
             results: list[Any] = await many(items)
@@ -83,51 +95,47 @@ class MeteredBackend:
             results = await asyncio.gather(
                 *(self._backend.append(i.stream_id, i.events, i.expected_version, i.sync)
                   for i in items), return_exceptions=True)
-        self._latency.observe(time.perf_counter() - started)
-        tally: dict[str, list[int]] = {}
+        self._latency.append(_clock() - started)
         for item, r in zip(items, results, strict=True):
             if isinstance(r, BaseException):
-                label = outcome(r)
+                counts = self._counts(outcome(r))
             else:
-                label = "duplicate" if r.duplicate else "ok"
-            counts = tally.setdefault(label, [0, 0])
+                counts = self._duplicate if r.duplicate else self._ok
             counts[0] += 1
             counts[1] += len(item.events)
-        for label, (n, events) in tally.items():
-            requests, counted = self._counters(label)
-            requests.inc(n)
-            counted.inc(events)
+        if self.tally.timer is None:
+            self.tally.changed()
         return results
 
     async def append_multi(
         self, appends: list[StreamAppend], tracking: tuple[str, int] | None, sync: bool
     ) -> tuple[list[AppendResult], int]:
         """One atomic multi-stream append, counted as one append of all its events."""
-        started = time.perf_counter()
+        started = _clock()
         events = sum(len(a.events) for a in appends)
         try:
             done = await self._backend.append_multi(appends, tracking, sync)
         except HydraError as exc:
-            requests, counted = self._counters(outcome(exc))
-            requests.inc()
-            counted.inc(events)
+            self._count(self._counts(outcome(exc)), events)
             raise
-        self._latency.observe(time.perf_counter() - started)
+        self._latency.append(_clock() - started)
         duplicate = bool(done[0]) and all(r.duplicate for r in done[0])
-        requests, counted = self._duplicate if duplicate else self._ok
-        requests.inc()
-        counted.inc(events)
+        self._count(self._duplicate if duplicate else self._ok, events)
         return done
 
     async def delete(self, stream_id: str, expected_version: int) -> Deleted:
-        deletes = self._series.deletes
         try:
             result = await self._backend.delete(stream_id, expected_version)
         except HydraError as exc:
-            deletes.labels(self._api, outcome(exc)).inc()
+            self._deleted(outcome(exc))
             raise
-        deletes.labels(self._api, "ok").inc()
+        self._deleted("ok")
         return result
+
+    def _deleted(self, label: str) -> None:
+        self.tally.delete_count(self._api, label)[0] += 1
+        if self.tally.timer is None:
+            self.tally.changed()
 
     # -- reads -------------------------------------------------------------------
 
@@ -135,7 +143,7 @@ class MeteredBackend:
         self, stream_id: str, from_version: int | None, limit: int | None, backward: bool,
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
-        self._reads["stream"].inc()
+        self._reads["stream"][0] += 1
         return self._counted(self._backend.read_stream(stream_id, from_version, limit,
                                                        backward, build))
 
@@ -143,22 +151,28 @@ class MeteredBackend:
         self, from_position: int | None, limit: int | None, backward: bool,
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
-        self._reads["all"].inc()
+        self._reads["all"][0] += 1
         return self._counted(self._backend.read_all(from_position, limit, backward, build))
 
     def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not
         # when ``events`` ends), all in C; the tail runs once, after the last event,
-        # and adds the count. A read abandoned midway (client gone) is not counted.
+        # adds the count and sees to the flush (of the request's count too).
+        # A read abandoned midway (client gone) leaves its events uncounted.
+        if self.tally.timer is None:
+            self.tally.changed()
         ticks = itertools.count()
         return itertools.chain(map(_first, zip(events, ticks)),
-                               _tail(ticks, self._read_events))
+                               _tail(ticks, self._read_events, self.tally))
 
 
-def _tail(ticks: itertools.count[int], counter: Any) -> Iterator[RecordedEvent]:
+def _tail(ticks: itertools.count[int], counted: list[int],
+          tally: Tally) -> Iterator[RecordedEvent]:
     n = next(ticks)
     if n:
-        counter.inc(n)
+        counted[0] += n
+        if tally.timer is None:
+            tally.changed()
     return
     yield  # makes this a generator
 

@@ -36,6 +36,7 @@ from hydra.gateway._connections import http_protocol
 from hydra.gateway._grpc import add_services, set_serving
 from hydra.gateway._http import build_app
 from hydra.gateway._metered import MeteredBackend, sample
+from hydra.gateway._tally import Tally
 from hydra.gateway._ports import PortClaims
 from hydra.gateway._tls import ServerTls, load_server_tls
 from hydra.gateway._subscriptions import Subscriptions
@@ -170,9 +171,12 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     grpc_server = grpc.aio.server(options=grpc_options(config), interceptors=interceptors)
     series = _metrics.series()
     http_backend, grpc_backend = backend, backend
-    if series.on:
-        http_backend = MeteredBackend(backend, "http", series)  # type: ignore[assignment]
-        grpc_backend = MeteredBackend(backend, "grpc", series)  # type: ignore[assignment]
+    # Both APIs count into one tally, so that this gateway's /metrics (and its
+    # shutdown) flushes all it counted.
+    tally = Tally(series, config.metrics_flush) if series.on else None
+    if tally is not None:
+        http_backend = MeteredBackend(backend, "http", series, tally)  # type: ignore[assignment]
+        grpc_backend = MeteredBackend(backend, "grpc", series, tally)  # type: ignore[assignment]
     health = add_services(grpc_server, grpc_backend, config.name, subscriptions)
     address = f"{_bracket(config.host)}:{config.grpc_port}"
     try:
@@ -191,7 +195,8 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
     await grpc_server.start()
     await set_serving(health, True)
 
-    app = build_app(http_backend, config.max_request_size, config.name, subscriptions)
+    app = build_app(http_backend, config.max_request_size, config.name, subscriptions,
+                    before_scrape=tally.flush if tally is not None else None)
     sampler = loop.create_task(sample(series, config.name, backend, subscriptions.hub),
                                name="hydra-metrics-sampler")
     uv_config = uvicorn.Config(
@@ -225,6 +230,13 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
                          return_exceptions=True)
     stop_task.cancel()
     sampler.cancel()
+    if tally is not None:
+        # What the drained requests counted, before the process ends (a failure
+        # here must not keep the backend from closing).
+        try:
+            tally.flush()
+        except Exception:
+            log.exception("%s: could not write the last metrics", config.name)
     await backend.close()
     if http_task.done() and not http_task.cancelled() and http_task.exception() is not None:
         log.error("%s: the HTTP server failed: %s", config.name, http_task.exception())

@@ -5,7 +5,7 @@ win): HYDRA_DATA, HYDRA_HOST, HYDRA_HTTP_PORT, HYDRA_GRPC_PORT,
 HYDRA_COMMAND_ENDPOINT, HYDRA_FEED_ENDPOINT, HYDRA_LIMITS, HYDRA_MAX_REQUEST_SIZE,
 HYDRA_WRITER_TIMEOUT, HYDRA_READ_WAIT_TIMEOUT, HYDRA_SHUTDOWN_GRACE, HYDRA_LOOP,
 HYDRA_LOG_LEVEL, HYDRA_ACCESS_LOG, HYDRA_SSE_HEARTBEAT, HYDRA_SUBSCRIBER_BUFFER,
-HYDRA_STALL_TIMEOUT,
+HYDRA_STALL_TIMEOUT, HYDRA_METRICS_FLUSH,
 HYDRA_TOKENS_FILE, HYDRA_INSECURE, HYDRA_TLS_CERT, HYDRA_TLS_KEY, HYDRA_STARTUP_TIMEOUT,
 HYDRA_ZMQ_CURVE, and the connection limits' HYDRA_MAX_HEADER_SIZE, HYDRA_MAX_HEADERS,
 HYDRA_HEADER_TIMEOUT, HYDRA_BODY_TIMEOUT, HYDRA_IDLE_TIMEOUT, HYDRA_GRPC_* (see
@@ -66,6 +66,9 @@ class GatewayConfig:
     # Seconds a gRPC subscription or streaming read may wait on a client that takes
     # nothing before it is cut off with UNAVAILABLE (docs/SUBSCRIPTIONS.md).
     stall_timeout: float = 30.0
+    # Longest time the gateway's request counts wait before they reach the shared
+    # metrics files that other gateways' scrapes read (its own scrapes flush first).
+    metrics_flush: float = 0.1
     loop: Loop = "uvloop"
     log_level: LogLevel = "info"
     access_log: bool = False
@@ -105,6 +108,7 @@ class GatewayConfig:
             ("shutdown grace", self.shutdown_grace, 3600),
             ("SSE heartbeat", self.sse_heartbeat, 3600),
             ("stall timeout", self.stall_timeout, 3600),
+            ("metrics flush interval", self.metrics_flush, 3600),
         ):
             if type(value) not in (int, float) or not 0 < value <= top:
                 raise InvalidArgument(f"{what} must be seconds in (0, {top}], got {value!r}")
@@ -163,6 +167,7 @@ class GatewayConfig:
             sse_heartbeat=_number(args.sse_heartbeat, float, "--sse-heartbeat"),
             subscriber_buffer=int(_number(args.subscriber_buffer, int, "--subscriber-buffer")),
             stall_timeout=_number(args.stall_timeout, float, "--stall-timeout"),
+            metrics_flush=_number(args.metrics_flush, float, "--metrics-flush"),
             loop=args.loop,
             log_level=args.log_level,
             access_log=_flag(args.access_log, "--access-log"),
@@ -293,6 +298,10 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                    help="a gRPC subscription or streaming read whose client takes nothing "
                         "for this long is cut off with UNAVAILABLE (default 30) "
                         "[HYDRA_STALL_TIMEOUT]")
+    p.add_argument("--metrics-flush", default=env.get("HYDRA_METRICS_FLUSH", "0.1"),
+                   metavar="SECONDS",
+                   help="longest wait of this gateway's request counts before other "
+                        "gateways' /metrics show them (default 0.1) [HYDRA_METRICS_FLUSH]")
     p.add_argument("--loop", choices=("uvloop", "asyncio"),
                    default=env.get("HYDRA_LOOP", "uvloop"), help="[HYDRA_LOOP]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),

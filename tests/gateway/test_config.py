@@ -26,6 +26,9 @@ def test_defaults_and_environment(tmp_path):
     assert c.stall_timeout == 30
     assert GatewayConfig.from_args([], {"HYDRA_DATA": str(tmp_path),
                                         "HYDRA_STALL_TIMEOUT": "2.5"}).stall_timeout == 2.5
+    assert c.metrics_flush == 0.1
+    assert GatewayConfig.from_args(["--metrics-flush", "2"], {
+        "HYDRA_DATA": str(tmp_path), "HYDRA_METRICS_FLUSH": "5"}).metrics_flush == 2
 
 
 @pytest.mark.parametrize("argv, words", [
@@ -50,6 +53,8 @@ def test_defaults_and_environment(tmp_path):
     (["--data", "d", "--stall-timeout", "0"], "stall timeout"),
     (["--data", "d", "--stall-timeout", "inf"], "stall timeout"),
     (["--data", "d", "--stall-timeout", "soon"], "--stall-timeout"),
+    (["--data", "d", "--metrics-flush", "0"], "metrics flush interval"),
+    (["--data", "d", "--metrics-flush", "often"], "--metrics-flush"),
 ])
 def test_bad_options(argv, words):
     with pytest.raises(InvalidArgument, match=words):
