@@ -353,7 +353,8 @@ class AsyncHydraClient:
         return [s for s in map(snapshot_from_message, r.snapshots) if s is not None]
 
     async def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Remove the stream's snapshot; False when it had none (not retried)."""
+        """Remove the stream's kept snapshots (all of them); False when it had none
+        (not retried)."""
         request = pb.DeleteSnapshotRequest(stream_id=check_stream_id(stream_id))
         r = await self._call("DeleteSnapshot", request, False, self._timeout(timeout), stream_id)
         self._saw(r.committed_position)

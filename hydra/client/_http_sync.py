@@ -300,7 +300,8 @@ class HttpClient:
         return [snapshot_from_json(d) for d in doc["snapshots"]]
 
     def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Remove the stream's snapshot; False when it had none (not retried)."""
+        """Remove the stream's kept snapshots (all of them); False when it had none
+        (not retried)."""
         path = msg.snapshot_path(stream_id)
         doc = self._request("DELETE", path, False, self._timeout(timeout), stream_id,
                             absent=True)

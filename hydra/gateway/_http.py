@@ -5,9 +5,10 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     POST   /streams/{id}    append one event or an atomic batch    -> 201
     GET    /streams/{id}    read a stream, NDJSON                   -> 200 | 404
     DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
-    PUT    /streams/{id}/snapshot   save the stream's snapshot      -> 200 | 400
-    GET    /streams/{id}/snapshot   its newest snapshot, JSON       -> 200 | 404
-    DELETE /streams/{id}/snapshot   remove it                       -> 200 | 404
+    PUT    /streams/{id}/snapshot   save a snapshot of the stream   -> 200 | 400
+    GET    /streams/{id}/snapshot   its newest kept (?max_version=) -> 200 | 404
+    DELETE /streams/{id}/snapshot   remove every kept one           -> 200 | 404
+    GET    /streams/{id}/snapshots  the kept ones, oldest first     -> 200
     PUT    /streams/{id}/metadata   set the stream's metadata       -> 200 | 400
     GET    /streams/{id}/metadata   the stream's metadata, JSON     -> 200
     GET    /all             read all streams in log order, NDJSON   -> 200

@@ -613,7 +613,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "summary": "Reclaim the disk space of removed records; positions stay",
                     "description": "The writer scavenges its closed segments: events of "
                                    "deleted streams (but each deleted incarnation's first) "
-                                   "and superseded snapshots give their disk blocks back; "
+                                   "and snapshots no longer kept give their disk blocks back; "
                                    "every other record keeps its position, and reads return "
                                    "what they did before. Answers when it is done (progress "
                                    "meanwhile: `writer.scavenge` in /health). Needs the "

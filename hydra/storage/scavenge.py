@@ -583,7 +583,7 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(
         prog="hydra scavenge",
         description="Give back the disk space of deleted streams' events, events hidden "
-                    "by retention rules and superseded snapshots in closed segments; every other record keeps its position. "
+                    "by retention rules and snapshots no longer kept in closed segments; every other record keeps its position. "
                     "For a stopped store; a running one scavenges through POST "
                     "/admin/scavenge or the Scavenge RPC.")
     parser.add_argument("directory", help="the data directory")
