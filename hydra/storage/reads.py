@@ -26,6 +26,7 @@ from hydra.storage.format import (
     ENVELOPE_VERSION,
     KIND_EVENT,
     RECORD_HEADER,
+    SNAPSHOT_REMOVED,
     RecordedEvent,
     Snapshot,
     StreamMetadata,
@@ -133,8 +134,14 @@ class ReadSide:
             check_max_version(max_version)
         key = self._key(stream_id)
         self._before_read()
-        for entry in self._kept_snapshots(key):
-            if max_version is None or entry[2] <= max_version:
+        inc, entries = self._snapshot_entries(key)
+        if max_version is None:
+            # The newest record decides (no walk): a save of this incarnation or none.
+            if entries and entries[0][1] == inc and entries[0][2] != SNAPSHOT_REMOVED:
+                return self._snapshot_at(entries[0][0])
+            return None
+        for entry in kept(entries, inc):
+            if entry[2] <= max_version:
                 snap = self._snapshot_at(entry[0])
                 if snap is not None:
                     return snap
@@ -145,29 +152,43 @@ class ReadSide:
         first (at most ``snapshot_history.KEPT``; empty when it has none)."""
         key = self._key(stream_id)
         self._before_read()
-        out = [self._snapshot_at(entry[0]) for entry in self._kept_snapshots(key)]
+        inc, entries = self._snapshot_entries(key)
+        out = [self._snapshot_at(entry[0]) for entry in kept(entries, inc)]
         out.reverse()
         return [s for s in out if s is not None]
 
-    def _kept_snapshots(self, key: bytes) -> list[Entry]:
-        """Index entries of the stream's kept snapshots as of this read, newest first."""
+    def _snapshot_entries(self, key: bytes) -> tuple[int, list[Entry]]:
+        """(the stream's live incarnation, -1 for none; its snapshot records, newest
+        first) as of this read."""
         as_of = self._bounds()[0]
-        inc, count, new = self._stream(key, as_of)
-        if not count:
-            if not new:
-                return []
-            inc = new[0]  # an incarnation that began in the tail
         tail = self._tail
-        pending = None if tail is None else tail.snapshots.get(key)
+        st = pending = None
+        if tail is not None:
+            st = tail.streams.get(key)
+            pending = tail.snapshots.get(key)
         pindex = self._pindex
         stored: list[Entry] = []
         try:
-            if pindex is not None:
+            if st is None:
+                if pindex is None:
+                    return -1, []
+                # One read transaction for the stream and its snapshot records.
                 with pindex.env.begin() as txn:
+                    inc, count, _ = pindex.stream_at(txn, key, as_of)
+                    if not count:
+                        return -1, []
                     stored = pindex.snapshots_at(txn, key, as_of)
+            else:
+                # An incarnation that began in the tail is named by its first event.
+                inc = st.inc if st.base else (st.positions[0] if st.positions else -1)
+                if inc < 0:
+                    return -1, []
+                if pindex is not None:
+                    with pindex.env.begin() as txn:
+                        stored = pindex.snapshots_at(txn, key, as_of)
         except lmdb.Error as exc:
             raise _read_error(self, exc) from None
-        return kept(stored if pending is None else newest_first(pending, stored), inc)
+        return inc, stored if pending is None else newest_first(pending, stored)
 
     def _snapshot_at(self, position: int) -> Snapshot | None:
         """The snapshot record at ``position`` (None: scavenged, as of an older position)."""
