@@ -13,7 +13,9 @@ aggregate's state with ``store.save_snapshot(stream_id, version, state)``::
         store.save_snapshot(stream, r.version, encode(state))
 
 Loading is then ``store.load_snapshot(stream)`` plus
-``store.read_stream(stream, from_version=snapshot.version + 1)``.
+``store.read_stream(stream, from_version=snapshot.version + 1)``; the state as of
+an older version ``n``: ``store.load_snapshot(stream, max_version=n)`` plus the
+events after it up to ``n`` (the newest 4 snapshot versions are kept).
 """
 
 from __future__ import annotations

@@ -320,8 +320,9 @@ class Store(ReadSide):
         """Save ``state`` as the stream's snapshot as of ``version`` (durable like an append).
 
         ``version`` must be an existing version of the stream's current incarnation.
-        Newest version wins: a version older than the stored snapshot's writes nothing
-        and returns the stored one's position (``written`` False).
+        The newest ``snapshot_history.KEPT`` (4) versions are kept. Newest version
+        wins: a version older than the newest kept snapshot's writes nothing and
+        returns that one's position (``written`` False); the same version replaces it.
         """
         with self._lock:
             if self._closed or self._group.failure is not None:
@@ -333,7 +334,7 @@ class Store(ReadSide):
         return saved
 
     def delete_snapshot(self, stream_id: str) -> bool:
-        """Remove the stream's snapshot; False when it had none."""
+        """Remove the stream's kept snapshots (all of them); False when it had none."""
         with self._lock:
             if self._closed or self._group.failure is not None:
                 self._raise_unusable()
@@ -382,7 +383,7 @@ class Store(ReadSide):
         surviving record keeps its position (``hydra.storage.scavenge``).
 
         Removes the events of deleted streams (but the first of each deleted
-        incarnation) and superseded snapshots. Appends and reads go on meanwhile;
+        incarnation) and snapshots no longer kept. Appends and reads go on meanwhile;
         one scavenge runs at a time (a second call waits for the first).
         """
         with self._lock:

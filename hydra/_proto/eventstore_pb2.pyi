@@ -227,12 +227,14 @@ class SaveSnapshotResponse(_message.Message):
     def __init__(self, position: _Optional[int] = ..., version: _Optional[int] = ..., written: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...
 
 class LoadSnapshotRequest(_message.Message):
-    __slots__ = ("stream_id", "min_position")
+    __slots__ = ("stream_id", "min_position", "max_version")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    MAX_VERSION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     min_position: int
-    def __init__(self, stream_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+    max_version: int
+    def __init__(self, stream_id: _Optional[str] = ..., min_position: _Optional[int] = ..., max_version: _Optional[int] = ...) -> None: ...
 
 class LoadSnapshotResponse(_message.Message):
     __slots__ = ("found", "stream_id", "version", "state", "snapshot_type", "position", "timestamp_us")
@@ -251,6 +253,20 @@ class LoadSnapshotResponse(_message.Message):
     position: int
     timestamp_us: int
     def __init__(self, found: _Optional[bool] = ..., stream_id: _Optional[str] = ..., version: _Optional[int] = ..., state: _Optional[bytes] = ..., snapshot_type: _Optional[str] = ..., position: _Optional[int] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
+
+class ListSnapshotsRequest(_message.Message):
+    __slots__ = ("stream_id", "min_position")
+    STREAM_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    stream_id: str
+    min_position: int
+    def __init__(self, stream_id: _Optional[str] = ..., min_position: _Optional[int] = ...) -> None: ...
+
+class ListSnapshotsResponse(_message.Message):
+    __slots__ = ("snapshots",)
+    SNAPSHOTS_FIELD_NUMBER: _ClassVar[int]
+    snapshots: _containers.RepeatedCompositeFieldContainer[LoadSnapshotResponse]
+    def __init__(self, snapshots: _Optional[_Iterable[_Union[LoadSnapshotResponse, _Mapping]]] = ...) -> None: ...
 
 class DeleteSnapshotRequest(_message.Message):
     __slots__ = ("stream_id",)

@@ -114,6 +114,11 @@ class EventStoreStub:
                 request_serializer=eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
                 response_deserializer=eventstore__pb2.DeleteSnapshotResponse.FromString,
                 _registered_method=True)
+        self.ListSnapshots = channel.unary_unary(
+                '/eventstore.EventStore/ListSnapshots',
+                request_serializer=eventstore__pb2.ListSnapshotsRequest.SerializeToString,
+                response_deserializer=eventstore__pb2.ListSnapshotsResponse.FromString,
+                _registered_method=True)
         self.AppendMulti = channel.unary_unary(
                 '/eventstore.EventStore/AppendMulti',
                 request_serializer=eventstore__pb2.AppendMultiRequest.SerializeToString,
@@ -260,24 +265,34 @@ class EventStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SaveSnapshot(self, request, context):
-        """Snapshots: one per stream incarnation, the newest version wins. Saved through
-        the writer like an append (durable when acknowledged); never returned by reads
-        or subscriptions. INVALID_ARGUMENT when the version is not an existing version
-        of the stream's current incarnation, or the state is over the event-size limit.
+        """Snapshots: the newest 4 versions are kept per stream incarnation; a save of a
+        version older than the newest kept one writes nothing, one of the same version
+        replaces it. Saved through the writer like an append (durable when
+        acknowledged); never returned by reads or subscriptions. INVALID_ARGUMENT when
+        the version is not an existing version of the stream's current incarnation,
+        or the state is over the event-size limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def LoadSnapshot(self, request, context):
-        """The newest snapshot of the stream's current incarnation (`found` false: none).
+        """The newest kept snapshot of the stream's current incarnation, or with
+        `max_version` the newest whose version is at most that (`found` false: none).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSnapshot(self, request, context):
-        """Remove the stream's snapshot (`deleted` false: it had none).
+        """Remove the stream's kept snapshots, all of them (`deleted` false: it had none).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSnapshots(self, request, context):
+        """The kept snapshots of the stream's current incarnation, oldest first.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -437,6 +452,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.DeleteSnapshot,
                     request_deserializer=eventstore__pb2.DeleteSnapshotRequest.FromString,
                     response_serializer=eventstore__pb2.DeleteSnapshotResponse.SerializeToString,
+            ),
+            'ListSnapshots': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSnapshots,
+                    request_deserializer=eventstore__pb2.ListSnapshotsRequest.FromString,
+                    response_serializer=eventstore__pb2.ListSnapshotsResponse.SerializeToString,
             ),
             'AppendMulti': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendMulti,
@@ -911,6 +931,33 @@ class EventStore:
             '/eventstore.EventStore/DeleteSnapshot',
             eventstore__pb2.DeleteSnapshotRequest.SerializeToString,
             eventstore__pb2.DeleteSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSnapshots(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventstore.EventStore/ListSnapshots',
+            eventstore__pb2.ListSnapshotsRequest.SerializeToString,
+            eventstore__pb2.ListSnapshotsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,7 +13,7 @@
 ``AsyncHttpClient`` are their asyncio twins. All four have the methods of
 ``hydra.Store`` (``append``, ``append_events``, ``read_stream``, ``read_all``,
 ``stream_version``, ``delete_stream``, ``save_snapshot``, ``load_snapshot``,
-``delete_snapshot``, ``set_stream_metadata``, ``get_stream_metadata``, ``close``)
+``list_snapshots``, ``delete_snapshot``, ``set_stream_metadata``, ``get_stream_metadata``, ``close``)
 with the same arguments,
 results and exceptions, plus ``subscribe_to_all``, ``subscribe_to_stream`` and
 ``health``. See docs/CLIENT.md.

@@ -37,6 +37,7 @@ from hydra.client._model import (
     health_from_message,
     idempotent,
     metadata_from_message,
+    check_max_version,
     snapshot_from_message,
     stream_page_from_message,
 )
@@ -333,16 +334,27 @@ class AsyncHydraClient:
         self._saw(r.committed_position)
         return SnapshotSaved(r.position, r.version, r.written)
 
-    async def load_snapshot(self, stream_id: str, *,
+    async def load_snapshot(self, stream_id: str, max_version: int | None = None, *,
                       timeout: float | None = None) -> Snapshot | None:
-        """The newest snapshot of the stream's current incarnation, or None."""
+        """The newest kept snapshot of the stream's current incarnation, or with
+        ``max_version`` the newest whose version is at most that; None when none."""
         request = pb.LoadSnapshotRequest(stream_id=check_stream_id(stream_id),
-                                         min_position=self._min_position())
+                                         min_position=self._min_position(),
+                                         max_version=check_max_version(max_version))
         r = await self._call("LoadSnapshot", request, True, self._timeout(timeout), stream_id)
         return snapshot_from_message(r)
 
+    async def list_snapshots(self, stream_id: str, *,
+                       timeout: float | None = None) -> list[Snapshot]:
+        """The kept snapshots of the stream's current incarnation, oldest first."""
+        request = pb.ListSnapshotsRequest(stream_id=check_stream_id(stream_id),
+                                          min_position=self._min_position())
+        r = await self._call("ListSnapshots", request, True, self._timeout(timeout), stream_id)
+        return [s for s in map(snapshot_from_message, r.snapshots) if s is not None]
+
     async def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Remove the stream's snapshot; False when it had none (not retried)."""
+        """Remove the stream's kept snapshots (all of them); False when it had none
+        (not retried)."""
         request = pb.DeleteSnapshotRequest(stream_id=check_stream_id(stream_id))
         r = await self._call("DeleteSnapshot", request, False, self._timeout(timeout), stream_id)
         self._saw(r.committed_position)

@@ -71,6 +71,10 @@ def snapshot_path(stream_id: str) -> str:
     return stream_path(stream_id) + "/snapshot"
 
 
+def snapshots_path(stream_id: str) -> str:
+    return stream_path(stream_id) + "/snapshots"
+
+
 def snapshot_body(version: int, state: bytes, snapshot_type: str) -> bytes:
     doc: dict[str, Any] = {"version": version, "state": _b64(state)}
     if snapshot_type:

@@ -41,6 +41,7 @@ from hydra.client._model import (
     idempotent,
     list_params,
     metadata_from_json,
+    check_max_version,
     snapshot_from_json,
     stream_page_from_json,
 )
@@ -276,17 +277,31 @@ class HttpClient:
         self._saw(doc)
         return SnapshotSaved(doc["position"], doc["version"], bool(doc["written"]))
 
-    def load_snapshot(self, stream_id: str, *,
+    def load_snapshot(self, stream_id: str, max_version: int | None = None, *,
                       timeout: float | None = None) -> Snapshot | None:
-        """The newest snapshot of the stream's current incarnation, or None."""
+        """The newest kept snapshot of the stream's current incarnation, or with
+        ``max_version`` the newest whose version is at most that; None when none."""
         path = msg.snapshot_path(stream_id)
-        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        params: dict[str, int] = {"min_position": self._seen} if self._ryw and self._seen else {}
+        top = check_max_version(max_version)
+        if top is not None:
+            params["max_version"] = top
         doc = self._request("GET", path, True, self._timeout(timeout), stream_id,
                             absent=True, params=params)
         return None if doc.get("found") is False else snapshot_from_json(doc)
 
+    def list_snapshots(self, stream_id: str, *,
+                       timeout: float | None = None) -> list[Snapshot]:
+        """The kept snapshots of the stream's current incarnation, oldest first."""
+        path = msg.snapshots_path(stream_id)
+        params = {"min_position": self._seen} if self._ryw and self._seen else {}
+        doc = self._request("GET", path, True, self._timeout(timeout), stream_id,
+                            params=params)
+        return [snapshot_from_json(d) for d in doc["snapshots"]]
+
     def delete_snapshot(self, stream_id: str, *, timeout: float | None = None) -> bool:
-        """Remove the stream's snapshot; False when it had none (not retried)."""
+        """Remove the stream's kept snapshots (all of them); False when it had none
+        (not retried)."""
         path = msg.snapshot_path(stream_id)
         doc = self._request("DELETE", path, False, self._timeout(timeout), stream_id,
                             absent=True)

@@ -215,6 +215,15 @@ def check_snapshot(version: object, state: object, snapshot_type: object) -> tup
     return version, check_bytes(state, "state"), check_text(snapshot_type, "snapshot_type")
 
 
+def check_max_version(value: object) -> int | None:
+    """The ``max_version`` of ``load_snapshot`` (None: the newest kept snapshot)."""
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= _MAX_POSITION:
+        raise InvalidArgument(f"max_version must be an integer from 0, got {value!r}")
+    return value
+
+
 def snapshot_from_message(m: pb.LoadSnapshotResponse) -> Snapshot | None:
     if not m.found:
         return None

@@ -358,8 +358,10 @@ class HydraProcessRecorder(HydraTrackingRecorder, HydraApplicationRecorder, Proc
 class HydraSnapshotRecorder(HydraRecorder, AggregateRecorder):
     """Snapshots (``purpose="snapshots"``) as Hydra snapshots of the aggregate's stream.
 
-    Hydra keeps the newest snapshot of a stream: a request for one at or below an
-    older version finds none, and the library then replays the events instead.
+    Hydra keeps the newest ``KEPT`` snapshots of a stream incarnation (by
+    version): a request for one at or below an older version than those finds
+    none, and the library then replays the events instead. A snapshot of a
+    version older than the newest kept one is not stored (the newest wins).
     """
 
     def __init__(self, backend: Any, events: HydraRecorder, **kwargs: Any) -> None:
@@ -386,14 +388,28 @@ class HydraSnapshotRecorder(HydraRecorder, AggregateRecorder):
         stream_id = str(originator_id)
         if limit is not None and limit <= 0:
             return []
-        with translate():
-            snap = self.backend.load_snapshot(stream_id)
-        if snap is None:
-            return []
         base = self._events._base(stream_id)
         if base is None:
             return []
-        v = snap.version + base
-        if (gt is not None and v <= gt) or (lte is not None and v > lte):
-            return []
-        return [StoredEvent(originator_id, v, snap.snapshot_type, snap.state)]
+        if desc and limit == 1:
+            # What the repository asks (the newest at or below a version): one load.
+            top = None if lte is None else lte - base
+            if top is not None and top < 0:
+                return []
+            with translate():
+                snap = self.backend.load_snapshot(stream_id, top)
+            snaps = [] if snap is None else [snap]
+        else:
+            with translate():
+                snaps = self.backend.list_snapshots(stream_id)
+            if desc:
+                snaps.reverse()
+        out = []
+        for snap in snaps:
+            v = snap.version + base
+            if (gt is not None and v <= gt) or (lte is not None and v > lte):
+                continue
+            out.append(StoredEvent(originator_id, v, snap.snapshot_type, snap.state))
+            if limit is not None and len(out) >= limit:
+                break
+        return out

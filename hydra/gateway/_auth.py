@@ -50,6 +50,7 @@ GRPC_ROLES: dict[str, Role | None] = {
     _SERVICE + "SaveSnapshot": "write",
     _SERVICE + "LoadSnapshot": "read",
     _SERVICE + "DeleteSnapshot": "write",
+    _SERVICE + "ListSnapshots": "read",
     # Multi-stream appends and tracking records.
     _SERVICE + "AppendMulti": "write",
     _SERVICE + "GetTracking": "read",

@@ -137,7 +137,10 @@ class Backend(Protocol):
         self, stream_id: str, version: int, state: bytes, snapshot_type: str
     ) -> SnapshotSaved: ...
 
-    def load_snapshot(self, stream_id: str) -> Snapshot | None: ...
+    def load_snapshot(self, stream_id: str,
+                      max_version: int | None = None) -> Snapshot | None: ...
+
+    def list_snapshots(self, stream_id: str) -> list[Snapshot]: ...
 
     async def delete_snapshot(self, stream_id: str) -> bool: ...
 
@@ -375,8 +378,12 @@ class ServerBackend:
         self._after_write()
         return saved
 
-    def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        return self._view.load_snapshot(stream_id)
+    def load_snapshot(self, stream_id: str,
+                      max_version: int | None = None) -> Snapshot | None:
+        return self._view.load_snapshot(stream_id, max_version)
+
+    def list_snapshots(self, stream_id: str) -> list[Snapshot]:
+        return self._view.list_snapshots(stream_id)
 
     async def delete_snapshot(self, stream_id: str) -> bool:
         deleted = await self._client.delete_snapshot(stream_id)

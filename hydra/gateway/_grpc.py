@@ -50,6 +50,7 @@ from hydra.gateway._subscriptions import (
     parse_filter,
 )
 from hydra.limits import Limits
+from hydra.storage.format import Snapshot
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.storage.retention import check_rules
 from hydra.readers.hub import Subscriber
@@ -97,6 +98,13 @@ def _unary(
             raise  # not reached: abort raises
 
     return rpc
+
+
+def _snapshot_message(snap: Snapshot) -> pb.LoadSnapshotResponse:
+    return pb.LoadSnapshotResponse(
+        found=True, stream_id=snap.stream_id, version=snap.version, state=snap.state,
+        snapshot_type=snap.snapshot_type, position=snap.position,
+        timestamp_us=round(snap.timestamp * 1e6))
 
 
 def _events(request: pb.AppendBatchRequest, limits: Limits) -> list[NewEvent]:
@@ -191,14 +199,23 @@ class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]
         self, request: pb.LoadSnapshotRequest, context: grpc.aio.ServicerContext
     ) -> pb.LoadSnapshotResponse:
         stream_id = check_stream_id(request.stream_id, self.limits)
+        max_version = None
+        if request.HasField("max_version"):
+            max_version = check_position(request.max_version, "max_version")
         await self._wait(check_position(request.min_position, "min_position"))
-        snap = self.backend.load_snapshot(stream_id)
+        snap = self.backend.load_snapshot(stream_id, max_version)
         if snap is None:
             return pb.LoadSnapshotResponse(found=False, stream_id=stream_id)
-        return pb.LoadSnapshotResponse(
-            found=True, stream_id=snap.stream_id, version=snap.version, state=snap.state,
-            snapshot_type=snap.snapshot_type, position=snap.position,
-            timestamp_us=round(snap.timestamp * 1e6))
+        return _snapshot_message(snap)
+
+    @_unary
+    async def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListSnapshotsResponse:
+        stream_id = check_stream_id(request.stream_id, self.limits)
+        await self._wait(check_position(request.min_position, "min_position"))
+        return pb.ListSnapshotsResponse(
+            snapshots=[_snapshot_message(s) for s in self.backend.list_snapshots(stream_id)])
 
     @_unary
     async def DeleteSnapshot(

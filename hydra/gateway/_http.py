@@ -5,9 +5,10 @@ Endpoints (docs/HTTP_API.md, and ``GET /openapi.json``)::
     POST   /streams/{id}    append one event or an atomic batch    -> 201
     GET    /streams/{id}    read a stream, NDJSON                   -> 200 | 404
     DELETE /streams/{id}    soft-delete a stream                    -> 200 | 404
-    PUT    /streams/{id}/snapshot   save the stream's snapshot      -> 200 | 400
-    GET    /streams/{id}/snapshot   its newest snapshot, JSON       -> 200 | 404
-    DELETE /streams/{id}/snapshot   remove it                       -> 200 | 404
+    PUT    /streams/{id}/snapshot   save a snapshot of the stream   -> 200 | 400
+    GET    /streams/{id}/snapshot   its newest kept (?max_version=) -> 200 | 404
+    DELETE /streams/{id}/snapshot   remove every kept one           -> 200 | 404
+    GET    /streams/{id}/snapshots  the kept ones, oldest first     -> 200
     PUT    /streams/{id}/metadata   set the stream's metadata       -> 200 | 400
     GET    /streams/{id}/metadata   the stream's metadata, JSON     -> 200
     GET    /all             read all streams in log order, NDJSON   -> 200
@@ -62,11 +63,13 @@ from hydra.gateway._requests import (
     parse_read_query,
     parse_metadata,
     parse_snapshot,
+    parse_snapshot_query,
     query_int,
 )
 from hydra.gateway._console import console_routes
 from hydra.gateway._subscriptions import Subscriptions, parse_sse_query
 from hydra.limits import Limits
+from hydra.storage.format import Snapshot
 from hydra.storage.listing import StreamPage
 
 log = logging.getLogger("hydra.gateway")
@@ -83,6 +86,17 @@ SSE = "text/event-stream"
 
 def _json(status: int, doc: object) -> Response:
     return Response(orjson.dumps(doc), status, media_type=JSON)
+
+
+def _snapshot_doc(snap: Snapshot) -> dict[str, object]:
+    return {
+        "streamId": snap.stream_id,
+        "version": snap.version,
+        "state": base64.b64encode(snap.state).decode(),
+        "snapshotType": snap.snapshot_type,
+        "position": snap.position,
+        "timestamp": snap.timestamp,
+    }
 
 
 def _error(exc: BaseException) -> Response:
@@ -238,22 +252,24 @@ class HttpApi:
 
     async def load_snapshot(self, request: Request) -> Response:
         stream_id = _stream_id(request, self.limits)
-        q = parse_read_query(request.query_params.multi_items(), self.limits, "version")
-        if q.start is not None or q.limit is not None or q.backward:
-            raise InvalidArgument("a snapshot read accepts only min_position")
-        await self._wait(q)
-        snap = self.backend.load_snapshot(stream_id)
+        q = parse_snapshot_query(request.query_params.multi_items(), max_version=True)
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+        snap = self.backend.load_snapshot(stream_id, q.max_version)
         if snap is None:
-            return _json(404, {"error": f"stream {stream_id!r} has no snapshot",
+            below = "" if q.max_version is None else f" at or below version {q.max_version}"
+            return _json(404, {"error": f"stream {stream_id!r} has no snapshot{below}",
                                "type": "snapshot_not_found", "streamId": stream_id})
-        return _json(200, {
-            "streamId": snap.stream_id,
-            "version": snap.version,
-            "state": base64.b64encode(snap.state).decode(),
-            "snapshotType": snap.snapshot_type,
-            "position": snap.position,
-            "timestamp": snap.timestamp,
-        })
+        return _json(200, _snapshot_doc(snap))
+
+    async def list_snapshots(self, request: Request) -> Response:
+        stream_id = _stream_id(request, self.limits)
+        q = parse_snapshot_query(request.query_params.multi_items(), max_version=False)
+        if q.min_position:
+            await self.backend.wait_for(q.min_position)
+        snaps = self.backend.list_snapshots(stream_id)
+        return _json(200, {"streamId": stream_id,
+                           "snapshots": [_snapshot_doc(s) for s in snaps]})
 
     async def delete_snapshot(self, request: Request) -> Response:
         stream_id = _stream_id(request, self.limits)
@@ -455,10 +471,12 @@ def build_app(
     ``before_scrape`` first (the gateway flushes its counts into its series)."""
     api = HttpApi(backend, max_request_size, name, subscriptions, before_scrape)
     routes = [
-        # Before the stream route, whose path would swallow ".../snapshot"
+        # Before the stream route, whose path would swallow ".../snapshot(s)"
         # (stream IDs cannot contain "/", so no stream is hidden by it).
         _methods("/streams/{stream_id:path}/snapshot", GET=api.load_snapshot,
                  PUT=api.save_snapshot, DELETE=api.delete_snapshot, route=_OwnPath),
+        _methods("/streams/{stream_id:path}/snapshots", GET=api.list_snapshots,
+                 route=_OwnPath),
         _methods("/streams/{stream_id:path}/metadata", GET=api.get_stream_metadata,
                  PUT=api.set_stream_metadata, route=_OwnPath),
         # One route for the three methods: with three, a 405 would list only the

@@ -264,10 +264,12 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "operationId": "saveSnapshot",
                     "summary": "Save the stream's snapshot as of one of its versions",
                     "description": (
-                        "One snapshot per stream incarnation: a delete of the stream ends "
-                        "it. Newest version wins: saving a version older than the stored "
-                        "snapshot's writes nothing (`written` false). Durable when answered, "
-                        "like an append; never returned by reads or subscriptions."
+                        "The newest 4 versions are kept per stream incarnation (a delete "
+                        "of the stream ends them). Newest version wins: saving a version "
+                        "older than the newest kept snapshot's writes nothing (`written` "
+                        "false); saving the same version replaces it. Durable when "
+                        "answered, like an append; never returned by reads or "
+                        "subscriptions."
                     ),
                     "requestBody": {
                         "required": True,
@@ -294,8 +296,11 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                 },
                 "get": {
                     "operationId": "loadSnapshot",
-                    "summary": "The newest snapshot of the stream's current incarnation",
-                    "parameters": [_MIN_POSITION],
+                    "summary": "The newest kept snapshot of the stream's current "
+                               "incarnation (at or below `max_version` when given)",
+                    "parameters": [_MIN_POSITION, _query(
+                        "max_version", "The newest kept snapshot whose version is at most "
+                        "this (absent: the newest).", _POSITION)],
                     "responses": {
                         "200": {
                             "description": "The snapshot.",
@@ -304,13 +309,15 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                             }},
                         },
                         "400": _INVALID,
-                        "404": _error_response("The stream has no snapshot."),
+                        "404": _error_response(
+                            "The stream has no snapshot (at or below `max_version`)."),
                         "503": _UNAVAILABLE,
                     },
                 },
                 "delete": {
                     "operationId": "deleteSnapshot",
-                    "summary": "Remove the stream's snapshot (its events stay)",
+                    "summary": "Remove the stream's kept snapshots, all of them (its "
+                               "events stay)",
                     "responses": {
                         "200": {
                             "description": "Removed.",
@@ -322,6 +329,31 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         },
                         "400": _INVALID,
                         "404": _error_response("The stream has no snapshot."),
+                        "503": _UNAVAILABLE,
+                    },
+                },
+            },
+            "/streams/{streamId}/snapshots": {
+                "parameters": [_stream_id(limits)],
+                "get": {
+                    "operationId": "listSnapshots",
+                    "summary": "The kept snapshots of the stream's current incarnation, "
+                               "oldest first",
+                    "parameters": [_MIN_POSITION],
+                    "responses": {
+                        "200": {
+                            "description": "The kept snapshots (none: an empty list).",
+                            "content": {"application/json": {"schema": {
+                                "type": "object",
+                                "required": ["streamId", "snapshots"],
+                                "properties": {
+                                    "streamId": {"type": "string"},
+                                    "snapshots": {"type": "array", "items": {
+                                        "$ref": "#/components/schemas/Snapshot"}},
+                                },
+                            }}},
+                        },
+                        "400": _INVALID,
                         "503": _UNAVAILABLE,
                     },
                 },
@@ -581,7 +613,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                     "summary": "Reclaim the disk space of removed records; positions stay",
                     "description": "The writer scavenges its closed segments: events of "
                                    "deleted streams (but each deleted incarnation's first) "
-                                   "and superseded snapshots give their disk blocks back; "
+                                   "and snapshots no longer kept give their disk blocks back; "
                                    "every other record keeps its position, and reads return "
                                    "what they did before. Answers when it is done (progress "
                                    "meanwhile: `writer.scavenge` in /health). Needs the "
@@ -748,7 +780,7 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                                  "description": "Of the stored snapshot's record."},
                     "version": {"type": "integer", "description": "Of the stored snapshot."},
                     "written": {"type": "boolean",
-                                "description": "false: a newer version was stored already."},
+                                "description": "false: a newer version is kept already."},
                     "committedPosition": {"type": "integer"},
                 },
             },

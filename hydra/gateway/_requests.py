@@ -356,6 +356,30 @@ def parse_read_query(items: list[tuple[str, str]], limits: Limits, start_name: s
     return ReadQuery(start, limit, direction == "backward", min_position)
 
 
+SNAPSHOT_PARAMS = ("min_position", "max_version")
+
+
+class SnapshotQuery(NamedTuple):
+    """``?min_position=&max_version=`` of the snapshot reads (max_version: GET .../snapshot)."""
+
+    min_position: int
+    max_version: int | None
+
+
+def parse_snapshot_query(items: list[tuple[str, str]], *, max_version: bool) -> SnapshotQuery:
+    """Parse the query of ``GET /streams/{id}/snapshot`` (``max_version`` True) or
+    ``GET /streams/{id}/snapshots``."""
+    values = query_values(items, SNAPSHOT_PARAMS if max_version else SNAPSHOT_PARAMS[:1])
+    min_position = 0
+    if "min_position" in values:
+        min_position = check_position(query_int(values["min_position"], "min_position"),
+                                      "min_position")
+    top = None
+    if "max_version" in values:
+        top = check_position(query_int(values["max_version"], "max_version"), "max_version")
+    return SnapshotQuery(min_position, top)
+
+
 def query_int(text: str, what: str) -> int:
     """A decimal integer from a query string or header (sign allowed, 20 digits at most)."""
     # Bounded length before int(): a megabyte of digits must not cost seconds.

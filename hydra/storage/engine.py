@@ -25,6 +25,7 @@ from hydra.storage.indexer import WriterIndex
 from hydra.storage.log import LogWriter
 from hydra.storage.retention import check_rules
 from hydra.storage.segments import SegmentSet
+from hydra.storage.snapshot_history import kept
 from hydra.errors import (
     CorruptLog,
     InvalidArgument,
@@ -62,8 +63,9 @@ class AppendResult(NamedTuple):
 class SnapshotSaved(NamedTuple):
     """Where a snapshot landed.
 
-    Newest version wins: saving a version older than the stored snapshot's writes
-    nothing (``written`` False) and returns the stored snapshot's position and version.
+    Newest version wins: saving a version older than the newest kept snapshot's
+    writes nothing (``written`` False) and returns that snapshot's position and
+    version.
     """
 
     position: int
@@ -552,10 +554,9 @@ class Engine:
         return (st.inc if st.base else st.positions[0]), count
 
     def _live_snapshot(self, key: bytes, inc: int) -> tuple[int, int, int] | None:
-        entry = self.index.snapshot(key)
-        if entry is None or entry[2] == SNAPSHOT_REMOVED or entry[1] != inc or inc < 0:
-            return None
-        return entry
+        """The newest kept snapshot of incarnation ``inc`` (None: none)."""
+        found = kept(self.index.snapshots(key), inc)
+        return found[0] if found else None
 
     def save_snapshot(
         self, stream_id: str, version: int, state: bytes, snapshot_type: str = ""
@@ -598,7 +599,8 @@ class Engine:
         return SnapshotSaved(position, version, True)
 
     def delete_snapshot(self, stream_id: str) -> int | None:
-        """Write a removal record for the stream's snapshot; its position, or None if none."""
+        """Write a removal record for the stream's kept snapshots (all of them);
+        its position, or None if it had none."""
         key = self.stream_key(stream_id)
         inc, _ = self._incarnation(key)
         if self._live_snapshot(key, inc) is None:

@@ -123,7 +123,7 @@ class RecordedEvent(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """The newest snapshot of a stream: its state as of ``version``."""
+    """A snapshot of a stream: its state as of ``version``."""
 
     stream_id: str
     version: int  # version of the last event the state includes

@@ -40,6 +40,10 @@ from hydra.storage.format import (
     Buffer,
 )
 from hydra.storage.persistent import TOMB
+from hydra.storage.snapshot_history import KEPT, Entry, trim
+
+# A stream's pending snapshot entries are trimmed when they grow past this.
+_TRIM_AT = 4 * KEPT
 
 
 class StreamState:
@@ -96,9 +100,10 @@ class Index:
         self.event_count = 0  # change in the number of events in live streams
         self.stream_delta = 0  # change in the number of live streams
         self.tombstone_count = 0
-        # stream key -> (position, incarnation, version) of its newest snapshot
-        # record here (version -1: a removal record).
-        self.snapshots: dict[bytes, tuple[int, int, int]] = {}
+        # stream key -> (position, incarnation, version) of its snapshot records
+        # here, oldest first (version -1: a removal record), trimmed to what
+        # readers need (``snapshot_history.trim``).
+        self.snapshots: dict[bytes, list[Entry]] = {}
         self.snapshot_count = 0
         # stream key -> (position, max count, max age, truncate before) of its newest
         # stream metadata record here (-1: a rule that is unset).
@@ -169,7 +174,15 @@ class Index:
 
     def add_snapshot(self, key: bytes, position: int, incarnation: int, version: int) -> None:
         """Record a snapshot (or removal) record of stream ``key`` at ``position``."""
-        self.snapshots[key] = (position, incarnation, version)
+        entries = self.snapshots.get(key)
+        if entries is None:
+            self.snapshots[key] = [(position, incarnation, version)]
+        else:
+            entries.append((position, incarnation, version))
+            if len(entries) > _TRIM_AT:
+                # Many saves of one stream between flushes (or in a long log scan):
+                # keep what readers need, oldest first.
+                entries[:] = trim(entries[::-1])[::-1]
         self.snapshot_count += 1
 
     def add_metadata(self, key: bytes, position: int, rules: tuple[int, int, int]) -> None:

@@ -30,6 +30,7 @@ from hydra.storage.persistent import (
     id_dbkey,
 )
 from hydra.storage.segments import SegmentSet
+from hydra.storage.snapshot_history import Entry, newest_first
 
 log = logging.getLogger("hydra.storage")
 _pack_key64 = KEY_U64.pack
@@ -142,12 +143,12 @@ class WriterIndex:
             return None
         return self.ordinal_base() + i + 1
 
-    def snapshot(self, key: bytes) -> tuple[int, int, int] | None:
-        """(position, incarnation, version) of the stream's newest snapshot record, or None."""
-        entry = self.pending.snapshots.get(key)
-        if entry is None:
-            entry = self.persistent.snapshot_at(self._txn, key, LATEST)
-        return entry
+    def snapshots(self, key: bytes) -> list[Entry]:
+        """(position, incarnation, version) of the stream's snapshot records, written
+        or not, newest first (``snapshot_history``)."""
+        stored = self.persistent.snapshots_at(self._txn, key, LATEST)
+        pending = self.pending.snapshots.get(key)
+        return stored if pending is None else newest_first(pending, stored)
 
     def counts(self) -> tuple[int, int]:
         """(live events, live streams), written or not."""

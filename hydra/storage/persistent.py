@@ -8,7 +8,7 @@ commit loop, in one LMDB transaction per flush.
 
 Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in values)::
 
-    meta     b"format"     b"hydra-index 3"
+    meta     b"format"     b"hydra-index 4"
              b"segment"    <Q segment size of the log it indexes
              b"covered"    <Q log position it covers: every record before it is in
                            the index, nothing at or after it is
@@ -30,10 +30,13 @@ Layout (integers: ``>`` big-endian in keys so they sort, ``<`` little-endian in 
     ids      >Q incarnation + event ID -> <Q version
     all      >Q position of the chunk's first event -> <q positions of up to 64
                            events in log order
-    snaps    stream key -> <qqq (position, incarnation, version) of the stream's
-                           newest snapshot record, then of the one before it
-                           (version -1: a removal record); a reader as of a
-                           position before the newest uses the one before
+    snaps    stream key -> <qqq (position, incarnation, version) per snapshot
+                           record of the stream, newest first (version -1: a
+                           removal record): the ones that readers as of the
+                           newest record, or of a record behind it, need to
+                           choose their kept snapshots exactly (at most
+                           KEPT + 1 of them and the removal records that end
+                           the choice: ``hydra.storage.snapshot_history``)
     smeta    stream key -> <qqqq (position, max count, max age, truncate before) of
                            the stream's newest stream metadata record (-1: a rule
                            unset), then of the one before it, as ``snaps``
@@ -74,12 +77,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
 
+from hydra.storage.snapshot_history import newest_first, trim
 
 if TYPE_CHECKING:
     from hydra.storage.index import Index, StreamState
 
 INDEX_DIR = "index"
-FORMAT = b"hydra-index 3"
+# Format 4: ``snaps`` holds a snapshot history per stream (format 3 held the
+# newest two records; an index of it is rebuilt from the log on open).
+FORMAT = b"hydra-index 4"
 CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # Virtual size of the map; LMDB grows the file as it fills (the file is never
 # this large), and readers need not follow a resize.
@@ -447,19 +453,18 @@ class PersistentIndex:
             count = self._count_before(txn, inc, count, as_of)
         return Incarnation(inc, count, bytes(history))
 
-    def snapshot_at(
+    def snapshots_at(
         self, txn: lmdb.Transaction, key: bytes, as_of: int
-    ) -> tuple[int, int, int] | None:
-        """(position, incarnation, version) of the stream's newest snapshot record before ``as_of``."""
+    ) -> list[tuple[int, int, int]]:
+        """(position, incarnation, version) of the stream's snapshot records the
+        index holds before ``as_of``, newest first."""
         raw = txn.get(stream_dbkey(key), db=self.snaps)
         if raw is None:
-            return None
-        raw = bytes(raw)
-        for i in range(0, len(raw), SNAP.size):
-            entry: tuple[int, int, int] = SNAP.unpack_from(raw, i)
-            if entry[0] < as_of:
-                return entry
-        return None
+            return []
+        entries: list[tuple[int, int, int]] = list(SNAP.iter_unpack(raw))
+        if entries and entries[0][0] >= as_of:
+            entries = [e for e in entries if e[0] < as_of]
+        return entries
 
     def metadata_at(
         self, txn: lmdb.Transaction, key: bytes, as_of: int
@@ -802,7 +807,7 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if items:
                 items.sort()
                 txn.cursor(db=db).putmulti(items)
-        _put_newest(txn, index.snaps, SNAP, pending.snapshots)
+        put_snapshots(txn, index.snaps, pending.snapshots)
         _put_newest(txn, index.smeta, SMETA, pending.metadata)
         new_all = pending.all_positions
         if new_all:
@@ -820,10 +825,23 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             put(b"damaged", damaged, db=index.meta)
 
 
+def put_snapshots(txn: lmdb.Transaction, db: Any,
+                  pending: Mapping[bytes, list[tuple[int, int, int]]]) -> None:
+    """Add each stream's new snapshot records (oldest first) to its history,
+    trimmed to what readers need (``snapshot_history.trim``)."""
+    pack = SNAP.pack
+    for key, new in sorted(pending.items()):
+        dbkey = stream_dbkey(key)
+        old = txn.get(dbkey, db=db)
+        stored = list(SNAP.iter_unpack(old)) if old else []
+        entries = trim(newest_first(new, stored))
+        txn.put(dbkey, b"".join([pack(*e) for e in entries]), db=db)
+
+
 def _put_newest(txn: lmdb.Transaction, db: Any, fmt: struct.Struct,
                 entries: Mapping[bytes, tuple[int, ...]]) -> None:
-    """Store each stream's newest entry (snapshot or metadata record), keeping the
-    one before it too, for readers as of a position before the newest."""
+    """Store each stream's newest entry (a metadata record), keeping the one
+    before it too, for readers as of a position before the newest."""
     for key, entry in sorted(entries.items()):
         dbkey = stream_dbkey(key)
         old = txn.get(dbkey, db=db)

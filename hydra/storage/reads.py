@@ -37,6 +37,7 @@ from hydra.storage.format import (
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, StreamPage, list_streams
 from hydra.storage.persistent import last_tombstone, stream_dbkey
 from hydra.storage.retention import Rules, as_metadata, in_force, visible_from
+from hydra.storage.snapshot_history import Entry, kept, newest_first
 
 if TYPE_CHECKING:
     from hydra.limits import Limits
@@ -45,6 +46,12 @@ if TYPE_CHECKING:
     from hydra.storage.segments import SegmentSet
 
 _MAX_POSITION = (1 << 63) - 1
+
+
+def check_max_version(value: object) -> int:
+    """Validate a ``max_version`` argument of ``load_snapshot`` (a stream version)."""
+    return check_int(value, "max_version", minimum=0, maximum=_MAX_POSITION)
+
 _BATCH = 1024  # versions fetched from the index per read transaction
 _EMPTY = array("q")
 _time_ns = time.time_ns
@@ -115,37 +122,84 @@ class ReadSide:
         _, count, new = self._stream(key, self._bounds()[0])
         return count + len(new)
 
-    def load_snapshot(self, stream_id: str) -> Snapshot | None:
-        """The newest committed snapshot of the stream's current incarnation, or None.
+    def load_snapshot(self, stream_id: str, max_version: int | None = None) -> Snapshot | None:
+        """The newest committed kept snapshot of the stream's current incarnation, or None.
 
-        None when the stream has none, or was deleted since (a snapshot belongs to
-        one incarnation of its stream).
+        With ``max_version``: the newest kept snapshot whose version is at most
+        that (None when every kept one is newer). None when the stream has none,
+        or was deleted since (a snapshot belongs to one incarnation of its
+        stream). The newest ``snapshot_history.KEPT`` snapshots are kept.
         """
+        if max_version is not None:
+            check_max_version(max_version)
         key = self._key(stream_id)
         self._before_read()
+        inc, entries = self._snapshot_entries(key)
+        if max_version is None:
+            # The newest record decides (no walk): a save of this incarnation or none.
+            if entries and entries[0][1] == inc and entries[0][2] != SNAPSHOT_REMOVED:
+                return self._snapshot_at(entries[0][0])
+            return None
+        for entry in kept(entries, inc):
+            if entry[2] <= max_version:
+                snap = self._snapshot_at(entry[0])
+                if snap is not None:
+                    return snap
+        return None
+
+    def list_snapshots(self, stream_id: str) -> list[Snapshot]:
+        """The committed kept snapshots of the stream's current incarnation, oldest
+        first (at most ``snapshot_history.KEPT``; empty when it has none)."""
+        key = self._key(stream_id)
+        self._before_read()
+        inc, entries = self._snapshot_entries(key)
+        out = [self._snapshot_at(entry[0]) for entry in kept(entries, inc)]
+        out.reverse()
+        return [s for s in out if s is not None]
+
+    def _snapshot_entries(self, key: bytes) -> tuple[int, list[Entry]]:
+        """(the stream's live incarnation, -1 for none; its snapshot records, newest
+        first) as of this read."""
         as_of = self._bounds()[0]
-        inc, count, new = self._stream(key, as_of)
-        if not count:
-            if not new:
-                return None
-            inc = new[0]  # an incarnation that began in the tail
         tail = self._tail
-        entry = None if tail is None else tail.snapshots.get(key)
+        st = pending = None
+        if tail is not None:
+            st = tail.streams.get(key)
+            pending = tail.snapshots.get(key)
         pindex = self._pindex
+        stored: list[Entry] = []
         try:
-            if entry is None and pindex is not None:
+            if st is None:
+                if pindex is None:
+                    return -1, []
+                # One read transaction for the stream and its snapshot records.
                 with pindex.env.begin() as txn:
-                    entry = pindex.snapshot_at(txn, key, as_of)
-            if entry is None or entry[2] == SNAPSHOT_REMOVED or entry[1] != inc:
-                return None
-            p = entry[0]
-            size = self._segments.segment_size
-            s = p // size
+                    inc, count, _ = pindex.stream_at(txn, key, as_of)
+                    if not count:
+                        return -1, []
+                    stored = pindex.snapshots_at(txn, key, as_of)
+            else:
+                # An incarnation that began in the tail is named by its first event.
+                inc = st.inc if st.base else (st.positions[0] if st.positions else -1)
+                if inc < 0:
+                    return -1, []
+                if pindex is not None:
+                    with pindex.env.begin() as txn:
+                        stored = pindex.snapshots_at(txn, key, as_of)
+        except lmdb.Error as exc:
+            raise _read_error(self, exc) from None
+        return inc, stored if pending is None else newest_first(pending, stored)
+
+    def _snapshot_at(self, position: int) -> Snapshot | None:
+        """The snapshot record at ``position`` (None: scavenged, as of an older position)."""
+        size = self._segments.segment_size
+        s = position // size
+        try:
             try:
-                return decode_snapshot(self._segments.map(s), p - s * size, p)
+                return decode_snapshot(self._segments.map(s), position - s * size, position)
             except CorruptLog:
-                if self._segments.removed(p):
-                    return None  # superseded and scavenged (read as of an older position)
+                if self._segments.removed(position):
+                    return None
                 raise
         except (ValueError, IndexError, lmdb.Error) as exc:
             raise _read_error(self, exc) from None

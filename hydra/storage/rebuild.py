@@ -55,13 +55,13 @@ from hydra.storage.persistent import (
     MAX_KEY,
     RECORD,
     SMETA,
-    SNAP,
     TAIL,
     U64,
     PersistentIndex,
     _append_all,
     _put_newest,
     encode_damaged,
+    put_snapshots,
     id_dbkey,
     remove_index,
     stream_dbkey,
@@ -256,7 +256,7 @@ class _Builder:
                 chunk_items.sort()
                 _put_sorted(txn, built.chunks, chunk_items)
                 self.spilled = True
-            _put_newest(txn, built.snaps, SNAP, index.snapshots)
+            put_snapshots(txn, built.snaps, index.snapshots)
             _put_newest(txn, built.smeta, SMETA, index.metadata)
             if new_all:
                 _append_all(txn, built.all, built.ordinals, new_all)

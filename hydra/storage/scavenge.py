@@ -42,8 +42,9 @@ first event, which names it for an index rebuild), events of a live
 incarnation hidden by its stream's retention rules (stream metadata: max count,
 max age by the scavenge's clock at its start, truncate before; again keeping
 the first event, and the last one, which gives an index rebuild the count),
-snapshot records that are not their stream's newest, and snapshots of ended
-incarnations. Once removed, hidden events are gone for good: reads start at
+snapshot records that are no longer kept (``snapshot_history``: past the
+newest ``KEPT`` of the live incarnation, superseded by a save of the same
+version, or hidden by a removal record), and snapshots of ended incarnations. Once removed, hidden events are gone for good: reads start at
 the first version that survived even when a rule is relaxed later
 (``retention.visible_from``).
 """
@@ -78,6 +79,7 @@ from hydra.storage.manifest import fsync_dir
 from hydra.storage.persistent import PersistentIndex, last_tombstone, tombstones_of
 from hydra.storage.retention import in_force, visible_from
 from hydra.storage.segments import SegmentSet, segment_name
+from hydra.storage.snapshot_history import needed
 
 if TYPE_CHECKING:
     import mmap
@@ -176,8 +178,8 @@ class Removal:
         self._cuts: dict[bytes, int] = {}
         # stream key -> [(tombstone position, incarnation it ended)] before as_of
         self._tombs: dict[bytes, list[tuple[int, int]]] = {}
-        # stream key -> (newest snapshot position, live incarnation or -2)
-        self._snaps: dict[bytes, tuple[int, int]] = {}
+        # stream key -> positions of the snapshot records readers still need
+        self._snaps: dict[bytes, set[int]] = {}
 
     def _tombstones(self, key: bytes) -> list[tuple[int, int]]:
         found = self._tombs.get(key)
@@ -231,17 +233,18 @@ class Removal:
 
     def snapshot(self, key: bytes, position: int, incarnation: int) -> bool:
         """Whether the snapshot record of stream ``key`` at ``position`` may be removed:
-        it is not the stream's newest, or its incarnation is not the live one."""
+        it is before ``as_of`` and is neither one of the live incarnation's kept
+        snapshots nor the removal record that hides older ones."""
+        if position >= self._as_of:
+            return False
         found = self._snaps.get(key)
         if found is None:
             index = self._index
             with index.env.begin() as txn:
                 st = index.stream_at(txn, key, self._as_of)
-                entry = index.snapshot_at(txn, key, self._as_of)
-            newest = -1 if entry is None else entry[0]
-            found = self._snaps[key] = (newest, st.inc if st.events else -2)
-        newest, live = found
-        return position != newest or incarnation != live
+                entries = index.snapshots_at(txn, key, self._as_of)
+            found = self._snaps[key] = needed(entries, st.inc if st.events else -1)
+        return position not in found
 
 
 def _plan(
@@ -580,7 +583,7 @@ def main(argv: list[str]) -> int:
     parser = ArgumentParser(
         prog="hydra scavenge",
         description="Give back the disk space of deleted streams' events, events hidden "
-                    "by retention rules and superseded snapshots in closed segments; every other record keeps its position. "
+                    "by retention rules and snapshots no longer kept in closed segments; every other record keeps its position. "
                     "For a stopped store; a running one scavenges through POST "
                     "/admin/scavenge or the Scavenge RPC.")
     parser.add_argument("directory", help="the data directory")

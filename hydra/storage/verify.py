@@ -44,6 +44,7 @@ from hydra.storage.persistent import (
 )
 from hydra.storage.manifest import read_manifest
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
+from hydra.storage.snapshot_history import kept
 from hydra.errors import HydraError
 
 EXIT_OK, EXIT_CORRUPT, EXIT_USAGE, EXIT_TORN_TAIL, EXIT_INDEX = 0, 1, 2, 3, 4
@@ -277,11 +278,18 @@ def _compare(pindex: PersistentIndex, log: Index, covered: int, problems: list[s
                 if problem(f"stream {name!r}: the index holds {extra} event IDs; "
                            f"the log has {len(st.ids)}"):
                     return
-        for key, entry in log.snapshots.items():
-            found = pindex.snapshot_at(txn, key, covered)
-            if found != entry:
-                if problem(f"stream {key.decode(errors='replace')!r}: the index's newest "
-                           f"snapshot record is {found}; the log's is {entry}"):
+        for key, entries in log.snapshots.items():
+            # The log holds every record the index has (but those scavenged); both
+            # must make the same choice of kept snapshots, from the same newest record.
+            logged = entries[::-1]
+            found = pindex.snapshots_at(txn, key, covered)
+            live = pindex.stream_at(txn, key, covered)
+            inc = live.inc if live.events else -1
+            if found[:1] != logged[:1] or kept(found, inc) != kept(logged, inc):
+                if problem(f"stream {key.decode(errors='replace')!r}: the index's kept "
+                           f"snapshot records are {kept(found, inc)} (newest record "
+                           f"{found[:1]}); the log's are {kept(logged, inc)} "
+                           f"(newest {logged[:1]})"):
                     return
         for key, rules in log.metadata.items():
             found_rules = pindex.metadata_at(txn, key, covered)

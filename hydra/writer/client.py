@@ -225,7 +225,7 @@ class WriterClient:
         return SnapshotSaved(reply["position"], reply["version"], reply["written"])
 
     async def delete_snapshot(self, stream_id: str) -> bool:
-        """Remove the stream's snapshot; False when it had none."""
+        """Remove the stream's kept snapshots (all of them); False when it had none."""
         reply = await self._call({"op": OP_DELETE_SNAPSHOT, "stream": stream_id})
         return bool(reply["deleted"])
 

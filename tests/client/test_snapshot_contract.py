@@ -56,3 +56,47 @@ def test_bad_input(store, stream, args, words):
         store.save_snapshot(*args)
     assert words in str(info.value)
     assert store.load_snapshot(stream) is None
+
+
+def test_history_listed_and_chosen_by_version(store, stream):
+    store.append_events(stream, [NewEvent(b"%d" % i) for i in range(10)])
+    assert store.list_snapshots(stream) == []
+    for v in range(1, 10, 2):
+        saved = store.save_snapshot(stream, v, b"s%d" % v, "T")
+    snaps = store.list_snapshots(stream)
+    assert all(isinstance(s, hydra.Snapshot) for s in snaps)
+    assert [(s.stream_id, s.version, s.state, s.snapshot_type) for s in snaps] == [
+        (stream, v, b"s%d" % v, "T") for v in (3, 5, 7, 9)]
+    assert snaps[-1].position == saved.position
+    assert store.load_snapshot(stream) == snaps[-1]
+    assert store.load_snapshot(stream, None) == snaps[-1]
+    assert store.load_snapshot(stream, max_version=8) == snaps[2]
+    assert [getattr(store.load_snapshot(stream, n), "version", None)
+            for n in (0, 2, 3, 4, 9, 1 << 40)] == [None, None, 3, 3, 9, 9]
+    # The same version replaces; an older one writes nothing.
+    assert store.save_snapshot(stream, 9, b"again").written
+    assert not store.save_snapshot(stream, 4, b"old").written
+    assert [s.state for s in store.list_snapshots(stream)] == [b"s3", b"s5", b"s7", b"again"]
+    assert store.delete_snapshot(stream) is True
+    assert store.list_snapshots(stream) == [] and store.load_snapshot(stream, 9) is None
+
+
+def test_history_ends_with_its_incarnation(store, stream):
+    store.append_events(stream, [NewEvent(b"x")] * 3)
+    store.save_snapshot(stream, 1, b"one")
+    store.save_snapshot(stream, 2, b"two")
+    store.delete_stream(stream)
+    assert store.list_snapshots(stream) == []
+    store.append(stream, "", b"y")
+    assert store.list_snapshots(stream) == [] and store.load_snapshot(stream, 5) is None
+
+
+@pytest.mark.parametrize("bad", [-1, "3", 1.5, True, 1 << 63])
+def test_bad_max_version(store, stream, bad):
+    store.append(stream, "", b"x")
+    store.save_snapshot(stream, 0, b"s")
+    with pytest.raises(hydra.InvalidArgument) as info:
+        store.load_snapshot(stream, bad)
+    assert "max_version" in str(info.value)
+    with pytest.raises(hydra.InvalidArgument):
+        store.list_snapshots("a/b")

@@ -101,8 +101,12 @@ class StoreBackend:
     ) -> hydra.SnapshotSaved:
         return self.store.save_snapshot(stream_id, version, state, snapshot_type)
 
-    def load_snapshot(self, stream_id: str) -> hydra.Snapshot | None:
-        return self.store.load_snapshot(stream_id)
+    def load_snapshot(self, stream_id: str,
+                      max_version: int | None = None) -> hydra.Snapshot | None:
+        return self.store.load_snapshot(stream_id, max_version)
+
+    def list_snapshots(self, stream_id: str) -> list[hydra.Snapshot]:
+        return self.store.list_snapshots(stream_id)
 
     async def delete_snapshot(self, stream_id: str) -> bool:
         return self.store.delete_snapshot(stream_id)

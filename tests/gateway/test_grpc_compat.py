@@ -106,7 +106,7 @@ def test_reflection_lists_and_describes_the_service(channel):
     assert {"Append", "ReadStream", "ReadAll", "Health", "SubscribeToAll", "SubscribeToStream",
             "AppendBatch", "DeleteStream", "SubscribeToAllBatched",
             "SubscribeToStreamBatched", "ReadStreamBatched", "ReadAllBatched",
-            "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot",
+            "AppendMany", "SaveSnapshot", "LoadSnapshot", "DeleteSnapshot", "ListSnapshots",
             "AppendMulti", "GetTracking", "ListStreams",
             "ReadOrdinals", "GetOrdinal",
             "SetStreamMetadata", "GetStreamMetadata", "Scavenge"} == set(methods)

@@ -238,7 +238,8 @@ def test_health(http):
 def test_openapi_document(http):
     doc = http.get("/openapi.json").json()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot", "/streams",
+    assert set(doc["paths"]) == {"/streams/{streamId}", "/streams/{streamId}/snapshot",
+                                 "/streams/{streamId}/snapshots", "/streams",
                                  "/all", "/health", "/openapi.json",
                                  "/subscribe/all", "/subscribe/streams/{streamId}",
                                  "/append", "/tracking/{name}", "/metrics",

@@ -148,3 +148,106 @@ def test_a_snapshot_saved_through_the_writer_is_seen_by_every_process(cluster, s
             r = http.get(f"/streams/{stream}/snapshot",
                          params={"min_position": snap.position + 1})
             assert r.status_code == 200 and r.json()["version"] == 2
+
+
+# -- the history: the newest kept versions, chosen by version and listed ------------
+
+def _save(http, stream: str, version: int) -> dict:
+    r = http.put(f"/streams/{stream}/snapshot",
+                 json={"version": version, "state": _b64(b"s%d" % version)})
+    assert r.status_code == 200 and r.json()["written"], r.text
+    return r.json()
+
+
+def test_http_history(http, stream):
+    r = http.get(f"/streams/{stream}/snapshots")
+    assert r.status_code == 200 and r.json() == {"streamId": stream, "snapshots": []}
+    _fill(http, stream, 10)
+    for v in range(1, 10, 2):
+        saved = _save(http, stream, v)
+    q = {"min_position": saved["committedPosition"]}
+    r = http.get(f"/streams/{stream}/snapshots", params=q)
+    assert r.status_code == 200, r.text
+    docs = r.json()["snapshots"]
+    assert [(d["version"], base64.b64decode(d["state"])) for d in docs] == [
+        (3, b"s3"), (5, b"s5"), (7, b"s7"), (9, b"s9")]
+    assert docs[-1]["position"] == saved["position"] and docs[-1]["streamId"] == stream
+    assert http.get(f"/streams/{stream}/snapshot", params=q).json() == docs[-1]
+    for top, expected in ((9, 9), (8, 7), (7, 7), (3, 3), (100, 9)):
+        r = http.get(f"/streams/{stream}/snapshot", params={**q, "max_version": top})
+        assert r.status_code == 200 and r.json()["version"] == expected, (top, r.text)
+    for top in (2, 0):
+        r = http.get(f"/streams/{stream}/snapshot", params={**q, "max_version": top})
+        assert r.status_code == 404 and r.json()["type"] == "snapshot_not_found"
+        assert f"at or below version {top}" in r.json()["error"]
+    # A delete of the snapshots removes every kept one.
+    assert http.delete(f"/streams/{stream}/snapshot").status_code == 200
+    r = http.get(f"/streams/{stream}/snapshots")
+    assert r.status_code == 200 and r.json()["snapshots"] == []
+
+
+@pytest.mark.parametrize("path, query, words", [
+    ("snapshot", "max_version=-1", "max_version must be between"),
+    ("snapshot", "max_version=x", "max_version must be a decimal integer"),
+    ("snapshot", "max_version=1.5", "max_version must be a decimal integer"),
+    ("snapshot", "max_version=", "max_version must be a decimal integer"),
+    ("snapshot", "max_version=99999999999999999999", "max_version must be between"),
+    ("snapshot", "max_version=1&max_version=2", "given twice"),
+    ("snapshot", "from=1", "unknown query parameter"),
+    ("snapshots", "max_version=1", "unknown query parameter"),
+    ("snapshots", "min_position=-1", "min_position must be between"),
+])
+def test_http_bad_snapshot_query(http, stream, path, query, words):
+    _fill(http, stream, 3)
+    _save(http, stream, 1)
+    r = http.get(f"/streams/{stream}/{path}?{query}")
+    assert r.status_code == 400, r.text
+    assert words in r.json()["error"], r.json()
+
+
+def test_http_snapshots_path_answers_only_get(http, stream):
+    _fill(http, stream, 1)
+    r = http.post(f"/streams/{stream}/snapshots", json={})
+    assert r.status_code == 405
+    assert len(http.get(f"/streams/{stream}").text.splitlines()) == 1
+
+
+def test_grpc_history(stub, stream):
+    stub.AppendBatch(pb.AppendBatchRequest(stream_id=stream, expected_version=-1,
+                                           events=[pb.NewEvent(data=b"x")] * 10))
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(stream_id=stream))
+    assert list(listed.snapshots) == []
+    for v in range(1, 10, 2):
+        saved = stub.SaveSnapshot(pb.SaveSnapshotRequest(stream_id=stream, version=v,
+                                                         state=b"s%d" % v, snapshot_type="T"))
+    at = saved.committed_position
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(stream_id=stream, min_position=at))
+    assert [(s.found, s.version, s.state, s.snapshot_type) for s in listed.snapshots] == [
+        (True, v, b"s%d" % v, "T") for v in (3, 5, 7, 9)]
+    assert listed.snapshots[-1].position == saved.position
+    # Without max_version (an older client's request): the newest.
+    newest = stub.LoadSnapshot(pb.LoadSnapshotRequest(stream_id=stream, min_position=at))
+    assert newest == listed.snapshots[-1]
+
+    def load(top: int) -> int | None:
+        r = stub.LoadSnapshot(pb.LoadSnapshotRequest(stream_id=stream, min_position=at,
+                                                     max_version=top))
+        return r.version if r.found else None
+
+    assert [load(n) for n in (0, 2, 3, 4, 8, 9, 1 << 40)] == [None, None, 3, 3, 7, 9, 9]
+
+
+@pytest.mark.parametrize("rpc, fields, words", [
+    ("LoadSnapshot", {"max_version": -1}, "max_version must be between"),
+    ("LoadSnapshot", {"min_position": -1}, "min_position must be between"),
+    ("ListSnapshots", {"min_position": -1}, "min_position must be between"),
+    ("ListSnapshots", {"stream_id": "a/b"}, "'/'"),
+    ("ListSnapshots", {"stream_id": ""}, "empty"),
+])
+def test_grpc_bad_history_request(stub, stream, rpc, fields, words):
+    stub.Append(pb.AppendRequest(stream_id=stream, data=b"x", expected_version=-1))
+    request_ = getattr(pb, rpc + "Request")(**{"stream_id": stream, **fields})
+    with pytest.raises(grpc.RpcError) as info:
+        getattr(stub, rpc)(request_)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in info.value.details()
