@@ -13,6 +13,7 @@ Not thread-safe: the single writer serialises calls (the Store's engine lock).
 
 from __future__ import annotations
 
+import itertools
 import logging
 from bisect import bisect_left
 from zlib import crc32
@@ -33,6 +34,8 @@ from hydra.storage.segments import SegmentSet
 from hydra.storage.snapshot_history import Entry, newest_first
 
 log = logging.getLogger("hydra.storage")
+# How many flushed streams' states the writer keeps in memory (about 150 bytes each).
+KNOWN_STREAMS = 65536
 _pack_key64 = KEY_U64.pack
 _unpack_u64 = U64.unpack
 
@@ -66,6 +69,8 @@ class WriterIndex:
         self._txn = persistent.env.begin()
         self._ids = persistent.ids
         self.covered = covered
+        # Flushed streams' (count, incarnation, history), newest last (_remember).
+        self._known: dict[bytes, tuple[int, int, bytes]] = {}
         self.pending = Index(self._load)
         self.flushes = 0
         # Event IDs certainly not in the index (None: look every one up).
@@ -77,8 +82,30 @@ class WriterIndex:
         self._ordinal_base: int | None = None
 
     def _load(self, key: bytes) -> StreamState:
+        known = self._known.get(key)
+        if known is not None:
+            return StreamState(*known)
         inc, count, history = self.persistent.stream_at(self._txn, key, LATEST)
         return StreamState(count, inc, history)
+
+    def _remember(self, streams: dict[bytes, StreamState]) -> None:
+        """Keep the flushed streams' states for their next use (``_load``).
+
+        Only ``flush`` writes a stream's record, so what it wrote is exactly what
+        ``stream_at`` would read back: under a load that touches the same streams
+        again and again, the pending entries after each flush start from here
+        instead of from an LMDB lookup each. The most recently flushed
+        ``KNOWN_STREAMS`` are kept.
+        """
+        known = self._known
+        for key, st in streams.items():
+            if key in known:
+                del known[key]  # (to the end: dicts keep insertion order)
+            known[key] = (st.base + len(st.positions), st.inc, st.history)
+        excess = len(known) - KNOWN_STREAMS
+        if excess > 0:
+            for key in list(itertools.islice(known, excess + KNOWN_STREAMS // 4)):
+                del known[key]
 
     # -- what the engine asks --------------------------------------------------------
 
@@ -177,6 +204,7 @@ class WriterIndex:
             self.damaged.update(pending.damaged)
             damaged = encode_damaged(self.damaged)
         flush(self.persistent, pending, end, self._crc_to(end), damaged)
+        self._remember(pending.streams)
         if self._ordinal_base is not None:
             # The flush appended the pending events to ``all``: ordinals are dense.
             self._ordinal_base += len(pending.all_positions)
