@@ -21,7 +21,7 @@ from hydra.errors import HydraError
 from hydra.gateway._backend import Appended, AppendItem, Backend, Deleted
 from hydra.storage.engine import AppendResult, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
-from hydra.storage.reads import Build
+from hydra.storage.reads import Batched, Build
 
 _first = itemgetter(0)
 
@@ -136,6 +136,9 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["stream"].inc()
+        if isinstance(build, Batched):
+            return self._backend.read_stream(stream_id, from_version, limit, backward,
+                                             self._counting(build))
         return self._counted(self._backend.read_stream(stream_id, from_version, limit,
                                                        backward, build))
 
@@ -144,7 +147,24 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["all"].inc()
+        if isinstance(build, Batched):
+            return self._backend.read_all(from_position, limit, backward,
+                                          self._counting(build))
         return self._counted(self._backend.read_all(from_position, limit, backward, build))
+
+    def _counting(self, build: Build[Any] | None) -> Build[Any] | None:
+        """A ``Batched`` build that counts the events of each batch it makes (a read
+        built a batch at a time yields batches, not events)."""
+        if not isinstance(build, Batched):
+            return build
+        make = build.make
+        inc = self._read_events.inc
+
+        def counted(positions: list[int], *rest: Any) -> Any:
+            inc(len(positions))
+            return make(positions, *rest)
+
+        return Batched(counted, build.max_events, build.max_bytes)
 
     def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not
