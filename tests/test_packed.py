@@ -9,7 +9,7 @@ import pytest
 
 import hydra
 from hydra.storage.format import RecordedEvent
-from hydra.storage.packed import COUNT_SIZE, FIXED_SIZE, PackedError, pack, pack_records, unpack
+from hydra.storage.packed import COUNT_SIZE, FIXED_SIZE, PackedError, pack, pack_numbers, unpack
 from hydra.storage.reads import Batched
 
 EVENTS = [
@@ -38,7 +38,7 @@ def test_empty_batch():
     blob = pack([])
     assert blob == struct.pack("<I", 0)
     assert unpack(blob) == []
-    assert pack_records([], [], [], []) == blob
+    assert pack_numbers([], []) == blob
 
 
 def test_many_small_events():
@@ -90,9 +90,12 @@ def test_inconsistent_counts_and_lengths_are_refused():
     with pytest.raises(PackedError, match="cut short"):
         unpack(struct.pack("<I", 2**32 - 1) + bytes(blob[4:]))
     # One event's data length one more: the lengths no longer add up.
-    lengths = COUNT_SIZE + 24 * 2
+    def length_at(event: int, field: int) -> int:  # field 0..4: S, I, T, M, D
+        return COUNT_SIZE + FIXED_SIZE * event + 24 + 4 * field
+
+    first_data = length_at(0, 4)
     bad = bytearray(blob)
-    struct.pack_into("<I", bad, lengths + 16, struct.unpack_from("<I", bad, lengths + 16)[0] + 1)
+    struct.pack_into("<I", bad, first_data, struct.unpack_from("<I", bad, first_data)[0] + 1)
     with pytest.raises(PackedError, match="holds"):
         unpack(bytes(bad))
     # The first event's data one byte longer, the second's stream ID two shorter
@@ -100,14 +103,13 @@ def test_inconsistent_counts_and_lengths_are_refused():
     # past the end), and that stream ID ("strömé-é" less its "s") now ends in the
     # middle of a character.
     bad = bytearray(blob)
-    for at, change in ((16, 1), (20, -2), (24, 1)):
-        old = struct.unpack_from("<I", bad, lengths + at)[0]
-        struct.pack_into("<I", bad, lengths + at, old + change)
+    for at, change in ((first_data, 1), (length_at(1, 0), -2), (length_at(1, 1), 1)):
+        struct.pack_into("<I", bad, at, struct.unpack_from("<I", bad, at)[0] + change)
     with pytest.raises(PackedError, match="not UTF-8"):
         unpack(bytes(bad))
 
 
-def test_pack_records_is_pack_of_the_read(tmp_path):
+def test_pack_numbers_is_pack_of_the_read(tmp_path):
     """A read built a batch at a time (``Batched``) packs exactly the events the
     same read returns one by one, in batches of at most max_events."""
     with hydra.open(tmp_path / "data") as store:
@@ -117,7 +119,7 @@ def test_pack_records_is_pack_of_the_read(tmp_path):
                 for i in range(50)])
         store.delete_stream("s-1")  # hidden events: the cuts apply to batches too
         store.append_events("s-1", [hydra.NewEvent(b"again")])
-        batched = Batched(pack_records, 32, 1 << 20)
+        batched = Batched(pack_numbers, 32, 1 << 20)
         for args in [(None, None, False), (None, 70, False), (None, None, True), (300, 10, True)]:
             blobs = list(store.read_all(*args, batched))  # type: ignore[call-overload]
             assert all(len(unpack(b)) <= 32 for b in blobs)
@@ -126,5 +128,5 @@ def test_pack_records_is_pack_of_the_read(tmp_path):
             blobs = list(store.read_stream("s-0", *args, batched))  # type: ignore[call-overload]
             assert [e for b in blobs for e in unpack(b)] == list(store.read_stream("s-0", *args))
         # Closed early once past max_bytes.
-        small = Batched(pack_records, 1000, 1)
+        small = Batched(pack_numbers, 1000, 1)
         assert [len(unpack(b)) for b in store.read_stream("s-0", None, 3, False, small)] == [1, 1, 1]

@@ -30,7 +30,7 @@ from hydra.errors import InvalidArgument, StreamExists, StreamNotFound, WrongExp
 from hydra.gateway._backend import Appended, AppendItem
 from hydra.gateway._errors import grpc_error
 from hydra.gateway._requests import check_expected_version, check_limit, check_position, check_stream_id
-from hydra.storage.packed import pack_records
+from hydra.storage.packed import pack_numbers
 from hydra.storage.reads import Batched
 
 # Most appends one AppendMany call may carry.
@@ -118,10 +118,9 @@ def _event_batches(events: Iterable[bytes]) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-def _packed_message(positions: list[int], heads: list[tuple[int, ...]],
-                    data_lengths: list[int], bodies: list[bytes]) -> bytes:
+def _packed_message(numbers: list[int], bodies: list[bytes]) -> bytes:
     """One serialized ``EventBatch`` with its events packed (field 2)."""
-    blob = pack_records(positions, heads, data_lengths, bodies)
+    blob = pack_numbers(numbers, bodies)
     return b"\x12%b%b" % (varint(len(blob)), blob)
 
 

@@ -160,9 +160,9 @@ class MeteredBackend:
         make = build.make
         inc = self._read_events.inc
 
-        def counted(positions: list[int], *rest: Any) -> Any:
-            inc(len(positions))
-            return make(positions, *rest)
+        def counted(numbers: list[int], bodies: list[bytes]) -> Any:
+            inc(len(bodies))
+            return make(numbers, bodies)
 
         return Batched(counted, build.max_events, build.max_bytes)
 

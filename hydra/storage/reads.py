@@ -61,19 +61,18 @@ _T = TypeVar("_T")
 
 class Batched(Generic[_T]):
     """Build a read's events a batch at a time instead of one by one (the packed
-    batches of ``hydra.storage.packed``): ``make(positions, heads, data_lengths,
-    bodies)`` for each run of up to ``max_events`` consecutive events, closed early
-    once their bodies pass ``max_bytes``. ``heads`` holds each event's record header
-    (``RECORD_HEADER`` unpacked), ``bodies`` each record's body (the payload after
-    its envelope: stream ID, event ID, event type, metadata, data), and
-    ``data_lengths`` the length of each event's data. The read yields what ``make``
-    returns, one item per batch; no Python code runs per event beyond the read's
-    own checks. The lists are reused once ``make`` returns: it must not keep them."""
+    batches of ``hydra.storage.packed``): ``make(numbers, bodies)`` for each run of
+    up to ``max_events`` consecutive events, closed early once their records pass
+    ``max_bytes``. ``numbers`` holds eight per event, in turn: position, version,
+    commit timestamp (microseconds), and the lengths of the stream ID, event ID,
+    event type, metadata and data; ``bodies`` each record's body (the payload
+    after its envelope: those five fields). The read yields what ``make`` returns,
+    one item per batch; no Python code runs per event beyond the read's own
+    checks. The lists are reused once ``make`` returns: it must not keep them."""
 
     __slots__ = ("make", "max_bytes", "max_events")
 
-    def __init__(self, make: Callable[[list[int], list[tuple[int, ...]], list[int],
-                                       list[bytes]], _T],
+    def __init__(self, make: Callable[[list[int], list[bytes]], _T],
                  max_events: int, max_bytes: int) -> None:
         self.make = make
         self.max_events = max_events
@@ -700,13 +699,9 @@ class ReadSide:
         max_bytes = build.max_bytes
         left = -1 if limit is None else limit
         cut_at, cut_of = (None, None) if cuts is None else (cuts[0].get, cuts[1])
-        positions: list[int] = []
-        heads: list[tuple[int, ...]] = []
-        data_lengths: list[int] = []
+        numbers: list[int] = []
         bodies: list[bytes] = []
-        add_position = positions.append
-        add_head = heads.append
-        add_length = data_lengths.append
+        add_numbers = numbers.extend
         add_body = bodies.append
         room = max_events
         held = 0
@@ -719,9 +714,8 @@ class ReadSide:
                     s = p // size
                     buf = maps[s] if s < len(maps) else segments.map(s)
                     off = p - s * size
-                    head = unpack(buf, off)
-                    (length, crc, env_version, kind, _flags, _r0, _version, _ts,
-                     sid_len, eid_len, type_len, _r1, meta_len) = head
+                    (length, crc, env_version, kind, _flags, _r0, version, ts,
+                     sid_len, eid_len, type_len, _r1, meta_len) = unpack(buf, off)
                     payload = buf[off + 8:off + 8 + length]
                     a = 32 + sid_len
                     rest = length - a - eid_len - type_len - meta_len  # the data
@@ -738,26 +732,24 @@ class ReadSide:
                             cut = cut_of(sid)  # type: ignore[misc]
                         if p < cut:
                             continue
-                    add_position(p)
-                    add_head(head)
-                    add_length(rest)
+                    # Plain ints in one flat list: no object per event that the
+                    # garbage collector would have to visit.
+                    add_numbers((p, version, ts, sid_len, eid_len, type_len, meta_len, rest))
                     add_body(payload[32:])
                     if left > 0:
                         left -= 1
                     room -= 1
                     held += length
                     if not room or held >= max_bytes:
-                        yield make(positions, heads, data_lengths, bodies)
-                        positions.clear()
-                        heads.clear()
-                        data_lengths.clear()
+                        yield make(numbers, bodies)
+                        numbers.clear()
                         bodies.clear()
                         room = max_events
                         held = 0
                 if left == 0:
                     break
-            if positions:
-                yield make(positions, heads, data_lengths, bodies)
+            if bodies:
+                yield make(numbers, bodies)
         except (ValueError, IndexError, lmdb.Error) as exc:
             raise _read_error(self, exc) from None
 
