@@ -130,3 +130,12 @@ def test_pack_numbers_is_pack_of_the_read(tmp_path):
         # Closed early once past max_bytes.
         small = Batched(pack_numbers, 1000, 1)
         assert [len(unpack(b)) for b in store.read_stream("s-0", None, 3, False, small)] == [1, 1, 1]
+
+
+def test_batches_grow_from_first_events(tmp_path):
+    with hydra.open(tmp_path / "data") as store:
+        store.append_events("s", [hydra.NewEvent(b"x", f"e-{i}") for i in range(100)])
+        ramp = Batched(pack_numbers, 32, 1 << 20, 4)
+        blobs = list(store.read_stream("s", None, None, False, ramp))
+        assert [len(unpack(b)) for b in blobs] == [4, 8, 16, 32, 32, 8]
+        assert [e for b in blobs for e in unpack(b)] == list(store.read_stream("s"))

@@ -164,7 +164,7 @@ class MeteredBackend:
             inc(len(bodies))
             return make(numbers, bodies)
 
-        return Batched(counted, build.max_events, build.max_bytes)
+        return Batched(counted, build.max_events, build.max_bytes, build.first_events)
 
     def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not

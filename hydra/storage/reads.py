@@ -68,15 +68,21 @@ class Batched(Generic[_T]):
     event type, metadata and data; ``bodies`` each record's body (the payload
     after its envelope: those five fields). The read yields what ``make`` returns,
     one item per batch; no Python code runs per event beyond the read's own
-    checks. The lists are reused once ``make`` returns: it must not keep them."""
+    checks. The lists are reused once ``make`` returns: it must not keep them.
 
-    __slots__ = ("make", "max_bytes", "max_events")
+    With ``first_events`` the first batch holds at most that many events and each
+    next one twice as many as the one before, up to ``max_events``: a consumer
+    that handles one batch while the next is built (a client decoding the first
+    message of a read while the server builds the second) starts sooner."""
+
+    __slots__ = ("first_events", "make", "max_bytes", "max_events")
 
     def __init__(self, make: Callable[[list[int], list[bytes]], _T],
-                 max_events: int, max_bytes: int) -> None:
+                 max_events: int, max_bytes: int, first_events: int | None = None) -> None:
         self.make = make
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.first_events = max_events if first_events is None else min(first_events, max_events)
 
 
 Build = Callable[[int, bytes, int, int, int, int, int, int], _T] | Batched[_T]
@@ -703,7 +709,7 @@ class ReadSide:
         bodies: list[bytes] = []
         add_numbers = numbers.extend
         add_body = bodies.append
-        room = max_events
+        room = size_now = build.first_events
         held = 0
         try:
             for batch in batches:
@@ -744,7 +750,7 @@ class ReadSide:
                         yield make(numbers, bodies)
                         numbers.clear()
                         bodies.clear()
-                        room = max_events
+                        room = size_now = min(max_events, 2 * size_now)
                         held = 0
                 if left == 0:
                     break
