@@ -124,13 +124,13 @@ def _packed_message(numbers: list[int], bodies: list[bytes]) -> bytes:
     return b"\x12%b%b" % (varint(len(blob)), blob)
 
 
+# The first message of a packed read is small, each next one twice the one
+# before (up to BATCH_EVENTS): the client decodes one while the gateway builds the
+# next, so a read of a thousand events is not built whole before any is sent.
+FIRST_BATCH_EVENTS = 125
 # A read's events as serialized packed EventBatch messages, built straight from
 # the records (``hydra.storage.reads.Batched``): no Event, RecordedEvent or str
 # per event.
-# The first message of a read is small, each next one twice the one before (up
-# to BATCH_EVENTS): the client decodes one while the gateway builds the next, so
-# a read of a thousand events is not built whole before any of it is sent.
-FIRST_BATCH_EVENTS = 125
 _packed_batches: Batched[bytes] = Batched(_packed_message, BATCH_EVENTS, BATCH_BYTES,
                                           FIRST_BATCH_EVENTS)
 

@@ -4,7 +4,8 @@ The HTTP app and the gRPC servicer each get their own ``MeteredBackend`` (label
 ``api``), so neither front end carries metrics code. Counting is per request:
 an append costs two counter increments and one histogram observation; a read
 costs one increment for the request and one for its events, which are counted
-without any Python code per event (below).
+without any Python code per event (below), or one per batch for a read built a
+batch at a time (``hydra.storage.reads.Batched``).
 """
 
 from __future__ import annotations
@@ -152,11 +153,9 @@ class MeteredBackend:
                                           self._counting(build))
         return self._counted(self._backend.read_all(from_position, limit, backward, build))
 
-    def _counting(self, build: Build[Any] | None) -> Build[Any] | None:
-        """A ``Batched`` build that counts the events of each batch it makes (a read
-        built a batch at a time yields batches, not events)."""
-        if not isinstance(build, Batched):
-            return build
+    def _counting(self, build: Batched[Any]) -> Batched[Any]:
+        """``build`` counting the events of each batch it makes (a read built a
+        batch at a time yields batches, not events): one increment per batch."""
         make = build.make
         inc = self._read_events.inc
 
