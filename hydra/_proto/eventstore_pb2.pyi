@@ -37,30 +37,34 @@ class AppendResponse(_message.Message):
     def __init__(self, position: _Optional[int] = ..., version: _Optional[int] = ..., duplicate: _Optional[bool] = ..., committed_position: _Optional[int] = ...) -> None: ...
 
 class ReadStreamRequest(_message.Message):
-    __slots__ = ("stream_id", "from_version", "limit", "backward", "min_position")
+    __slots__ = ("stream_id", "from_version", "limit", "backward", "min_position", "packed")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_VERSION_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     BACKWARD_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     from_version: int
     limit: int
     backward: bool
     min_position: int
-    def __init__(self, stream_id: _Optional[str] = ..., from_version: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ...) -> None: ...
+    packed: bool
+    def __init__(self, stream_id: _Optional[str] = ..., from_version: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class ReadAllRequest(_message.Message):
-    __slots__ = ("from_position", "limit", "backward", "min_position")
+    __slots__ = ("from_position", "limit", "backward", "min_position", "packed")
     FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     BACKWARD_FIELD_NUMBER: _ClassVar[int]
     MIN_POSITION_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     from_position: int
     limit: int
     backward: bool
     min_position: int
-    def __init__(self, from_position: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ...) -> None: ...
+    packed: bool
+    def __init__(self, from_position: _Optional[int] = ..., limit: _Optional[int] = ..., backward: _Optional[bool] = ..., min_position: _Optional[int] = ..., packed: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("position", "stream_id", "version", "data", "event_id", "event_type", "metadata", "timestamp_us")
@@ -83,10 +87,12 @@ class Event(_message.Message):
     def __init__(self, position: _Optional[int] = ..., stream_id: _Optional[str] = ..., version: _Optional[int] = ..., data: _Optional[bytes] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., metadata: _Optional[bytes] = ..., timestamp_us: _Optional[int] = ...) -> None: ...
 
 class EventBatch(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "packed")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    PACKED_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    packed: bytes
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., packed: _Optional[bytes] = ...) -> None: ...
 
 class HealthRequest(_message.Message):
     __slots__ = ()

@@ -127,6 +127,7 @@ class AsyncHydraClient:
         self._options = tuple(options)
         self._channels: list[grpc.aio.Channel] = []
         self._stubs: list[pb_grpc.EventStoreStub] = []
+        self._packed: list[dict[str, Any]] = []
         self._turn = itertools.count()
         self._batcher = AsyncAppendBatcher(self._send_many, MAX_CALLS)
         if type(coalesce) is not bool:
@@ -154,7 +155,13 @@ class AsyncHydraClient:
                 for n in range(self.pool)
             ]
             self._stubs = [pb_grpc.EventStoreStub(ch) for ch in self._channels]
+            self._packed = [msg.packed_reads(ch) for ch in self._channels]
         return self._stubs[next(self._turn) % len(self._stubs)]
+
+    def _packed_read(self, method: str) -> Any:
+        """The batched read ``method`` with its answers as bytes (``packed_reads``)."""
+        self._stub()  # opens the pool, or refuses when closed
+        return self._packed[next(self._turn) % len(self._packed)][method]
 
     async def connect(self, timeout: float | None = None) -> None:
         """Open every connection of the pool now (else they open on first use)."""
@@ -393,7 +400,8 @@ class AsyncHydraClient:
                             check_limit(limit), bool(backward))
         return self._read(
             "ReadStream",
-            lambda: msg.read_stream_request(stream_id, cursor, self._min_position()),
+            lambda: msg.read_stream_request(stream_id, cursor, self._min_position(),
+                                            not self._unbatched_reads),
             cursor, stream_id,
         )
 
@@ -402,7 +410,9 @@ class AsyncHydraClient:
         """All events in log order (``async for``)."""
         cursor = ReadCursor("position", check_start(from_position, "from_position"),
                             check_limit(limit), bool(backward))
-        return self._read("ReadAll", lambda: msg.read_all_request(cursor, self._min_position()),
+        return self._read("ReadAll",
+                          lambda: msg.read_all_request(cursor, self._min_position(),
+                                                       not self._unbatched_reads),
                           cursor, "")
 
     def _min_position(self) -> int:
@@ -413,12 +423,13 @@ class AsyncHydraClient:
         delays = self._retry.delays()
         while not cursor.done:
             batched = not self._unbatched_reads
-            rpc = getattr(self._stub(), method + "Batched" if batched else method)
+            rpc = (self._packed_read(method) if batched
+                   else getattr(self._stub(), method))
             call = rpc(request(), timeout=self.read_timeout)
             try:
                 if batched:
-                    async for batch in call:
-                        for event in cursor.advance_batch(events_from_batch(batch)):
+                    async for message in call:
+                        for event in cursor.advance_batch(msg.batch_events(message)):
                             yield event
                         if cursor.done:
                             return
@@ -509,7 +520,7 @@ class AsyncHydraClient:
     async def close(self) -> None:
         self._closed = True
         self._batcher.close()
-        channels, self._channels, self._stubs = self._channels, [], []
+        channels, self._channels, self._stubs, self._packed = self._channels, [], [], []
         await asyncio.gather(*(ch.close() for ch in channels))
 
     async def __aenter__(self) -> Self:

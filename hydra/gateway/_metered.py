@@ -5,7 +5,8 @@ The HTTP app and the gRPC servicer each get their own ``MeteredBackend`` (label
 the gateway's ``Tally`` (plain ints and lists, flushed into the series at most
 every 0.1 s, ``_tally.py``): an append adds to two ints and keeps its latency; a
 read adds one for the request and its events, which are counted without any
-Python code per event (below).
+Python code per event (below), or once per batch for a read built a batch at a
+time (``hydra.storage.reads.Batched``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hydra.gateway._backend import Appended, AppendItem, Backend, Deleted
 from hydra.gateway._tally import Tally
 from hydra.storage.engine import AppendResult, NewEvent, StreamAppend
 from hydra.storage.format import RecordedEvent
-from hydra.storage.reads import Build
+from hydra.storage.reads import Batched, Build
 
 _first = itemgetter(0)
 _clock = time.perf_counter
@@ -144,6 +145,9 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["stream"][0] += 1
+        if isinstance(build, Batched):
+            return self._backend.read_stream(stream_id, from_version, limit, backward,
+                                             self._counting(build))
         return self._counted(self._backend.read_stream(stream_id, from_version, limit,
                                                        backward, build))
 
@@ -152,7 +156,27 @@ class MeteredBackend:
         build: Build[Any] | None = None,
     ) -> Iterator[Any]:
         self._reads["all"][0] += 1
+        if isinstance(build, Batched):
+            return self._backend.read_all(from_position, limit, backward,
+                                          self._counting(build))
         return self._counted(self._backend.read_all(from_position, limit, backward, build))
+
+    def _counting(self, build: Batched[Any]) -> Batched[Any]:
+        """``build`` counting the events of each batch it makes (a read built a
+        batch at a time yields batches, not events): one increment per batch."""
+        make = build.make
+        events = self._read_events
+        tally = self.tally
+        if tally.timer is None:
+            tally.changed()  # (the request's count)
+
+        def counted(numbers: list[int], bodies: list[bytes]) -> Any:
+            events[0] += len(bodies)
+            if tally.timer is None:
+                tally.changed()
+            return make(numbers, bodies)
+
+        return Batched(counted, build.max_events, build.max_bytes, build.first_events)
 
     def _counted(self, events: Iterator[Any]) -> Iterator[Any]:
         # zip() advances ``ticks`` once per event it takes from ``events`` (and not

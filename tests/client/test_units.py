@@ -140,3 +140,27 @@ def test_addresses_and_options():
         assert isinstance(c, HydraClient) and c.target == "127.0.0.1:1"
     with connect("http://127.0.0.1:1/") as c:
         assert isinstance(c, HttpClient) and c.base_url == "http://127.0.0.1:1"
+
+
+def test_batch_events_reads_packed_and_event_messages():
+    from hydra._proto import eventstore_pb2 as pb
+    from hydra.client._grpc_messages import batch_events
+    from hydra.storage.packed import PackedError, pack
+
+    events = [hydra.RecordedEvent(10 + i, "s", i, f"e{i}", "T", b"d" * i, b"m", 1.5 + i)
+              for i in range(300)]
+    messages = [pb.Event(position=e.position, stream_id=e.stream_id, version=e.version,
+                         data=e.data, event_id=e.event_id, event_type=e.event_type,
+                         metadata=e.metadata, timestamp_us=round(e.timestamp * 1e6))
+                for e in events]
+    # Packed (what a server asked for it sends), as raw bytes and re-serialized by protobuf.
+    packed = pb.EventBatch(packed=pack(events)).SerializeToString()
+    assert batch_events(packed) == events
+    # Event messages (a server that does not know the field), and an empty batch.
+    assert batch_events(pb.EventBatch(events=messages).SerializeToString()) == events
+    assert batch_events(b"") == []
+    # A damaged blob is refused with a clear error, not half-read.
+    blob = bytearray(pack(events))
+    blob[0] += 1  # one event more than it holds
+    with pytest.raises(PackedError):
+        batch_events(pb.EventBatch(packed=bytes(blob)).SerializeToString())

@@ -13,6 +13,7 @@ from hydra.storage.format import ENVELOPE_SIZE, FRAME_SIZE, RecordedEvent, encod
 from hydra._proto import eventstore_pb2 as pb
 from hydra.gateway._encoding import event_message
 from hydra.gateway._grpc_batched import BATCH_EVENTS, _event_batches, event_of_record, varint
+from hydra.storage.packed import unpack
 
 
 def _proto_varint(n: int) -> bytes:
@@ -83,6 +84,17 @@ def _flat(batches) -> list[pb.Event]:
     return [e for b in batches for e in b.events]
 
 
+def _flat_packed(batches) -> list[pb.Event]:
+    """The events of packed EventBatch messages, as Event messages to compare."""
+    out = []
+    for b in batches:
+        assert not b.events and b.packed  # one or the other, never an empty message
+        events = unpack(b.packed)
+        assert len(events) <= BATCH_EVENTS
+        out.extend(event_message(e) for e in events)
+    return out
+
+
 @pytest.mark.parametrize("options", [
     {}, {"from_version": 7}, {"limit": 1234}, {"backward": True},
     {"backward": True, "from_version": 2000, "limit": 1500}, {"limit": 0},
@@ -90,7 +102,12 @@ def _flat(batches) -> list[pb.Event]:
 ])
 def test_read_stream_batched_equals_read_stream(stub, filled, options):
     request = pb.ReadStreamRequest(stream_id=filled, **options)
-    assert _flat(stub.ReadStreamBatched(request)) == list(stub.ReadStream(request))
+    expected = list(stub.ReadStream(request))
+    assert _flat(stub.ReadStreamBatched(request)) == expected
+    request.packed = True
+    assert _flat_packed(stub.ReadStreamBatched(request)) == expected
+    # The one-event-per-message RPC ignores the field: its wire format is the Go system's.
+    assert list(stub.ReadStream(request)) == expected
 
 
 @pytest.mark.parametrize("options", [
@@ -106,7 +123,11 @@ def test_read_all_batched_equals_read_all(stub, filled, options):
             request.from_position = top
         else:
             request.limit = min(options.get("limit", 10**9), _count_upto(stub, top))
-    assert _flat(stub.ReadAllBatched(request)) == list(stub.ReadAll(request))
+    expected = list(stub.ReadAll(request))
+    assert _flat(stub.ReadAllBatched(request)) == expected
+    request.packed = True
+    assert _flat_packed(stub.ReadAllBatched(request)) == expected
+    assert list(stub.ReadAll(request)) == expected
 
 
 def _count_upto(stub, top: int) -> int:
@@ -126,6 +147,13 @@ def test_batched_read_errors_are_the_unbatched_ones(stub, stream):
         with pytest.raises(grpc.RpcError) as info:
             list(rpc(pb.ReadAllRequest(limit=-1)))
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    # And packed: the same statuses.
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.ReadStreamBatched(pb.ReadStreamRequest(stream_id=stream, packed=True)))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.ReadAllBatched(pb.ReadAllRequest(limit=-1, packed=True)))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def _item(stream: str, expected: int, *ids: str, **kw) -> pb.AppendBatchRequest:

@@ -22,6 +22,8 @@ from hydra.gateway._metered import MeteredBackend, sample
 from hydra.gateway._tally import Tally
 from hydra.limits import DEFAULT_LIMITS
 from hydra.readers.hub import Hub
+from hydra.storage.packed import pack_numbers, unpack
+from hydra.storage.reads import Batched
 from tests.gateway._cluster import Cluster
 from tests.gateway._embedded import StoreBackend
 
@@ -305,6 +307,21 @@ def test_reads_are_counted_per_request(tmp_path) -> None:
     assert series.reads.labels("http", "stream")._value.get() == 2
     assert series.reads.labels("http", "all")._value.get() == 2
     assert series.read_events.labels("http")._value.get() == 10
+
+
+def test_packed_reads_count_their_events(tmp_path) -> None:
+    """A read built a batch at a time yields batches; its events are counted."""
+    series = Series("test", None)
+    with hydra.open(str(tmp_path / "d")) as store:
+        store.append_events("s", [hydra.NewEvent(b"x", f"e{i}") for i in range(300)])
+        backend = MeteredBackend(StoreBackend(store, DEFAULT_LIMITS), "grpc", series)  # type: ignore[arg-type]
+        batched = Batched(pack_numbers, 100, 1 << 20, 10)
+        blobs = list(backend.read_stream("s", None, None, False, batched))
+        assert [len(unpack(b)) for b in blobs] == [10, 20, 40, 80, 100, 50]
+        assert sum(len(unpack(b)) for b in backend.read_all(None, 25, False, batched)) == 25
+    assert series.reads.labels("grpc", "stream")._value.get() == 1
+    assert series.reads.labels("grpc", "all")._value.get() == 1
+    assert series.read_events.labels("grpc")._value.get() == 325
 
 
 def test_a_slow_subscriber_counts_as_a_detach(tmp_path) -> None:
