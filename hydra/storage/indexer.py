@@ -4,9 +4,10 @@ The engine validates every append against it (expected versions, idempotent
 event IDs) and records what it wrote in ``pending`` (an in-memory ``Index``
 whose streams load their persistent state on first use). ``flush`` writes
 ``pending`` into the persistent index in one LMDB transaction that also
-records the log position it covers; the writer calls it once per group
-commit, before it publishes the new committed position, so readers in other
-processes find in the index everything they are told is committed.
+records the log position it covers; the writer calls it before it publishes
+a new committed position (after each group in the async modes, once per fsync
+with every-write), so readers in other processes find in the index everything
+they are told is committed.
 
 Not thread-safe: the single writer serialises calls (the Store's engine lock).
 """
