@@ -309,7 +309,7 @@ class WriterServer:
             # index's covered position from the log; recovery indexes it). What
             # is pending stays and goes in with the next flush that works.
             if not self._index_failing:
-                log.error("the index cannot be written (%s); retrying with each group, "
+                log.error("the index cannot be written (%s); retrying at each later flush, "
                           "reads fall back to the log meanwhile", exc)
             self._index_failing = True
         else:
