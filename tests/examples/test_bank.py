@@ -154,7 +154,9 @@ def race(stores: list[Any], account_id: str, cents: int) -> list[object]:
         t.start()
     for t in threads:
         t.join(30)
-    assert sum(b.conflicts for b in banks) == 1  # the loser lost a real race, once
+    # The loser lost a real race: at least once (its retry can read before the
+    # winner's append is committed, under load, and lose again).
+    assert sum(b.conflicts for b in banks) >= 1
     return results
 
 
