@@ -101,6 +101,16 @@ class IdFilter:
                 bit = crc32(eid, s2) & mask
                 mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
 
+    def add_pairs(self, pairs: Iterable[tuple[bytes, bytes]]) -> None:
+        """Add event IDs given one by one: (stream ID, event ID) each."""
+        mm = self._mm
+        mask = self._mask
+        for stream, eid in pairs:
+            bit = crc32(eid, crc32(stream)) & mask
+            mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
+            bit = crc32(eid, crc32(stream, _SEED)) & mask
+            mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
+
     def might_contain(self, stream: bytes, event_id: bytes) -> bool:
         mm = self._mm
         bit = crc32(event_id, crc32(stream)) & self._mask
