@@ -66,6 +66,7 @@ class FilterWorker:
         self._proc = proc
         self._last = last
         self._verdicts: dict[int, bool] = {}
+        self.checked = 0  # segments scanned without their CRCs (the worker's were in)
         self._next = 0  # the next segment whose verdict is to be read
         self._failed = False  # the worker could not open the filter: nothing is vouched
         self._done = False
@@ -136,8 +137,9 @@ class FilterWorker:
             raise StorageError(f"the index rebuild's worker answered {line!r}")
         status = self._proc.wait()
         self._done = True
-        log.info("the ID filter of %d of %d closed segments was set by the rebuild's worker",
-                 sum(self._verdicts.values()), self._last)
+        log.info("the ID filter of %d of %d closed segments was set by the rebuild's worker; "
+                 "%d were scanned without their CRCs (checked by the worker)",
+                 sum(self._verdicts.values()), self._last, self.checked)
         if status and not self._failed:
             raise StorageError(f"the index rebuild's worker process exited with status {status}")
 

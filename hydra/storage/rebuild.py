@@ -200,8 +200,10 @@ class _Builder:
             before = len(index.all_positions)
             # A segment the worker already checked is scanned without the CRCs
             # (never waited for: the worker is usually ahead).
-            checked = (number < last and self.worker is not None
-                       and self.worker.vouched(number, wait=False))
+            worker = self.worker
+            checked = number < last and worker is not None and worker.vouched(number, wait=False)
+            if checked and worker is not None:
+                worker.checked += 1
             result = index.scan(mm, base, 0, size, tolerate_crc=number < last, checked=checked)
             events += len(index.all_positions) - before
             if number < last:
@@ -259,9 +261,11 @@ class _Builder:
                 st.inc = st.positions[0]  # IDs here: its first event is held
         versions = _VERSIONS
         top = len(versions)
-        id_items += [(_pack_key64(st.inc) + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid),
+        # The incarnation's key prefix packed once per stream, not once per ID.
+        id_items += [(pk + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid),
                       versions[v] if v < top else _pack_u64(v))
-                     for _, st in with_ids for eid, v in st.ids.items()]
+                     for _, st in with_ids for pk in (_pack_key64(st.inc),)
+                     for eid, v in st.ids.items()]
         worker = self.worker
         vouched = (worker is not None and bool(self.batch_segments)
                    and all([worker.vouched(n) for n in self.batch_segments]))
