@@ -37,12 +37,11 @@ import logging
 import os
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
 from hydra.errors import CorruptLog
-from hydra.storage._rebuild_worker import FilterWorker
 from hydra.storage.idfilter import IdFilter, bits_for
 from hydra.storage.index import Index, StreamState
 from hydra.storage.indexer import segment_crc
@@ -69,6 +68,9 @@ from hydra.storage.persistent import (
     tracking_dbkey,
 )
 from hydra.storage.segments import SegmentSet, segment_name
+
+if TYPE_CHECKING:
+    from hydra.storage._rebuild_worker import FilterWorker
 
 log = logging.getLogger("hydra.storage")
 
@@ -178,6 +180,9 @@ class _Builder:
         last = numbers[-1]
         started = shown = time.monotonic()
         if self.filter is not None and last * size >= WORKER_BYTES:
+            # Imported here: the worker runs its module as __main__ (``-m``).
+            from hydra.storage._rebuild_worker import FilterWorker
+
             self.worker = FilterWorker.start(segments.directory, size, self.built.path,
                                              self.built.index_id(), last)
         try:
@@ -267,8 +272,19 @@ class _Builder:
                      for _, st in with_ids for pk in (_pack_key64(st.inc),)
                      for eid, v in st.ids.items()]
         worker = self.worker
-        vouched = (worker is not None and bool(self.batch_segments)
-                   and all([worker.vouched(n) for n in self.batch_segments]))
+        vouched = False
+        if worker is not None and self.batch_segments:
+            vouched = all([worker.vouched(n) for n in self.batch_segments])
+            if not vouched:
+                # This process sets the bits from here on, and the worker must not
+                # be setting any meanwhile (of two read-modify-writes of one byte at
+                # once, one bit would be lost): it is stopped.
+                log.warning("rebuilding the index in one process from segment %d on: "
+                            "the worker did not vouch for one of segments %d - %d",
+                            self.batch_segments[0], self.batch_segments[0],
+                            self.batch_segments[-1])
+                worker.close()
+                self.worker = None
         self.batch_segments = []
         if self.filter is not None and not vouched:
             # The filter's bits before the IDs are in the index (as the writer does).
