@@ -50,7 +50,7 @@ from hydra.storage.format import (
     RECORD_HEADER,
     RECORD_HEADER_SIZE,
 )
-from hydra.storage.idfilter import IdFilter
+from hydra.storage.idfilter import HEADER_BITS, SEED, IdFilter
 from hydra.storage.index import _EVENT_HEADER, _WORD_EVENT, _WORD_EVENT_END
 from hydra.storage.segments import segment_name
 
@@ -153,19 +153,18 @@ class FilterWorker:
             self._proc.stdout.close()
 
 
-def segment_ids(buf: mmap.mmap, limit: int) -> tuple[list[tuple[bytes, bytes]], bool]:
-    """The (stream, event ID) of the intact event records of a closed segment, and
-    whether the whole segment was understood (vouched)."""
+def set_segment_bits(buf: mmap.mmap, limit: int, id_filter: IdFilter) -> bool:
+    """Set the filter bits of the event IDs of the intact event records of a closed
+    segment; return whether the whole segment was understood (vouched)."""
     unpack_event = _EVENT_HEADER.unpack_from
     unpack = RECORD_HEADER.unpack_from
-    out: list[tuple[bytes, bytes]] = []
-    append = out.append
+    mm, mask = id_filter.bit_map()
+    header_bits = HEADER_BITS
     offset = 0
     while True:
         if offset + RECORD_HEADER_SIZE > limit:
             # The scan calls nonzero bytes here a record cut by the segment's end.
-            return out, (offset + FRAME_SIZE > limit
-                         or buf[offset:offset + 4] == b"\0\0\0\0")
+            return offset + FRAME_SIZE > limit or buf[offset:offset + 4] == b"\0\0\0\0"
         length, crc, word, version, sid_len, eid_len, type_len, r1, meta_len = \
             unpack_event(buf, offset)
         nxt = offset + FRAME_SIZE + length
@@ -176,26 +175,32 @@ def segment_ids(buf: mmap.mmap, limit: int) -> tuple[list[tuple[bytes, bytes]], 
                 payload = buf[offset + FRAME_SIZE:nxt]
                 if crc32(payload) == crc:
                     if eid_len:
-                        append((payload[ENVELOPE_SIZE:a], payload[a:a + eid_len]))
+                        stream = payload[ENVELOPE_SIZE:a]
+                        eid = payload[a:a + eid_len]
+                        # As IdFilter.add_streams sets them.
+                        bit = crc32(eid, crc32(stream)) & mask
+                        mm[header_bits + bit >> 3] |= 1 << (bit & 7)
+                        bit = crc32(eid, crc32(stream, SEED)) & mask
+                        mm[header_bits + bit >> 3] |= 1 << (bit & 7)
                     offset = nxt
                     continue
-            return out, False
+            return False
         if length == 0:
-            return out, True
+            return True
         (_, _, env_version, kind, flags, r0, version, _ts, sid_len, eid_len, type_len, r1,
          meta_len) = unpack(buf, offset)
         if (length < ENVELOPE_SIZE or nxt > limit or env_version != ENVELOPE_VERSION or r0
                 or r1 or flags & ~FLAG_BATCH_END
                 or crc32(buf[offset + FRAME_SIZE:nxt]) != crc):
-            return out, False
+            return False
         if kind == KIND_SKIP:
             if (length != ENVELOPE_SIZE or sid_len or eid_len or type_len or meta_len
                     or version < RECORD_HEADER_SIZE or offset + version > limit):
-                return out, False
+                return False
             offset += version
             continue
         if kind not in _OTHER_KINDS or not sid_len:
-            return out, False
+            return False
         offset = nxt
 
 
@@ -215,11 +220,9 @@ def main(argv: list[str]) -> int:
         finally:
             os.close(fd)
         try:
-            ids, vouched = segment_ids(mm, size)
+            vouched = set_segment_bits(mm, size, id_filter)
         finally:
             mm.close()
-        id_filter.add_pairs(ids)
-        del ids
         out.write(f"{number} {'ok' if vouched else 'no'}\n")
         out.flush()
     # The bits reach the file's pages before the rebuild syncs and renames it.
