@@ -14,8 +14,11 @@ on the common path, tombstones, snapshots, stream metadata, tracking records,
 skip records): then its IDs are exactly those the rebuild indexes from it, and
 the rebuilding process leaves their bits to the worker. At the first record that
 is not (a CRC mismatch, a broken length, anything unexpected) the worker stops
-walking the segment and does not vouch it; the rebuild then sets the bits of
-that segment's batch itself, as it does without a worker.
+walking the segment and does not vouch it; the rebuild then stops the worker
+(two processes must never set bits at once: of two read-modify-writes of one
+byte, one bit would be lost) and sets the bits of that batch and of the rest of
+the log itself, as it does without a worker. The rebuild also scans a segment
+already vouched without the CRCs (``Index.scan(..., checked=True)``).
 
 Protocol: the arguments are ``DIR SEGMENT_SIZE INDEX_PATH INDEX_ID LAST``
 (segments 0 .. LAST-1 are walked, in order); one line on stdout per segment,
