@@ -11,7 +11,8 @@ streams (each event has an event ID; streams are interleaved, so every group of
 appends touches many streams) straight into segment files (the fastest path; the
 bytes are exactly what the writer writes), and caches it in ``--store``
 (default /tmp/hydra-bench-index-<events>). ``rebuild`` deletes the index and
-times the full rebuild from the log (events/s). ``start`` times, on that store:
+times the full rebuild from the log (events/s; CPU seconds of the rebuilding
+process and of its worker). ``start`` times, on that store:
 a writer process ready after a clean stop; ready after kill -9 during a load
 (the tail to index); a gateway ready (answers a read); and the private
 (anonymous) RSS of the writer and of the gateway. Every figure is the median of
@@ -24,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -90,14 +92,23 @@ def rebuild(directory: str) -> dict[str, float]:
     shutil.rmtree(os.path.join(directory, "index"), ignore_errors=True)
     started = time.monotonic()
     cpu = time.process_time()
+    children = _children_cpu()
     with hydra.open(directory) as s:
         took = time.monotonic() - started
         cpu = time.process_time() - cpu
+        children = _children_cpu() - children
         events = s.stats()["events"]
         anon = anon_rss_mib(os.getpid())
     return {"events": events, "seconds": round(took, 2), "events_per_s": round(events / took),
             "cpu_seconds": round(cpu, 2), "events_per_cpu_s": round(events / cpu),
+            "worker_cpu_seconds": round(children, 2),
             "anon_rss_after_mib": round(anon, 1), "load_average": os.getloadavg()[0]}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's ended children (the rebuild's worker)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def anon_rss_mib(pid: int) -> float:

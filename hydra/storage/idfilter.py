@@ -33,9 +33,11 @@ FILTER_HEADER = struct.Struct("<16sQQ32x")  # magic, bits_log2, index ID
 HEADER_SIZE = FILTER_HEADER.size
 assert HEADER_SIZE == 64
 _HEADER_BITS = HEADER_SIZE * 8  # bit n of the filter is bit n + _HEADER_BITS of the file
+HEADER_BITS = _HEADER_BITS
 MIN_BITS_LOG2 = 23  # 1 MiB
 MAX_BITS_LOG2 = 33  # 1 GiB
 _SEED = 0x9E3779B9
+SEED = _SEED
 
 
 def bits_for(expected_ids: int) -> int:
@@ -100,6 +102,13 @@ class IdFilter:
                 mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
                 bit = crc32(eid, s2) & mask
                 mm[_HEADER_BITS + bit >> 3] |= 1 << (bit & 7)
+
+    def bit_map(self) -> tuple[mmap.mmap, int]:
+        """The map and the mask, for a loop that sets the bits of each ID itself
+        (``hydra.storage._rebuild_worker``): bit ``crc32(eid, crc32(stream)) &
+        mask`` and bit ``crc32(eid, crc32(stream, SEED)) & mask``, bit ``n`` being
+        bit ``n & 7`` of byte ``HEADER_BITS + n >> 3`` of the map."""
+        return self._mm, self._mask
 
     def might_contain(self, stream: bytes, event_id: bytes) -> bool:
         mm = self._mm

@@ -232,7 +232,8 @@ class Index:
     # -- building from the log --------------------------------------------------
 
     def scan(
-        self, buf: Buffer, base: int, offset: int, limit: int, *, tolerate_crc: bool = False
+        self, buf: Buffer, base: int, offset: int, limit: int, *, tolerate_crc: bool = False,
+        checked: bool = False,
     ) -> ScanResult:
         """Parse records in ``buf[offset:limit]`` and apply them to the index.
 
@@ -246,6 +247,9 @@ class Index:
         fails is indexed by its header and listed in ``corrupt`` instead of
         ending the scan: a read that touches it raises CorruptLog, the rest of
         the log stays available.
+
+        With ``checked``, the CRC of every record in ``buf[offset:limit]`` is known
+        to hold (the rebuild's worker checked them): the common path skips it.
         """
         unpack = RECORD_HEADER.unpack_from
         unpack_event = _EVENT_HEADER.unpack_from
@@ -273,7 +277,7 @@ class Index:
                 if (sid_len and not r1 and a + eid_len + type_len + meta_len <= length
                         and nxt <= limit):
                     payload = buf[offset + FRAME_SIZE:nxt]
-                    if crc32(payload) == crc:
+                    if checked or crc32(payload) == crc:
                         key = payload[ENVELOPE_SIZE:a]
                         st = streams.get(key)
                         if st is None:

@@ -37,7 +37,7 @@ import logging
 import os
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lmdb
 
@@ -69,6 +69,9 @@ from hydra.storage.persistent import (
 )
 from hydra.storage.segments import SegmentSet, segment_name
 
+if TYPE_CHECKING:
+    from hydra.storage._rebuild_worker import FilterWorker
+
 log = logging.getLogger("hydra.storage")
 
 # Events per batch (what is written and forgotten at a time).
@@ -76,6 +79,9 @@ BATCH_EVENTS = 1 << 20
 # Stream positions held in memory before full chunks are written early.
 SPILL_POSITIONS = 1 << 25
 _PROGRESS_SECONDS = 2.0
+# Bytes of closed segments from which the filter's bits are set by a second
+# process (``hydra.storage._rebuild_worker``): below, starting it costs more.
+WORKER_BYTES = 64 << 20
 # Events of a rebuild after which its memory is collected and given back.
 _TRIM_EVENTS = 100_000
 _I64 = struct.Struct("<q")
@@ -160,22 +166,50 @@ class _Builder:
         self.index = Index()
         self.held = 0  # stream positions held in memory (an estimate: placeholders not counted)
         self.spilled = False  # chunks were written before the end
+        self.worker: FilterWorker | None = None
+        # Closed segments scanned since the last batch was written: their filter
+        # bits are the worker's if it vouched for all of them.
+        self.batch_segments: list[int] = []
 
     def run(self, segments: SegmentSet, numbers: list[int], zero_tail: Any) -> int:
         """Index the log; return the number of events it holds."""
         size = segments.segment_size
-        index = self.index
         if not numbers:
             self.finish(0, 0)
             return 0
         last = numbers[-1]
         started = shown = time.monotonic()
+        if self.filter is not None and last * size >= WORKER_BYTES:
+            # Imported here: the worker runs its module as __main__ (``-m``).
+            from hydra.storage._rebuild_worker import FilterWorker
+
+            self.worker = FilterWorker.start(segments.directory, size, self.built.path,
+                                             self.built.index_id(), last)
+        try:
+            return self._scan(segments, last, started, shown, zero_tail)
+        finally:
+            if self.worker is not None:
+                self.worker.close()
+
+    def _scan(self, segments: SegmentSet, last: int, started: float, shown: float,
+              zero_tail: Any) -> int:
+        size = segments.segment_size
+        index = self.index
         events = 0
         for number in range(0, last + 1):
+            if number == last and self.batch_segments:
+                # The last segment's filter bits are this process's to set.
+                self.flush_batch()
             mm = segments.map(number)
             base = number * size
             before = len(index.all_positions)
-            result = index.scan(mm, base, 0, size, tolerate_crc=number < last)
+            # A segment the worker already checked is scanned without the CRCs
+            # (never waited for: the worker is usually ahead).
+            worker = self.worker
+            checked = number < last and worker is not None and worker.vouched(number, wait=False)
+            if checked and worker is not None:
+                worker.checked += 1
+            result = index.scan(mm, base, 0, size, tolerate_crc=number < last, checked=checked)
             events += len(index.all_positions) - before
             if number < last:
                 if result.error is not None or result.end != result.stopped:
@@ -184,6 +218,8 @@ class _Builder:
                         f"{base + result.stopped} ({result.error or 'incomplete batch'}) "
                         "in a closed segment; run `hydra verify` for details"
                     )
+                if self.worker is not None:
+                    self.batch_segments.append(number)
                 if len(index.all_positions) >= BATCH_EVENTS:
                     self.flush_batch()
                 now = time.monotonic()
@@ -197,6 +233,9 @@ class _Builder:
             zero_tail(mm, result.end, segments.fd(number))
             end = base + result.end
             self.flush_batch()
+            if self.worker is not None:
+                # Every bit the worker sets is in the file before the index is complete.
+                self.worker.finish()
             self.finish(end, segment_crc(segments, end))
             took = time.monotonic() - started
             if self.announce:
@@ -227,10 +266,27 @@ class _Builder:
                 st.inc = st.positions[0]  # IDs here: its first event is held
         versions = _VERSIONS
         top = len(versions)
-        id_items += [(_pack_key64(st.inc) + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid),
+        # The incarnation's key prefix packed once per stream, not once per ID.
+        id_items += [(pk + eid if len(eid) <= MAX_KEY else id_dbkey(st.inc, eid),
                       versions[v] if v < top else _pack_u64(v))
-                     for _, st in with_ids for eid, v in st.ids.items()]
-        if self.filter is not None:
+                     for _, st in with_ids for pk in (_pack_key64(st.inc),)
+                     for eid, v in st.ids.items()]
+        worker = self.worker
+        vouched = False
+        if worker is not None and self.batch_segments:
+            vouched = all([worker.vouched(n) for n in self.batch_segments])
+            if not vouched:
+                # This process sets the bits from here on, and the worker must not
+                # be setting any meanwhile (of two read-modify-writes of one byte at
+                # once, one bit would be lost): it is stopped.
+                log.warning("rebuilding the index in one process from segment %d on: "
+                            "the worker did not vouch for one of segments %d - %d",
+                            self.batch_segments[0], self.batch_segments[0],
+                            self.batch_segments[-1])
+                worker.close()
+                self.worker = None
+        self.batch_segments = []
+        if self.filter is not None and not vouched:
             # The filter's bits before the IDs are in the index (as the writer does).
             self.filter.add_streams([(key, st.ids) for key, st in with_ids])
         for _, st in with_ids:
