@@ -15,10 +15,13 @@ CPU and memory come from the library's process collector, run at scrape time
 for each live process of the server (``hydra_process_*{process, pid}``).
 
 Hot-path cost: a counter ``inc`` is about 2 µs and a histogram ``observe`` 4.5 µs
-in this mode, so the writer counts per group and per fsync, never per event, and
-the gateways count per request into plain ints (``hydra.gateway._tally``), written
-here at most every 0.1 s and before their own scrapes. A process that never called ``start()`` (an embedded
-gateway in a test) gets the same series in memory, exposed for that process.
+in this mode, so no process writes them per operation: the gateways count per
+request into plain ints (``hydra.gateway._tally``), written here at most every
+0.1 s and before their own scrapes; the writer counts its groups, records, fsyncs
+and committed position the same way (``hydra.writer._tally``), written from its
+loop at most every 0.1 s and when it stops. A process that never called
+``start()`` (an embedded gateway in a test) gets the same series in memory,
+exposed for that process.
 
 ``HYDRA_METRICS=off`` in a process's environment turns it all off there: the
 series become no-ops, nothing is written to ``run/metrics/`` and the gateways
@@ -28,9 +31,12 @@ do not wrap their backends (the benchmark's "without metrics").
 from __future__ import annotations
 
 import functools
+import operator
 import os
 import re
 import threading
+from bisect import bisect_left
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, Final
 
@@ -184,6 +190,27 @@ class Series:
         self.info = Gauge("hydra_process_info", "One per live process of the server",
                           ["process"], multiprocess_mode="liveall", registry=reg)
         self.info.labels(process).set(1)
+
+
+# Serialises the read-modify-write of a histogram's sum across the tallies of one
+# process (embedded gateways in test threads share the process's series).
+_sum_lock = threading.Lock()
+
+
+def replay(child: Any, observed: list[float]) -> None:
+    """What ``child.observe(v)`` for each ``v`` of ``observed``, in order, would do to a
+    prometheus_client histogram child, with one write per bucket touched and one for
+    the sum (the library has no call to observe many values at once)."""
+    # observe() counts v in the first bucket whose bound is >= v (the bounds are
+    # ascending and end with +Inf); the loops over ``observed`` run in C.
+    counts = Counter(map(functools.partial(bisect_left, child._upper_bounds), observed))
+    with _sum_lock:
+        # Added one by one, left to right, as observe() would (not sum(), which
+        # compensates rounding from Python 3.12 on).
+        child._sum.set(functools.reduce(operator.add, observed, child._sum.get()))
+    buckets = child._buckets
+    for i, n in counts.items():
+        buckets[i].inc(n)
 
 
 _lock = threading.Lock()

@@ -26,20 +26,11 @@ at every change.
 from __future__ import annotations
 
 import asyncio
-import functools
-import operator
-import threading
-from bisect import bisect_left
-from collections import Counter
-from typing import Any, Final
+from typing import Final
 
-from hydra._metrics import Series
+from hydra._metrics import Series, replay
 
 FLUSH_INTERVAL: Final = 0.1
-
-# Serialises the read-modify-write of a histogram's sum across tallies of one
-# process (embedded gateways in test threads share the process's series).
-_sum_lock = threading.Lock()
 
 
 class Tally:
@@ -132,19 +123,3 @@ class Tally:
             if observed:
                 replay(s.append_seconds.labels(api), observed)
                 observed.clear()
-
-
-def replay(child: Any, observed: list[float]) -> None:
-    """What ``child.observe(v)`` for each ``v`` of ``observed``, in order, would do to a
-    prometheus_client histogram child, with one write per bucket touched and one for
-    the sum (the library has no call to observe many values at once)."""
-    # observe() counts v in the first bucket whose bound is >= v (the bounds are
-    # ascending and end with +Inf); the loops over ``observed`` run in C.
-    counts = Counter(map(functools.partial(bisect_left, child._upper_bounds), observed))
-    with _sum_lock:
-        # Added one by one, left to right, as observe() would (not sum(), which
-        # compensates rounding from Python 3.12 on).
-        child._sum.set(functools.reduce(operator.add, observed, child._sum.get()))
-    buckets = child._buckets
-    for i, n in counts.items():
-        buckets[i].inc(n)

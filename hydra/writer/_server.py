@@ -58,6 +58,7 @@ from hydra.writer._commands import CommandHandler, Reply
 from hydra.writer._scavenging import ScavengeThread
 from hydra.writer._durability import SyncPolicy
 from hydra.writer._syncer import Syncer
+from hydra.writer._tally import WriterTally
 from hydra.writer.config import WriterConfig
 
 log = logging.getLogger("hydra.writer")
@@ -132,6 +133,9 @@ class WriterServer:
         self._syncer = Syncer()
         ensure_run_dir(self.directory)
         self.metrics = _metrics.series()
+        # Groups, records, fsyncs and the committed position, written into the
+        # series from the loop at most every 0.1 s (_tally.py), not per group.
+        self.tally = WriterTally(self.metrics, config.metrics_flush)
         # Records written since the last fsync started, and those the running one covers.
         self._unsynced_records = 0
         self._syncing_records = 0
@@ -172,6 +176,7 @@ class WriterServer:
         )
         self._publish(heartbeat=True)
         policy = self.policy
+        tally = self.tally
         try:
             while not self._stop:
                 now = time.monotonic()
@@ -181,6 +186,8 @@ class WriterServer:
                     wait = min(wait, policy.deadline - now)
                 if self._feed_due is not None:
                     wait = min(wait, self._feed_due - now)
+                if tally.due is not None:
+                    wait = min(wait, tally.due - now)
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:
                     _drain_pipe(wake_r)
@@ -196,6 +203,8 @@ class WriterServer:
                 if now >= self._next_heartbeat:
                     self._publish(heartbeat=True)
                     self._background_scavenge(now)
+                if tally.due is not None and now >= tally.due:
+                    tally.flush()
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -248,11 +257,13 @@ class WriterServer:
         handle = handler.handle_body
         replies = [handle(frames[-1]) for frames in messages]
         self.groups += 1
-        metrics = self.metrics
-        metrics.groups.inc()
+        tally = self.tally
+        tally.groups += 1
         if handler.written:
-            metrics.written.inc(handler.written)
+            tally.records += handler.written
             self._unsynced_records += handler.written
+        if tally.due is None:
+            tally.changed(time.monotonic())
         policy = self.policy
         end = self.engine.end
         # The index covers the group before any reader can be told it is
@@ -357,7 +368,7 @@ class WriterServer:
         assert syncer is not None
         end, error = result or syncer.finish()
         waiting = self._waiting
-        metrics = self.metrics
+        tally = self.tally
         if error is not None:
             # After a failed fsync the kernel may have dropped (or kept, marked
             # clean) the pages it could not write: what is on disk after the last
@@ -365,7 +376,7 @@ class WriterServer:
             # The writer stays up for health and the groups' answers, refuses
             # every later write, and leaves what survived to the recovery of the
             # next start.
-            metrics.fsync_failures.inc()
+            self.metrics.fsync_failures.inc()
             failure = StorageFailed(
                 f"fsync of the log failed ({error.strerror or error}); the log takes no "
                 "more writes until the writer is restarted (what was acknowledged "
@@ -375,8 +386,10 @@ class WriterServer:
             self._fail_waiting()
             return
         self.fsyncs += 1
-        metrics.fsync_seconds.observe(syncer.duration)
-        metrics.events_per_fsync.observe(self._syncing_records)
+        tally.fsync_seconds.append(syncer.duration)
+        tally.events_per_fsync.append(self._syncing_records)
+        if tally.due is None:
+            tally.changed(time.monotonic())
         self.synced = end
         policy = self.policy
         if policy.every_write:
@@ -424,10 +437,13 @@ class WriterServer:
             self._sample_log()
         self._seq += 1
         committed = self.committed
-        self.metrics.committed.set(committed)
         self.pub.send(encode_feed(FeedMessage(self._seq, committed, self.writer_id, heartbeat)))
         self._published = committed
         self._last_feed = time.monotonic() if now is None else now
+        tally = self.tally
+        if committed != tally.committed:
+            tally.committed = committed
+            tally.changed(self._last_feed)
         self._feed_due = None
         self._next_heartbeat = self._last_feed + self.config.heartbeat_interval
 
@@ -508,6 +524,12 @@ class WriterServer:
             self._flush_index(self.engine.end)
             self._clean = not self._index_failing
             self._publish(heartbeat=False)
+        # What the last groups and fsyncs counted, before the process ends (a
+        # failure here must not keep the writer from releasing the log).
+        try:
+            self.tally.flush()
+        except Exception:
+            log.exception("could not write the last metrics")
         log.info("writer stopped: committed=%d synced=%d", self.committed, self.synced)
         return 1 if failed else 0
 

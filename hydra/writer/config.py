@@ -44,6 +44,8 @@ class WriterConfig:
     zmq_curve: bool = False
     # Seconds between background scavenges; None: only on request.
     scavenge_interval: float | None = None
+    # Longest wait of the writer's counts before a scrape shows them (hydra.writer._tally).
+    metrics_flush: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.data_dir:
@@ -68,6 +70,10 @@ class WriterConfig:
             raise InvalidArgument(
                 f"scavenge interval must be 1 second to a year (or unset: off), got {si!r}"
             )
+        mf = self.metrics_flush
+        if type(mf) not in (int, float) or not 0 < mf <= 3600:
+            raise InvalidArgument(
+                f"metrics flush interval must be seconds in (0, 3600], got {mf!r}")
         if not isinstance(self.limits, Limits):
             raise InvalidArgument("limits must be a hydra.limits.Limits")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -111,6 +117,7 @@ class WriterConfig:
                 None if args.scavenge_interval in (None, "", "off")
                 else _float(args.scavenge_interval, "--scavenge-interval")
             ),
+            metrics_flush=_float(args.metrics_flush, "--metrics-flush"),
         )
 
 
@@ -169,6 +176,11 @@ def _parser(env: Mapping[str, str]) -> ArgumentParser:
                    metavar="SECONDS",
                    help="scavenge closed segments every SECONDS in the background "
                         "(default: off; on request only)")
+    p.add_argument("--metrics-flush", default=env.get("HYDRA_METRICS_FLUSH", "0.1"),
+                   metavar="SECONDS",
+                   help="longest wait of the writer's counts (groups, records, fsyncs, "
+                        "committed position) before /metrics shows them (default 0.1) "
+                        "[HYDRA_METRICS_FLUSH]")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                    default=env.get("HYDRA_LOG_LEVEL", "info"), help="[HYDRA_LOG_LEVEL]")
     return p

@@ -105,6 +105,12 @@ def test_one_scrape_shows_the_whole_server(cluster: Cluster) -> None:
     # every scrape, whichever gateway answers, holds the other gateway's counts too.
     flushed(cluster.http_url, before, "hydra_appends_total", 9)
     flushed(cluster.http_url, before, "hydra_read_events_total", 13)
+    # The writer's counts and committed position: in the files within its own
+    # flush interval (hydra/writer/_tally.py).
+    flushed(cluster.http_url, before, "hydra_writer_records_total", 10)
+    flushed(cluster.http_url, before, "hydra_events_per_fsync_sum", 10)
+    flushed(cluster.http_url, before, "hydra_committed_position",
+            committed - value(before, "hydra_committed_position"))
     for _ in range(6):
         r, after = scrape(cluster.http_url)
         assert r.headers["content-type"].startswith("text/plain")

@@ -18,17 +18,19 @@ def test_defaults(short_dir):
     assert cfg.command_endpoint == f"ipc://{short_dir}/run/cmd.sock"
     assert cfg.feed_endpoint == f"ipc://{short_dir}/run/feed.sock"
     assert cfg.segment_size is None and cfg.heartbeat_interval <= 1.0
+    assert cfg.metrics_flush == 0.1
 
 
 def test_options(short_dir):
     cfg = WriterConfig.from_args([
         "--data", short_dir, "--sync", "async", "--sync-interval", "0.5", "--sync-batch", "7",
         "--command-endpoint", "tcp://127.0.0.1:7001", "--feed-endpoint", "tcp://127.0.0.1:7002",
-        "--segment-size", "65536", "--heartbeat-interval", "0.2",
+        "--segment-size", "65536", "--heartbeat-interval", "0.2", "--metrics-flush", "2",
     ], {})
     assert (cfg.sync, cfg.sync_interval, cfg.sync_batch) == ("async", 0.5, 7)
     assert cfg.command_endpoint == "tcp://127.0.0.1:7001"
     assert cfg.segment_size == 65536 and cfg.heartbeat_interval == 0.2
+    assert cfg.metrics_flush == 2
 
 
 def test_limits(short_dir):
@@ -61,6 +63,8 @@ def test_environment_supplies_defaults_and_options_win(short_dir):
     ["--command-endpoint", "udp://x:1"],
     ["--command-endpoint", "tcp://127.0.0.1:7001", "--feed-endpoint", "tcp://127.0.0.1:7001"],
     ["--heartbeat-interval", "5"],
+    ["--metrics-flush", "0"],
+    ["--metrics-flush", "soon"],
     ["--limits", "max_event_size"],
     ["--limits", "max_event_size=big"],
     ["--limits", "max_event_size=0"],
