@@ -292,17 +292,10 @@ def _tables(directory: str) -> dict[bytes, list[tuple[bytes, bytes]]]:
     return out
 
 
-@pytest.mark.parametrize("batch, spill", [(1 << 20, 1 << 25), (37, 150)])
-def test_rebuilt_index_equals_the_one_the_writer_kept(tmp_path, monkeypatch, caplog, batch,
-                                                      spill):
-    """The bulk rebuild writes exactly the entries the writer's flushes wrote:
-    across batches, with stream positions written early (spilled), over deletes,
-    re-creations, streams longer than a chunk, batches, snapshots, metadata and
-    tracking records."""
-    from hydra.storage import rebuild
-
-    directory = str(tmp_path / "data")
-    with hydra.open(directory, segment_size=SEG * 4) as s:
+def fill_varied(directory: str, segment_size: int) -> list[hydra.RecordedEvent]:
+    """A log with deletes, re-creations, streams longer than a chunk, batches,
+    snapshots, metadata and tracking records; returns its events."""
+    with hydra.open(directory, segment_size=segment_size) as s:
         for i in range(700):
             s.append(f"s{i % 11}", f"e{i}", b"x" * (i % 40))
             if i % 151 == 150:
@@ -318,7 +311,20 @@ def test_rebuilt_index_equals_the_one_the_writer_kept(tmp_path, monkeypatch, cap
                        tracking=("app", 7))
         s.delete_stream("long")
         s.append("long", "again", b"new incarnation")
-        events = list(s.read_all())
+        return list(s.read_all())
+
+
+@pytest.mark.parametrize("batch, spill", [(1 << 20, 1 << 25), (37, 150)])
+def test_rebuilt_index_equals_the_one_the_writer_kept(tmp_path, monkeypatch, caplog, batch,
+                                                      spill):
+    """The bulk rebuild writes exactly the entries the writer's flushes wrote:
+    across batches, with stream positions written early (spilled), over deletes,
+    re-creations, streams longer than a chunk, batches, snapshots, metadata and
+    tracking records."""
+    from hydra.storage import rebuild
+
+    directory = str(tmp_path / "data")
+    events = fill_varied(directory, SEG * 4)
     kept = _tables(directory)
     monkeypatch.setattr(rebuild, "BATCH_EVENTS", batch)
     monkeypatch.setattr(rebuild, "SPILL_POSITIONS", spill)

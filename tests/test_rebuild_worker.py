@@ -20,31 +20,14 @@ from hydra.storage.format import FRAME, FRAME_SIZE
 from hydra.storage.idfilter import FILTER_NAME, HEADER_SIZE
 from hydra.storage.persistent import INDEX_DIR
 from hydra.storage.verify import verify
-from tests.test_index import _tables
+from tests.test_index import _tables, fill_varied
 
 SEG = 16384
 
 
 def fill(directory: str) -> list[hydra.RecordedEvent]:
-    """A log of several segments with deletes, re-creations, snapshots, metadata,
-    batches and tracking records."""
-    with hydra.open(directory, segment_size=SEG) as s:
-        for i in range(700):
-            s.append(f"s{i % 11}", f"e{i}", b"x" * (i % 40))
-            if i % 151 == 150:
-                s.delete_stream(f"s{i % 11}")
-            if i % 89 == 0 and s.stream_version(f"s{(i + 1) % 11}"):
-                s.save_snapshot(f"s{(i + 1) % 11}", 0, b"state")
-            if i % 233 == 0:
-                s.set_stream_metadata(f"s{i % 5}", max_count=1000)
-        s.append_events("long", [hydra.NewEvent(b"l", f"l{k}") for k in range(150)])
-        s.append_events("batch", [hydra.NewEvent(b"b", f"b{k}") for k in range(5)])
-        s.append_multi([hydra.StreamAppend("m1", [hydra.NewEvent(b"m", "m-a")]),
-                        hydra.StreamAppend("m2", [hydra.NewEvent(b"m", "")])],
-                       tracking=("app", 7))
-        s.delete_stream("long")
-        s.append("long", "again", b"new incarnation")
-        return list(s.read_all())
+    """A log of several segments (tests.test_index.fill_varied)."""
+    return fill_varied(directory, SEG)
 
 
 def rebuilt(directory: str, caplog: pytest.LogCaptureFixture, *,
