@@ -145,9 +145,10 @@ def _result(proc: subprocess.Popen[str]) -> dict:
 
 
 def _throughput(base: str, seed: int, clients: int, in_flight: int, count: int,
-                batch: int) -> dict:
+                batch: int, sync: str = "every-write") -> dict:
     d = tempfile.mkdtemp(prefix="bench-writer-", dir=base)
-    with WriterProcess(os.path.join(d, "data"), log_path=os.path.join(d, "writer.log")) as w:
+    with WriterProcess(os.path.join(d, "data"), "--sync", sync,
+                       log_path=os.path.join(d, "writer.log")) as w:
         before = w.health()
         writer_cpu = _cpu_seconds(w.pid)
         procs = [_spawn("_client", "--endpoint", w.command_endpoint, "--seed", str(seed + i),
@@ -166,6 +167,7 @@ def _throughput(base: str, seed: int, clients: int, in_flight: int, count: int,
         "fsyncs_per_s": (after["fsyncs"] - before["fsyncs"]) / seconds,
         "events_per_fsync": events / max(1, after["fsyncs"] - before["fsyncs"]),
         "seconds": seconds,
+        "groups_per_s": (after["groups"] - before["groups"]) / seconds,
         # CPU cost, to read the figures on a busy machine: microseconds per event.
         "writer_cpu_us_per_event": writer_cpu / events * 1e6,
         "clients_cpu_us_per_event": sum(r["cpu"] for r in results) / events * 1e6,
@@ -216,6 +218,8 @@ def main() -> int:
     p.add_argument("--batch-in-flight", type=int, default=16, help="per client, batch run")
     p.add_argument("--batch-events", type=int, default=1_000_000)
     p.add_argument("--visible-appends", type=int, default=4000)
+    p.add_argument("--sync", default="every-write", choices=["every-write", "async", "every-second"],
+                   help="the writer's durability mode (single and batch runs)")
     p.add_argument("--dir", default=None, help="where data directories go (default: a temp dir)")
     p.add_argument("--only", nargs="*", choices=["single", "batch", "visible", "visible_loaded"])
     p.add_argument("--json", help="also write the results here")
@@ -228,10 +232,10 @@ def main() -> int:
         seed = args.seed + run
         if "single" in wanted:
             runs["single"].append(_throughput(base, seed, args.clients, args.in_flight,
-                                              args.single_events, 1))
+                                              args.single_events, 1, args.sync))
         if "batch" in wanted:
             runs["batch"].append(_throughput(base, seed, args.clients, args.batch_in_flight,
-                                             args.batch_events, 100))
+                                             args.batch_events, 100, args.sync))
         if "visible" in wanted:
             runs["visible"].append(_visible(base, seed, args.visible_appends, 4, 0.001))
         if "visible_loaded" in wanted:
