@@ -39,6 +39,7 @@ import sys
 from dataclasses import asdict
 from typing import IO, Any
 
+from hydra._child import child_env, python_command
 from hydra.errors import HydraError, StorageError
 from hydra.storage.persistent import PersistentIndex
 from hydra.storage.scavenge import (
@@ -62,13 +63,10 @@ class Worker:
     def __init__(self, segments: SegmentSet, index: PersistentIndex, as_of: int,
                  now_us: int, duty: float = DUTY) -> None:
         self._directory = segments.directory
-        # The worker imports hydra from where this process did (the package may
-        # not be installed, e.g. in a checkout run with PYTHONPATH).
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        # The worker runs the hydra this process imported (hydra/_child.py).
+        env = child_env()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "hydra.storage._scavenge_worker"],
+            python_command("hydra.storage._scavenge_worker"),
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
             close_fds=True)
         try:

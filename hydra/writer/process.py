@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from types import TracebackType
 from typing import IO, Any, Self
 
 import zmq
 
+from hydra._child import child_env, python_command
 from hydra._curve import ClientKeys, client_keys, secure_client
 from hydra._protocol import OP_HEALTH, default_endpoints, packb, peer_socket, unpackb
 from hydra.errors import InvalidArgument, Unavailable
@@ -84,12 +84,12 @@ class WriterProcess:
 
     def start(self, timeout: float = 15.0) -> Self:
         """Start the writer and return once it answers a health request."""
-        args = [sys.executable, "-m", "hydra", "writer", "--data", self.data_dir,
-                "--command-endpoint", self.command_endpoint,
-                "--feed-endpoint", self.feed_endpoint, *self.extra_args,
-                *(["--zmq-curve", "1"] if self.zmq_curve else [])]
+        args = python_command("hydra", "writer", "--data", self.data_dir,
+                              "--command-endpoint", self.command_endpoint,
+                              "--feed-endpoint", self.feed_endpoint, *self.extra_args,
+                              *(["--zmq-curve", "1"] if self.zmq_curve else []))
         self._log = open(self.log_path, "ab")
-        env = dict(os.environ if self.env is None else self.env)
+        env = child_env(self.env)
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=self._log, env=env)
         self.wait_healthy(timeout)
