@@ -38,6 +38,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import hydra
+from hydra._child import child_env, python_command
 from hydra.storage.format import FLAG_BATCH_END, encode_event
 from hydra.storage.manifest import FORMAT_VERSION, Manifest, write_manifest
 from hydra.storage.segments import segment_name
@@ -125,8 +126,8 @@ def start_writer(directory: str) -> tuple[subprocess.Popen[bytes], float]:
 
     command = f"ipc://{directory}/run/cmd.sock"
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "hydra", "writer", "--data", directory],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(python_command("hydra", "writer", "--data", directory),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
     while True:
         try:
             request_health(command, timeout=0.05)
@@ -167,9 +168,9 @@ def load(command: str, seconds: float, streams: int) -> int:
 def start_gateway(directory: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
     """Start a gateway; return it and the seconds until it answered a stream read."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "hydra", "gateway", "--data", directory,
-                             "--http-port", str(port), "--grpc-port", str(port + 1)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(python_command("hydra", "gateway", "--data", directory,
+                                           "--http-port", str(port), "--grpc-port", str(port + 1)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=child_env())
     url = f"http://127.0.0.1:{port}/streams/stream-7?limit=5"
     while True:
         try:
