@@ -46,6 +46,7 @@ from starlette.routing import Match, Route
 from starlette.types import Scope
 
 from hydra import _metrics
+from hydra._gc import state as gc_state
 from hydra.storage.engine import ANY
 from hydra.errors import HydraError, InvalidArgument, StreamNotFound
 from hydra.gateway._backend import Backend
@@ -375,6 +376,7 @@ class HttpApi:
             },
             "version": _VERSION,
             "subscribers": {"total": hub.subscribers, "live": hub.live_subscribers},
+            "gc": gc_state(),
         })
 
     async def openapi(self, request: Request) -> Response:

@@ -867,6 +867,17 @@ def openapi_document(limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
                         "properties": {"total": {"type": "integer"},
                                        "live": {"type": "integer"}},
                     },
+                    "gc": {
+                        "type": "object",
+                        "description": "This worker's garbage collector: objects frozen "
+                                       "after start-up, the generations' thresholds and "
+                                       "their collections so far.",
+                        "properties": {
+                            "frozen": {"type": "integer"},
+                            "threshold": {"type": "array", "items": {"type": "integer"}},
+                            "collections": {"type": "array", "items": {"type": "integer"}},
+                        },
+                    },
                 },
             },
             "StreamPage": {

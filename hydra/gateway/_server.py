@@ -28,6 +28,7 @@ import grpc  # type: ignore[import-untyped]
 import uvicorn
 
 from hydra import _metrics
+from hydra._gc import settle as settle_gc
 from hydra.errors import AddressInUse
 from hydra.gateway._auth import Authenticator, AuthInterceptor, AuthMiddleware
 from hydra.gateway._backend import Backend, ServerBackend
@@ -129,7 +130,7 @@ async def serve(
         if auth is not None:
             log.info("%s: authentication on, %d tokens from %s", config.name, len(auth),
                      config.tokens_file)
-        return await _serve(config, backend, stop, claims, auth, tls)
+        return await _serve(config, backend, stop, claims, auth, tls, settle=own_signals)
     finally:
         claims.release()
 
@@ -156,7 +157,9 @@ async def _start_backend(config: GatewayConfig, stop: asyncio.Event) -> Backend 
 
 
 async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
-                 claims: PortClaims, auth: Authenticator | None, tls: ServerTls | None) -> int:
+                 claims: PortClaims, auth: Authenticator | None, tls: ServerTls | None, *,
+                 settle: bool) -> int:
+    """Serve until ``stop``; ``settle``: this process is the worker's own (``_gc``)."""
     loop = asyncio.get_running_loop()
     subscriptions = Subscriptions(backend, heartbeat=config.sse_heartbeat,
                                   buffer=config.subscriber_buffer,
@@ -218,6 +221,8 @@ async def _serve(config: GatewayConfig, backend: Backend, stop: asyncio.Event,
              "S" if tls else "", config.host, http_sock.getsockname()[1],
              " over TLS" if tls else "", address)
 
+    if settle:
+        settle_gc()  # (hydra/_gc.py) everything of the start-up stays for good
     stop_task = loop.create_task(stop.wait())
     await asyncio.wait({http_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     log.info("%s shutting down", config.name)

@@ -37,6 +37,8 @@ import lmdb
 import zmq
 
 from hydra import _curve, _metrics
+from hydra._gc import settle as settle_gc
+from hydra._gc import state as gc_state
 from hydra.storage.engine import Engine
 from hydra.storage.lock import DirectoryLock
 from hydra._protocol import (
@@ -175,6 +177,7 @@ class WriterServer:
             self.config.feed_endpoint, self.recovery_seconds, *self._index_counts(),
         )
         self._publish(heartbeat=True)
+        settle_gc()  # (hydra/_gc.py) the recovered state and start-up stay for good
         policy = self.policy
         tally = self.tally
         try:
@@ -490,6 +493,7 @@ class WriterServer:
             "pid": os.getpid(),
             "protocol": PROTOCOL_VERSION,
             "scavenge": self._scavenging.progress,
+            "gc": gc_state(),
         }
 
     # -- shutdown ------------------------------------------------------------------

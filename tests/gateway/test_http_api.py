@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 
 import httpx
 import pytest
@@ -233,6 +234,34 @@ def test_health(http):
     assert isinstance(doc["committedPosition"], int)
     assert isinstance(doc["writer"]["committedPosition"], int)
     assert doc["writer"]["syncMode"] == "every-write"
+
+
+def test_server_processes_freeze_their_start_up_out_of_the_collector(cluster):
+    """hydra/_gc.py: a real gateway and the writer report what they froze after
+    start-up and the raised threshold; the collector still runs (collections go
+    on while requests are served)."""
+    from hydra._gc import YOUNG
+    from hydra._protocol import default_endpoints
+    from hydra.writer.process import request_health
+
+    with httpx.Client(base_url=cluster.http_url, timeout=10) as client:
+        first = client.get("/health").json()
+        probe = uuid.uuid4().hex
+        for k in range(300):
+            r = client.post(f"/streams/gc-probe-{probe}-{k}", json={
+                "events": [{"eventId": f"gc-{k}", "eventType": "t", "data": b64(str(k))}]})
+            assert r.status_code == 201, r.text
+        later = client.get("/health").json()
+    for doc in (first, later):
+        gc = doc["gc"]
+        assert gc["frozen"] > 10_000  # the modules, gRPC, Starlette, ... of a real worker
+        assert gc["threshold"][0] == YOUNG
+    # (Either worker may answer: compare one worker with itself.)
+    if first["pid"] == later["pid"]:
+        assert later["gc"]["collections"][0] >= first["gc"]["collections"][0]
+    writer = request_health(default_endpoints(cluster.data)[0])
+    assert writer["gc"]["frozen"] > 1000
+    assert writer["gc"]["threshold"][0] == YOUNG
 
 
 def test_openapi_document(http):
