@@ -22,6 +22,8 @@ _VARYING = [
     (re.compile(r'"uptime":[\d.]+'), '"uptime":<uptime>'),
     (re.compile(r'"worker":"gateway-\d+"'), '"worker":"<worker>"'),
     (re.compile(r'"(fsyncs|groups)":\d+'), r'"\1":<count>'),
+    (re.compile(r'"frozen":\d+'), '"frozen":<count>'),
+    (re.compile(r'"collections":\[[\d,]*\]'), '"collections":[<counts>]'),
 ]
 
 
