@@ -148,14 +148,27 @@ def test_hand_driven_feed_garbage_and_out_of_order_positions(data_dir):
         tailer = Tailer(view, endpoint)
         await tailer.start()
         try:
-            await asyncio.sleep(0.3)  # let the subscription reach the publisher
+            # A SUB misses what is published before it joined: send a heartbeat
+            # that changes nothing until the tailer has seen one.
+            probe = proto.encode_feed(proto.FeedMessage(0, 0, 7, True))
+            for _ in range(200):
+                pub.send(probe)
+                await asyncio.sleep(0.05)
+                if tailer.messages:
+                    break
+            assert tailer.messages, "the tailer never joined the feed"
 
-            async def publish(body: bytes) -> None:
+            async def publish(body: bytes, valid: bool = True) -> None:
+                seen = tailer.messages
                 pub.send(body)
                 await asyncio.sleep(0.1)
+                for _ in range(100 if valid else 0):  # counted once handled
+                    if tailer.messages > seen:
+                        break
+                    await asyncio.sleep(0.05)
 
-            await publish(b"\xc1 not msgpack")
-            await publish(msgpack.packb({"seq": 1}))
+            await publish(b"\xc1 not msgpack", valid=False)
+            await publish(msgpack.packb({"seq": 1}), valid=False)
             assert view.committed_position == 0
             await publish(proto.encode_feed(proto.FeedMessage(1, r2.position, 7, False)))
             assert view.committed_position == r2.position

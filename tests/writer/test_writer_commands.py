@@ -48,7 +48,10 @@ def subscribe():
         sub.setsockopt(zmq.CONFLATE, 0)
         opened.append((ctx, sub))
         sub.connect(endpoint)
-        time.sleep(0.2)  # a SUB misses what is published before it joined
+        # A SUB misses what is published before it joined: the first message
+        # (an idle writer's heartbeat, every 0.5 s) shows the subscription is live.
+        assert sub.poll(10_000), "no feed message within 10 s"
+        sub.recv()
         return sub
 
     yield connect
