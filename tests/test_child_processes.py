@@ -10,7 +10,9 @@ fails on import.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -78,3 +80,22 @@ def test_scavenge_worker_started_from_there(decoy, tmp_path):
         result = asyncio.run(main())
         assert result.events_removed == 6 * 39
         assert "decoy" not in w.log_tail(200)
+
+
+def test_rebuild_worker_started_from_there(decoy, tmp_path, monkeypatch, caplog):
+    # A full rebuild sets the ID filter's bits in a worker process
+    # (hydra.storage._rebuild_worker); a decoy worker would end at once.
+    from hydra.storage import rebuild
+    from hydra.storage.persistent import INDEX_DIR
+
+    directory = str(tmp_path / "data")
+    with hydra.open(directory, segment_size=SEG) as s:
+        for i in range(400):
+            s.append(f"s{i % 7}", f"e{i}", b"x" * 300)
+    shutil.rmtree(os.path.join(directory, INDEX_DIR))
+    monkeypatch.setattr(rebuild, "WORKER_BYTES", 0)
+    with caplog.at_level(logging.INFO, logger="hydra.storage"):
+        with hydra.open(directory) as s:
+            assert s.stream_version("s0") == 58
+    assert "closed segments was set by the rebuild's worker" in caplog.text
+    assert "without its worker" not in caplog.text

@@ -1,6 +1,6 @@
 """The rebuild's worker process (filter bits and CRCs of the closed segments):
-the index it helps build is the one-process rebuild's, a worker that dies fails
-the rebuild cleanly, and one that cannot start leaves the rebuild to one process."""
+the index it helps build is the one-process rebuild's, and a worker that dies,
+hangs or cannot start leaves the rest of the rebuild to one process."""
 
 from __future__ import annotations
 
@@ -9,13 +9,12 @@ import os
 import shutil
 import signal
 import sys
-import threading
 
 import pytest
 
 import hydra
-from hydra.errors import StorageError
-from hydra.storage import rebuild
+from hydra.storage import _rebuild_worker, rebuild
+from hydra.storage._rebuild_worker import FilterWorker
 from hydra.storage.format import FRAME, FRAME_SIZE
 from hydra.storage.idfilter import FILTER_NAME, HEADER_SIZE
 from hydra.storage.persistent import INDEX_DIR
@@ -114,35 +113,86 @@ def _worker_pids() -> list[int]:
     return pids
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_a_worker_that_dies_fails_the_rebuild_and_the_next_open_rebuilds(tmp_path,
-                                                                        monkeypatch):
-    directory = str(tmp_path / "data")
-    events = fill(directory)
+def _alone(directory: str, caplog: pytest.LogCaptureFixture,
+           monkeypatch: pytest.MonkeyPatch) -> tuple[list, dict, int]:
+    """The events, tables and filter bits of a rebuild without a worker."""
+    monkeypatch.setattr(rebuild, "WORKER_BYTES", 1 << 60)
+    events, logged = rebuilt(directory, caplog)
+    assert "set by the rebuild's worker" not in logged
     monkeypatch.setattr(rebuild, "WORKER_BYTES", 0)
-    shutil.rmtree(os.path.join(directory, INDEX_DIR))
-    stop = threading.Event()
+    return events, _tables(directory), filter_bits(directory)
+
+
+def _same_as_alone(directory: str, caplog: pytest.LogCaptureFixture,
+                   alone: tuple[list, dict, int]) -> str:
+    """Rebuild (with the worker, as patched by the caller); check the index is
+    the one-process rebuild's; return what was logged."""
+    events, tables, bits = alone
+    got, logged = rebuilt(directory, caplog)
+    assert got == events
+    assert _tables(directory) == tables
+    assert filter_bits(directory) & bits == bits  # no ID bit lost
+    assert verify(directory).index == "ok"
+    assert not os.path.exists(os.path.join(directory, INDEX_DIR + ".new"))
+    assert not _worker_pids()  # the worker was stopped and waited for
+    with hydra.open(directory) as s:
+        assert s.append("batch", "b3", b"again").duplicate
+    return logged
+
+
+@pytest.mark.parametrize("when", ["at once", "after one segment"])
+def test_a_worker_that_dies_leaves_the_rest_to_one_process(tmp_path, monkeypatch, caplog, when):
+    directory = str(tmp_path / "data")
+    fill(directory)
+    alone = _alone(directory, caplog, monkeypatch)
+    monkeypatch.setattr(rebuild, "BATCH_EVENTS", 37)  # several batches, some vouched
+    start, vouched = FilterWorker.start, FilterWorker.vouched
     killed: list[int] = []
 
-    def kill_the_worker() -> None:
-        while not stop.is_set() and not killed:
-            for pid in _worker_pids():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
+    def start_and_kill(*args, **kwargs):
+        worker = start(*args, **kwargs)
+        if when == "at once":
+            os.kill(worker._proc.pid, signal.SIGKILL)
+            killed.append(worker._proc.pid)
+        return worker
 
-    killer = threading.Thread(target=kill_the_worker)
-    killer.start()
-    try:
-        with pytest.raises(StorageError, match="worker process .* ended before its work"):
-            hydra.open(directory)
-    finally:
-        stop.set()
-        killer.join()
+    def vouched_then_kill(self, number, *, wait=True):
+        answer = vouched(self, number, wait=wait)
+        if answer and not killed:
+            # Its first verdict is in: it dies with the rest of the log to do.
+            os.kill(self._proc.pid, signal.SIGKILL)
+            killed.append(self._proc.pid)
+        return answer
+
+    monkeypatch.setattr(FilterWorker, "start", classmethod(
+        lambda cls, *a, **k: start_and_kill(*a, **k)))
+    monkeypatch.setattr(FilterWorker, "vouched", vouched_then_kill)
+    logged = _same_as_alone(directory, caplog, alone)
     assert killed
-    assert not os.path.exists(os.path.join(directory, INDEX_DIR))
-    with hydra.open(directory) as s:
-        assert list(s.read_all()) == events
-    assert verify(directory).index == "ok"
+    assert "without its worker process from here on" in logged
+    assert "ended before its work was done" in logged or "did not vouch" in logged
+
+
+def test_a_worker_that_hangs_is_stopped_and_the_rebuild_finishes(tmp_path, monkeypatch, caplog):
+    directory = str(tmp_path / "data")
+    fill(directory)
+    alone = _alone(directory, caplog, monkeypatch)
+    monkeypatch.setattr(_rebuild_worker, "WORKER_TIMEOUT", 0.5)
+    start = FilterWorker.start
+    stopped: list[int] = []
+
+    def start_and_stop(*args, **kwargs):
+        worker = start(*args, **kwargs)
+        os.kill(worker._proc.pid, signal.SIGSTOP)  # alive, but never answers
+        stopped.append(worker._proc.pid)
+        return worker
+
+    monkeypatch.setattr(FilterWorker, "start", classmethod(
+        lambda cls, *a, **k: start_and_stop(*a, **k)))
+    logged = _same_as_alone(directory, caplog, alone)
+    assert stopped
+    assert f"its process (pid {stopped[0]}) sent nothing for 0.5 s" in logged
+    assert not os.path.exists(f"/proc/{stopped[0]}")
 
 
 def test_a_worker_that_cannot_start_leaves_the_rebuild_to_one_process(tmp_path, monkeypatch,

@@ -20,6 +20,11 @@ byte, one bit would be lost) and sets the bits of that batch and of the rest of
 the log itself, as it does without a worker. The rebuild also scans a segment
 already vouched without the CRCs (``Index.scan(..., checked=True)``).
 
+The worker only helps: one that ends early, answers nonsense or sends nothing
+for ``WORKER_TIMEOUT`` seconds while it is waited for is stopped (SIGKILL, and
+waited for) and the rebuild goes on in one process from the first batch the
+worker had not vouched for, with a warning; it never fails the rebuild.
+
 Protocol: the arguments are ``DIR SEGMENT_SIZE INDEX_PATH INDEX_ID LAST``
 (segments 0 .. LAST-1 are walked, in order); one line on stdout per segment,
 ``N ok`` or ``N no``, then ``done`` once the filter's map is flushed; a line
@@ -38,8 +43,7 @@ import subprocess
 import sys
 from zlib import crc32
 
-from hydra.errors import StorageError
-
+from hydra._child import child_env, python_command
 from hydra.storage.format import (
     ENVELOPE_SIZE,
     ENVELOPE_VERSION,
@@ -61,6 +65,11 @@ _OTHER_KINDS = (KIND_TOMBSTONE, KIND_SNAPSHOT, KIND_METADATA, KIND_TRACKING)
 
 log = logging.getLogger("hydra.storage")
 
+# Seconds the rebuild waits for a line of its worker before it stops the worker
+# and goes on alone (a worker walks a segment in a second or two; one stopped,
+# e.g. by SIGSTOP, or stuck must not stop the rebuild).
+WORKER_TIMEOUT = 60.0
+
 
 class FilterWorker:
     """The rebuilding process's side: one worker for one rebuild."""
@@ -81,42 +90,51 @@ class FilterWorker:
     def start(cls, directory: str, size: int, index_path: str, index_id: int,
               last: int) -> FilterWorker | None:
         """Start a worker for segments 0 .. ``last``-1; None when none can be started."""
-        # The worker imports hydra from where this process did (the package may
-        # not be installed, e.g. in a checkout run with PYTHONPATH).
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "hydra.storage._rebuild_worker", directory, str(size),
-                 index_path, str(index_id), str(last)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=env,
+                python_command("hydra.storage._rebuild_worker", directory, str(size),
+                               index_path, str(index_id), str(last)),
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=child_env(),
                 close_fds=True)
         except OSError as e:
             log.warning("rebuilding the index in one process: its worker cannot start (%s)", e)
             return None
         return cls(proc, last)
 
+    def _fail(self, why: str) -> None:
+        """Give up on the worker: stop it; this process sets the bits it has not
+        vouched for (``vouched`` answers False from here on)."""
+        log.warning("rebuilding the index's ID filter without its worker process from here "
+                    "on: %s", why)
+        self._failed = True
+        self._stop()
+
     def _read(self, block: bool = True) -> str | None:
-        """The worker's next line; None when ``block`` is false and none is there yet."""
+        """The worker's next line; None when ``block`` is false and none is there
+        yet, or when the worker failed (it ended, or sent nothing for
+        ``WORKER_TIMEOUT`` seconds while waited for: it is stopped)."""
         while b"\n" not in self._buf:
-            if not block and not select.select([self._fd], [], [], 0)[0]:
+            ready = select.select([self._fd], [], [], WORKER_TIMEOUT if block else 0)[0]
+            if not ready:
+                if block:
+                    self._fail(f"its process (pid {self._proc.pid}) sent nothing for "
+                               f"{WORKER_TIMEOUT:g} s")
                 return None
             chunk = os.read(self._fd, 4096)
             if not chunk:
                 self._proc.wait()
-                raise StorageError(
-                    f"the index rebuild's worker process (pid {self._proc.pid}) ended before "
-                    f"its work was done (exit status {self._proc.returncode}); the index was "
-                    "not built, the next open rebuilds it")
+                self._fail(f"its process (pid {self._proc.pid}) ended before its work was "
+                           f"done (exit status {self._proc.returncode})")
+                return None
             self._buf += chunk
         line, _, self._buf = self._buf.partition(b"\n")
-        return line.decode()
+        return line.decode(errors="replace")
 
     def vouched(self, number: int, *, wait: bool = True) -> bool:
         """Whether the worker checked every record of segment ``number`` and set the
         filter bits of all its event IDs. Waits for its verdict; without ``wait``,
-        False when it is not there yet."""
+        False when it is not there yet. False for every segment not vouched
+        before the worker failed."""
         while not self._failed and number >= self._next:
             line = self._read(wait)
             if line is None:
@@ -125,33 +143,44 @@ class FilterWorker:
                 log.warning("rebuilding the index's ID filter in one process: %s", line[6:])
                 self._failed = True
                 break
-            n, verdict = line.split()
-            if int(n) != self._next or verdict not in ("ok", "no"):
-                raise StorageError(f"the index rebuild's worker answered {line!r}")
+            n, _, verdict = line.partition(" ")
+            if n != str(self._next) or verdict not in ("ok", "no"):
+                self._fail(f"it answered {line!r}")
+                break
             self._verdicts[self._next] = verdict == "ok"
             self._next += 1
         return not self._failed and self._verdicts[number]
 
     def finish(self) -> None:
-        """Wait for the worker's end; raise StorageError unless it ended well."""
+        """Wait for the worker's end, once every segment was vouched or not.
+
+        The bits it set are in the shared map whether or not it ends well (its
+        map and this process's are the same pages of the file, written out when
+        this process syncs the filter): a worker that fails now only costs a
+        warning."""
         if self._last:
             self.vouched(self._last - 1)
         if not self._failed and (line := self._read()) != "done":
-            raise StorageError(f"the index rebuild's worker answered {line!r}")
-        status = self._proc.wait()
+            if line is not None:
+                self._fail(f"it answered {line!r}")
+        if not self._failed:
+            status = self._proc.wait()
+            if status:
+                log.warning("the index rebuild's worker process exited with status %d", status)
         self._done = True
         log.info("the ID filter of %d of %d closed segments was set by the rebuild's worker; "
                  "%d were scanned without their CRCs (checked by the worker)",
                  sum(self._verdicts.values()), self._last, self.checked)
-        if status and not self._failed:
-            raise StorageError(f"the index rebuild's worker process exited with status {status}")
 
-    def close(self) -> None:
-        """Stop the worker if it still runs (the rebuild failed)."""
+    def _stop(self) -> None:
         if not self._done:
             self._proc.kill()
             self._proc.wait()
             self._done = True
+
+    def close(self) -> None:
+        """Stop the worker if it still runs (the rebuild failed, or goes on without it)."""
+        self._stop()
         if self._proc.stdout is not None:
             self._proc.stdout.close()
 
