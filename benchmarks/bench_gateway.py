@@ -15,9 +15,12 @@ packages `nghttp2-client` for h2load and `wrk`), so they are not the bottleneck.
 h2load cannot see gRPC status codes (they travel in trailers), so the append
 scenarios check afterwards that the log grew by exactly the number of requests.
 
-With ``--floor`` the two gRPC scenarios also run against bare grpc.aio servers
+With ``--floor`` the gRPC scenarios also run against bare grpc.aio servers
 (same worker count, same options, no Hydra: Append answers a constant, ReadStream
-sends 1,000 pre-serialized events): the most grpc.aio itself can do here.
+sends 1,000 pre-serialized events): the most grpc.aio itself can do here. The
+floor's run sits beside its scenario's in every round (before it in even rounds,
+after it in odd ones), and each ratio is given as the median of the per-round
+ratios as well as the ratio of the medians.
 
 Usage: python benchmarks/bench_gateway.py [--runs 3] [--duration 10] [--out FILE]
 """
@@ -377,46 +380,52 @@ def _floor_load(method: str, body: Path, clients: int, streams: int, per_call: i
     return r
 
 
-def run_floor(args: argparse.Namespace, report: dict[str, Any]) -> None:
-    port = free_port()
-    procs = [subprocess.Popen([sys.executable, __file__, "--serve-floor", str(port)])
-             for _ in range(args.workers)]
-    try:
+class Floor:
+    """The bare grpc.aio servers (``--workers`` processes on one port), up for the
+    whole benchmark so that each round measures them right beside the scenarios."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args = args
+        self.work = work
+        self.port = free_port()
+        self.procs = [subprocess.Popen([sys.executable, __file__, "--serve-floor",
+                                        str(self.port)]) for _ in range(args.workers)]
         time.sleep(2)
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            cases = {
-                "grpc-floor-append": (
-                    "Append", pb.AppendRequest(stream_id="x", data=PAYLOAD, expected_version=-1),
-                    args.grpc_append_clients, args.grpc_append_streams, 1),
-                "grpc-floor-stream": (
-                    "ReadStream", pb.ReadStreamRequest(stream_id="bench-read-0"),
-                    args.grpc_read_clients, args.grpc_read_streams, READ_STREAM_EVENTS),
-            }
-            for name, (method, request, clients, streams, per_call) in cases.items():
-                body = work / "floor.bin"
-                body.write_bytes(grpc_frame(request))
-                runs = []
-                for _ in range(args.runs):
-                    before = {p.pid: cpu_seconds(p.pid) for p in procs}
-                    r = _floor_load(method, body, clients, streams, per_call, port, args, work)
-                    used = sum(cpu_seconds(p.pid) - before[p.pid] for p in procs)
-                    r["server_cpu"] = {"total_us": round(used / max(r["requests"] * per_call, 1)
-                                                         * 1e6, 1),
-                                       "cores": round(used / args.duration, 2)}
-                    r.pop("h2load", None)
-                    r["per_second"] *= per_call
-                    runs.append(r)
-                    print(f"{name}: {r['per_second']:,.0f}/s p50 {r['p50_ms']} ms "
-                          f"p99 {r['p99_ms']} ms cpu {r['server_cpu']['total_us']} us/op",
-                          file=sys.stderr)
-                report["results"][name] = {"runs": runs, "median": _median(runs)}
-                if args.profile:
-                    profile(name, {p.pid: "gateway" for p in procs}, functools.partial(
-                        _floor_load, method, body, clients, streams, per_call, port, args,
-                        work), args)
-    finally:
-        for p in procs:
+        self.cases = {
+            "grpc-floor-append": (
+                "Append", pb.AppendRequest(stream_id="x", data=PAYLOAD, expected_version=-1),
+                args.grpc_append_clients, args.grpc_append_streams, 1),
+            "grpc-floor-stream": (
+                "ReadStream", pb.ReadStreamRequest(stream_id="bench-read-0"),
+                args.grpc_read_clients, args.grpc_read_streams, READ_STREAM_EVENTS),
+        }
+        for name, (_, request, *_rest) in self.cases.items():
+            (work / f"{name}.bin").write_bytes(grpc_frame(request))
+
+    def load(self, name: str) -> Callable[[], dict[str, Any]]:
+        method, _, clients, streams, per_call = self.cases[name]
+        return functools.partial(_floor_load, method, self.work / f"{name}.bin", clients,
+                                 streams, per_call, self.port, self.args, self.work)
+
+    def run(self, name: str) -> dict[str, Any]:
+        per_call = self.cases[name][4]
+        before = {p.pid: cpu_seconds(p.pid) for p in self.procs}
+        r = self.load(name)()
+        used = sum(cpu_seconds(p.pid) - before[p.pid] for p in self.procs)
+        r["server_cpu"] = {"total_us": round(used / max(r["requests"] * per_call, 1) * 1e6, 1),
+                           "cores": round(used / self.args.duration, 2)}
+        r.pop("h2load", None)
+        r["per_second"] *= per_call
+        print(f"{name}: {r['per_second']:,.0f}/s p50 {r['p50_ms']} ms "
+              f"p99 {r['p99_ms']} ms cpu {r['server_cpu']['total_us']} us/op", file=sys.stderr)
+        return r
+
+    def profile(self) -> None:
+        for name in self.cases:
+            profile(name, {p.pid: "gateway" for p in self.procs}, self.load(name), self.args)
+
+    def stop(self) -> None:
+        for p in self.procs:
             p.terminate()
             p.wait(10)
 
@@ -516,6 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, Server] = {}
     stubs: dict[str, pb_grpc.EventStoreStub] = {}
     channels = []
+    floor: Floor | None = None
+    # With --floor, each round runs the floor's load beside each gRPC scenario
+    # (before it in even rounds, after it in odd ones): "{job} floor" holds the
+    # floor runs paired with that job's, round by round.
+    paired = {job: FLOOR_OF[job] for job, _ in jobs if args.floor and job in FLOOR_OF}
     try:
         for mode in dict.fromkeys(m for _, m in jobs):
             servers[mode] = Server(args.workers, mode, args.loop)
@@ -523,12 +537,17 @@ def main(argv: list[str] | None = None) -> int:
             stubs[mode] = pb_grpc.EventStoreStub(channels[-1])
             populate(stubs[mode])
         with tempfile.TemporaryDirectory() as tmp:
+            if paired:
+                floor = Floor(args, Path(tmp))
             runs: dict[str, list[dict[str, Any]]] = {job: [] for job, _ in jobs}
+            runs.update({f"{job} floor": [] for job in paired})
             # Runs interleave across scenarios and modes, so that a change in the
             # machine's other load affects them alike.
             for run in range(args.runs):
                 for job, mode in jobs:
                     name = "grpc-append" if job.startswith("grpc-append") else job
+                    if floor is not None and job in paired and run % 2 == 0:
+                        runs[f"{job} floor"].append(floor.run(paired[job]))
                     r = run_scenario(name, servers[mode], stubs[mode], run, args, Path(tmp))
                     r.pop("h2load", None)
                     r["sync"] = mode
@@ -540,33 +559,43 @@ def main(argv: list[str] | None = None) -> int:
                           f"{r['server_cpu']['gateway_us']}; {r['server_cpu']['cores']} cores; "
                           f"{r['writer']['requests_per_group']} requests/group)"
                           f"{'' if r['verified'] else '  (NOT VERIFIED)'}", file=sys.stderr)
-            for job, _ in jobs:
+                    if floor is not None and job in paired and run % 2 == 1:
+                        runs[f"{job} floor"].append(floor.run(paired[job]))
+            for job in runs:
                 report["results"][job] = {"runs": runs[job], "median": _median(runs[job])}
             if args.profile:
                 for job, mode in jobs:
                     name = "grpc-append" if job.startswith("grpc-append") else job
                     profile(job, _server_pids(servers[mode]), functools.partial(
                         _run_load, name, servers[mode], stubs[mode], 99, args, Path(tmp)), args)
+                if floor is not None:
+                    floor.profile()
     finally:
+        if floor is not None:
+            floor.stop()
         for channel in channels:
             channel.close()
         for server in servers.values():
             server.stop()
-    if args.floor:
-        run_floor(args, report)
     results = report["results"]
-    ratios = {}
+    ratios: dict[str, Any] = {}
+
+    def ratio(job: str, base: str) -> None:
+        """Median of the per-round ratios (the pair measured minutes apart at
+        most), and the ratio of the medians."""
+        rounds = [a["per_second"] / b["per_second"]
+                  for a, b in zip(results[job]["runs"], results[base]["runs"])]
+        ratios[f"{job} / {base}"] = {
+            "median_of_rounds": round(statistics.median(rounds), 3),
+            "rounds": [round(x, 3) for x in rounds],
+            "of_medians": round(results[job]["median"]["per_second"]
+                                / results[base]["median"]["per_second"], 3)}
+
+    for job in paired:
+        ratio(job, f"{job} floor")
     for job, _ in jobs:
-        base = job if job in FLOOR_OF else job.rsplit("-", 1)[0]
-        floor = results.get(FLOOR_OF.get(base, ""))
-        if floor and job in FLOOR_OF:
-            ratios[f"{job} / floor"] = round(
-                results[job]["median"]["per_second"] / floor["median"]["per_second"], 3)
-    for job, mode in jobs:
         if job.startswith("grpc-append-") and "grpc-append" in results:
-            ratios[f"{job} / grpc-append"] = round(
-                results[job]["median"]["per_second"]
-                / results["grpc-append"]["median"]["per_second"], 3)
+            ratio(job, "grpc-append")
     report["ratios"] = ratios
     for key, value in ratios.items():
         print(f"{key}: {value}", file=sys.stderr)
