@@ -791,11 +791,13 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
             if base == 0 and new:
                 st.inc = new[0]
             inc = st.inc
-            if new:
-                _chunk_items(txn, chunks, inc, base, new, chunk_items)
+            # (The position of the last event already indexed, when extending a
+            # partial chunk reads it anyway: -1 otherwise.)
+            last_indexed = _chunk_items(txn, chunks, inc, base, new, chunk_items) if new else -1
             if key:
                 dbkey = key if len(key) <= MAX_KEY else stream_dbkey(key)
-                _move_recent(txn, index, dbkey, key, st, tombstones.get(key, -1), recent_items)
+                _move_recent(txn, index, dbkey, key, st, tombstones.get(key, -1), recent_items,
+                             last_indexed)
                 add_stream((dbkey, pack_record(inc, base + len(new)) + st.history))
             if st.ids:
                 pk = _pack_key64(inc)
@@ -850,16 +852,21 @@ def _put_newest(txn: lmdb.Transaction, db: Any, fmt: struct.Struct,
 
 def _move_recent(
     txn: lmdb.Transaction, index: PersistentIndex, dbkey: bytes, key: bytes,
-    st: StreamState, tombstone: int, out: list[tuple[bytes, bytes]],
+    st: StreamState, tombstone: int, out: list[tuple[bytes, bytes]], last_indexed: int = -1,
 ) -> None:
     """Move the stream's ``recent`` entry to its last record now (before the
-    stream's own entry is rewritten: the old one says where the old record was)."""
+    stream's own entry is rewritten: the old one says where the old record was).
+    ``last_indexed``: the position of the incarnation's last event in the index,
+    when the caller has it (-1: looked up here)."""
     base = st.base
     last = -1
     if base:
         # Events of this incarnation are in the index: the last of them is its entry.
-        chunk = _get(txn, _pack_chunk_key(st.inc, (base - 1) // CHUNK), index.chunks)
-        last = _unpack_q(chunk, ((base - 1) % CHUNK) * 8)[0]
+        if last_indexed >= 0:
+            last = last_indexed
+        else:
+            chunk = _get(txn, _pack_chunk_key(st.inc, (base - 1) // CHUNK), index.chunks)
+            last = _unpack_q(chunk, ((base - 1) % CHUNK) * 8)[0]
     elif st.history:
         # Deleted (here or before): the entry is at the last record of what the index has.
         old = txn.get(dbkey, db=index.streams)
@@ -898,25 +905,30 @@ def _touched(pending: Index) -> Iterator[tuple[bytes, StreamState]]:
 def _chunk_items(
     txn: lmdb.Transaction, db: Any, inc: int, base: int, new: array[int],
     out: list[tuple[bytes, bytes]],
-) -> None:
-    """The chunk entries for versions base.. of ``inc`` (a partial first chunk is extended)."""
+) -> int:
+    """The chunk entries for versions base.. of ``inc`` (a partial first chunk is
+    extended). Returns the position of version base - 1 when that partial chunk
+    holds it, else -1."""
     r = base % CHUNK
     c = base // CHUNK
     n = len(new)
-    if n <= CHUNK - r:
-        part = new.tobytes()
+    last = -1
+    if r:
         key = _pack_chunk_key(inc, c)
-        out.append((key, _get(txn, key, db) + part if r else part))
-        return
-    i = 0
+        old = _get(txn, key, db)
+        last = _unpack_q(old, (r - 1) * 8)[0]
+        take = min(CHUNK - r, n)
+        out.append((key, old + (new.tobytes() if take == n else new[:take].tobytes())))
+        i = take
+        c += 1
+    else:
+        i = 0
     while i < n:
-        take = min(CHUNK - r, n - i)
-        key = _pack_chunk_key(inc, c)
-        part = new[i:i + take].tobytes()
-        out.append((key, _get(txn, key, db) + part if r else part))
+        take = min(CHUNK, n - i)
+        out.append((_pack_chunk_key(inc, c), new[i:i + take].tobytes()))
         i += take
         c += 1
-        r = 0
+    return int(last)
 
 
 def _append_all(txn: lmdb.Transaction, db: Any, ordinals: Any, new: array[int]) -> None:
