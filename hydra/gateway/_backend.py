@@ -248,8 +248,8 @@ class ServerBackend:
     async def append_many(self, items: list[AppendItem]) -> list[Appended | HydraError]:
         """``append`` for each item, all in one message to the writer (one group
         commit); each item gets its result or its own error."""
-        # Calls made in one loop turn leave in one message (the writer client
-        # queues them), so the items are group-committed together, in order.
+        # One message to the writer (the writer client's ``append_many``: one
+        # future for all, no task per item), group-committed together, in order.
         append = self._client.append
         if len(items) == 1:
             # (A lone append: no task and no gathering future around its call.)
@@ -261,12 +261,12 @@ class ServerBackend:
                 self._after_write()  # (a refusal reports the committed position too)
                 one = exc
             return [one]
-        results = await asyncio.gather(
-            *(append(s, events, expected, sync=sync) for s, events, expected, sync in items),
-            return_exceptions=True)
-        for r in results:
-            if isinstance(r, BaseException) and not isinstance(r, HydraError):
-                raise r
+        try:
+            results: list[AppendResult | HydraError] = await self._client.append_many(items)
+        except HydraError as exc:
+            # The call itself failed (the writer gone, no answer in time): so
+            # did each of its appends.
+            results = [exc] * len(items)
         committed = self._after_write()
         return [Appended(r.position, r.version, r.duplicate, committed)
                 if isinstance(r, AppendResult) else r  # type: ignore[misc]

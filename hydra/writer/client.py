@@ -79,7 +79,7 @@ from hydra._protocol import (
     plain_context,
     unpackb,
 )
-from hydra.errors import InvalidArgument, StorageError, Unavailable
+from hydra.errors import HydraError, InvalidArgument, StorageError, Unavailable
 
 # Coalesced messages stop growing past this size (a single bigger request is
 # still sent alone, up to MAX_MESSAGE_SIZE).
@@ -91,13 +91,27 @@ _RETRY_SECONDS = 0.01
 _MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
-class _Pending:
-    __slots__ = ("deadline", "future", "group")
+class _Many:
+    """The replies of one call of several requests (``_call_many``), which share
+    a future: it gets the list once every reply is in."""
 
-    def __init__(self, future: asyncio.Future[dict[str, Any]], deadline: float) -> None:
+    __slots__ = ("left", "replies")
+
+    def __init__(self, count: int) -> None:
+        self.replies: list[Any] = [None] * count
+        self.left = count
+
+
+class _Pending:
+    __slots__ = ("deadline", "future", "group", "many", "slot")
+
+    def __init__(self, future: asyncio.Future[Any], deadline: float,
+                 many: _Many | None = None, slot: int = 0) -> None:
         self.future = future
         self.deadline = deadline
         self.group: set[int] | None = None  # the in-flight group it was sent in
+        self.many = many  # (with ``slot``: one request of a ``_call_many``)
+        self.slot = slot
 
 
 class WriterClient:
@@ -184,6 +198,35 @@ class WriterClient:
             request["sync"] = True
         reply = await self._call(request)
         return AppendResult(reply["position"], reply["version"], reply["duplicate"])
+
+    async def append_many(
+        self, items: Sequence[tuple[str, Sequence[NewEvent], int, bool]]
+    ) -> list[AppendResult | HydraError]:
+        """Several independent appends ``(stream_id, events, expected_version,
+        sync)``, sent together (one group commit): each gets its own result or
+        its own error, exactly as ``append`` alone would give it. An error of
+        the call itself (the writer gone, no answer in time) is raised."""
+        requests: list[dict[str, Any] | HydraError] = []
+        for stream_id, events, expected_version, sync in items:
+            if not isinstance(events, (list, tuple)) or isinstance(events, NewEvent):
+                requests.append(InvalidArgument(
+                    f"events must be a list of NewEvent, got {type(events).__name__}"))
+                continue
+            request = {"op": OP_APPEND, "stream": stream_id, "events": events,
+                       "expected_version": expected_version}
+            if sync:
+                request["sync"] = True
+            requests.append(request)
+        results: list[AppendResult | HydraError] = []
+        for reply in await self._call_many(requests):
+            if isinstance(reply, HydraError):
+                results.append(reply)
+            elif reply.get("ok") is not True:
+                results.append(exception_from_reply(reply))
+            else:
+                results.append(AppendResult(reply["position"], reply["version"],
+                                            reply["duplicate"]))
+        return results
 
     async def append_multi(
         self,
@@ -318,16 +361,7 @@ class WriterClient:
         loop = self._loop
         if loop is None:
             loop = self._start()
-        rid = next(self._ids)
-        request["id"] = rid
-        try:
-            body = packb(request)
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise InvalidArgument(f"request cannot be encoded: {exc}") from None
-        if len(body) > MAX_MESSAGE_SIZE:
-            raise InvalidArgument(
-                f"request is {len(body)} bytes; the writer accepts at most {MAX_MESSAGE_SIZE}"
-            )
+        rid, body = self._encode(request)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[rid] = _Pending(future, loop.time() + self.timeout)
         self._queue.append((rid, body))
@@ -348,6 +382,72 @@ class WriterClient:
         if reply.get("ok") is not True:
             raise exception_from_reply(reply)
         return reply
+
+    def _encode(self, request: dict[str, Any]) -> tuple[int, bytes]:
+        """A request's ID (set in it) and its message body, or InvalidArgument."""
+        rid = next(self._ids)
+        request["id"] = rid
+        try:
+            body = packb(request)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise InvalidArgument(f"request cannot be encoded: {exc}") from None
+        if len(body) > MAX_MESSAGE_SIZE:
+            raise InvalidArgument(
+                f"request is {len(body)} bytes; the writer accepts at most {MAX_MESSAGE_SIZE}"
+            )
+        return rid, body
+
+    async def _call_many(
+        self, requests: list[dict[str, Any] | HydraError]
+    ) -> list[dict[str, Any] | HydraError]:
+        """``_call`` for several requests at once, with one future for all of
+        them (no task or future per request): each reply (``ok`` or not) in
+        its request's place; a request that cannot be encoded (or a HydraError
+        given in its place) gets that error and is not sent."""
+        if self._closed:
+            raise Unavailable("the writer client is closed")
+        loop = self._loop
+        if loop is None:
+            loop = self._start()
+        out: list[dict[str, Any] | HydraError] = list(requests)
+        encoded: list[tuple[int, int, bytes]] = []  # (slot, rid, body)
+        for slot, request in enumerate(requests):
+            if isinstance(request, HydraError):
+                continue
+            try:
+                rid, body = self._encode(request)
+            except InvalidArgument as exc:
+                out[slot] = exc
+                continue
+            encoded.append((slot, rid, body))
+        if not encoded:
+            return out
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        many = _Many(len(encoded))
+        deadline = loop.time() + self.timeout
+        pending = self._pending
+        for n, (_, rid, body) in enumerate(encoded):
+            pending[rid] = _Pending(future, deadline, many, n)
+            self._queue.append((rid, body))
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush)
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
+        try:
+            replies = await future
+        finally:
+            for _, rid, _ in encoded:
+                p = pending.pop(rid, None)
+                if p is not None:  # cancelled (or failed) while waiting
+                    self._forget(rid, p)
+        last = self.last_committed
+        for (slot, _, _), reply in zip(encoded, replies, strict=True):
+            out[slot] = reply
+            committed = reply.get("committed")
+            if type(committed) is int and committed > last:
+                last = committed
+        self.last_committed = last
+        return out
 
     def _forget(self, rid: int, p: _Pending) -> None:
         """A sent request is settled: when its group is all settled, the next may leave."""
@@ -533,6 +633,14 @@ class WriterClient:
             p = pending.pop(rid, None)  # type: ignore[arg-type]
             if p is None:
                 continue
-            if not p.future.done():
-                p.future.set_result(reply)
+            future = p.future
+            if not future.done():
+                many = p.many
+                if many is None:
+                    future.set_result(reply)
+                else:
+                    many.replies[p.slot] = reply
+                    many.left -= 1
+                    if not many.left:
+                        future.set_result(many.replies)
             self._forget(rid, p)  # type: ignore[arg-type]

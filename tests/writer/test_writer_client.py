@@ -157,3 +157,59 @@ def test_bad_timeout_is_refused():
 
 def test_storage_error_class_is_a_hydra_error():
     assert issubclass(StorageError, hydra.HydraError)
+
+
+def test_append_many_gives_each_append_its_own_result_or_error(start_writer):
+    """``append_many``: one message, one future for all; each item gets exactly
+    what ``append`` alone would give it (results in order, refusals, a request
+    that cannot be sent at all), and nothing refused is written."""
+    w = start_writer("--limits", "max_event_size=100")
+
+    async def main():
+        async with WriterClient(w.command_endpoint) as c:
+            await c.append("taken", [ev(b"0")])
+            items = [
+                ("a", [ev(b"1", "a-1")], hydra.NO_STREAM, False),
+                ("taken", [ev(b"x")], hydra.NO_STREAM, False),  # StreamExists
+                ("b", [ev(b"2"), ev(b"3")], hydra.ANY, True),
+                ("a", [ev(b"4")], 5, False),  # WrongExpectedVersion (a is at 0)
+                ("c", "not a list", hydra.ANY, False),  # refused unsent
+                ("d", [ev(b"y" * 101)], hydra.ANY, False),  # over the writer's limit
+                ("e", [ev(b"\xff" * 10, "e-1")], hydra.ANY, False),
+                ("a", [ev(b"1", "a-1")], hydra.ANY, False),  # a duplicate of the first
+                ("f", [ev(b"z", "x" * (17 << 20))], hydra.ANY, False),  # too big to send
+            ]
+            results = await c.append_many(items)
+            assert len(results) == len(items)
+            a, taken, b, wrong, not_list, big, e, dup, unsendable = results
+            assert a.version == 0 and not a.duplicate
+            assert isinstance(taken, hydra.StreamExists)
+            assert b.version == 1 and b.position > a.position
+            assert isinstance(wrong, hydra.WrongExpectedVersion)
+            assert wrong.current_version == 1 and wrong.expected_version == 5  # (1 event)
+            assert isinstance(not_list, hydra.InvalidArgument)
+            assert isinstance(big, hydra.InvalidArgument) and "limit is 100" in str(big)
+            assert e.version == 0 and e.position > b.position
+            assert dup == hydra.AppendResult(a.position, 0, True)
+            assert isinstance(unsendable, hydra.InvalidArgument)
+            assert c.last_committed > e.position
+            h = await c.health()
+            # taken's first event, a, b's two, e: nothing refused was written.
+            assert (h["events"], h["streams"]) == (5, 4)
+            # Only refusals, or nothing at all to send: answered without a call.
+            [refused] = await c.append_many([("g", "no", hydra.ANY, False)])
+            assert isinstance(refused, hydra.InvalidArgument)
+            assert (await c.health())["events"] == 5
+
+    run(main())
+
+
+def test_append_many_fails_every_item_when_the_writer_does_not_answer(short_dir):
+    async def main():
+        async with WriterClient(f"ipc://{short_dir}/nothing.sock", timeout=0.3) as c:
+            with pytest.raises(hydra.Unavailable, match="did not answer within 0.3 s"):
+                await c.append_many([("s", [ev(b"x")], hydra.ANY, False),
+                                     ("t", [ev(b"y")], hydra.ANY, False)])
+            assert not c._pending and not c._queue  # nothing left behind
+
+    run(main())
