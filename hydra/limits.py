@@ -74,6 +74,17 @@ class Limits:
         return raw
 
 
+def texts_pass(values: list[str], limit: int) -> bool:
+    """Whether every one of ``values`` (strings) passes ``Limits.check_text``
+    with ``limit``, tested on all of them at once (a batch's event IDs or
+    types): False means "look at each", not that one fails."""
+    joined = "".join(values)
+    if not joined.isascii():
+        return False  # (byte lengths and surrogates: each one's own check)
+    return (_BAD_TEXT_CHARS.search(joined) is None
+            and max(map(len, values), default=0) <= limit)
+
+
 def _check_surrogates(value: str, what: str) -> None:
     try:
         value.encode("utf-8")

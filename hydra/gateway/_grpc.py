@@ -49,7 +49,7 @@ from hydra.gateway._subscriptions import (
     grpc_messages,
     parse_filter,
 )
-from hydra.limits import Limits
+from hydra.limits import Limits, texts_pass
 from hydra.storage.format import Snapshot
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.storage.retention import check_rules
@@ -115,11 +115,14 @@ def _events(request: pb.AppendBatchRequest, limits: Limits) -> list[NewEvent]:
             f"the batch holds {len(request.events)} events; "
             f"the limit is {limits.max_batch_events}"
         )
-    events = []
-    for i, e in enumerate(request.events):
-        limits.check_text(e.event_id, f"events[{i}].event_id", limits.max_event_id)
-        limits.check_text(e.event_type, f"events[{i}].event_type", limits.max_event_type)
-        events.append(NewEvent(e.data, e.event_id, e.event_type, e.metadata))
+    events = [NewEvent(e.data, e.event_id, e.event_type, e.metadata) for e in request.events]
+    # The IDs and types of the whole batch are checked at once; only when that
+    # finds something does each get its own check (which names the bad one).
+    if not (texts_pass([e.event_id for e in events], limits.max_event_id)
+            and texts_pass([e.event_type for e in events], limits.max_event_type)):
+        for i, ev in enumerate(events):
+            limits.check_text(ev.event_id, f"events[{i}].event_id", limits.max_event_id)
+            limits.check_text(ev.event_type, f"events[{i}].event_type", limits.max_event_type)
     check_events(events, limits)
     return events
 

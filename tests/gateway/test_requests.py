@@ -63,3 +63,27 @@ def test_read_query():
         parse_read_query([("limit", "11")], Limits(max_read_limit=10), "version")
     with pytest.raises(InvalidArgument, match="decimal integer"):
         parse_read_query([("from", "1" * 5000)], L, "version")
+
+
+def test_batch_text_check_agrees_with_the_check_of_each():
+    """``texts_pass`` (a batch's IDs or types at once) never passes what
+    ``check_text`` would refuse, at the limit and past it, for control
+    characters, C1 characters, lone surrogates and multi-byte text."""
+    from hydra.limits import texts_pass
+
+    samples = ["", "a", "a" * 8, "a" * 9, "é", "é" * 4, "é" * 5, "a\x00", "\x1f", "x\x7f",
+               "\x85", "\x9f", "\ud800", "a\udc00b", "日本", "ok-id", "tab\there", "€€"]
+    for first in samples:
+        for second in samples:
+            values = [first, "fine", second]
+            each = True
+            for v in values:
+                try:
+                    L.check_text(v, "id", 8)
+                except InvalidArgument:
+                    each = False
+            if texts_pass(values, 8):
+                assert each, values
+            elif all(v.isascii() for v in values):
+                assert not each, values  # (ASCII text is decided at once)
+    assert texts_pass([], 8)
