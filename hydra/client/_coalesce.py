@@ -19,6 +19,16 @@ call cost half the client CPU per append and gave a third more appends a second.
 A caller waiting in the queue or for another's call stops at its own deadline;
 the caller that sends waits for the call, whose deadline is the longest of its
 appends'.
+
+When a call of several appends comes back, its callers are about to append
+again: the slot is held while they come back (*gathering*), so that the next
+call carries them all instead of the first one alone (or the few queued
+meanwhile) and the rest in the call after it (with 64 threads appending, calls
+alternated between 1 and 63 appends). The caller that brings back as many appends as the last
+call answered sends the call; the first one back sends it if that takes longer
+than half the last call's time (at most GATHER_MAX), and a caller that comes
+after the window has closed sends at once. A lone caller never gathers: its
+calls carry one append.
 ``AsyncAppendBatcher`` serves the tasks of one event loop.
 """
 
@@ -53,6 +63,9 @@ MAX_CALLS = 1
 # server's default request limit is 24 MiB); a single larger append goes alone.
 MAX_ITEMS = 2000
 MAX_BYTES = 4 << 20
+# The longest a call waits for the callers of the last call to come back (the
+# window is half the last call's time, up to this).
+GATHER_MAX = 0.002
 
 Answer = tuple[pb.AppendOutcome, int]  # (outcome, committed position of the call)
 Send = Callable[[list[pb.AppendBatchRequest], float | None], pb.AppendManyResponse]
@@ -148,25 +161,47 @@ class AppendBatcher:
     waits on ``item.wake`` themselves.
     """
 
-    def __init__(self, send: Send, max_calls: int) -> None:
+    def __init__(self, send: Send, max_calls: int, gather_max: float = GATHER_MAX) -> None:
         self._send = send
         self._max_calls = max_calls
+        self._gather_max = gather_max
         self._lock = threading.Lock()
         self._queue: list[_Item] = []
         self._calls = 0  # call slots taken (a call out, or a thread about to send one)
         self._max_bytes = MAX_BYTES
+        # Gathering (see the module docstring): a slot is held for the callers
+        # of the last call until ``_gather_until``; ``_awaited`` of them are
+        # still to come back; ``_backup``, the first one back, sends the call
+        # when the window closes first.
+        self._gathering = False
+        self._awaited = 0
+        self._gather_until = 0.0
+        self._backup: _Item | None = None
 
     def submit(self, request: pb.AppendBatchRequest, timeout: float | None) -> Answer:
         """Send ``request`` in the next call; its answer, or raise the call's
         ``grpc.RpcError`` (or DeadlineExceeded once ``timeout`` has passed)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
         item = _Item(request, item_size(request), deadline)
         with self._lock:
             self._queue.append(item)
-            if self._calls < self._max_calls:
+            if self._gathering:
+                self._awaited -= 1
+                if self._awaited <= 0 or now >= self._gather_until:
+                    self._end_gathering()
+                    item.lead = True  # (the slot held for the gathering)
+                elif self._backup is None:
+                    self._backup = item
+            elif self._calls < self._max_calls:
                 self._calls += 1
                 item.lead = True
         return self._wait(item)
+
+    def _end_gathering(self) -> None:
+        # (under _lock)
+        self._gathering = False
+        self._backup = None
 
     def _wait(self, item: _Item) -> Answer:
         lock = self._lock
@@ -175,16 +210,23 @@ class AppendBatcher:
                 lead = item.lead
                 item.lead = False
                 done = item.state == _DONE
+                backup = item is self._backup
             if lead:
                 # First, even when the own answer is in: the slot must not be lost.
                 self._drive()
                 continue
             if done:
                 break
-            if item.deadline is None:
+            now = time.monotonic()
+            if backup:
+                wait = self._gather_until - now
+                if item.deadline is not None:
+                    wait = min(wait, item.deadline - now)
+                woken = item.wake.acquire(timeout=max(0.0, wait))
+            elif item.deadline is None:
                 woken = item.wake.acquire()
             else:
-                woken = item.wake.acquire(timeout=max(0.0, item.deadline - time.monotonic()))
+                woken = item.wake.acquire(timeout=max(0.0, item.deadline - now))
             with lock:
                 if not woken and item.signalled:
                     # Signalled just as the wait ran out: take the release.
@@ -192,6 +234,23 @@ class AppendBatcher:
                 if woken:
                     item.signalled = False
                     continue
+                if item is self._backup:
+                    now = time.monotonic()
+                    if now >= self._gather_until:
+                        # The window closed before the others came back: send.
+                        self._end_gathering()
+                        item.lead = True
+                        continue
+                    if item.deadline is None or now < item.deadline:
+                        continue
+                    # Its own deadline, inside the window: the slot goes to the
+                    # next queued caller, or is freed.
+                    self._end_gathering()
+                    self._queue.remove(item)
+                    self._hand_on()
+                    raise _deadline()
+                if item.deadline is None or time.monotonic() < item.deadline:
+                    continue  # woken at a window's close that is no longer its own
                 if item.state == _QUEUED:
                     self._queue.remove(item)
                     raise _deadline()
@@ -220,6 +279,7 @@ class AppendBatcher:
         answers: list[Answer] | None = None
         error: BaseException | None = None
         interrupted: BaseException | None = None
+        started = time.monotonic()
         if batch:
             try:
                 response = self._send([i.request for i in batch],
@@ -241,6 +301,7 @@ class AppendBatcher:
                     item.state = _QUEUED
                 self._queue[:0] = again
                 batch = []
+            answered = 0
             for n, item in enumerate(batch):
                 if item.state == _ABANDONED:
                     continue
@@ -250,15 +311,32 @@ class AppendBatcher:
                 else:
                     item.error = error
                 self._signal(item)
-            for item in self._queue:
-                if not item.lead:
-                    item.lead = True
-                    self._signal(item)
-                    break
+                answered += 1
+            if answered > 1 and not self._gathering and interrupted is None:
+                # Its callers come back soon: hold the slot for them (one
+                # gathering at a time; another call's slot is handed on). The
+                # callers queued meanwhile go with them; the first of them
+                # watches the window.
+                now = time.monotonic()
+                self._gathering = True
+                self._awaited = answered
+                self._gather_until = now + min(self._gather_max, (now - started) / 2)
+                if self._queue:
+                    self._backup = self._queue[0]
+                    self._signal(self._backup)  # (to wait with the window's timeout)
             else:
-                self._calls -= 1
+                self._hand_on()
         if interrupted is not None:
             raise interrupted
+
+    def _hand_on(self) -> None:
+        """Give the held slot to the first queued caller, or free it. (under _lock)"""
+        for item in self._queue:
+            if not item.lead:
+                item.lead = True
+                self._signal(item)
+                return
+        self._calls -= 1
 
 
 def _deadline() -> DeadlineExceeded:

@@ -282,3 +282,102 @@ def test_calls_shrink_below_a_small_request_limit(stream):
             assert all(isinstance(r, hydra.AppendResult) for r in results), results
     finally:
         cluster.stop()
+
+
+# -- gathering: a call waits for the callers of the last one ----------------------
+
+
+def _scripted(pause: float):
+    """A call that answers every append after ``pause``; the sizes of the calls."""
+    from hydra._proto import eventstore_pb2 as pb
+
+    sizes: list[int] = []
+
+    def send(items, timeout):
+        sizes.append(len(items))
+        time.sleep(pause)
+        return pb.AppendManyResponse(
+            results=[pb.AppendOutcome(position=n, version=0) for n in range(len(items))],
+            committed_position=1)
+
+    return send, sizes
+
+
+def _request(name: str):
+    from hydra._proto import eventstore_pb2 as pb
+
+    return pb.AppendBatchRequest(stream_id=name)
+
+
+def test_batcher_next_call_carries_every_caller_of_the_last():
+    """8 threads append in a loop: once the first calls have brought them
+    together, every call carries all 8 (without gathering, calls alternate
+    between the first caller back alone and the other 7)."""
+    from hydra.client._coalesce import AppendBatcher
+
+    send, sizes = _scripted(0.3)  # (the window: half a call, 0.15 s)
+    batcher = AppendBatcher(send, 1, gather_max=10.0)
+    results = run_threads(8, lambda k: [batcher.submit(_request(f"{k}-{i}"), 30)
+                                        for i in range(4)])
+    assert all(not isinstance(r, Exception) and len(r) == 4 for r in results), results
+    assert sum(sizes) == 32
+    # The barrier lets one thread in first (a call of its own) and the other 7
+    # queue behind it; from then on the 8 travel together: [1, 8, 8, 8, 7] or
+    # [1, 7, 8, 8, 8, 1]. (Without gathering: [1, 7, 1, 7, 1, 7, 1, 7].)
+    assert sizes.count(8) >= 3 and len(sizes) <= 6, sizes
+
+
+def test_batcher_window_closes_when_callers_do_not_come_back():
+    """Of 4 threads, 3 stop after their first append: the last one's next call
+    leaves when the window closes, alone, and nothing hangs."""
+    from hydra.client._coalesce import AppendBatcher
+
+    send, sizes = _scripted(0.1)
+    batcher = AppendBatcher(send, 1, gather_max=10.0)
+    start = threading.Barrier(4)
+
+    def one(k: int) -> int:
+        start.wait()
+        n = 1 if k else 3
+        for i in range(n):
+            batcher.submit(_request(f"{k}-{i}"), 30)
+        return n
+
+    threads = [threading.Thread(target=one, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads)
+    assert sum(sizes) == 6 and sizes[-1] == 1, sizes
+    # A caller long after the window sends at once, and the slot comes back.
+    batcher.submit(_request("later"), 5)
+    assert batcher._calls == 0 and not batcher._gathering
+
+
+def test_batcher_lone_caller_never_gathers():
+    from hydra.client._coalesce import AppendBatcher
+
+    send, sizes = _scripted(0.01)
+    batcher = AppendBatcher(send, 1, gather_max=10.0)
+    for i in range(20):
+        batcher.submit(_request(str(i)), 5)
+        assert not batcher._gathering and batcher._calls == 0
+    assert sizes == [1] * 20
+
+
+def test_batcher_with_two_calls_out_keeps_its_slots():
+    """Two calls out: when both come back while one gathering runs, the second
+    call's slot is handed on or freed, never kept (a lost slot would stop every
+    later call)."""
+    from hydra.client._coalesce import AppendBatcher
+
+    send, sizes = _scripted(0.002)
+    batcher = AppendBatcher(send, 2, gather_max=0.002)
+    results = run_threads(16, lambda k: [batcher.submit(_request(f"{k}-{i}"), 30)
+                                         for i in range(25)])
+    assert all(not isinstance(r, Exception) for r in results), results
+    assert sum(sizes) == 16 * 25
+    time.sleep(0.05)  # (past any window)
+    batcher.submit(_request("after"), 5)
+    assert batcher._calls == 0 and not batcher._gathering
