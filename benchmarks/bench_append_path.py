@@ -9,6 +9,9 @@ at a time, for ``--duration`` seconds:
     writer    ``WriterClient.append`` straight to the writer's command socket
               (no gateway on the append's path; the gateways only follow the feed)
     batch     ``HydraClient.append_events``, 100-event batches
+    many      ``AppendMany`` calls of ``--many`` one-event appends to 64
+              streams (what coalesced appends from many threads become), one
+              call at a time: the server's cost per append inside a full call
     idle      no appends: what the processes cost while waiting (per second)
 
 For each server process it reports the CPU time (user + system, all threads,
@@ -17,7 +20,7 @@ each one is a thread that slept and was woken, or was preempted) per append.
 Context switches and CPU per append change much less with the machine's other
 load than the rate does. ``--runs`` repeats each scenario and reports medians.
 
-Usage: python benchmarks/bench_append_path.py [--sync every-write] [--runs 3]
+Usage: python benchmarks/bench_append_path.py [--sync every-write] [--runs 3] [--many 256]
        [--duration 4] [--scenario client --scenario writer] [--out FILE]
 """
 
@@ -45,7 +48,7 @@ from hydra.client import HydraClient  # noqa: E402
 from hydra.storage.engine import NewEvent  # noqa: E402
 from hydra.writer.client import WriterClient  # noqa: E402
 
-SCENARIOS = ("client", "writer", "batch", "idle")
+SCENARIOS = ("client", "writer", "batch", "many", "idle")
 PAYLOAD = b'{"account":"acc-0001","amount":125,"currency":"EUR","note":"benchmark event"}'
 
 
@@ -66,9 +69,23 @@ def context_switches(pid: int) -> int:
     return total
 
 
-def _appends(name: str, server: Server, client: HydraClient, end: float) -> int:
+def _appends(name: str, server: Server, client: HydraClient, end: float,
+             many: int = 256) -> int:
     tag = f"{name}-{time.monotonic_ns()}"
     n = 0
+    if name == "many":
+        from hydra._proto import eventstore_pb2 as pb
+
+        stub = client._stub()
+        while time.monotonic() < end:
+            items = [pb.AppendBatchRequest(stream_id=f"many-{(n + i) % 64}", expected_version=-1,
+                                           events=[pb.NewEvent(event_id=f"{tag}-{n + i}",
+                                                               data=PAYLOAD)])
+                     for i in range(many)]
+            response = stub.AppendMany(pb.AppendManyRequest(appends=items))
+            assert len(response.results) == many and not any(r.code for r in response.results)
+            n += many
+        return n
     if name == "client":
         while time.monotonic() < end:
             client.append("lone", f"{tag}-{n}", PAYLOAD)
@@ -93,12 +110,13 @@ def _appends(name: str, server: Server, client: HydraClient, end: float) -> int:
     return n
 
 
-def run_one(name: str, server: Server, client: HydraClient, duration: float) -> dict[str, Any]:
+def run_one(name: str, server: Server, client: HydraClient, duration: float,
+            many: int = 256) -> dict[str, Any]:
     pids = _server_pids(server)
     cpu = {p: cpu_seconds(p) for p in pids}
     switches = {p: context_switches(p) for p in pids}
     start = time.monotonic()
-    n = _appends(name, server, client, start + duration)
+    n = _appends(name, server, client, start + duration, many)
     elapsed = time.monotonic() - start
     per = n if n else elapsed  # idle: per second
     out: dict[str, Any] = {"appends_per_s": round(n / elapsed, 1),
@@ -127,12 +145,17 @@ def main(argv: list[str] | None = None) -> int:
                    help="repeatable (default: client, writer, batch)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--duration", type=float, default=4.0)
+    p.add_argument("--many", type=int, default=256,
+                   help="appends per AppendMany call in the many scenario (default 256)")
     p.add_argument("--out", type=Path, help="write the JSON report here too")
     args = p.parse_args(argv)
     if args.runs < 1 or args.duration <= 0:
         p.error("--runs must be >= 1 and --duration > 0")
+    if not 1 <= args.many <= 2000:
+        p.error("--many must be between 1 and 2000")
     scenarios = args.scenario or ["client", "writer", "batch"]
-    report: dict[str, Any] = {"sync": args.sync, "load_average_before": os.getloadavg(),
+    report: dict[str, Any] = {"sync": args.sync, "many": args.many,
+                              "load_average_before": os.getloadavg(),
                               "scenarios": {}}
     server = Server(2, args.sync, "uvloop")
     try:
@@ -142,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, Any]]] = {s: [] for s in scenarios}
             for r in range(args.runs):
                 for name in scenarios:
-                    runs[name].append(run_one(name, server, client, args.duration))
+                    runs[name].append(run_one(name, server, client, args.duration, args.many))
                     print(name, r, json.dumps(runs[name][-1]), file=sys.stderr)
             for name, rs in runs.items():
                 report["scenarios"][name] = {

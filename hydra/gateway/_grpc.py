@@ -107,7 +107,10 @@ def _snapshot_message(snap: Snapshot) -> pb.LoadSnapshotResponse:
         timestamp_us=round(snap.timestamp * 1e6))
 
 
-def _events(request: pb.AppendBatchRequest, limits: Limits) -> list[NewEvent]:
+def _events(request: pb.AppendBatchRequest, limits: Limits, *,
+            texts: bool = True) -> list[NewEvent]:
+    """The events of an append, checked against the limits; with ``texts``
+    False their IDs and types are left to the caller (``check_texts``)."""
     if not request.events:
         raise InvalidArgument("events must hold at least one event")
     if len(request.events) > limits.max_batch_events:
@@ -115,16 +118,23 @@ def _events(request: pb.AppendBatchRequest, limits: Limits) -> list[NewEvent]:
             f"the batch holds {len(request.events)} events; "
             f"the limit is {limits.max_batch_events}"
         )
-    events = [NewEvent(e.data, e.event_id, e.event_type, e.metadata) for e in request.events]
-    # The IDs and types of the whole batch are checked at once; only when that
-    # finds something does each get its own check (which names the bad one).
+    new = tuple.__new__  # (NewEvent's own constructor is a Python-level lambda)
+    events = [new(NewEvent, (e.data, e.event_id, e.event_type, e.metadata))
+              for e in request.events]
+    if texts:
+        check_texts(events, limits)
+    check_events(events, limits)
+    return events
+
+
+def check_texts(events: list[NewEvent], limits: Limits) -> None:
+    """Check the IDs and types of ``events`` all at once; only when that finds
+    something does each get its own check (which names the bad one)."""
     if not (texts_pass([e.event_id for e in events], limits.max_event_id)
             and texts_pass([e.event_type for e in events], limits.max_event_type)):
         for i, ev in enumerate(events):
             limits.check_text(ev.event_id, f"events[{i}].event_id", limits.max_event_id)
             limits.check_text(ev.event_type, f"events[{i}].event_type", limits.max_event_type)
-    check_events(events, limits)
-    return events
 
 
 class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]

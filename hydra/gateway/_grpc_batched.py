@@ -155,11 +155,12 @@ class BatchedRpcs:
 
     def __init__(self, servicer: Any) -> None:
         # Imported here: _grpc imports this module to register the handlers.
-        from hydra.gateway._grpc import _events, _Malformed, write_guarded
+        from hydra.gateway._grpc import _events, _Malformed, check_texts, write_guarded
 
         self.backend = servicer.backend
         self.limits = servicer.backend.limits
         self._events = _events
+        self._check_texts = check_texts
         self._malformed = _Malformed
         self._write = write_guarded
         self._guard = servicer.subscriptions.guard
@@ -231,10 +232,13 @@ class BatchedRpcs:
             results: list[Appended | BaseException | None] = []
             items: list[AppendItem] = []
             slots: list[int] = []
+            limits = self.limits
+            events_of = self._events
             for a in request.appends:
                 try:
-                    item = AppendItem(check_stream_id(a.stream_id, self.limits),
-                                      self._events(a, self.limits),
+                    # (Event IDs and types: checked below, the whole call's at once.)
+                    item = AppendItem(check_stream_id(a.stream_id, limits),
+                                      events_of(a, limits, texts=False),
                                       check_expected_version(a.expected_version,
                                                              "expected_version"),
                                       a.sync)
@@ -244,6 +248,8 @@ class BatchedRpcs:
                 slots.append(len(results))
                 results.append(None)
                 items.append(item)
+            if items:
+                items, slots = self._texts_checked(items, slots, results)
             committed = self.backend.committed_position
             if items:
                 done = await self._append(items)
@@ -261,6 +267,31 @@ class BatchedRpcs:
         except Exception as exc:  # noqa: BLE001 - every failure becomes a status
             await self._abort(context, exc)
             raise  # not reached: abort raises
+
+    def _texts_checked(
+        self, items: list[AppendItem], slots: list[int],
+        results: list[Appended | BaseException | None],
+    ) -> tuple[list[AppendItem], list[int]]:
+        """The items whose event IDs and types pass (all of them at once, or
+        each alone when that finds something); the others' errors go in
+        ``results``."""
+        every = [e for item in items for e in item.events]
+        try:
+            self._check_texts(every, self.limits)
+            return items, slots
+        except InvalidArgument:
+            pass
+        kept: list[AppendItem] = []
+        kept_slots: list[int] = []
+        for item, slot in zip(items, slots, strict=True):
+            try:
+                self._check_texts(item.events, self.limits)
+            except InvalidArgument as exc:
+                results[slot] = exc
+                continue
+            kept.append(item)
+            kept_slots.append(slot)
+        return kept, kept_slots
 
     async def _append(self, items: list[AppendItem]) -> list[Appended | BaseException]:
         many = getattr(self.backend, "append_many", None)

@@ -226,3 +226,35 @@ def test_streamed_reads_are_built_in_bounded_runs():
         # A run closes at the message that takes it to RUN_BYTES.
         assert sum(map(len, run[:-1])) < RUN_BYTES
     assert list(_in_runs(iter([]))) == []
+
+
+def test_append_many_text_errors_stay_with_their_appends(stub, stream):
+    """Event IDs and types are checked for the whole call at once; when that
+    finds something, each append is checked alone: only the bad ones fail, each
+    with its own message, and valid non-ASCII text passes."""
+    s1, s2 = f"{stream}-t1", f"{stream}-t2"
+    from hydra.limits import DEFAULT_LIMITS
+
+    long_id = "x" * (DEFAULT_LIMITS.max_event_id + 1)
+    r = stub.AppendMany(pb.AppendManyRequest(appends=[
+        _item(s1, -1, "ok-1"),
+        _item(s1, -1, "bad\x01id"),        # a control character
+        pb.AppendBatchRequest(stream_id=s1, expected_version=-1, events=[
+            pb.NewEvent(event_id="ok-2", event_type="Typ\x7f", data=b"t")]),
+        _item(s2, -1, "ünïcode-é"),        # valid, not ASCII
+        _item(s2, -1, long_id),            # over the ID limit
+        _item(s2, -1, "ok-3", "bad\x9f"),  # a C1 character, in a batch
+        _item(s1, -1, "ok-4"),
+    ]))
+    o = r.results
+    invalid = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert [x.code for x in o] == [0, invalid, invalid, 0, invalid, invalid, 0]
+    assert "events[0].event_id" in o[1].message and "control character" in o[1].message
+    assert "events[0].event_type" in o[2].message
+    assert "limit is" in o[4].message
+    assert "events[1].event_id" in o[5].message
+    read = [e.event_id for e in stub.ReadStream(
+        pb.ReadStreamRequest(stream_id=s1, min_position=r.committed_position))]
+    assert read == ["ok-1", "ok-4"]
+    assert [e.event_id for e in stub.ReadStream(pb.ReadStreamRequest(stream_id=s2))] == [
+        "ünïcode-é"]
