@@ -52,7 +52,7 @@ class Proxy:
     def __init__(self, upstream_port: int, page: bytes) -> None:
         self.upstream_port = upstream_port
         self.page = page
-        self.requests: list[bytes] = []  # request heads passed through
+        self.requests: list[bytes] = []  # request heads passed through, in order
         self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -97,9 +97,20 @@ class Proxy:
         up_writer.write(head)
         self._writers |= {writer, up_writer}
 
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter,
+                       heads: bool) -> None:
+            # The browser may send a later request on a kept-alive connection
+            # (its EventSource reconnecting on the one its favicon request
+            # opened): with ``heads``, every request head is recorded, not only
+            # a connection's first. (The page sends no request bodies.)
+            pending = b""
             try:
                 while data := await src.read(65536):
+                    if heads:
+                        pending += data
+                        while b"\r\n\r\n" in pending:
+                            one, pending = pending.split(b"\r\n\r\n", 1)
+                            self.requests.append(one + b"\r\n\r\n")
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -107,7 +118,7 @@ class Proxy:
             finally:
                 dst.close()
 
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        await asyncio.gather(pipe(reader, up_writer, True), pipe(up_reader, writer, False))
         self._writers -= {writer, up_writer}
 
     def cut(self) -> None:
