@@ -22,13 +22,14 @@ appends'.
 
 When a call of several appends comes back, its callers are about to append
 again: the slot is held while they come back (*gathering*), so that the next
-call carries them all instead of the first one alone (or the few queued
-meanwhile) and the rest in the call after it (with 64 threads appending, calls
-alternated between 1 and 63 appends). The caller that brings back as many appends as the last
-call answered sends the call; the first one back sends it if that takes longer
-than half the last call's time (at most GATHER_MAX), and a caller that comes
-after the window has closed sends at once. A lone caller never gathers: its
-calls carry one append.
+call carries them all, instead of the first one back (or the few queued
+meanwhile) alone and the rest in the call after it (with 64 threads appending,
+calls alternated between 1 and 63 appends). The caller that brings the count
+back to the last call's sends the call; the first one waiting sends it when
+half the last call's time (at most GATHER_MAX) passes first; a caller that
+comes after that window sends at once. A lone caller never gathers: its calls
+carry one append.
+
 ``AsyncAppendBatcher`` serves the tasks of one event loop.
 """
 
