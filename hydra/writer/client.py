@@ -356,19 +356,12 @@ class WriterClient:
     # -- request machinery ---------------------------------------------------------
 
     async def _call(self, request: dict[str, Any]) -> dict[str, Any]:
-        if self._closed:
-            raise Unavailable("the writer client is closed")
-        loop = self._loop
-        if loop is None:
-            loop = self._start()
+        loop = self._open_loop()
         rid, body = self._encode(request)
         future: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._pending[rid] = _Pending(future, loop.time() + self.timeout)
         self._queue.append((rid, body))
-        if self._flush_handle is None:
-            self._flush_handle = loop.call_soon(self._flush)
-        if self._sweep_handle is None:
-            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
+        self._schedule(loop)
         try:
             # The sweeper fails this future with Unavailable once its deadline passes.
             reply = await future
@@ -382,6 +375,21 @@ class WriterClient:
         if reply.get("ok") is not True:
             raise exception_from_reply(reply)
         return reply
+
+    def _open_loop(self) -> asyncio.AbstractEventLoop:
+        """The client's event loop (its socket opened on first use)."""
+        if self._closed:
+            raise Unavailable("the writer client is closed")
+        loop = self._loop
+        return loop if loop is not None else self._start()
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        """After queueing: the queue leaves at the end of this loop turn, and the
+        sweeper watches the deadlines."""
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_soon(self._flush)
+        if self._sweep_handle is None:
+            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
 
     def _encode(self, request: dict[str, Any]) -> tuple[int, bytes]:
         """A request's ID (set in it) and its message body, or InvalidArgument."""
@@ -404,11 +412,7 @@ class WriterClient:
         them (no task or future per request): each reply (``ok`` or not) in
         its request's place; a request that cannot be encoded (or a HydraError
         given in its place) gets that error and is not sent."""
-        if self._closed:
-            raise Unavailable("the writer client is closed")
-        loop = self._loop
-        if loop is None:
-            loop = self._start()
+        loop = self._open_loop()
         out: list[dict[str, Any] | HydraError] = list(requests)
         encoded: list[tuple[int, int, bytes]] = []  # (slot, rid, body)
         for slot, request in enumerate(requests):
@@ -429,10 +433,7 @@ class WriterClient:
         for n, (_, rid, body) in enumerate(encoded):
             pending[rid] = _Pending(future, deadline, many, n)
             self._queue.append((rid, body))
-        if self._flush_handle is None:
-            self._flush_handle = loop.call_soon(self._flush)
-        if self._sweep_handle is None:
-            self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
+        self._schedule(loop)
         try:
             replies = await future
         finally:
