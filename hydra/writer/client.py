@@ -498,6 +498,12 @@ class WriterClient:
                     f"{self.timeout:g} s" + ("" if p.group is not None else " (request not sent)")
                 ))
             self._forget(rid, p)
+        if expired and self._queue:
+            # Requests that timed out unsent leave the queue now: with no writer
+            # to send them to, it would otherwise keep every one of them (a
+            # gateway retrying against a writer that is down for long).
+            pending = self._pending
+            self._queue = [(rid, body) for rid, body in self._queue if rid in pending]
         if self._pending:
             self._sweep_handle = loop.call_later(self._sweep_interval, self._sweep)
 

@@ -213,3 +213,16 @@ def test_append_many_fails_every_item_when_the_writer_does_not_answer(short_dir)
             assert not c._pending and not c._queue  # nothing left behind
 
     run(main())
+
+
+def test_requests_that_time_out_unsent_leave_the_queue(short_dir):
+    """With no writer to send to, a request that timed out is dropped from the
+    queue at once: a client retrying for long keeps nothing of the old ones."""
+    async def main():
+        async with WriterClient(f"ipc://{short_dir}/nothing.sock", timeout=0.2) as c:
+            for i in range(5):
+                with pytest.raises(hydra.Unavailable, match="request not sent"):
+                    await c.append("s", [ev(b"x", f"id-{i}")])
+                assert not c._pending and not c._queue
+
+    run(main())
