@@ -143,7 +143,10 @@ async def _run(opts: Options, index: int, run_id: str, conn: Connection) -> Tall
             raise SystemExit(0)
         await asyncio.sleep(max(0.0, start - time.monotonic()))
         cpu = time.process_time()
-        tally = Tally(started=time.monotonic())
+        # The run's window starts at the common start time, also for a process
+        # whose sleep woke it a little late: every process runs until ``end``,
+        # so the window is never shorter than --duration.
+        tally = Tally(started=start)
         names = stream_names(run_id, opts.streams)
         prefix = f"{run_id}.{index:x}."
         progress = asyncio.ensure_future(_progress(conn, tally, end))
