@@ -264,8 +264,9 @@ class ServerBackend:
         try:
             results: list[AppendResult | HydraError] = await self._client.append_many(items)
         except HydraError as exc:
-            # The call itself failed (the writer gone, no answer in time): so
-            # did each of its appends.
+            # The call could not start (the writer client closed): neither
+            # could its appends. (A writer gone or not answering fails only
+            # the appends it had not answered, each in its place.)
             results = [exc] * len(items)
         committed = self._after_write()
         return [Appended(r.position, r.version, r.duplicate, committed)

@@ -91,6 +91,18 @@ _RETRY_SECONDS = 0.01
 _MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 
 
+def _append_request(stream_id: str, events: Sequence[NewEvent], expected_version: int,
+                    sync: bool) -> dict[str, Any]:
+    """The writer request of one append, or InvalidArgument."""
+    if not isinstance(events, (list, tuple)) or isinstance(events, NewEvent):
+        raise InvalidArgument(f"events must be a list of NewEvent, got {type(events).__name__}")
+    request = {"op": OP_APPEND, "stream": stream_id, "events": events,
+               "expected_version": expected_version}
+    if sync:
+        request["sync"] = True
+    return request
+
+
 class _Many:
     """The replies of one call of several requests (``_call_many``), which share
     a future: it gets the list once every reply is in."""
@@ -190,13 +202,7 @@ class WriterClient:
         event ID was already in the stream). ``sync=True`` asks for an fsync before
         the acknowledgement whatever the durability mode.
         """
-        if not isinstance(events, (list, tuple)) or isinstance(events, NewEvent):
-            raise InvalidArgument(f"events must be a list of NewEvent, got {type(events).__name__}")
-        request = {"op": OP_APPEND, "stream": stream_id, "events": events,
-                   "expected_version": expected_version}
-        if sync:
-            request["sync"] = True
-        reply = await self._call(request)
+        reply = await self._call(_append_request(stream_id, events, expected_version, sync))
         return AppendResult(reply["position"], reply["version"], reply["duplicate"])
 
     async def append_many(
@@ -204,19 +210,15 @@ class WriterClient:
     ) -> list[AppendResult | HydraError]:
         """Several independent appends ``(stream_id, events, expected_version,
         sync)``, sent together (one group commit): each gets its own result or
-        its own error, exactly as ``append`` alone would give it. An error of
-        the call itself (the writer gone, no answer in time) is raised."""
+        its own error, exactly as ``append`` alone would give it (the writer
+        gone or not answering in time: ``Unavailable`` for each append it had
+        not answered)."""
         requests: list[dict[str, Any] | HydraError] = []
-        for stream_id, events, expected_version, sync in items:
-            if not isinstance(events, (list, tuple)) or isinstance(events, NewEvent):
-                requests.append(InvalidArgument(
-                    f"events must be a list of NewEvent, got {type(events).__name__}"))
-                continue
-            request = {"op": OP_APPEND, "stream": stream_id, "events": events,
-                       "expected_version": expected_version}
-            if sync:
-                request["sync"] = True
-            requests.append(request)
+        for item in items:
+            try:
+                requests.append(_append_request(*item))
+            except InvalidArgument as exc:
+                requests.append(exc)
         results: list[AppendResult | HydraError] = []
         for reply in await self._call_many(requests):
             if isinstance(reply, HydraError):
@@ -411,7 +413,10 @@ class WriterClient:
         """``_call`` for several requests at once, with one future for all of
         them (no task or future per request): each reply (``ok`` or not) in
         its request's place; a request that cannot be encoded (or a HydraError
-        given in its place) gets that error and is not sent."""
+        given in its place) gets that error and is not sent. When the call
+        fails (the writer gone, no answer in time, the client closed), the
+        requests answered before keep their replies and the others get the
+        error."""
         loop = self._open_loop()
         out: list[dict[str, Any] | HydraError] = list(requests)
         encoded: list[tuple[int, int, bytes]] = []  # (slot, rid, body)
@@ -434,15 +439,22 @@ class WriterClient:
             pending[rid] = _Pending(future, deadline, many, n)
             self._queue.append((rid, body))
         self._schedule(loop)
+        failure: HydraError | None = None
         try:
-            replies = await future
+            await future
+        except HydraError as exc:
+            failure = exc
         finally:
             for _, rid, _ in encoded:
                 p = pending.pop(rid, None)
                 if p is not None:  # cancelled (or failed) while waiting
                     self._forget(rid, p)
         last = self.last_committed
-        for (slot, _, _), reply in zip(encoded, replies, strict=True):
+        for (slot, _, _), reply in zip(encoded, many.replies, strict=True):
+            if reply is None:
+                assert failure is not None
+                out[slot] = failure
+                continue
             out[slot] = reply
             committed = reply.get("committed")
             if type(committed) is int and committed > last:

@@ -207,10 +207,35 @@ def test_append_many_gives_each_append_its_own_result_or_error(start_writer):
 def test_append_many_fails_every_item_when_the_writer_does_not_answer(short_dir):
     async def main():
         async with WriterClient(f"ipc://{short_dir}/nothing.sock", timeout=0.3) as c:
-            with pytest.raises(hydra.Unavailable, match="did not answer within 0.3 s"):
-                await c.append_many([("s", [ev(b"x")], hydra.ANY, False),
-                                     ("t", [ev(b"y")], hydra.ANY, False)])
+            results = await c.append_many([("s", [ev(b"x")], hydra.ANY, False),
+                                           ("t", [ev(b"y")], hydra.ANY, False)])
+            assert all(isinstance(r, hydra.Unavailable) for r in results), results
+            assert "did not answer within 0.3 s" in str(results[0])
             assert not c._pending and not c._queue  # nothing left behind
+
+    run(main())
+
+
+def test_append_many_keeps_the_answers_that_came_before_a_failure(short_dir):
+    """A call whose appends are answered in part (a writer that died between
+    two of its messages): the answered ones keep their results, only the others
+    get the call's error."""
+    from hydra._protocol import packb
+
+    async def main():
+        async with WriterClient(f"ipc://{short_dir}/nothing.sock", timeout=0.3) as c:
+            call = asyncio.ensure_future(c.append_many(
+                [("s", [ev(b"x")], hydra.ANY, False), ("t", [ev(b"y")], hydra.ANY, False)]))
+            while len(c._pending) < 2:
+                await asyncio.sleep(0)
+            first = min(c._pending)
+            # (As the writer would answer it: the first request only.)
+            c._on_message(packb({"id": first, "ok": True, "position": 0, "version": 0,
+                                 "duplicate": False, "committed": 120}))
+            answered, unanswered = await call
+            assert answered == hydra.AppendResult(0, 0, False)
+            assert isinstance(unanswered, hydra.Unavailable)
+            assert c.last_committed == 120
 
     run(main())
 
