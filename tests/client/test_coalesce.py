@@ -381,3 +381,24 @@ def test_batcher_with_two_calls_out_keeps_its_slots():
     time.sleep(0.05)  # (past any window)
     batcher.submit(_request("after"), 5)
     assert batcher._calls == 0 and not batcher._gathering
+
+
+def test_batcher_caller_whose_deadline_ends_inside_the_window_frees_the_slot():
+    """The first caller back waits for the others within the window; when its
+    own deadline comes first it gives up (DeadlineExceeded, never sent), and
+    the held slot is not lost: the next caller sends at once."""
+    from hydra.client._coalesce import AppendBatcher
+    from hydra.client._errors import DeadlineExceeded
+
+    send, sizes = _scripted(0.4)  # (the window after a call: 0.2 s)
+    batcher = AppendBatcher(send, 1, gather_max=10.0)
+    run_threads(3, lambda k: batcher.submit(_request(str(k)), 30))
+    # One went first, alone; the two queued behind it went together, and the
+    # slot is held for them.
+    assert sizes == [1, 2] and batcher._gathering
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit(_request("short"), 0.05)  # the other never comes back
+    assert not batcher._gathering and batcher._calls == 0
+    sent = len(sizes)
+    batcher.submit(_request("next"), 5)
+    assert sizes[sent:] == [1]  # "short" was never sent
