@@ -36,6 +36,7 @@ from hydra.gateway._errors import grpc_error
 from hydra.gateway._requests import (
     check_events,
     check_expected_version,
+    check_texts,
     check_limit,
     check_list_query,
     check_position,
@@ -49,7 +50,7 @@ from hydra.gateway._subscriptions import (
     grpc_messages,
     parse_filter,
 )
-from hydra.limits import Limits, texts_pass
+from hydra.limits import Limits
 from hydra.storage.format import Snapshot
 from hydra.storage.listing import DEFAULT_LIST_LIMIT
 from hydra.storage.retention import check_rules
@@ -125,16 +126,6 @@ def _events(request: pb.AppendBatchRequest, limits: Limits, *,
         check_texts(events, limits)
     check_events(events, limits)
     return events
-
-
-def check_texts(events: list[NewEvent], limits: Limits) -> None:
-    """Check the IDs and types of ``events`` all at once; only when that finds
-    something does each get its own check (which names the bad one)."""
-    if not (texts_pass([e.event_id for e in events], limits.max_event_id)
-            and texts_pass([e.event_type for e in events], limits.max_event_type)):
-        for i, ev in enumerate(events):
-            limits.check_text(ev.event_id, f"events[{i}].event_id", limits.max_event_id)
-            limits.check_text(ev.event_type, f"events[{i}].event_type", limits.max_event_type)
 
 
 class EventStoreServicer(pb_grpc.EventStoreServicer):  # type: ignore[misc]

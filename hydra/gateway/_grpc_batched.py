@@ -29,7 +29,14 @@ from hydra._proto import eventstore_pb2 as pb
 from hydra.errors import InvalidArgument, StreamExists, StreamNotFound, WrongExpectedVersion
 from hydra.gateway._backend import Appended, AppendItem
 from hydra.gateway._errors import grpc_error
-from hydra.gateway._requests import check_expected_version, check_limit, check_position, check_stream_id
+from hydra.gateway._requests import (
+    check_expected_version,
+    check_limit,
+    check_position,
+    check_stream_id,
+    check_texts,
+    texts_pass_all,
+)
 from hydra.storage.packed import pack_numbers
 from hydra.storage.reads import Batched
 
@@ -155,12 +162,11 @@ class BatchedRpcs:
 
     def __init__(self, servicer: Any) -> None:
         # Imported here: _grpc imports this module to register the handlers.
-        from hydra.gateway._grpc import _events, _Malformed, check_texts, write_guarded
+        from hydra.gateway._grpc import _events, _Malformed, write_guarded
 
         self.backend = servicer.backend
         self.limits = servicer.backend.limits
         self._events = _events
-        self._check_texts = check_texts
         self._malformed = _Malformed
         self._write = write_guarded
         self._guard = servicer.subscriptions.guard
@@ -275,17 +281,13 @@ class BatchedRpcs:
         """The items whose event IDs and types pass (all of them at once, or
         each alone when that finds something); the others' errors go in
         ``results``."""
-        every = [e for item in items for e in item.events]
-        try:
-            self._check_texts(every, self.limits)
+        if texts_pass_all([e for item in items for e in item.events], self.limits):
             return items, slots
-        except InvalidArgument:
-            pass
         kept: list[AppendItem] = []
         kept_slots: list[int] = []
         for item, slot in zip(items, slots, strict=True):
             try:
-                self._check_texts(item.events, self.limits)
+                check_texts(item.events, self.limits)
             except InvalidArgument as exc:
                 results[slot] = exc
                 continue

@@ -29,7 +29,7 @@ from hydra.storage.engine import (
     StreamAppend,
 )
 from hydra.errors import InvalidArgument
-from hydra.limits import Limits
+from hydra.limits import Limits, texts_pass
 from hydra.storage.listing import DEFAULT_LIST_LIMIT, check_cursor
 from hydra.storage.retention import check_rules
 
@@ -221,6 +221,22 @@ def check_events(events: list[NewEvent], limits: Limits) -> None:
             if ev.event_id in seen:
                 raise InvalidArgument(f"event ID {ev.event_id!r} appears twice in the batch")
             seen.add(ev.event_id)
+
+
+def texts_pass_all(events: list[NewEvent], limits: Limits) -> bool:
+    """Whether the IDs and types of ``events`` all pass, tested at once
+    (``texts_pass``: False means "check each")."""
+    return (texts_pass([e.event_id for e in events], limits.max_event_id)
+            and texts_pass([e.event_type for e in events], limits.max_event_type))
+
+
+def check_texts(events: list[NewEvent], limits: Limits) -> None:
+    """Check the IDs and types of ``events`` all at once; only when that finds
+    something does each get its own check (which names the bad one)."""
+    if not texts_pass_all(events, limits):
+        for i, ev in enumerate(events):
+            limits.check_text(ev.event_id, f"events[{i}].event_id", limits.max_event_id)
+            limits.check_text(ev.event_type, f"events[{i}].event_type", limits.max_event_type)
 
 
 # -- snapshots -----------------------------------------------------------------
