@@ -13,6 +13,10 @@ at a time, for ``--duration`` seconds:
               streams (what coalesced appends from many threads become), one
               call at a time: the server's cost per append inside a full call
     idle      no appends: what the processes cost while waiting (per second)
+    floor     no Hydra: one-call-at-a-time unary calls to a bare grpc.aio server
+              (``bench_gateway.py``'s floor: the gateway's server options, an
+              answer made in advance), from a plain ``grpc`` channel: what the
+              gRPC runtime alone costs the server per lone call on this machine
 
 For each server process it reports the CPU time (user + system, all threads,
 from /proc) and the context switches (voluntary + involuntary, all threads:
@@ -31,6 +35,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_gateway import Server, _server_pids, cpu_seconds  # noqa: E402
+from bench_gateway import Server, _server_pids, cpu_seconds, free_port  # noqa: E402
 
 import hydra  # noqa: E402
 from hydra._protocol import default_endpoints  # noqa: E402
@@ -48,7 +53,7 @@ from hydra.client import HydraClient  # noqa: E402
 from hydra.storage.engine import NewEvent  # noqa: E402
 from hydra.writer.client import WriterClient  # noqa: E402
 
-SCENARIOS = ("client", "writer", "batch", "many", "idle")
+SCENARIOS = ("client", "writer", "batch", "many", "idle", "floor")
 PAYLOAD = b'{"account":"acc-0001","amount":125,"currency":"EUR","note":"benchmark event"}'
 
 
@@ -69,8 +74,36 @@ def context_switches(pid: int) -> int:
     return total
 
 
+class Floor:
+    """A bare grpc.aio server process (``bench_gateway.py --serve-floor``) and a
+    plain ``grpc`` channel to it, warmed."""
+
+    def __init__(self) -> None:
+        import grpc  # type: ignore[import-untyped]
+
+        port = free_port()
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "bench_gateway.py"),
+                                      "--serve-floor", str(port)])
+        self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+        grpc.channel_ready_future(self.channel).result(timeout=30)
+        call = self.channel.unary_unary("/eventstore.EventStore/Append")
+        for _ in range(200):
+            call(pb_append(PAYLOAD))
+
+    def close(self) -> None:
+        self.channel.close()
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def pb_append(data: bytes) -> bytes:
+    from hydra._proto import eventstore_pb2 as pb
+
+    return pb.AppendRequest(stream_id="lone", data=data, expected_version=-1).SerializeToString()
+
+
 def _appends(name: str, server: Server, client: HydraClient, end: float,
-             many: int = 256) -> int:
+             many: int = 256, floor: Floor | None = None) -> int:
     tag = f"{name}-{time.monotonic_ns()}"
     n = 0
     if name == "many":
@@ -86,7 +119,14 @@ def _appends(name: str, server: Server, client: HydraClient, end: float,
             assert len(response.results) == many and not any(r.code for r in response.results)
             n += many
         return n
-    if name == "client":
+    if name == "floor":
+        assert floor is not None
+        call = floor.channel.unary_unary("/eventstore.EventStore/Append")
+        request = pb_append(PAYLOAD)
+        while time.monotonic() < end:
+            call(request)
+            n += 1
+    elif name == "client":
         while time.monotonic() < end:
             client.append("lone", f"{tag}-{n}", PAYLOAD)
             n += 1
@@ -111,12 +151,12 @@ def _appends(name: str, server: Server, client: HydraClient, end: float,
 
 
 def run_one(name: str, server: Server, client: HydraClient, duration: float,
-            many: int = 256) -> dict[str, Any]:
-    pids = _server_pids(server)
+            many: int = 256, floor: Floor | None = None) -> dict[str, Any]:
+    pids = {floor.proc.pid: "floor"} if floor is not None else _server_pids(server)
     cpu = {p: cpu_seconds(p) for p in pids}
     switches = {p: context_switches(p) for p in pids}
     start = time.monotonic()
-    n = _appends(name, server, client, start + duration, many)
+    n = _appends(name, server, client, start + duration, many, floor)
     elapsed = time.monotonic() - start
     per = n if n else elapsed  # idle: per second
     out: dict[str, Any] = {"appends_per_s": round(n / elapsed, 1),
@@ -126,7 +166,7 @@ def run_one(name: str, server: Server, client: HydraClient, duration: float,
         used = cpu_seconds(pid) - cpu[pid]
         if kind == "gateway" and used == 0 and context_switches(pid) == switches[pid]:
             continue  # supervisord's event listener (the watchdog), not a gateway
-        label = "writer" if kind == "writer" else f"gateway-{gateways}"
+        label = kind if kind != "gateway" else f"gateway-{gateways}"
         gateways += kind == "gateway"
         out["processes"][label] = {
             "cpu_us": round(used / per * 1e6, 1),
@@ -158,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
                               "load_average_before": os.getloadavg(),
                               "scenarios": {}}
     server = Server(2, args.sync, "uvloop")
+    floor = Floor() if "floor" in scenarios else None
     try:
         with HydraClient(server.grpc, pool=4) as client:
             for i in range(200):  # warm every connection and the writer
@@ -165,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
             runs: dict[str, list[dict[str, Any]]] = {s: [] for s in scenarios}
             for r in range(args.runs):
                 for name in scenarios:
-                    runs[name].append(run_one(name, server, client, args.duration, args.many))
+                    runs[name].append(run_one(name, server, client, args.duration, args.many,
+                                             floor if name == "floor" else None))
                     print(name, r, json.dumps(runs[name][-1]), file=sys.stderr)
             for name, rs in runs.items():
                 report["scenarios"][name] = {
@@ -175,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                         x["context_switches_total"] for x in rs),
                     "runs": rs}
     finally:
+        if floor is not None:
+            floor.close()
         server.stop()
     report["load_average_after"] = os.getloadavg()
     text = json.dumps(report, indent=2)
