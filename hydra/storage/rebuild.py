@@ -74,8 +74,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hydra.storage")
 
-# Events per batch (what is written and forgotten at a time).
-BATCH_EVENTS = 1 << 20
+# Events per batch (what is written and forgotten at a time). Each batch's event
+# IDs go into a table that already holds the earlier batches' IDs; when many
+# streams are interleaved, one batch touches most of that table's pages, so
+# fewer, larger batches write less (10M events, 1M streams: 1.04x and 1.18x the
+# rate of 2^20 in two sessions, for ~40 MiB more peak memory; 2^22 was no faster).
+BATCH_EVENTS = 1 << 21
 # Stream positions held in memory before full chunks are written early.
 SPILL_POSITIONS = 1 << 25
 _PROGRESS_SECONDS = 2.0
