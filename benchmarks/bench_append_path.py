@@ -81,25 +81,27 @@ class Floor:
     def __init__(self) -> None:
         import grpc  # type: ignore[import-untyped]
 
+        from hydra._proto import eventstore_pb2 as pb
+
         port = free_port()
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "bench_gateway.py"),
                                       "--serve-floor", str(port)])
         self.channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-        grpc.channel_ready_future(self.channel).result(timeout=30)
-        call = self.channel.unary_unary("/eventstore.EventStore/Append")
-        for _ in range(200):
-            call(pb_append(PAYLOAD))
+        self.call = self.channel.unary_unary("/eventstore.EventStore/Append")
+        self.request = pb.AppendRequest(stream_id="lone", data=PAYLOAD,
+                                        expected_version=-1).SerializeToString()
+        try:
+            grpc.channel_ready_future(self.channel).result(timeout=30)
+            for _ in range(200):
+                self.call(self.request)
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.channel.close()
         self.proc.terminate()
         self.proc.wait(10)
-
-
-def pb_append(data: bytes) -> bytes:
-    from hydra._proto import eventstore_pb2 as pb
-
-    return pb.AppendRequest(stream_id="lone", data=data, expected_version=-1).SerializeToString()
 
 
 def _appends(name: str, server: Server, client: HydraClient, end: float,
@@ -121,8 +123,7 @@ def _appends(name: str, server: Server, client: HydraClient, end: float,
         return n
     if name == "floor":
         assert floor is not None
-        call = floor.channel.unary_unary("/eventstore.EventStore/Append")
-        request = pb_append(PAYLOAD)
+        call, request = floor.call, floor.request
         while time.monotonic() < end:
             call(request)
             n += 1
@@ -152,7 +153,11 @@ def _appends(name: str, server: Server, client: HydraClient, end: float,
 
 def run_one(name: str, server: Server, client: HydraClient, duration: float,
             many: int = 256, floor: Floor | None = None) -> dict[str, Any]:
-    pids = {floor.proc.pid: "floor"} if floor is not None else _server_pids(server)
+    if name == "floor":
+        assert floor is not None
+        pids = {floor.proc.pid: "floor"}
+    else:
+        pids = _server_pids(server)
     cpu = {p: cpu_seconds(p) for p in pids}
     switches = {p: context_switches(p) for p in pids}
     start = time.monotonic()
@@ -198,8 +203,10 @@ def main(argv: list[str] | None = None) -> int:
                               "load_average_before": os.getloadavg(),
                               "scenarios": {}}
     server = Server(2, args.sync, "uvloop")
-    floor = Floor() if "floor" in scenarios else None
+    floor: Floor | None = None
     try:
+        if "floor" in scenarios:
+            floor = Floor()
         with HydraClient(server.grpc, pool=4) as client:
             for i in range(200):  # warm every connection and the writer
                 client.append("warm", f"w{i}", PAYLOAD)
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.runs):
                 for name in scenarios:
                     runs[name].append(run_one(name, server, client, args.duration, args.many,
-                                             floor if name == "floor" else None))
+                                             floor))
                     print(name, r, json.dumps(runs[name][-1]), file=sys.stderr)
             for name, rs in runs.items():
                 report["scenarios"][name] = {
