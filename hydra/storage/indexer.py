@@ -4,11 +4,10 @@ The engine validates every append against it (expected versions, idempotent
 event IDs) and records what it wrote in ``pending`` (an in-memory ``Index``
 whose streams load their persistent state on first use). ``flush`` writes
 ``pending`` into the persistent index in one LMDB transaction that also
-records the log position it covers; the writer calls it after a group in the
-async modes and after an fsync with every-write, and under a steady load at most
-every INDEX_FLUSH_SECONDS (hydra/writer/_server.py): readers in other processes
-find what they are told is committed in the index and in the log after what it
-covers.
+records the log position it covers; the writer calls it before it publishes
+a new committed position (after each group in the async modes, once per fsync
+with every-write), so readers in other processes find in the index everything
+they are told is committed.
 
 Not thread-safe: the single writer serialises calls (the Store's engine lock).
 """
