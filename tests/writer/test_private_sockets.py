@@ -134,7 +134,9 @@ def test_tcp_needs_loopback_or_curve(public_dir: str, other_user: pwd.struct_pas
 
 def test_a_server_over_curve_tcp() -> None:
     """Writer and gateways under supervisord, talking over loopback TCP with CURVE."""
-    cluster = Cluster(workers=1, HYDRA_ZMQ_CURVE="1",
+    # (The cluster's usual 2 s writer timeout is for the tests of a writer that
+    # is down; here the first append on a loaded machine may take longer.)
+    cluster = Cluster(workers=1, HYDRA_ZMQ_CURVE="1", HYDRA_WRITER_TIMEOUT="10",
                       HYDRA_COMMAND_ENDPOINT=f"tcp://127.0.0.1:{free_port()}",
                       HYDRA_FEED_ENDPOINT=f"tcp://127.0.0.1:{free_port()}")
     cluster.start()
