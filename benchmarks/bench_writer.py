@@ -8,7 +8,8 @@ and drives it from separate client processes through the command protocol
 
 - single: single-event appends, ``--clients`` processes x ``--in-flight`` concurrent
   requests each (default 2 x 128 = 256 in flight); events/s, and the writer's
-  fsyncs per second over the same interval (group commit at work);
+  fsyncs per second over the same interval (group commit at work), and each
+  request's wait for its acknowledgement (p50, p99, max);
 - batch: 100-event batches, ``--clients`` processes x ``--batch-in-flight`` each;
 - visible: latency from an append's acknowledgement (in the client process) to
   the moment a reader process (ReadOnlyView + Tailer) has the event readable,
@@ -63,6 +64,10 @@ async def _client(args: argparse.Namespace) -> dict:
     per_task = args.count // (args.in_flight * args.batch)  # --count is in events
     tag = f"c{args.seed}"
     latencies: list[tuple[int, int]] = []  # (position, ack time ns)
+    # Request to acknowledgement, microseconds: every request of the run.
+    waits: list[int] = []
+    wait = waits.append
+    clock = time.monotonic_ns
     async with WriterClient(args.endpoint, timeout=30) as client:
         await client.health()  # connected
 
@@ -74,7 +79,9 @@ async def _client(args: argparse.Namespace) -> dict:
                 else:
                     events = [hydra.NewEvent(data[(i + k) & 255], f"{tag}-{t}-{i}-{k}", "Bench")
                               for k in range(args.batch)]
+                sent = clock()
                 res = await client.append(streams[r.randrange(STREAMS)], events)
+                wait((clock() - sent) // 1000)
                 if args.record:
                     latencies.append((res.position, time.monotonic_ns()))
                 if args.pause:
@@ -86,7 +93,7 @@ async def _client(args: argparse.Namespace) -> dict:
         end = time.monotonic()
         cpu = _cpu_seconds(os.getpid()) - cpu
     return {"start": start, "end": end, "events": per_task * args.in_flight * args.batch,
-            "cpu": cpu, "acks": latencies}
+            "cpu": cpu, "acks": latencies, "waits": waits}
 
 
 async def _reader(args: argparse.Namespace) -> dict:
@@ -162,8 +169,14 @@ def _throughput(base: str, seed: int, clients: int, in_flight: int, count: int,
     end = max(r["end"] for r in results)
     events = sum(r["events"] for r in results)
     seconds = end - start
+    waits = sorted(w for r in results for w in r["waits"])
     return {
         "events_per_s": events / seconds,
+        # Each request's wait for its acknowledgement (the group commit's
+        # latency, index flushes included), in milliseconds.
+        "ack_p50_ms": waits[len(waits) // 2] / 1000,
+        "ack_p99_ms": waits[int(len(waits) * 0.99)] / 1000,
+        "ack_max_ms": waits[-1] / 1000,
         "fsyncs_per_s": (after["fsyncs"] - before["fsyncs"]) / seconds,
         "events_per_fsync": events / max(1, after["fsyncs"] - before["fsyncs"]),
         "seconds": seconds,
