@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -93,7 +94,23 @@ async def _client(args: argparse.Namespace) -> dict:
         end = time.monotonic()
         cpu = _cpu_seconds(os.getpid()) - cpu
     return {"start": start, "end": end, "events": per_task * args.in_flight * args.batch,
-            "cpu": cpu, "acks": latencies, "waits": waits}
+            "cpu": cpu, "acks": latencies, "waits": _save_waits(waits)}
+
+
+def _save_waits(waits: list[int]) -> str:
+    """The waits in a file of their own (too many for one line on a pipe)."""
+    fd, path = tempfile.mkstemp(prefix="bench-writer-waits-")
+    with os.fdopen(fd, "wb") as f:
+        array("q", waits).tofile(f)
+    return path
+
+
+def _load_waits(path: str) -> list[int]:
+    waits = array("q")
+    with open(path, "rb") as f:
+        waits.frombytes(f.read())
+    os.unlink(path)
+    return waits.tolist()
 
 
 async def _reader(args: argparse.Namespace) -> dict:
@@ -169,7 +186,7 @@ def _throughput(base: str, seed: int, clients: int, in_flight: int, count: int,
     end = max(r["end"] for r in results)
     events = sum(r["events"] for r in results)
     seconds = end - start
-    waits = sorted(w for r in results for w in r["waits"])
+    waits = sorted(w for r in results for w in _load_waits(r["waits"]))
     return {
         "events_per_s": events / seconds,
         # Each request's wait for its acknowledgement (the group commit's
