@@ -4,9 +4,9 @@ Starts the repository's supervisord.conf (as `make run` does) on free ports in a
 temporary directory, then measures, each for ``--runs`` runs of ``--duration``
 seconds, and reports medians:
 
-    grpc-append       gRPC unary Append, 256 concurrent streams (h2load)
+    grpc-append       gRPC unary Append, 64 in flight (8 connections x 8 streams, h2load)
     http-append       HTTP POST /streams/{id}, 64 connections (wrk)
-    grpc-read-stream  gRPC ReadStream of 1,000-event streams (h2load)
+    grpc-read-stream  gRPC ReadStream of 1,000-event streams, 8 in flight (h2load)
     http-read-all     HTTP GET /all NDJSON, 10,000 events a request (wrk)
 
 Throughput is per second; latency p50/p99 is per request (for reads: the whole
