@@ -65,9 +65,8 @@ async def _client(args: argparse.Namespace) -> dict:
     per_task = args.count // (args.in_flight * args.batch)  # --count is in events
     tag = f"c{args.seed}"
     latencies: list[tuple[int, int]] = []  # (position, ack time ns)
-    # Request to acknowledgement, microseconds: every request of the run.
-    waits: list[int] = []
-    wait = waits.append
+    # Request to acknowledgement, microseconds: every request (with --waits).
+    waits = array("q")
     clock = time.monotonic_ns
     async with WriterClient(args.endpoint, timeout=30) as client:
         await client.health()  # connected
@@ -82,7 +81,7 @@ async def _client(args: argparse.Namespace) -> dict:
                               for k in range(args.batch)]
                 sent = clock()
                 res = await client.append(streams[r.randrange(STREAMS)], events)
-                wait((clock() - sent) // 1000)
+                waits.append((clock() - sent) // 1000)
                 if args.record:
                     latencies.append((res.position, time.monotonic_ns()))
                 if args.pause:
@@ -93,24 +92,14 @@ async def _client(args: argparse.Namespace) -> dict:
         await asyncio.gather(*(task(t) for t in range(args.in_flight)))
         end = time.monotonic()
         cpu = _cpu_seconds(os.getpid()) - cpu
-    return {"start": start, "end": end, "events": per_task * args.in_flight * args.batch,
-            "cpu": cpu, "acks": latencies, "waits": _save_waits(waits)}
-
-
-def _save_waits(waits: list[int]) -> str:
-    """The waits in a file of their own (too many for one line on a pipe)."""
-    fd, path = tempfile.mkstemp(prefix="bench-writer-waits-")
-    with os.fdopen(fd, "wb") as f:
-        array("q", waits).tofile(f)
-    return path
-
-
-def _load_waits(path: str) -> list[int]:
-    waits = array("q")
-    with open(path, "rb") as f:
-        waits.frombytes(f.read())
-    os.unlink(path)
-    return waits.tolist()
+    result = {"start": start, "end": end, "events": per_task * args.in_flight * args.batch,
+              "cpu": cpu, "acks": latencies}
+    if args.waits:
+        # A file of their own: a JSON line of 100,000 numbers did not always
+        # come through the pipe whole.
+        with open(args.waits, "wb") as f:
+            waits.tofile(f)
+    return result
 
 
 async def _reader(args: argparse.Namespace) -> dict:
@@ -138,6 +127,7 @@ def _child_main(argv: list[str]) -> int:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--pause", type=float, default=0.0)
     p.add_argument("--record", action="store_true")
+    p.add_argument("--waits", help="write each request's wait (us, int64) to this file")
     args = p.parse_args(argv)
     try:
         import uvloop
@@ -177,16 +167,21 @@ def _throughput(base: str, seed: int, clients: int, in_flight: int, count: int,
         writer_cpu = _cpu_seconds(w.pid)
         procs = [_spawn("_client", "--endpoint", w.command_endpoint, "--seed", str(seed + i),
                         "--count", str(count // clients), "--in-flight", str(in_flight),
-                        "--batch", str(batch)) for i in range(clients)]
+                        "--batch", str(batch), "--waits", os.path.join(d, f"waits-{i}"))
+                 for i in range(clients)]
         results = [_result(p) for p in procs]
         writer_cpu = _cpu_seconds(w.pid) - writer_cpu
         after = w.health()
+    got = array("q")
+    for i in range(clients):
+        with open(os.path.join(d, f"waits-{i}"), "rb") as f:
+            got.frombytes(f.read())
     shutil.rmtree(d)
+    waits = sorted(got)
     start = min(r["start"] for r in results)
     end = max(r["end"] for r in results)
     events = sum(r["events"] for r in results)
     seconds = end - start
-    waits = sorted(w for r in results for w in _load_waits(r["waits"]))
     return {
         "events_per_s": events / seconds,
         # Each request's wait for its acknowledgement (the group commit's
@@ -215,9 +210,7 @@ def _visible(base: str, seed: int, count: int, in_flight: int, pause: float) -> 
         client = _spawn("_client", "--endpoint", w.command_endpoint, "--seed", str(seed),
                         "--count", str(count), "--in-flight", str(in_flight),
                         "--pause", str(pause), "--record")
-        result = _result(client)
-        os.unlink(result["waits"])  # (this run times the acknowledgements itself)
-        acks = result["acks"]
+        acks = _result(client)["acks"]
         time.sleep(0.2)
         seen = _result(reader)["seen"]  # communicate() closes its stdin: it stops
     shutil.rmtree(d)
