@@ -4,10 +4,11 @@ The engine validates every append against it (expected versions, idempotent
 event IDs) and records what it wrote in ``pending`` (an in-memory ``Index``
 whose streams load their persistent state on first use). ``flush`` writes
 ``pending`` into the persistent index in one LMDB transaction that also
-records the log position it covers; the writer calls it before it publishes
-a new committed position (after each group in the async modes, once per fsync
-with every-write), so readers in other processes find in the index everything
-they are told is committed.
+records the log position it covers; the writer calls it after a group in the
+async modes and after an fsync with every-write, and under a steady load at most
+every INDEX_FLUSH_SECONDS (hydra/writer/_server.py): readers in other processes
+find what they are told is committed in the index and in the log after what it
+covers.
 
 Not thread-safe: the single writer serialises calls (the Store's engine lock).
 """
@@ -33,6 +34,7 @@ from hydra.storage.persistent import (
 )
 from hydra.storage.segments import SegmentSet
 from hydra.storage.snapshot_history import Entry, newest_first
+from hydra.storage.written import WrittenMark
 
 log = logging.getLogger("hydra.storage")
 # How many flushed streams' states the writer keeps in memory (about 150 bytes each).
@@ -81,6 +83,9 @@ class WriterIndex:
         self.damaged = persistent.damaged()
         # Events in the persistent index (the ordinal of its last), known once asked.
         self._ordinal_base: int | None = None
+        # The writer process's written mark (hydra/storage/written.py), once it
+        # acknowledges a commit the index does not cover yet.
+        self._mark: WrittenMark | None = None
 
     def _load(self, key: bytes) -> StreamState:
         known = self._known.get(key)
@@ -215,6 +220,16 @@ class WriterIndex:
         self._txn = self.persistent.env.begin()
         self.pending = Index(self._load)
 
+    def mark_written(self, end: int) -> None:
+        """The log is written and acknowledged up to ``end``, which the index may
+        not cover yet: recovery's checkpoint is at least ``end`` from now on."""
+        if end <= self.covered and self._mark is None:
+            return  # (the covered position says as much)
+        if self._mark is None:
+            self._mark = WrittenMark(self.persistent.path, self.persistent.ident(), end)
+        else:
+            self._mark.set(end)
+
     def _crc_to(self, end: int) -> int:
         size = self._segments.segment_size
         number = (end - 1) // size
@@ -228,6 +243,9 @@ class WriterIndex:
         return self._crc
 
     def close(self, *, clean: bool) -> None:
+        if self._mark is not None:
+            self._mark.close()
+            self._mark = None
         if self.filter is not None:
             self.filter.close(sync=clean)
             self.filter = None

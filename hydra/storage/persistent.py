@@ -357,6 +357,12 @@ class PersistentIndex:
                 txn.put(b"filter", b"off", db=self.meta)
         self.env.sync(True)
 
+    def ident(self) -> int:
+        """This index's random ID (its written mark names it: ``hydra.storage.written``)."""
+        with self.env.begin() as txn:
+            raw = txn.get(b"id", db=self.meta)
+        return int(_unpack_u64(raw)[0]) if raw else 0
+
     def index_id(self) -> int:
         """This index's ID, or 0 when its ID filter is switched off."""
         with self.env.begin() as txn:

@@ -11,11 +11,14 @@ then replaces the old one.
 Only the last segment can hold a torn tail: the writer syncs a segment before
 it writes into the next one. In the last segment, everything after the last
 complete atomic batch is discarded (zeroed), so a half-written batch never
-becomes visible. That is only ever done after the index's covered position:
-when an index of this boot (or closed clean) does not match the log because a
-record before its covered position is invalid, that is damage to acknowledged
-data, and recovery refuses to open, naming segment and position, rather than
-drop the events after it and hand their positions out again.
+becomes visible. That is only ever done after the checkpoint: the index's
+covered position, or the writer process's written mark past it (the commits it
+acknowledged before their index flush: hydra/storage/written.py). When an index
+of this boot (or closed clean) does not match the log because a record before
+its checkpoint is invalid, or the log after its covered position is invalid
+before the mark, that is damage to acknowledged data, and recovery refuses to
+open, naming segment and position, rather than drop the events after it and
+hand their positions out again.
 
 An invalid record in an earlier (closed) segment is damage to acknowledged
 data, never a torn write, and recovery does not drop data because of it: a
@@ -42,6 +45,7 @@ from hydra.storage.persistent import PersistentIndex
 from hydra.storage.rebuild import rebuild
 from hydra.storage.scavenge import remove_leftovers
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
+from hydra.storage.written import read_mark
 
 log = logging.getLogger("hydra.storage")
 
@@ -67,10 +71,13 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
     if numbers:
         _restore_size(segments, numbers[-1])
     persistent, why = PersistentIndex.open_writer(directory, size)
-    covered = crc = 0
+    covered = crc = checkpoint = 0
     if persistent is not None:
         covered = persistent.covered()
         crc = persistent.tail_crc()
+        # The writer process acknowledges commits the index covers later: its
+        # written mark (of this boot and this index) carries the checkpoint past them.
+        checkpoint = max(covered, read_mark(persistent.path, persistent.ident()))
         why = _mismatch(segments, numbers, covered, crc)
         if why:
             # The bytes before ``covered`` were written completely (the index of
@@ -79,7 +86,7 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
             # and hand those positions out again. A log that is just another one
             # (or an older copy, ending in zeros) is rebuilt as before.
             try:
-                _refuse_damage_before(segments, numbers, covered)
+                _refuse_damage_before(segments, numbers, checkpoint)
             except CorruptLog:
                 persistent.close(clean=False)
                 raise
@@ -91,14 +98,14 @@ def recover(segments: SegmentSet) -> tuple[WriterIndex, int]:
         if announce:
             log.warning("index of %s: %s; rebuilding it from the log", directory, why)
         persistent = rebuild(segments, numbers, _zero_tail, announce=announce)
-        covered = persistent.covered()
+        covered = checkpoint = persistent.covered()
         crc = persistent.tail_crc()
     index_id = persistent.index_id()
     id_filter = IdFilter.open(persistent.path, index_id) if index_id else None
     persistent.mark_open(filter_ok=id_filter is not None)
     index = WriterIndex(persistent, segments, covered, crc, id_filter)
     try:
-        end = _index_log(segments, index, numbers, covered)
+        end = _index_log(segments, index, numbers, covered, checkpoint)
     except BaseException:
         index.close(clean=False)
         raise
@@ -149,8 +156,12 @@ def _refuse_damage_before(segments: SegmentSet, numbers: list[int], checkpoint: 
 
 def _index_log(
     segments: SegmentSet, index: WriterIndex, numbers: list[int], covered: int,
+    checkpoint: int,
 ) -> int:
-    """Index the log from ``covered``; zero the torn tail; return the end of the log."""
+    """Index the log from ``covered``; zero the torn tail; return the end of the log.
+
+    An invalid record before ``checkpoint`` (where the log was written and
+    acknowledged up to) is damage, not a torn tail: CorruptLog."""
     size = segments.segment_size
     if not numbers:
         return 0
@@ -177,8 +188,10 @@ def _index_log(
             if len(pending) >= FLUSH_EVENTS:
                 index.flush(base + result.end)
             continue
-        _zero_tail(mm, result.end, segments.fd(number))
         end = base + result.end
+        if end < checkpoint and (result.error is not None or result.end != result.stopped):
+            _refuse_damage_before(segments, numbers, checkpoint)
+        _zero_tail(mm, result.end, segments.fd(number))
         index.flush(end)
         return end
     raise AssertionError("unreachable")

@@ -2,8 +2,8 @@
 operator's choice of what to do about it.
 
 The writer refuses to open a log whose active segment holds an invalid record
-before the index's covered position (the checkpoint: the log was written and
-acknowledged up to there), because treating it as a torn tail would drop every
+before the checkpoint (the index's covered position, or the writer's written
+mark past it: the log was written and acknowledged up to there), because treating it as a torn tail would drop every
 later acknowledged event and hand their positions out again. This command says
 exactly what is at stake and offers the two ways out:
 
@@ -30,15 +30,24 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from hydra.errors import CorruptLog, HydraError
-from hydra.storage.format import decode_event
-from hydra.storage.index import Index
+from hydra.storage.format import (
+    ENVELOPE_SIZE,
+    FRAME,
+    FRAME_SIZE,
+    KIND_EVENT,
+    Buffer,
+    decode_event,
+)
+from hydra.storage.index import Index, true_end
 from hydra.storage.lock import DirectoryLock
 from hydra.storage.manifest import fsync_dir, read_manifest
 from hydra.storage.persistent import INDEX_DIR, PersistentIndex, remove_index
 from hydra.storage.segments import SegmentSet, list_segments, segment_name
+from hydra.storage.written import read_mark
 
 EXIT_OK, EXIT_DAMAGED, EXIT_USAGE = 0, 1, 2
 CONFIRM_WORD = "cut"
@@ -53,7 +62,7 @@ class Damage:
     position: int  # the first invalid record
     reason: str
     cut: int  # where keeping the prefix cuts: the end of the last complete batch
-    checkpoint: int  # the index's covered position
+    checkpoint: int  # the index's covered position, or the writer's written mark past it
     data_end: int  # the end of the non-zero bytes of the segment
     events: int = 0  # acknowledged events (before the checkpoint) after the cut
     unreadable: int = 0  # of them, records that cannot be read (the damaged ones)
@@ -95,7 +104,8 @@ def assess(directory: str) -> Damage | None:
         return None  # no checkpoint: the torn-tail rule applies, the writer opens
     segments = SegmentSet(directory, size, writable=False)
     try:
-        checkpoint = pindex.covered()
+        covered = pindex.covered()
+        checkpoint = max(covered, read_mark(pindex.path, pindex.ident()))
         last = numbers[-1]
         base = last * size
         if checkpoint <= base:
@@ -111,7 +121,7 @@ def assess(directory: str) -> Damage | None:
         damage = Damage(segment_name(last), base + result.stopped,
                         result.error or "an atomic batch without its last record", cut,
                         checkpoint, cut + len(nonzero))
-        for batch in pindex.all_positions(cut, checkpoint, False):
+        for batch in _lost(pindex, mm, base, size, cut, covered, checkpoint):
             for position in batch:
                 damage.events += 1
                 if damage.first_lost < 0:
@@ -127,6 +137,30 @@ def assess(directory: str) -> Damage | None:
     finally:
         segments.close()
         pindex.release()
+
+
+def _lost(pindex: PersistentIndex, mm: Buffer, base: int, size: int, cut: int,
+          covered: int, checkpoint: int) -> Iterator[Sequence[int]]:
+    """The positions of the acknowledged events from ``cut`` to ``checkpoint``:
+    from the index before its covered position, from the log's records after it
+    (the commits of the writer's written mark that the index does not cover yet;
+    a record whose end cannot be found ends the list)."""
+    if cut < covered:
+        yield from pindex.all_positions(cut, covered, False)
+    offset = max(cut, covered) - base
+    stop = checkpoint - base
+    found: list[int] = []
+    while offset + FRAME_SIZE + ENVELOPE_SIZE <= stop:
+        length, crc = FRAME.unpack_from(mm, offset)
+        nxt = offset + FRAME_SIZE + length
+        if length < ENVELOPE_SIZE or nxt > size:
+            nxt = true_end(mm, offset, size, crc)
+            if nxt < 0:
+                break
+        if mm[offset + FRAME_SIZE + 1] == KIND_EVENT:
+            found.append(base + offset)
+        offset = nxt
+    yield found
 
 
 def keep_prefix(directory: str, damage: Damage) -> str:

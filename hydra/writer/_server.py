@@ -69,9 +69,17 @@ log = logging.getLogger("hydra.writer")
 # latency of everything in it) arbitrarily large.
 MAX_GROUP_MESSAGES = 4096
 MAX_GROUP_BYTES = 64 << 20
-# With every-write, the most events the writer holds unindexed while it waits for
-# an fsync (_group).
+# The persistent index is written at once after a quiet spell, and under a steady
+# load at most once every INDEX_FLUSH_SECONDS (_index_may_wait): the commits in
+# between are announced while the index covers less than them, and readers read
+# the log after what it covers (as they always can). Each flush rewrites, per
+# stream it touches, the stream's record, its last position chunk and its
+# ``recent`` entry, so fewer, larger flushes write each stream's pages once for
+# many of its events. Whatever the time, at most INDEX_FLUSH_EVENTS events wait
+# unindexed: that bounds the writer's pending entries, the tail every reader
+# scans, and the tail a restart after a crash indexes.
 INDEX_FLUSH_EVENTS = 8192
+INDEX_FLUSH_SECONDS = 0.2
 # Least time between two feed messages that announce commits (seconds). A
 # commit after a quiet spell is announced at once; under load the positions of
 # the groups committed meanwhile go out together in one message at the end of
@@ -116,7 +124,7 @@ class WriterServer:
         self.policy = SyncPolicy(config.sync, config.sync_interval, config.sync_batch)
         self._scavenging = ScavengeThread(self._segments, self._index.persistent,
                                           self._scavenge_bounds)
-        self.handler = CommandHandler(self.engine, self.health, self._scavenging.request)
+        self.handler = CommandHandler(self.engine, self.health, self._request_scavenge)
         self._next_scavenge = (time.monotonic() + config.scavenge_interval
                                if config.scavenge_interval else None)
         self.writer_id = int.from_bytes(os.urandom(8), "big") >> 1
@@ -130,6 +138,9 @@ class WriterServer:
         self._feed_due: float | None = None  # when the next commit announcement is due
         self._stop = False
         self._index_failing = False
+        self._mark_failing = False
+        self._last_index_flush = float("-inf")  # time.monotonic() of the last index flush
+        self._index_due: float | None = None  # when a flush that waits must happen
         # Groups whose replies wait for an fsync: (log end it must cover, frames, replies).
         self._waiting: list[tuple[int, list[list[bytes]], list[Reply | list[Reply]]]] = []
         self._syncer = Syncer()
@@ -191,6 +202,8 @@ class WriterServer:
                     wait = min(wait, self._feed_due - now)
                 if tally.due is not None:
                     wait = min(wait, tally.due - now)
+                if self._index_due is not None:
+                    wait = min(wait, self._index_due - now)
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:
                     _drain_pipe(wake_r)
@@ -208,6 +221,8 @@ class WriterServer:
                     self._background_scavenge(now)
                 if tally.due is not None and now >= tally.due:
                     tally.flush()
+                if self._index_due is not None and now >= self._index_due:
+                    self._flush_index(self.engine.end)
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -226,13 +241,21 @@ class WriterServer:
         assert self._index is not None
         return min(self.synced, self._index.covered), self.engine.log.segment
 
+    def _request_scavenge(self) -> int:
+        """Start (or queue) a scavenge, after writing the index: a run decides
+        only on what the index covers (_scavenge_bounds), and what was deleted
+        before the request must be part of it."""
+        assert self._index is not None
+        self._flush_index(self.engine.end)
+        return self._scavenging.request()
+
     def _background_scavenge(self, now: float) -> None:
         """Start a scavenge every --scavenge-interval (checked at each heartbeat)."""
         if self._next_scavenge is None or now < self._next_scavenge:
             return
         self._next_scavenge = now + self.config.scavenge_interval  # type: ignore[operator]
         if not self._scavenging.scavenger.progress.running and self.handler.failure is None:
-            self._scavenging.request()
+            self._request_scavenge()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop = True
@@ -269,18 +292,20 @@ class WriterServer:
             tally.changed(time.monotonic())
         policy = self.policy
         end = self.engine.end
-        # The index covers the group before any reader can be told it is
-        # committed (readers filter by the committed position, so an index
-        # ahead of the fsync is safe; one behind it is not). With every-write
-        # nobody is told before the fsync that covers the group: the flush waits
-        # for it (_synced_one), so the groups handled while one fsync runs go
-        # into the index in one transaction instead of one each. A long wait
-        # flushes early, which keeps the writer's pending entries (and the tail
-        # a restart after a crash indexes) short.
+        # The index may cover more than readers are told is committed (they
+        # filter by the committed position, so an index ahead of the fsync is
+        # safe), and under a steady load less (_index_may_wait: they read the
+        # log after it). With every-write the flush waits for the fsync that
+        # covers the group (_synced_one), so the groups handled while one fsync
+        # runs go into the index in one transaction; the async modes decide at
+        # each group. A group that wrote nothing, a failure, or too many events
+        # waiting flush at once.
         assert self._index is not None
-        if (not policy.every_write or handler.failure is not None or end <= self.synced
+        if (handler.failure is not None or end <= self.synced
                 or len(self._index.pending.all_positions) >= INDEX_FLUSH_EVENTS):
             self._flush_index(end)
+        elif not policy.every_write:
+            self._index_commit(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
             if not policy.every_write:
@@ -313,19 +338,62 @@ class WriterServer:
         except CorruptLog as exc:
             self.handler.fail(StorageFailed(f"{exc}; the log takes no more writes"))
 
+    def _index_may_wait(self) -> bool:
+        """May the index flush of a commit wait (for a later commit, or the timer
+        of the run loop)? Only when the index was written less than
+        INDEX_FLUSH_SECONDS ago: the first commit after a quiet spell is in the
+        index before anyone is told of it. A failing index is retried at every
+        commit."""
+        if self._index_failing or self._mark_failing:
+            return False
+        due = self._last_index_flush + INDEX_FLUSH_SECONDS
+        if time.monotonic() >= due:
+            return False
+        self._index_due = due
+        return True
+
+    def _index_commit(self, end: int) -> None:
+        """The log is written up to ``end`` and about to be announced: flush the
+        index now, or (under a steady load) move the written mark to ``end`` and
+        let the flush wait, so recovery's checkpoint still covers every commit
+        anyone is told of (hydra/storage/written.py)."""
+        if self._index_may_wait():
+            self._mark_written(end)
+        else:
+            self._flush_index(end)
+
+    def _mark_written(self, end: int) -> None:
+        assert self._index is not None
+        try:
+            self._index.mark_written(end)
+        except OSError as exc:
+            # Nothing may be announced past the checkpoint: the index covers it
+            # at every commit from now on (_index_may_wait).
+            self._mark_failing = True
+            log.error("the written mark cannot be written (%s); the index is written at "
+                      "every commit instead", exc)
+            self._flush_index(end)
+
     def _flush_index(self, end: int) -> None:
         assert self._index is not None
+        self._index_due = None
+        self._last_index_flush = time.monotonic()
         try:
             self._index.flush(end)
         except (OSError, lmdb.Error) as exc:
             # Out of space (or another failure) in the index, not the log: the
             # log holds the group and is the truth (readers read past the
-            # index's covered position from the log; recovery indexes it). What
-            # is pending stays and goes in with the next flush that works.
+            # index's covered position from the log; recovery indexes it, and
+            # the written mark keeps its checkpoint). What is pending stays and
+            # goes in with the next flush that works.
             if not self._index_failing:
                 log.error("the index cannot be written (%s); retrying at each later flush, "
                           "reads fall back to the log meanwhile", exc)
             self._index_failing = True
+            try:
+                self._index.mark_written(end)
+            except OSError:
+                pass  # (the index's own failure is logged above)
         else:
             if self._index_failing:
                 log.warning("the index is written again")
@@ -396,9 +464,10 @@ class WriterServer:
         self.synced = end
         policy = self.policy
         if policy.every_write:
-            # Before the replies and the feed tell anyone (_group): everything
-            # handled so far, the groups after this fsync's end included.
-            self._flush_index(self.engine.end)
+            # Everything handled so far, the groups after this fsync's end
+            # included, before the replies and the feed tell anyone (_group);
+            # under a steady load at the next flush that is due (_index_may_wait).
+            self._index_commit(self.engine.end)
             self.committed = end
         policy.synced()
         if self.engine.end > end:

@@ -1,14 +1,24 @@
-"""With every-write the writer writes the persistent index once per fsync, for every
-group handled while that fsync ran, and before anyone is told the groups are
-committed."""
+"""When the writer writes the persistent index: with every-write once per fsync at
+most, for every group handled while that fsync ran; after a quiet spell before
+anyone is told of the commit; under a steady load at most about once every
+INDEX_FLUSH_SECONDS, with readers reading the log after what the index covers;
+and, once the load stops, within INDEX_FLUSH_SECONDS without another request."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import shutil
+import time
+
+import pytest
 
 import hydra
-from hydra.storage.persistent import PersistentIndex
+from hydra.readers import ReadOnlyView
+from hydra.storage.persistent import INDEX_DIR, PersistentIndex
+from hydra.storage.written import read_mark
+from hydra.writer._server import INDEX_FLUSH_SECONDS
 from hydra.writer.client import WriterClient
 
 CLIENTS = 4
@@ -17,22 +27,29 @@ APPENDS = 20  # per task and round
 ROUNDS = 5  # at most, until groups waited for fsyncs
 
 
+def _covered(data_dir: str) -> int:
+    index = PersistentIndex.open_reader(data_dir)
+    assert index is not None
+    try:
+        return index.covered_and_counts()[0]
+    finally:
+        index.release()
+
+
 def test_groups_waiting_for_one_fsync_share_one_index_flush(start_writer, data_dir):
     w = start_writer()
+    view = ReadOnlyView.open(data_dir)
 
     async def appender(c: WriterClient, name: str) -> None:
         for k in range(APPENDS):
             # Spread out, so that requests reach the writer while an fsync runs.
             await asyncio.sleep(random.random() * 0.002)
             r = await c.append(name, [hydra.NewEvent(b"x", f"{name}-{k}")])
-            # Whoever is told a position is committed finds it in the index.
-            index = PersistentIndex.open_reader(data_dir)
-            assert index is not None
-            try:
-                covered, _ = index.covered_and_counts()
-            finally:
-                index.release()
-            assert covered >= c.last_committed >= r.position + 1
+            # Whoever is told a position is committed can read it (through the
+            # index and the log after what it covers).
+            assert c.last_committed >= r.position + 1
+            view.advance(c.last_committed)
+            assert [e.position for e in view.read_stream(name, k, 1)] == [r.position]
 
     async def main() -> None:
         clients = [WriterClient(w.command_endpoint, timeout=10) for _ in range(CLIENTS)]
@@ -56,4 +73,105 @@ def test_groups_waiting_for_one_fsync_share_one_index_flush(start_writer, data_d
         assert groups > fsyncs, (groups, fsyncs)  # groups did wait for fsyncs
         assert flushes <= fsyncs, (flushes, fsyncs, groups)
 
+    try:
+        asyncio.run(main())
+    finally:
+        view.close()
+
+
+def test_a_commit_after_a_quiet_spell_is_in_the_index_before_its_reply(start_writer, data_dir):
+    w = start_writer()
+
+    async def main() -> None:
+        async with WriterClient(w.command_endpoint, timeout=10) as c:
+            for k in range(3):
+                await asyncio.sleep(INDEX_FLUSH_SECONDS * 1.5)
+                r = await c.append("quiet", [hydra.NewEvent(b"x", f"q-{k}")])
+                assert _covered(data_dir) >= r.position + 1
+
     asyncio.run(main())
+
+
+def test_a_steady_load_flushes_the_index_on_a_timer_and_catches_up(start_writer, data_dir):
+    w = start_writer()
+    seconds = 1.5
+
+    async def main() -> tuple[dict, dict, int]:
+        async with WriterClient(w.command_endpoint, timeout=10) as c:
+            before = await c.health()
+
+            async def appender(t: int) -> None:
+                stop = time.monotonic() + seconds
+                k = 0
+                while time.monotonic() < stop:
+                    await c.append(f"steady-{t}", [hydra.NewEvent(b"x", f"{t}-{k}")])
+                    k += 1
+
+            await asyncio.gather(*(appender(t) for t in range(8)))
+            committed = c.last_committed
+            # No request from here on: only the writer's own timer can flush.
+            deadline = time.monotonic() + INDEX_FLUSH_SECONDS + 5
+            while _covered(data_dir) < committed:
+                assert time.monotonic() < deadline, "the index never caught up"
+                await asyncio.sleep(0.02)
+            after = await c.health()
+            return before, after, committed
+
+    before, after, committed = asyncio.run(main())
+    fsyncs = after["fsyncs"] - before["fsyncs"]
+    flushes = after["index_flushes"] - before["index_flushes"]
+    # Many commits, few flushes: one per INDEX_FLUSH_SECONDS of load, the one
+    # that caught up, and the health calls' (a group that writes nothing).
+    assert fsyncs > 50, fsyncs
+    assert flushes <= seconds / INDEX_FLUSH_SECONDS + 4, (flushes, fsyncs)
+    with ReadOnlyView.open(data_dir) as view:
+        view.advance(committed)
+        assert sum(view.stream_version(f"steady-{t}") for t in range(8)) == (
+            after["events"] - before["events"])
+
+
+def test_commits_acknowledged_before_their_index_flush_are_in_the_written_mark(
+        start_writer, data_dir):
+    """kill -9 while the index lags what the writer acknowledged: the written
+    mark covers every acknowledged commit (so damage to them is refused, not
+    cut as a torn tail) and the restart has them all."""
+    w = start_writer()
+    index_path = os.path.join(data_dir, INDEX_DIR)
+
+    async def main() -> tuple[int, int]:
+        async with WriterClient(w.command_endpoint, timeout=10) as c:
+            for attempt in range(50):
+                await asyncio.sleep(INDEX_FLUSH_SECONDS * 1.5)
+                first = await c.append("burst", [hydra.NewEvent(b"x", f"a-{attempt}")])
+                last = await c.append("burst", [hydra.NewEvent(b"y", f"b-{attempt}")])
+                # (The pair must come within INDEX_FLUSH_SECONDS of the first's flush.)
+                if _covered(data_dir) <= last.position:
+                    w.kill()
+                    return first.position, last.position
+        raise AssertionError("no commit was acknowledged before its index flush")
+
+    first, last = asyncio.run(main())
+    index = PersistentIndex.open_reader(data_dir)
+    assert index is not None
+    try:
+        covered, ident = index.covered(), index.ident()
+    finally:
+        index.release()
+    assert covered <= last < read_mark(index_path, ident)
+    assert covered > first  # (the first of the pair was flushed before its reply)
+    with ReadOnlyView.open(data_dir) as view:
+        view.advance(last + 1)
+        events = list(view.read_stream("burst", 0, 1000))
+    assert events[-1].position == last
+    # Damage to the last acknowledged event (in a copy): refused, not cut.
+    copy = data_dir + "-copy"
+    shutil.copytree(data_dir, copy, ignore=lambda d, names: [
+        n for n in names if not os.path.isdir(os.path.join(d, n))
+        and not os.path.isfile(os.path.join(d, n))])  # (the writer's sockets)
+    with open(os.path.join(copy, "hydra-00000.log"), "r+b") as f:
+        f.seek(last + 40)
+        f.write(b"\xff\xfe")
+    with pytest.raises(hydra.CorruptLog, match=f"invalid record at position {last}"):
+        hydra.open(copy)
+    w2 = start_writer()
+    assert w2.health()["events"] == len(events)
