@@ -208,11 +208,9 @@ class Engine:
         if eid:
             v = st.ids.get(eid)
             if v is None and base:
-                filt = index.filter
-                if filt is None or filt.might_contain(key, eid):
-                    v = index.persisted_id(st.inc, eid)
+                v = index.persisted_id(key, st.inc, eid)
             if v is not None:
-                return AppendResult(index.position_of(st, v), v, True)
+                return AppendResult(index.position_of(key, st, v), v, True)
         count = base + len(st.positions)
         if expected_version != ANY:
             _check_current(stream_id, expected_version, count)
@@ -278,7 +276,7 @@ class Engine:
                 f"{len(known)} of the {len(eids)} event IDs in this batch already "
                 f"exist in stream {stream_id!r}; a batch is idempotent only as a whole"
             )
-        return AppendResult(self.index.position_of(st, known[-1]), known[-1], True)
+        return AppendResult(self.index.position_of(key, st, known[-1]), known[-1], True)
 
     def _index_batch(
         self, st: StreamState, eids: list[bytes], count: int, parts: list[bytes], position: int

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from bisect import bisect_left
+from collections.abc import Generator
 from zlib import crc32
 
+from hydra.storage import persistent as stored
 from hydra.storage.idfilter import IdFilter
 from hydra.storage.index import Index, StreamState
 from hydra.storage.persistent import (
@@ -29,11 +32,11 @@ from hydra.storage.persistent import (
     U64,
     PersistentIndex,
     encode_damaged,
-    flush,
+    flush_steps,
     id_dbkey,
 )
 from hydra.storage.segments import SegmentSet
-from hydra.storage.snapshot_history import Entry, newest_first
+from hydra.storage.snapshot_history import Entry, newest_first, trim
 from hydra.storage.written import WrittenMark
 
 log = logging.getLogger("hydra.storage")
@@ -75,6 +78,12 @@ class WriterIndex:
         # Flushed streams' (count, incarnation, history), newest last (_remember).
         self._known: dict[bytes, tuple[int, int, bytes]] = {}
         self.pending = Index(self._load)
+        # A flush in steps (``start_flush``): the entries it writes, the log
+        # position they cover, the flush's damaged record, and the steps left (None: it failed, and the next step begins it again).
+        self.flushing: Index | None = None
+        self._flushing_end = 0
+        self._flushing_damaged: bytes | None = None
+        self._steps: Generator[None, None, None] | None = None
         self.flushes = 0
         # Event IDs certainly not in the index (None: look every one up).
         self.filter = id_filter
@@ -88,6 +97,13 @@ class WriterIndex:
         self._mark: WrittenMark | None = None
 
     def _load(self, key: bytes) -> StreamState:
+        flushing = self.flushing
+        if flushing is not None:
+            # What the flush in progress writes for the stream is what the
+            # index will hold for it (``_remember``), the read snapshot not yet.
+            st = flushing.streams.get(key)
+            if st is not None:
+                return StreamState(st.base + len(st.positions), st.inc, st.history)
         known = self._known.get(key)
         if known is not None:
             return StreamState(*known)
@@ -130,13 +146,23 @@ class WriterIndex:
         """The version of ``event_id`` in the stream's current incarnation, or None."""
         v = st.ids.get(event_id)
         if v is None and st.base:
-            filt = self.filter
-            if filt is None or filt.might_contain(key, event_id):
-                return self.persisted_id(st.inc, event_id)
+            return self.persisted_id(key, st.inc, event_id)
         return v
 
-    def persisted_id(self, inc: int, event_id: bytes) -> int | None:
-        """The version of ``event_id`` in incarnation ``inc`` of the persistent index."""
+    def persisted_id(self, key: bytes, inc: int, event_id: bytes) -> int | None:
+        """The version of ``event_id`` in incarnation ``inc`` of stream ``key`` in the
+        flush in progress or the persistent index (the filter first: the flush in
+        progress adds its IDs to it in steps, before it commits)."""
+        flushing = self.flushing
+        if flushing is not None:
+            st = flushing.streams.get(key)
+            if st is not None and st.inc == inc:
+                v = st.ids.get(event_id)
+                if v is not None:
+                    return v
+        filt = self.filter
+        if filt is not None and not filt.might_contain(key, event_id):
+            return None
         if len(event_id) <= MAX_KEY:
             raw = self._txn.get(_pack_key64(inc) + event_id, db=self._ids)
         else:
@@ -146,79 +172,173 @@ class WriterIndex:
     def max_tracking_id(self, name: bytes) -> int | None:
         """The highest notification ID tracked for ``name``, written or not (None: none)."""
         found = self.pending.tracking.get(name)
+        if found is None and self.flushing is not None:
+            found = self.flushing.tracking.get(name)
         if found is not None:
             return found[0]
         return self.persistent.tracking_at(self._txn, name, LATEST)
 
-    def position_of(self, st: StreamState, version: int) -> int:
+    def position_of(self, key: bytes, st: StreamState, version: int) -> int:
+        """The position of ``version`` of stream ``key``'s current incarnation ``st``."""
         if version >= st.base:
             return st.positions[version - st.base]
+        flushing = self.flushing
+        if flushing is not None:
+            fst = flushing.streams.get(key)
+            if fst is not None and fst.inc == st.inc and version >= fst.base:
+                return fst.positions[version - fst.base]
         return self.persistent.position_of(self._txn, st.inc, version)
 
     def delete_stream(self, key: bytes, position: int) -> None:
         self.pending.delete_stream(key, position)
 
-    def ordinal_base(self) -> int:
-        """The ordinal of the last event in the persistent index (0: none); the
-        pending events are numbered on from it, in ``pending.all_positions`` order."""
+    def _stored_ordinal(self) -> int:
+        """The ordinal of the last event in the persistent index's snapshot (0: none)."""
         base = self._ordinal_base
         if base is None:
             base = self._ordinal_base = self.persistent.last_ordinal(self.covered)
         return base
 
+    def ordinal_base(self) -> int:
+        """The ordinal of the last event before the pending ones (0: none): those
+        are numbered on from it, in ``pending.all_positions`` order."""
+        flushing = self.flushing
+        return self._stored_ordinal() + (0 if flushing is None else len(flushing.all_positions))
+
     def ordinal_of(self, position: int) -> int | None:
         """The ordinal of the event written at ``position`` (flushed or pending), or None."""
         if position < self.covered:
             return self.persistent.ordinal_at(position, self.covered)
-        pending = self.pending.all_positions
-        i = bisect_left(pending, position)
-        if i == len(pending) or pending[i] != position:
+        flushing = self.flushing
+        if flushing is not None and position < self._flushing_end:
+            positions, base = flushing.all_positions, self._stored_ordinal()
+        else:
+            positions, base = self.pending.all_positions, self.ordinal_base()
+        i = bisect_left(positions, position)
+        if i == len(positions) or positions[i] != position:
             return None
-        return self.ordinal_base() + i + 1
+        return base + i + 1
 
     def snapshots(self, key: bytes) -> list[Entry]:
         """(position, incarnation, version) of the stream's snapshot records, written
         or not, newest first (``snapshot_history``)."""
         stored = self.persistent.snapshots_at(self._txn, key, LATEST)
+        if self.flushing is not None:
+            flushing = self.flushing.snapshots.get(key)
+            if flushing is not None:
+                stored = trim(newest_first(flushing, stored))  # (what the flush writes)
         pending = self.pending.snapshots.get(key)
         return stored if pending is None else newest_first(pending, stored)
 
     def counts(self) -> tuple[int, int]:
         """(live events, live streams), written or not."""
         events, streams, _ = self.persistent.counts(self._txn)
-        return events + self.pending.event_count, streams + self.pending.stream_delta
+        for layer in (self.pending, self.flushing):
+            if layer is not None:
+                events += layer.event_count
+                streams += layer.stream_delta
+        return events, streams
 
     # -- flushing --------------------------------------------------------------------
 
     def flush(self, end: int) -> None:
         """Write everything pending into the persistent index, covering the log up to ``end``.
 
-        ``end`` must be the end of the last complete write (everything pending is before it).
+        ``end`` must be the end of the last complete write (everything pending is
+        before it). A flush in steps still going is run to its end first.
         """
+        if self.flushing is not None:
+            self.step(float("inf"))
         pending = self.pending
         if end == self.covered and not len(pending):
             if pending.streams:
                 # Only states loaded to validate requests that wrote nothing.
                 self.pending = Index(self._load)
             return
+        for _ in self._writes(pending, end, self._freeze(pending)):
+            pass
+        self._flushed(pending, end)
+        self.pending = Index(self._load)
+
+    def start_flush(self, end: int) -> bool:
+        """Begin writing everything pending, covering the log up to ``end``, in
+        steps (``step``) between which the engine goes on: False when there is
+        nothing to write. Until the last step commits, what it writes is
+        ``flushing``, which every lookup here consults between ``pending`` (new
+        from now on) and the read snapshot of the last flush."""
+        assert self.flushing is None
+        pending = self.pending
+        if end == self.covered and not len(pending):
+            self.flush(end)
+            return False
+        for st in pending.streams.values():
+            if not st.base and st.positions:
+                st.inc = st.positions[0]  # (as the flush sets it: ``_load`` reads it)
+        self._flushing_damaged = self._freeze(pending)
+        self.flushing = pending
+        self._flushing_end = end
+        self._steps = self._writes(pending, end, self._flushing_damaged)
+        self.pending = Index(self._load)
+        return True
+
+    def step(self, seconds: float) -> bool:
+        """Run the flush in progress for about ``seconds``: True once it is committed.
+
+        A failure leaves ``flushing`` as it is (nothing of it is in the index);
+        the next ``step`` or ``flush`` writes it again from the start."""
+        flushing = self.flushing
+        assert flushing is not None
+        steps = self._steps
+        if steps is None:
+            steps = self._steps = self._writes(flushing, self._flushing_end,
+                                               self._flushing_damaged)
+        deadline = time.perf_counter() + seconds
+        try:
+            for _ in steps:
+                if time.perf_counter() >= deadline:
+                    return False
+        except BaseException:
+            self._steps = None  # (its transaction is aborted)
+            raise
+        self._steps = None
+        self._flushed(flushing, self._flushing_end)
+        self.flushing = None
+        return True
+
+    def _freeze(self, pending: Index) -> bytes | None:
+        """Before writing ``pending``: its damaged streams into ``damaged``; returns
+        the flush's damaged record (None: unchanged)."""
+        if not pending.damaged:
+            return None
+        self.damaged.update(pending.damaged)
+        return encode_damaged(self.damaged)
+
+    def _writes(self, pending: Index, end: int, damaged: bytes | None,
+                ) -> Generator[None, None, None]:
+        """The steps of a flush of ``pending`` (``flush_steps``), after its IDs go
+        into the filter: before the commit, so that an ID in the index is never
+        missing from it (``persisted_id``)."""
         filt = self.filter
         if filt is not None:
-            # Before the commit: an ID in the index is never missing from the filter.
-            filt.add_streams((key, st.ids) for key, st in pending.streams.items() if st.ids)
-        damaged = None
-        if pending.damaged:
-            self.damaged.update(pending.damaged)
-            damaged = encode_damaged(self.damaged)
-        flush(self.persistent, pending, end, self._crc_to(end), damaged)
-        self._remember(pending.streams)
+            ids = [(key, st.ids) for key, st in pending.streams.items() if st.ids]
+            step = stored.STEP_STREAMS
+            for i in range(0, len(ids), step):
+                filt.add_streams(ids[i:i + step])
+                yield
+        crc = self._crc_to(end)
+        yield
+        yield from flush_steps(self.persistent, pending, end, crc, damaged)
+
+    def _flushed(self, written: Index, end: int) -> None:
+        """``written`` is committed, covering the log up to ``end``."""
+        self._remember(written.streams)
         if self._ordinal_base is not None:
-            # The flush appended the pending events to ``all``: ordinals are dense.
-            self._ordinal_base += len(pending.all_positions)
+            # The flush appended the events to ``all``: ordinals are dense.
+            self._ordinal_base += len(written.all_positions)
         self.covered = end
         self.flushes += 1
         self._txn.abort()
         self._txn = self.persistent.env.begin()
-        self.pending = Index(self._load)
 
     def mark_written(self, end: int) -> None:
         """The log is written and acknowledged up to ``end``, which the index may
@@ -243,6 +363,9 @@ class WriterIndex:
         return self._crc
 
     def close(self, *, clean: bool) -> None:
+        if self._steps is not None:
+            self._steps.close()  # (aborts its transaction: the log after ``covered`` stays)
+            self._steps = None
         if self._mark is not None:
             self._mark.close()
             self._mark = None

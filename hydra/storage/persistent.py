@@ -72,7 +72,7 @@ import struct
 import threading
 from array import array
 from bisect import bisect_left
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Container, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import lmdb
@@ -771,9 +771,18 @@ def encode_damaged(damaged: dict[bytes, int]) -> bytes:
                     for k, p in sorted(damaged.items()))
 
 
-def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
-          damaged: bytes | None = None) -> None:
-    """Write ``pending`` (everything indexed since the last flush) in one transaction.
+# How many streams a flush prepares, and how many entries it puts, per step.
+STEP_STREAMS = 128
+STEP_ITEMS = 1024
+
+
+def flush_steps(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
+                damaged: bytes | None = None) -> Generator[None, None, None]:
+    """Write ``pending`` (everything indexed since the last flush) in one
+    transaction, in steps: yields after every STEP_STREAMS streams prepared and
+    STEP_ITEMS entries put (a fraction of a millisecond each), and commits when
+    it is run to its end. Closing it before then aborts the transaction: the
+    index stays as it was. Its caller keeps ``pending`` unchanged meanwhile.
 
     The covered position and counters go in the same transaction as the entries,
     so the index on disk always describes exactly the log before ``covered``.
@@ -791,7 +800,9 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
         add_id = id_items.append
         pack_record = RECORD.pack
         tombstones = pending.tombstones
-        for key, st in _touched(pending):
+        for n, (key, st) in enumerate(_touched(pending), 1):
+            if not n % STEP_STREAMS:
+                yield
             new = st.positions
             base = st.base
             if base == 0 and new:
@@ -814,12 +825,18 @@ def flush(index: PersistentIndex, pending: Index, covered: int, tail_crc: int,
                           (index.ids, id_items), (index.recent, recent_items)):
             if items:
                 items.sort()
-                txn.cursor(db=db).putmulti(items)
+                yield
+                cursor = txn.cursor(db=db)
+                for i in range(0, len(items), STEP_ITEMS):
+                    cursor.putmulti(items[i:i + STEP_ITEMS] if len(items) > STEP_ITEMS
+                                    else items)
+                    yield
         put_snapshots(txn, index.snaps, pending.snapshots)
         _put_newest(txn, index.smeta, SMETA, pending.metadata)
         new_all = pending.all_positions
         if new_all:
             _append_all(txn, index.all, index.ordinals, new_all)
+        yield
         put = txn.put
         for name, (notification_id, position) in pending.tracking.items():
             put(tracking_dbkey(name) + _pack_key64(position), _I64.pack(notification_id),

@@ -75,11 +75,16 @@ MAX_GROUP_BYTES = 64 << 20
 # the log after what it covers (as they always can). Each flush rewrites, per
 # stream it touches, the stream's record, its last position chunk and its
 # ``recent`` entry, so fewer, larger flushes write each stream's pages once for
-# many of its events. Whatever the time, at most INDEX_FLUSH_EVENTS events wait
-# unindexed: that bounds the writer's pending entries, the tail every reader
-# scans, and the tail a restart after a crash indexes.
+# many of its events. A flush also starts once INDEX_FLUSH_EVENTS events wait
+# unindexed, and happens at once (not in steps) past 4 x INDEX_FLUSH_EVENTS:
+# that bounds the writer's pending entries, the tail every reader scans, and the
+# tail a restart after a crash indexes.
 INDEX_FLUSH_EVENTS = 8192
 INDEX_FLUSH_SECONDS = 0.2
+# A flush that waited runs in steps of about INDEX_STEP_SECONDS between groups
+# (WriterIndex.start_flush): requests are handled, synced and answered while it
+# runs, instead of waiting for all of it.
+INDEX_STEP_SECONDS = 0.001
 # Least time between two feed messages that announce commits (seconds). A
 # commit after a quiet spell is announced at once; under load the positions of
 # the groups committed meanwhile go out together in one message at the end of
@@ -204,6 +209,8 @@ class WriterServer:
                     wait = min(wait, tally.due - now)
                 if self._index_due is not None:
                     wait = min(wait, self._index_due - now)
+                if self._index_stepping():
+                    wait = 0
                 ready = dict(poller.poll(max(0, int(wait * 1000) + 1) if wait > 0 else 0))
                 if wake_r in ready:
                     _drain_pipe(wake_r)
@@ -221,8 +228,10 @@ class WriterServer:
                     self._background_scavenge(now)
                 if tally.due is not None and now >= tally.due:
                     tally.flush()
-                if self._index_due is not None and now >= self._index_due:
-                    self._flush_index(self.engine.end)
+                if self._index_stepping():
+                    self._step_index()
+                elif self._index_due is not None and now >= self._index_due:
+                    self._start_index_flush(self.engine.end)
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -297,14 +306,18 @@ class WriterServer:
         # safe), and under a steady load less (_index_may_wait: they read the
         # log after it). With every-write the flush waits for the fsync that
         # covers the group (_synced_one), so the groups handled while one fsync
-        # runs go into the index in one transaction; the async modes decide at
-        # each group. A group that wrote nothing, a failure, or too many events
-        # waiting flush at once.
+        # runs go into the index in one transaction; the async modes and a
+        # group that wrote nothing decide here. A failure, or far too many
+        # events waiting, flush at once; enough of them start a flush in steps.
         assert self._index is not None
-        if (handler.failure is not None or end <= self.synced
-                or len(self._index.pending.all_positions) >= INDEX_FLUSH_EVENTS):
+        waiting = len(self._index.pending.all_positions)
+        if handler.failure is not None or waiting >= 4 * INDEX_FLUSH_EVENTS:
             self._flush_index(end)
-        elif not policy.every_write:
+        elif waiting >= INDEX_FLUSH_EVENTS and self._index.flushing is None:
+            self._start_index_flush(end)
+            if not policy.every_write:
+                self._mark_written(end)  # (announced before the flush commits)
+        elif not policy.every_write or end <= self.synced:
             self._index_commit(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
@@ -346,11 +359,36 @@ class WriterServer:
         commit."""
         if self._index_failing or self._mark_failing:
             return False
+        assert self._index is not None
         due = self._last_index_flush + INDEX_FLUSH_SECONDS
-        if time.monotonic() >= due:
+        if self._index.flushing is None and time.monotonic() >= due:
             return False
-        self._index_due = due
+        if self._index_due is None:
+            self._index_due = due
         return True
+
+    def _index_stepping(self) -> bool:
+        """Is a flush in steps going on (and not failing: a failed one is written
+        again by the flush of the next commit)?"""
+        assert self._index is not None
+        return self._index.flushing is not None and not self._index_failing
+
+    def _start_index_flush(self, end: int) -> None:
+        """Begin writing what waited into the index, in steps (_step_index)."""
+        assert self._index is not None
+        self._index_due = None
+        self._last_index_flush = time.monotonic()
+        try:
+            self._index.start_flush(end)
+        except (OSError, lmdb.Error) as exc:
+            self._index_failed(exc, end)
+
+    def _step_index(self) -> None:
+        assert self._index is not None
+        try:
+            self._index.step(INDEX_STEP_SECONDS)
+        except (OSError, lmdb.Error) as exc:
+            self._index_failed(exc, self.engine.end)
 
     def _index_commit(self, end: int) -> None:
         """The log is written up to ``end`` and about to be announced: flush the
@@ -381,23 +419,27 @@ class WriterServer:
         try:
             self._index.flush(end)
         except (OSError, lmdb.Error) as exc:
-            # Out of space (or another failure) in the index, not the log: the
-            # log holds the group and is the truth (readers read past the
-            # index's covered position from the log; recovery indexes it, and
-            # the written mark keeps its checkpoint). What is pending stays and
-            # goes in with the next flush that works.
-            if not self._index_failing:
-                log.error("the index cannot be written (%s); retrying at each later flush, "
-                          "reads fall back to the log meanwhile", exc)
-            self._index_failing = True
-            try:
-                self._index.mark_written(end)
-            except OSError:
-                pass  # (the index's own failure is logged above)
+            self._index_failed(exc, end)
         else:
             if self._index_failing:
                 log.warning("the index is written again")
             self._index_failing = False
+
+    def _index_failed(self, exc: Exception, end: int) -> None:
+        """Out of space (or another failure) in the index, not the log: the log
+        holds what was written and is the truth (readers read past the index's
+        covered position from the log; recovery indexes it, and the written mark
+        keeps its checkpoint). What waited stays and goes in with the next flush
+        that works: every commit tries one until then (_index_may_wait)."""
+        assert self._index is not None
+        if not self._index_failing:
+            log.error("the index cannot be written (%s); retrying at each later flush, "
+                      "reads fall back to the log meanwhile", exc)
+        self._index_failing = True
+        try:
+            self._index.mark_written(end)
+        except OSError:
+            pass  # (the index's own failure is logged above)
 
     def _send(self, messages: list[list[bytes]], replies: list[Reply | list[Reply]]) -> None:
         committed = self.committed
@@ -557,6 +599,10 @@ class WriterServer:
             "groups": self.groups,
             "fsyncs": self.fsyncs,
             "index_flushes": self._index.flushes if self._index is not None else 0,
+            # The log position the index covers, and whether a flush (in steps,
+            # between groups) is writing more of it.
+            "index_covered": self._index.covered if self._index is not None else 0,
+            "index_flushing": self._index is not None and self._index.flushing is not None,
             "segment_size": self.engine.log.segment_size,
             "writer": self.writer_id,
             "pid": os.getpid(),
