@@ -12,7 +12,7 @@ import pytest
 
 import hydra
 from hydra.readers import ReadOnlyView
-from hydra.storage.persistent import INDEX_DIR
+from hydra.storage.persistent import FILE_AHEAD, INDEX_DIR
 from hydra.storage.verify import verify
 
 SEG = 4096
@@ -49,6 +49,30 @@ def filled(tmp_path):
     return directory, fill(directory)
 
 
+def _used_and_size(directory: str) -> tuple[int, int]:
+    data = index_path(directory)
+    with lmdb.open(os.path.dirname(data), readonly=True, lock=False) as env:
+        used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    return used, os.path.getsize(data)
+
+
+def test_the_data_file_is_kept_ahead_of_its_pages(filled, caplog):
+    directory, events = filled
+    used, size = _used_and_size(directory)
+    assert used + FILE_AHEAD // 2 <= size <= used + FILE_AHEAD
+    with open(index_path(directory), "rb") as f:
+        f.seek(used)
+        assert f.read() == bytes(size - used)  # (sparse: nothing written there)
+    # Readers and the next writer take the longer file as it is, and it never shrinks.
+    with ReadOnlyView.open(directory) as view:
+        view.advance(events[-1].position + 1)
+        assert list(view.read_all()) == events
+    got, logged = reopened(directory, caplog)
+    assert got == events and "rebuild" not in logged
+    assert _used_and_size(directory)[1] == size
+    assert verify(directory).index == "ok"
+
+
 def test_clean_reopen_reads_only_the_tail(filled, caplog):
     directory, events = filled
     got, logged = reopened(directory, caplog)
@@ -72,7 +96,11 @@ def test_damaged_or_foreign_index_is_rebuilt(filled, caplog, damage):
     elif damage == "delete the lock file":
         os.unlink(index_path(directory, "lock.mdb"))
     elif damage == "truncate the data file":
-        os.truncate(data, os.path.getsize(data) // 2)
+        # Into the pages in use (the file runs on past them: ``keep_ahead``).
+        with lmdb.open(os.path.dirname(data), readonly=True, lock=False) as env:
+            used = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+        assert os.path.getsize(data) > used
+        os.truncate(data, used // 2)
     elif damage == "zero the data file":
         with open(data, "r+b") as f:
             f.write(bytes(os.path.getsize(data)))

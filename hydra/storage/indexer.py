@@ -339,6 +339,7 @@ class WriterIndex:
         self.flushes += 1
         self._txn.abort()
         self._txn = self.persistent.env.begin()
+        self.persistent.keep_ahead()
 
     def mark_written(self, end: int) -> None:
         """The log is written and acknowledged up to ``end``, which the index may

@@ -90,6 +90,12 @@ CHUNK = 64  # positions per chunk value (512 bytes: inline in a 4 KiB LMDB page)
 # Virtual size of the map; LMDB grows the file as it fills (the file is never
 # this large), and readers need not follow a resize.
 MAP_SIZE = 1 << 40
+# The writer keeps the data file at least FILE_AHEAD / 2 (and at most FILE_AHEAD)
+# longer than the pages in use, by extending it (sparse) before LMDB needs it
+# (``keep_ahead``). A commit that writes past the end of the file changes the
+# file's size, and on ext4 the next fdatasync of the log then also commits the
+# journal for it: measured in docs/BENCHMARKS.md, "The index file kept ahead".
+FILE_AHEAD = 64 << 20
 MAX_READERS = 4096
 MAX_KEY = 480
 LATEST = 1 << 62  # "as of" everything in the index (the writer's own view)
@@ -261,10 +267,29 @@ class PersistentIndex:
         self.ordinals = dbs[b"ordinals"]
         self.smeta = dbs[b"smeta"]
         self.inode = os.stat(os.path.join(path, "data.mdb")).st_ino
+        self._file_size = -1  # the data file's size as of the last ``keep_ahead`` (-1: unknown)
 
     def release(self) -> None:
         """Done with this index (the environment closes when its last user is done)."""
         _release(self.env)
+
+    def keep_ahead(self) -> None:
+        """Extend the data file (sparse) when the pages in use come within
+        FILE_AHEAD / 2 of its end, to FILE_AHEAD past them: LMDB then writes
+        within the file. Never shrinks it; a failure only leaves LMDB to grow it
+        itself, as it would anyway."""
+        data = os.path.join(self.path, "data.mdb")
+        try:
+            if self._file_size < 0:
+                self._file_size = os.path.getsize(data)
+            used = (self.env.info()["last_pgno"] + 1) * self.env.stat()["psize"]
+            if self._file_size - used >= FILE_AHEAD // 2:
+                return
+            size = max(self._file_size, used + FILE_AHEAD)
+            os.truncate(data, size)
+            self._file_size = size
+        except OSError:
+            self._file_size = -1
 
     # -- opening -------------------------------------------------------------------
 
