@@ -31,11 +31,12 @@ FLUSHED = 20
 MARKED = 12
 
 
-def _covered(directory: str) -> int:
+def _covered(directory: str, *, ident: bool = False) -> int:
+    """The index's covered position (or, with ``ident``, its ID)."""
     index = PersistentIndex.open_reader(directory)
     assert index is not None
     try:
-        return index.covered()
+        return index.ident() if ident else index.covered()
     finally:
         index.release()
 
@@ -194,9 +195,4 @@ def test_a_rebuilt_index_does_not_take_the_old_mark(tmp_path):
 
 
 def _ident(directory: str) -> int:
-    index = PersistentIndex.open_reader(directory)
-    assert index is not None
-    try:
-        return index.ident()
-    finally:
-        index.release()
+    return _covered(directory, ident=True)

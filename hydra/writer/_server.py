@@ -231,7 +231,7 @@ class WriterServer:
                 if self._index_stepping():
                     self._step_index()
                 elif self._index_due is not None and now >= self._index_due:
-                    self._start_index_flush(self.engine.end)
+                    self._flush_index(self.engine.end, in_steps=True)
             return self._shutdown()
         finally:
             for sig, handler in old_handlers.items():
@@ -314,7 +314,7 @@ class WriterServer:
         if handler.failure is not None or waiting >= 4 * INDEX_FLUSH_EVENTS:
             self._flush_index(end)
         elif waiting >= INDEX_FLUSH_EVENTS and self._index.flushing is None:
-            self._start_index_flush(end)
+            self._flush_index(end, in_steps=True)
             if not policy.every_write:
                 self._mark_written(end)  # (announced before the flush commits)
         elif not policy.every_write or end <= self.synced:
@@ -373,16 +373,6 @@ class WriterServer:
         assert self._index is not None
         return self._index.flushing is not None and not self._index_failing
 
-    def _start_index_flush(self, end: int) -> None:
-        """Begin writing what waited into the index, in steps (_step_index)."""
-        assert self._index is not None
-        self._index_due = None
-        self._last_index_flush = time.monotonic()
-        try:
-            self._index.start_flush(end)
-        except (OSError, lmdb.Error) as exc:
-            self._index_failed(exc, end)
-
     def _step_index(self) -> None:
         assert self._index is not None
         try:
@@ -412,18 +402,23 @@ class WriterServer:
                       "every commit instead", exc)
             self._flush_index(end)
 
-    def _flush_index(self, end: int) -> None:
+    def _flush_index(self, end: int, *, in_steps: bool = False) -> None:
+        """Write what waits into the index, covering the log up to ``end``: now,
+        or (``in_steps``) in a flush in steps that begins now (_step_index)."""
         assert self._index is not None
         self._index_due = None
         self._last_index_flush = time.monotonic()
         try:
-            self._index.flush(end)
+            if in_steps:
+                self._index.start_flush(end)
+            else:
+                self._index.flush(end)
         except (OSError, lmdb.Error) as exc:
             self._index_failed(exc, end)
         else:
-            if self._index_failing:
+            if self._index_failing and not in_steps:
                 log.warning("the index is written again")
-            self._index_failing = False
+                self._index_failing = False
 
     def _index_failed(self, exc: Exception, end: int) -> None:
         """Out of space (or another failure) in the index, not the log: the log
