@@ -180,16 +180,18 @@ def test_commits_acknowledged_before_their_index_flush_are_in_the_written_mark(
     assert w2.health()["events"] == len(events)
 
 
-def test_sigkill_during_a_flush_in_steps_loses_nothing(start_writer, data_dir):
+@pytest.mark.parametrize("sync", ["every-write", "async"])
+def test_sigkill_during_a_flush_in_steps_loses_nothing(start_writer, data_dir, sync):
     """Under a steady load the writer writes the index in steps between groups
     (``index_flushing`` in its health). kill -9 while it does: the index agrees
     with the log (the flush is one transaction, none of it is in), and the
     restart has every acknowledged event, each ID still a duplicate at its
-    version."""
+    version. (With async durability an acknowledged write is in the page
+    cache, which a killed process leaves as it is.)"""
     acked: dict[str, tuple[str, int]] = {}
     hits = 0
     for round_ in range(3):
-        w = start_writer()
+        w = start_writer("--sync", sync)
 
         async def main(w: WriterProcess = w, round_: int = round_) -> bool:
             async with WriterClient(w.command_endpoint, timeout=10) as c:
