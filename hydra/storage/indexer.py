@@ -79,7 +79,8 @@ class WriterIndex:
         self._known: dict[bytes, tuple[int, int, bytes]] = {}
         self.pending = Index(self._load)
         # A flush in steps (``start_flush``): the entries it writes, the log
-        # position they cover, the flush's damaged record, and the steps left (None: it failed, and the next step begins it again).
+        # position they cover, the flush's damaged record, and the steps left
+        # (None: it failed, and the next step begins it again).
         self.flushing: Index | None = None
         self._flushing_end = 0
         self._flushing_damaged: bytes | None = None

@@ -853,8 +853,7 @@ def flush_steps(index: PersistentIndex, pending: Index, covered: int, tail_crc: 
                 yield
                 cursor = txn.cursor(db=db)
                 for i in range(0, len(items), STEP_ITEMS):
-                    cursor.putmulti(items[i:i + STEP_ITEMS] if len(items) > STEP_ITEMS
-                                    else items)
+                    cursor.putmulti(items[i:i + STEP_ITEMS])
                     yield
         put_snapshots(txn, index.snaps, pending.snapshots)
         _put_newest(txn, index.smeta, SMETA, pending.metadata)

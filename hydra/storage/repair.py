@@ -3,8 +3,9 @@ operator's choice of what to do about it.
 
 The writer refuses to open a log whose active segment holds an invalid record
 before the checkpoint (the index's covered position, or the writer's written
-mark past it: the log was written and acknowledged up to there), because treating it as a torn tail would drop every
-later acknowledged event and hand their positions out again. This command says
+mark past it: the log was written and acknowledged up to there), because
+treating it as a torn tail would drop every later acknowledged event and hand
+their positions out again. This command says
 exactly what is at stake and offers the two ways out:
 
 - **restore a backup** (``hydra restore BACKUP NEWDIR``): nothing is lost that

@@ -313,12 +313,11 @@ class WriterServer:
         waiting = len(self._index.pending.all_positions)
         if handler.failure is not None or waiting >= 4 * INDEX_FLUSH_EVENTS:
             self._flush_index(end)
-        elif waiting >= INDEX_FLUSH_EVENTS and self._index.flushing is None:
-            self._flush_index(end, in_steps=True)
-            if not policy.every_write:
-                self._mark_written(end)  # (announced before the flush commits)
-        elif not policy.every_write or end <= self.synced:
-            self._index_commit(end)
+        else:
+            if waiting >= INDEX_FLUSH_EVENTS and self._index.flushing is None:
+                self._flush_index(end, in_steps=True)
+            if not policy.every_write or end <= self.synced:
+                self._index_commit(end)
         if handler.written:
             policy.wrote(handler.written, time.monotonic())
             if not policy.every_write:
