@@ -86,6 +86,7 @@ class WriterIndex:
         self._flushing_damaged: bytes | None = None
         self._steps: Generator[None, None, None] | None = None
         self.flushes = 0
+        self.flushes_in_steps = 0  # (of ``flushes``)
         # Event IDs certainly not in the index (None: look every one up).
         self.filter = id_filter
         # Streams holding a record whose CRC failed (key -> its position): the
@@ -304,6 +305,7 @@ class WriterIndex:
         self._steps = None
         self._flushed(flushing, self._flushing_end)
         self.flushing = None
+        self.flushes_in_steps += 1
         return True
 
     def _freeze(self, pending: Index) -> bytes | None:

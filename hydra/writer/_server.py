@@ -352,18 +352,24 @@ class WriterServer:
 
     def _index_may_wait(self) -> bool:
         """May the index flush of a commit wait (for a later commit, or the timer
-        of the run loop)? Only when the index was written less than
-        INDEX_FLUSH_SECONDS ago: the first commit after a quiet spell is in the
-        index before anyone is told of it. A failing index is retried at every
-        commit."""
+        of the run loop)? Not after a quiet spell (nothing waited since a flush
+        INDEX_FLUSH_SECONDS ago or more): that commit is in the index before
+        anyone is told of it. Under a steady load a flush that is due begins in
+        steps here, if the loop's timer did not begin it yet. A failing index is
+        retried at every commit."""
         if self._index_failing or self._mark_failing:
             return False
-        assert self._index is not None
-        due = self._last_index_flush + INDEX_FLUSH_SECONDS
-        if self._index.flushing is None and time.monotonic() >= due:
-            return False
-        if self._index_due is None:
-            self._index_due = due
+        index = self._index
+        assert index is not None
+        if index.flushing is None:
+            now = time.monotonic()
+            if self._index_due is None:
+                due = self._last_index_flush + INDEX_FLUSH_SECONDS
+                if now >= due:
+                    return False
+                self._index_due = due
+            elif now >= self._index_due:
+                self._flush_index(self.engine.end, in_steps=True)
         return True
 
     def _index_stepping(self) -> bool:
@@ -593,6 +599,8 @@ class WriterServer:
             "groups": self.groups,
             "fsyncs": self.fsyncs,
             "index_flushes": self._index.flushes if self._index is not None else 0,
+            "index_flushes_in_steps": (self._index.flushes_in_steps
+                                       if self._index is not None else 0),
             # The log position the index covers, and whether a flush (in steps,
             # between groups) is writing more of it.
             "index_covered": self._index.covered if self._index is not None else 0,
